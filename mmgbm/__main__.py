@@ -1,0 +1,3 @@
+from mmgbm.cli import main
+
+main()

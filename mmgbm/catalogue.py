@@ -1,0 +1,129 @@
+"""Reading and validating catalogue tables: CSV, Parquet or JSON Lines, keyed by a product id column.
+
+Ids are always read as strings so that `16234` in a CSV and `"16234"` in a Parquet file are the same product.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+
+from mmgbm.config import Config
+from mmgbm.errors import MmgbmError
+
+READERS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+def read_table(path: Path, id_column: str) -> pd.DataFrame:
+    """Read one table with its id column as strings; one-line errors for anything a user can get wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise MmgbmError(f"table {path} not found; check data.splits in the config")
+    kind = READERS.get(path.suffix.lower())
+    if kind is None:
+        raise MmgbmError(f"{path}: unknown table format {path.suffix!r}; use .csv, .parquet or .jsonl")
+    try:
+        if kind == "csv":
+            frame = pd.read_csv(
+                path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype={id_column: str}, low_memory=False
+            )
+        elif kind == "parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_json(path, lines=True, dtype={id_column: str})
+    except Exception as exc:  # pandas raises many types for unreadable files; all mean the same to a user
+        raise MmgbmError(f"{path}: cannot read as {kind} ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    return validate_ids(frame, id_column, str(path))
+
+
+def validate_ids(frame: pd.DataFrame, id_column: str, source: str) -> pd.DataFrame:
+    if id_column not in frame.columns:
+        raise MmgbmError(f"{source}: no id column {id_column!r}{_suggest(id_column, frame.columns)}")
+    ids = frame[id_column]
+    null = ids.isna() | (ids.astype(str).str.strip() == "")
+    if null.any():
+        rows = [str(i + 2) for i in frame.index[null][:5]] if source.endswith(".csv") else []
+        where = f" (file lines {', '.join(rows)})" if rows else ""
+        raise MmgbmError(f"{source}: {int(null.sum())} rows have an empty id in {id_column!r}{where}; every product needs an id")
+    ids = ids.map(_id_string)
+    dup = ids[ids.duplicated(keep=False)]
+    if len(dup):
+        examples = ", ".join(map(repr, dup.unique()[:5]))
+        raise MmgbmError(
+            f"{source}: {dup.nunique()} duplicate product ids in {id_column!r} (e.g. {examples}); ids must be unique"
+        )
+    frame = frame.copy()
+    frame[id_column] = ids
+    return frame.reset_index(drop=True)
+
+
+def _id_string(value: object) -> str:
+    # Parquet/JSON may carry ints or floats; 123.0 and 123 name the same product.
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _suggest(name: str, columns: object) -> str:
+    cols = [str(c) for c in columns]
+    close = difflib.get_close_matches(name, cols, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; columns are: {', '.join(cols[:12])}{' ...' if len(cols) > 12 else ''}"
+
+
+def required_columns(cfg: Config, with_targets: bool = True) -> list[str]:
+    data = cfg.data
+    cols = list(data.text_columns) + list(data.categorical_columns) + list(data.numeric_columns)
+    for field_cols in cfg.text_fields.values():
+        cols += field_cols
+    if data.image_column:
+        cols.append(data.image_column)
+    if with_targets:
+        cols += [t.column for t in cfg.targets.values()]
+    return list(dict.fromkeys(cols))
+
+
+def check_columns(frame: pd.DataFrame, columns: list[str], source: str) -> None:
+    for col in columns:
+        if col not in frame.columns:
+            raise MmgbmError(f"{source}: no column {col!r} named in the config{_suggest(col, frame.columns)}")
+
+
+def in_holdout(ids: pd.Series, fraction: float, seed: int) -> pd.Series:
+    """Deterministic per-id membership: the same product always lands on the same side."""
+
+    def bucket(pid: str) -> float:
+        digest = hashlib.sha1(f"{seed}:{pid}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    return ids.map(bucket) < fraction
+
+
+def load_split(cfg: Config, split: str, with_targets: bool = True) -> pd.DataFrame:
+    """The products of one split, validated against the config's column roles."""
+    data = cfg.data
+    holdout = data.holdout
+    if split not in cfg.split_names:
+        raise MmgbmError(f"unknown split {split!r}; the config has: {', '.join(cfg.split_names)}")
+    if holdout is not None and split in (holdout.name, "train"):
+        frame = read_table(data.splits["train"], data.id_column)
+        mask = in_holdout(frame[data.id_column], holdout.fraction, holdout.seed)
+        frame = frame[mask if split == holdout.name else ~mask].reset_index(drop=True)
+        source = f"{data.splits['train']} ({split} part)"
+    else:
+        frame = read_table(data.splits[split], data.id_column)
+        source = str(data.splits[split])
+    # Target columns are required on train; other splits may be unlabelled (evaluate checks for them itself).
+    check_columns(frame, required_columns(cfg, with_targets=with_targets and split == "train"), source)
+    return frame
+
+
+def load_all_products(cfg: Config) -> pd.DataFrame:
+    """Every product of every split, once: what the extract commands cover."""
+    frames = [load_split(cfg, name, with_targets=False) for name in cfg.split_names]
+    allp = pd.concat(frames, ignore_index=True)
+    return allp.drop_duplicates(subset=cfg.data.id_column, keep="first").reset_index(drop=True)

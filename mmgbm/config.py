@@ -1,0 +1,275 @@
+"""The one config that is the truth for a run: a validated YAML file plus dotted command-line overrides.
+
+Relative paths in the file are resolved against the folder that holds the file, so a config means the same thing
+whatever directory a command is run from.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mmgbm.errors import MmgbmError
+
+DEFAULT_CONFIG_NAME = "mmgbm.yaml"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class HoldoutConfig(Strict):
+    """Carve a named split out of `train` by hashing the product id: stable as the catalogue grows."""
+
+    name: str = "test"
+    fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    seed: int = 0
+
+
+class DataConfig(Strict):
+    id_column: str = "id"
+    splits: dict[str, Path] = Field(..., description="split name -> table (CSV, Parquet or JSON Lines)")
+    holdout: HoldoutConfig | None = None
+    text_columns: list[str] = []
+    image_column: str | None = None
+    images_root: Path | None = None
+    categorical_columns: list[str] = []
+    numeric_columns: list[str] = []
+
+    @field_validator("splits")
+    @classmethod
+    def _has_train(cls, splits: dict[str, Path]) -> dict[str, Path]:
+        if "train" not in splits:
+            raise ValueError(f"needs a 'train' split (has: {', '.join(splits) or 'none'})")
+        return splits
+
+    @model_validator(mode="after")
+    def _holdout_name_free(self) -> "DataConfig":
+        if self.holdout is not None and self.holdout.name in self.splits:
+            raise ValueError(f"holdout name {self.holdout.name!r} is also a split; rename one of them")
+        return self
+
+
+class TargetConfig(Strict):
+    column: str
+    task: Literal["multiclass", "binary", "regression"] = "multiclass"
+    log_target: bool = False
+
+    @model_validator(mode="after")
+    def _log_only_for_regression(self) -> "TargetConfig":
+        if self.log_target and self.task != "regression":
+            raise ValueError("log_target only applies to task: regression")
+        return self
+
+
+BACKBONE_DIMS = {"b0": 1280, "b3": 1536}
+BACKBONE_SIZES = {"b0": 224, "b3": 300}
+
+
+class ImageFeaturesConfig(Strict):
+    enabled: bool = True
+    backbone: Literal["b0", "b3"] = "b0"
+    # A path to a Keras .h5 weights file, "imagenet" (Keras download, needs internet) or "none" (random).
+    weights: str = "imagenet"
+    image_size: int | None = Field(None, ge=32, le=1024, description="default: 224 for b0, 300 for b3")
+    batch_size: int = Field(32, ge=1, le=1024)
+    shard_size: int = Field(1024, ge=1)
+
+    @property
+    def resolved_image_size(self) -> int:
+        return self.image_size or BACKBONE_SIZES[self.backbone]
+
+    @property
+    def dim(self) -> int:
+        return BACKBONE_DIMS[self.backbone]
+
+
+class TextFeaturesConfig(Strict):
+    enabled: bool = True
+    # field name -> text columns joined into it; empty means one field "text" joining every data.text_columns.
+    fields: dict[str, list[str]] = {}
+    ngram_range: tuple[int, int] = (1, 2)
+    min_df: int | float = 2
+    max_df: int | float = 1.0
+    max_features: int | None = 200_000
+    sublinear_tf: bool = True
+    lowercase: bool = True
+    token_pattern: str = r"(?u)\b\w+\b"
+    strip_html: bool = True
+    shard_size: int = Field(50_000, ge=1)
+
+
+class FeaturesConfig(Strict):
+    image: ImageFeaturesConfig = ImageFeaturesConfig()
+    text: TextFeaturesConfig = TextFeaturesConfig()
+
+
+class ModelConfig(Strict):
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(31, ge=2)
+    min_data_in_leaf: int = Field(20, ge=1)
+    max_rounds: int = Field(2000, ge=1)
+    early_stopping_rounds: int = Field(50, ge=1)
+    valid_fraction: float = Field(0.1, gt=0, lt=0.5)
+    rare_category_min_count: int = Field(5, ge=1, description="metadata levels rarer than this become one level")
+    seed: int = 42
+    num_threads: int = Field(0, ge=0, description="0 = all cores")
+    params: dict[str, Any] = Field({}, description="extra LightGBM parameters, passed through")
+
+
+class Config(Strict):
+    workdir: Path = Path("runs/mmgbm")
+    data: DataConfig
+    targets: dict[str, TargetConfig] = {}
+    features: FeaturesConfig = FeaturesConfig()
+    model: ModelConfig = ModelConfig()
+
+    @property
+    def text_fields(self) -> dict[str, list[str]]:
+        if self.features.text.fields:
+            return dict(self.features.text.fields)
+        return {"text": list(self.data.text_columns)} if self.data.text_columns else {}
+
+    @property
+    def split_names(self) -> list[str]:
+        names = list(self.data.splits)
+        if self.data.holdout is not None and self.data.holdout.name not in names:
+            names.append(self.data.holdout.name)
+        return names
+
+    def fingerprint(self) -> str:
+        """Hash of everything that shapes features and models (not where the workdir is)."""
+        payload = self.model_dump(mode="json", exclude={"workdir"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def find_config(path: Path | None) -> Path:
+    if path is not None:
+        if not path.is_file():
+            raise MmgbmError(f"config file {path} not found; pass an existing YAML file with --config")
+        return path
+    default = Path.cwd() / DEFAULT_CONFIG_NAME
+    if not default.is_file():
+        raise MmgbmError(
+            f"no {DEFAULT_CONFIG_NAME} in {Path.cwd()}; pass --config PATH (see configs/ for examples)"
+        )
+    return default
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read, override and validate a config; every problem is one MmgbmError line."""
+    path = find_config(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise MmgbmError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise MmgbmError(f"{path}: the top level must be a mapping of settings")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    cfg = validate_config(raw, source=str(path))
+    return _resolve_paths(cfg, path.parent.resolve())
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise MmgbmError(f"{source}: {_describe(exc)}") from None
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """`--model.learning_rate 0.03` or `--model.learning_rate=0.03` -> {"model.learning_rate": 0.03}."""
+    overrides: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) <= 2:
+            raise MmgbmError(f"unexpected argument {arg!r}; overrides look like --section.key VALUE")
+        key, sep, value = arg[2:].partition("=")
+        if not sep:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise MmgbmError(f"override --{key} needs a value, e.g. --{key} VALUE")
+            value = args[i + 1]
+            i += 1
+        overrides[key.replace("-", "_")] = yaml.safe_load(value) if value != "" else ""
+        i += 1
+    return overrides
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise MmgbmError(f"override --{dotted}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _resolve_paths(cfg: Config, base: Path) -> Config:
+    def resolve(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p).resolve()
+
+    cfg.workdir = resolve(cfg.workdir)
+    cfg.data.splits = {name: resolve(p) for name, p in cfg.data.splits.items()}
+    if cfg.data.images_root is not None:
+        cfg.data.images_root = resolve(cfg.data.images_root)
+    weights = cfg.features.image.weights
+    if weights not in ("imagenet", "none"):
+        cfg.features.image.weights = str(resolve(Path(weights)))
+    return cfg
+
+
+def _describe(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    where = ".".join(loc) or "config"
+    if err["type"] == "extra_forbidden":
+        hint = _did_you_mean(loc)
+        return f"unknown setting {where!r}{hint}"
+    if err["type"] == "missing":
+        return f"missing required setting {where!r}"
+    value = err.get("input")
+    shown = f" (got {value!r})" if not isinstance(value, dict) else ""
+    more = f" [+{len(exc.errors()) - 1} more problems]" if len(exc.errors()) > 1 else ""
+    return f"setting {where!r}: {err['msg']}{shown}{more}"
+
+
+def _did_you_mean(loc: list[str]) -> str:
+    section: Any = Config
+    parts = iter(loc[:-1])
+    for part in parts:
+        model = _section_type(section)
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return ""
+        section = field.annotation
+        if typing.get_origin(section) is dict:
+            section = typing.get_args(section)[1]
+            next(parts, None)  # the user's own key, e.g. the target name in targets.<name>.column
+    model = _section_type(section)
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(model.model_fields)}"
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    """The model class behind an annotation such as `HoldoutConfig | None`."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
