@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import scipy.sparse as sp
+
+from mmgbm.errors import MmgbmError
+from mmgbm.features.store import FeatureStore, dense_table, sparse_table
+
+FP = {"kind": "image", "backbone": "b0", "weights": "abc", "image_size": 224}
+
+
+def store(tmp_path: Path, **changes) -> FeatureStore:
+    return FeatureStore.at(tmp_path, "image", "b0", {**FP, **changes})
+
+
+def test_dense_round_trip_aligns_by_id_not_position(tmp_path: Path):
+    s = store(tmp_path)
+    s.write_shard(dense_table(["a", "b"], np.array([[1, 2], [3, 4]], dtype=np.float32)))
+    s.write_shard(dense_table(["c"], np.array([[5, 6]], dtype=np.float32)))
+    out, present = s.read_dense(["c", "zzz", "a"])
+    assert present.tolist() == [True, False, True]
+    assert out[0].tolist() == [5, 6] and out[2].tolist() == [1, 2]
+    assert np.isnan(out[1]).all()
+
+
+def test_sparse_round_trip_stays_sparse_and_aligned(tmp_path: Path):
+    s = FeatureStore.at(tmp_path, "text", "title", {"kind": "text", "vocab": "v1"})
+    matrix = sp.csr_matrix(np.array([[0, 0.5, 0], [0, 0, 0], [0.25, 0, 1]], dtype=np.float32))
+    s.write_shard(sparse_table(["a", "b", "c"], matrix))
+    table = pq.read_table(s.shards()[0])
+    assert table.column_names == ["id", "indices", "values"]
+    out, present = s.read_sparse(["c", "new", "a", "b"], n_features=3)
+    assert sp.issparse(out) and out.shape == (4, 3)
+    assert present.tolist() == [True, False, True, True]
+    np.testing.assert_allclose(out.toarray(), [[0.25, 0, 1], [0, 0, 0], [0, 0.5, 0], [0, 0, 0]])
+
+
+def test_present_ids_make_extraction_incremental(tmp_path: Path):
+    s = store(tmp_path)
+    assert s.present_ids() == set()
+    s.write_shard(dense_table(["a", "b"], np.zeros((2, 3))))
+    assert s.present_ids() == {"a", "b"}
+
+
+def test_shards_made_differently_are_refused_with_the_difference(tmp_path: Path):
+    store(tmp_path).write_shard(dense_table(["a"], np.zeros((1, 3))))
+    other = store(tmp_path, weights="def")
+    for action in (other.present_ids, lambda: other.read_dense(["a"])):
+        with pytest.raises(MmgbmError, match=r"weights: stored 'abc' vs now 'def'.*--overwrite"):
+            action()
+
+
+def test_crash_between_shards_keeps_finished_shards_and_no_partial_file(tmp_path: Path, monkeypatch):
+    s = store(tmp_path)
+    s.write_shard(dense_table(["a"], np.ones((1, 2))))
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # the process is killed while writing the second shard
+
+    monkeypatch.setattr(pq, "write_table", crash)
+    with pytest.raises(KeyboardInterrupt):
+        s.write_shard(dense_table(["b"], np.ones((1, 2))))
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.joinpath("features/image/b0").iterdir()] == ["part-00000.parquet"]
+    assert s.present_ids() == {"a"}  # a re-run extracts only "b"
+    s.write_shard(dense_table(["b"], np.full((1, 2), 2.0)))
+    out, present = s.read_dense(["a", "b"])
+    assert present.all() and out[1].tolist() == [2.0, 2.0]
+
+
+def test_a_foreign_file_in_the_store_is_named(tmp_path: Path):
+    s = store(tmp_path)
+    s.root.mkdir(parents=True)
+    (s.root / "part-00000.parquet").write_text("garbage")
+    with pytest.raises(MmgbmError, match="part-00000.parquet: unreadable feature shard"):
+        s.present_ids()
+
+
+def test_reading_an_empty_store_says_to_extract_first(tmp_path: Path):
+    with pytest.raises(MmgbmError, match="run the extract command first"):
+        store(tmp_path).read_dense(["a"])
+
+
+def test_later_shards_win_for_a_repeated_id(tmp_path: Path):
+    s = store(tmp_path)
+    s.write_shard(dense_table(["a"], np.zeros((1, 2))))
+    s.write_shard(dense_table(["a"], np.ones((1, 2))))
+    assert s.read_dense(["a"])[0].tolist() == [[1.0, 1.0]]
