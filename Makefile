@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` (install + run the whole pipeline on the bundled sample)
+# and `make test` (install + run the test suite). Everything installs into ./.venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/mmgbm demo --config configs/demo.yaml
+
+# pytest exits 5 when it collects no test: say so loudly instead of failing on it or passing silently.
+test: install
+	$(BIN)/pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "WARNING: pytest collected no tests"; exit 0; fi; exit $$rc
+
+bench: install
+	$(BIN)/python scripts/bench_extract.py
+	$(BIN)/python scripts/bench_text.py
+	$(BIN)/python scripts/bench_accuracy.py
+
+clean:
+	rm -rf runs $(VENV)
