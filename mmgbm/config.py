@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -95,15 +96,54 @@ class TextFeaturesConfig(Strict):
     enabled: bool = True
     # field name -> text columns joined into it; empty means one field "text" joining every data.text_columns.
     fields: dict[str, list[str]] = {}
+    # Vocabulary controls (sklearn TfidfVectorizer meaning): an int df is a document count, a float a fraction.
+    # The default token pattern keeps one-character tokens: sizes and variants ("s", "xl", "4") matter in titles.
     ngram_range: tuple[int, int] = (1, 2)
     min_df: int | float = 2
     max_df: int | float = 1.0
-    max_features: int | None = 200_000
+    max_features: int | None = Field(200_000, ge=1)
     sublinear_tf: bool = True
     lowercase: bool = True
     token_pattern: str = r"(?u)\b\w+\b"
     strip_html: bool = True
     shard_size: int = Field(50_000, ge=1)
+
+    @field_validator("fields")
+    @classmethod
+    def _fields_named_safely(cls, fields: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, columns in fields.items():
+            if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+                raise ValueError(f"field name {name!r} becomes a folder name; use letters, digits, '_', '.', '-'")
+            if not columns:
+                raise ValueError(f"field {name!r} needs at least one text column")
+        return fields
+
+    @field_validator("ngram_range")
+    @classmethod
+    def _ngrams_ordered(cls, ngrams: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= ngrams[0] <= ngrams[1]:
+            raise ValueError("needs 1 <= min_n <= max_n, e.g. [1, 2]")
+        return ngrams
+
+    @field_validator("min_df", "max_df")
+    @classmethod
+    def _df_count_or_fraction(cls, df: int | float) -> int | float:
+        if isinstance(df, float) and not 0.0 <= df <= 1.0:
+            raise ValueError("a float is a fraction of documents in [0, 1]; use an int for a count")
+        if isinstance(df, int) and df < 1:
+            raise ValueError("a count of documents must be >= 1")
+        return df
+
+    @field_validator("token_pattern")
+    @classmethod
+    def _pattern_compiles(cls, pattern: str) -> str:
+        try:
+            groups = re.compile(pattern).groups
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression ({exc})") from None
+        if groups > 1:
+            raise ValueError("may have at most one capturing group (it selects the token)")
+        return pattern
 
 
 class FeaturesConfig(Strict):

@@ -1,0 +1,206 @@
+"""Text features: one TF-IDF vectorizer per text field, fitted on the training split only, stored as sparse shards.
+
+Per field, `<workdir>/features/text/<field>/` holds the fitted vectorizer (`vectorizer.joblib`) and the shards
+(id, indices, values). The shards' fingerprint is derived from the stored vectorizer, so shards can only be read
+with the vectorizer that made them; refitting the vectorizer discards them, since their indices meant other words.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from mmgbm.catalogue import load_all_products, load_split
+from mmgbm.config import Config
+from mmgbm.errors import MmgbmError
+from mmgbm.features.store import FeatureStore, sparse_table
+from mmgbm.features.text_cleaning import join_columns
+from mmgbm.features.text_vectorizer import TextVectorizer
+
+VECTORIZER_FILE = "vectorizer.joblib"
+# The settings of features.text that shape the vectorizer (the rest say what to do, not what it computes).
+VECTORIZER_SETTINGS = (
+    "ngram_range", "min_df", "max_df", "max_features", "sublinear_tf", "lowercase", "token_pattern", "strip_html"
+)
+
+
+@dataclass
+class FieldExtraction:
+    field: str
+    columns: list[str]
+    fitted_on: int | None  # training products the vectorizer was fitted on now; None when a stored one was reused
+    vocabulary: int
+    new: int
+    already_stored: int
+    empty: int
+    shards: int
+    fit_seconds: float
+    transform_seconds: float
+
+    def describe(self) -> str:
+        how = (f"fitted on {self.fitted_on:,} train products" if self.fitted_on is not None
+               else "stored vectorizer reused")
+        rate = f" ({self.new / self.transform_seconds:,.0f} docs/s)" if self.new and self.transform_seconds else ""
+        return (
+            f"text field {self.field!r} ({' + '.join(self.columns)}): {how}, {self.vocabulary:,} terms; "
+            f"{self.new:,} new products in {self.shards} shard(s), {self.empty:,} with empty text, "
+            f"{self.already_stored:,} already stored; fit {self.fit_seconds:.1f}s, "
+            f"transform {self.transform_seconds:.1f}s{rate}"
+        )
+
+
+@dataclass
+class TextExtractionSummary:
+    fields: list[FieldExtraction]
+    workdir: Path
+    enabled: bool = True
+
+    def describe(self) -> str:
+        if not self.enabled:
+            return "text features are disabled (features.text.enabled: false); nothing to do"
+        lines = [f.describe() for f in self.fields]
+        lines.append(f"text features in {self.workdir / 'features' / 'text'}")
+        return "\n".join(lines)
+
+
+def vectorizer_from_config(cfg: Config) -> TextVectorizer:
+    """An unfitted vectorizer with the config's vocabulary settings."""
+    return TextVectorizer(**cfg.features.text.model_dump(include=set(VECTORIZER_SETTINGS)))
+
+
+def field_dir(cfg: Config, field: str) -> Path:
+    return Path(cfg.workdir) / "features" / "text" / field
+
+
+def field_columns(cfg: Config, field: str) -> list[str]:
+    fields = cfg.text_fields
+    if field not in fields:
+        raise MmgbmError(f"unknown text field {field!r}; the config has: {', '.join(fields) or 'none'}")
+    return fields[field]
+
+
+def load_vectorizer(cfg: Config, field: str) -> TextVectorizer:
+    """The fitted vectorizer stored for a field, checked against what the config asks for now."""
+    columns = field_columns(cfg, field)
+    path = field_dir(cfg, field) / VECTORIZER_FILE
+    if not path.is_file():
+        raise MmgbmError(f"no fitted vectorizer for text field {field!r} at {path}; run `mmgbm extract-text` first")
+    try:
+        saved = joblib.load(path)
+        vectorizer, saved_columns = saved["vectorizer"], saved["columns"]
+    except Exception as exc:  # truncated or foreign file: unpickling raises many types
+        raise MmgbmError(f"{path}: unreadable vectorizer ({type(exc).__name__}); run `mmgbm extract-text --overwrite`") from None
+    wanted = {"columns": columns, **_settings(vectorizer_from_config(cfg))}
+    stored = {"columns": saved_columns, **_settings(vectorizer)}
+    differ = [k for k in wanted if json.dumps(wanted[k]) != json.dumps(stored[k])]
+    if differ:
+        what = "; ".join(f"{k}: fitted with {stored[k]!r}, config asks {wanted[k]!r}" for k in differ)
+        raise MmgbmError(
+            f"{path} does not match the config ({what}); run `mmgbm extract-text --overwrite` to refit it"
+        )
+    return vectorizer
+
+
+def text_store(cfg: Config, field: str) -> FeatureStore:
+    """The feature store of one text field, fingerprinted by its stored vectorizer."""
+    return _store(cfg, field, load_vectorizer(cfg, field))
+
+
+def read_text_features(cfg: Config, ids: Sequence[str]) -> dict[str, tuple[sp.csr_matrix, np.ndarray]]:
+    """Per text field: float32 CSR (len(ids), vocabulary) aligned to `ids`, and the mask of ids that have stored
+    features. Unknown ids get an empty row and False; a product whose text is empty is stored, so it gets True."""
+    if not cfg.features.text.enabled:
+        return {}
+    out = {}
+    for field in cfg.text_fields:
+        vectorizer = load_vectorizer(cfg, field)
+        out[field] = _store(cfg, field, vectorizer).read_sparse(ids, len(vectorizer.vocabulary_))
+    return out
+
+
+def extract_text(cfg: Config, *, overwrite: bool = False) -> TextExtractionSummary:
+    """Fit (train split only) or reuse each field's vectorizer, then store vectors for every product not yet stored."""
+    if not cfg.features.text.enabled:
+        return TextExtractionSummary([], Path(cfg.workdir), enabled=False)
+    if not cfg.text_fields:
+        raise MmgbmError("no text columns configured; set data.text_columns or features.text.fields")
+    products = load_all_products(cfg)
+    return TextExtractionSummary(
+        [_extract_field(cfg, field, products, overwrite) for field in cfg.text_fields], Path(cfg.workdir)
+    )
+
+
+def _extract_field(cfg: Config, field: str, products: pd.DataFrame, overwrite: bool) -> FieldExtraction:
+    columns = field_columns(cfg, field)
+    folder = field_dir(cfg, field)
+    started = time.perf_counter()
+    fitted_on = None
+    if overwrite or not (folder / VECTORIZER_FILE).is_file():
+        fitted_on = _fit_and_save(cfg, field, columns)
+    vectorizer = load_vectorizer(cfg, field)
+    fit_seconds = time.perf_counter() - started
+
+    store = _store(cfg, field, vectorizer)
+    present = store.present_ids()
+    ids = products[cfg.data.id_column]
+    todo = products[~ids.isin(present)]
+    started = time.perf_counter()
+    empty = shards = 0
+    step = cfg.features.text.shard_size
+    for start in range(0, len(todo), step):
+        chunk = todo.iloc[start:start + step]
+        matrix = vectorizer.transform(join_columns(chunk, columns))
+        empty += int((matrix.getnnz(axis=1) == 0).sum())
+        store.write_shard(sparse_table(chunk[cfg.data.id_column].tolist(), matrix))
+        shards += 1
+    return FieldExtraction(
+        field, columns, fitted_on, len(vectorizer.vocabulary_), len(todo), len(products) - len(todo), empty, shards,
+        fit_seconds, time.perf_counter() - started,
+    )
+
+
+def _fit_and_save(cfg: Config, field: str, columns: list[str]) -> int:
+    """Fit on the training split only and store the vectorizer; any older shards of the field go first."""
+    train = load_split(cfg, "train", with_targets=False)
+    vectorizer = vectorizer_from_config(cfg)
+    try:
+        vectorizer.fit(join_columns(train, columns))
+    except ValueError as exc:  # sklearn: empty vocabulary, min_df above max_df ...
+        raise MmgbmError(
+            f"text field {field!r}: cannot fit TF-IDF on {len(train):,} train products ({exc}); "
+            f"check features.text (min_df, max_df, token_pattern) and the columns {columns}"
+        ) from None
+    folder = field_dir(cfg, field)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    tmp = folder / f".{VECTORIZER_FILE}.{uuid.uuid4().hex}.tmp"
+    try:
+        joblib.dump({"vectorizer": vectorizer, "columns": list(columns), "fitted_on": len(train)}, tmp)
+        os.replace(tmp, folder / VECTORIZER_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(train)
+
+
+def _store(cfg: Config, field: str, vectorizer: TextVectorizer) -> FeatureStore:
+    columns = field_columns(cfg, field)
+    fingerprint = {"kind": "tfidf", "columns": columns, "vectorizer": vectorizer.fingerprint_}
+    return FeatureStore(field_dir(cfg, field), fingerprint)
+
+
+def _settings(vectorizer: TextVectorizer) -> dict[str, Any]:
+    # Through JSON so that min_df 1 (one document) and 1.0 (every document) stay different, and tuples are lists.
+    return json.loads(json.dumps(vectorizer.get_params()))

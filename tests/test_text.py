@@ -1,0 +1,230 @@
+"""extract-text: cleaning, the vectorizer, sparse shards aligned by id, no leakage, incremental and stale runs."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import scipy.sparse as sp
+from typer.testing import CliRunner
+
+from mmgbm.cli import app
+from mmgbm.config import load_config, validate_config
+from mmgbm.errors import MmgbmError
+from mmgbm.features.store import FeatureStore, sparse_table
+from mmgbm.features.text import extract_text, load_vectorizer, read_text_features, text_store
+from mmgbm.features.text_cleaning import clean_text, join_columns
+from mmgbm.features.text_vectorizer import TextVectorizer
+
+TRAIN = pd.DataFrame(
+    {
+        "pid": ["p1", "p2", "p3", "p4", "p5"],
+        "title": ["Red Cotton Shirt", "Blue Denim Jeans", "Red Silk Dress", "Blue Cotton Shirt", None],
+        "description": ["<p>Soft&nbsp;<b>cotton</b> shirt</p>", None, "Silk &amp; lace", "", "<br/>"],
+    }
+)
+TEST = pd.DataFrame({"pid": ["t1", "t2"], "title": ["Red zebraprint Shirt", ""], "description": [None, "shirt"]})
+
+
+@pytest.fixture
+def text_config(tmp_path: Path, write_config):
+    TRAIN.to_csv(tmp_path / "train.csv", index=False)
+    TEST.to_csv(tmp_path / "test.csv", index=False)
+
+    def make(**text_settings) -> Path:
+        return write_config({
+            "workdir": "work",
+            "data": {"id_column": "pid", "splits": {"train": "train.csv", "test": "test.csv"},
+                     "text_columns": ["title"]},
+            "features": {"image": {"enabled": False}, "text": {"min_df": 1, **text_settings}},
+        })
+
+    return make
+
+
+# ---- cleaning -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("<p>Soft&nbsp;<b>cotton</b></p>\n<ul><li>slim</li></ul>", "Soft cotton slim"),
+        ("&lt;b&gt;Bold&lt;/b&gt; &amp;amp; more", "Bold & more"),
+        ("<script>var x = 1;</script>Shirt<!-- hidden -->", "Shirt"),
+        ("Size < 5 years, fits <3", "Size < 5 years, fits <3"),
+        ("ＸＬ ｓｈｉｒｔ ﬁt\u00a0cafe\u0301", "XL shirt fit café"),
+        (None, ""),
+        (float("nan"), ""),
+        ("", ""),
+    ],
+)
+def test_clean_text_strips_html_and_normalises_unicode(raw, clean):
+    assert clean_text(raw) == clean
+
+
+def test_clean_text_can_keep_markup():
+    assert clean_text("<b>x</b>", strip_html=False) == "<b>x</b>"
+
+
+def test_join_columns_skips_missing_values():
+    assert join_columns(TRAIN, ["title", "description"])[1] == "Blue Denim Jeans"
+    assert join_columns(TRAIN, ["title"])[4] == ""
+
+
+# ---- the vectorizer -------------------------------------------------------------------------------------------
+def test_vectorizer_learns_only_from_fit_and_gives_empty_rows_for_empty_text():
+    vec = TextVectorizer(min_df=1).fit(["red shirt", "blue <b>shirt</b>"])
+    assert {"red", "shirt", "red shirt", "blue shirt"} <= set(vec.get_feature_names_out())
+    assert "b" not in vec.vocabulary_  # the tag went before tokenising
+    before = (vec.fingerprint_, dict(vec.vocabulary_))
+    out = vec.transform(["green shirt", "", None, "zebra"])
+    assert (vec.fingerprint_, vec.vocabulary_) == before  # transforming learns nothing
+    assert isinstance(out, sp.csr_matrix) and out.dtype == np.float32 and out.shape == (4, len(vec.vocabulary_))
+    assert out.getnnz(axis=1).tolist() == [1, 0, 0, 0]
+
+
+def test_fingerprint_follows_params_and_data():
+    docs = ["red shirt", "blue shirt", "red dress"]
+    base = TextVectorizer(min_df=1).fit(docs).fingerprint_
+    assert TextVectorizer(min_df=1).fit(docs).fingerprint_ == base
+    assert TextVectorizer(min_df=1, sublinear_tf=False).fit(docs).fingerprint_ != base
+    assert TextVectorizer(min_df=1).fit(docs + ["red shirt"]).fingerprint_ != base
+
+
+# ---- extract_text and the store -------------------------------------------------------------------------------
+def test_round_trip_matches_the_vectorizer_and_aligns_by_id(text_config):
+    cfg = load_config(text_config())
+    summary = extract_text(cfg)
+    assert "fitted on 5 train products" in summary.describe()
+    assert summary.fields[0].new == 7 and summary.fields[0].empty == 2  # p5 (missing) and t2 ("")
+
+    ids = ["t1", "nope", "p3", "p1", "also-missing", "t2"]
+    matrix, mask = read_text_features(cfg, ids)["text"]
+    vec = load_vectorizer(cfg, "text")
+    assert matrix.dtype == np.float32 and matrix.shape == (6, len(vec.vocabulary_))
+    assert mask.tolist() == [True, False, True, True, False, True]
+    expected = vec.transform(["Red zebraprint Shirt", "", "Red Silk Dress", "Red Cotton Shirt", "", ""])
+    assert abs(matrix - expected).max() < 1e-6
+
+    # On disk: one (indices, values) list pair per product, no dense columns.
+    shard = text_store(cfg, "text").shards()[0]
+    table = pq.read_table(shard)
+    assert table.column_names == ["id", "indices", "values"]
+    assert sorted(table.column("id").to_pylist()) == ["p1", "p2", "p3", "p4", "p5", "t1", "t2"]
+
+
+def test_vectorizer_is_fitted_on_train_only(text_config):
+    cfg = load_config(text_config())
+    extract_text(cfg)
+    vec = load_vectorizer(cfg, "text")
+    assert "zebraprint" not in vec.vocabulary_ and "cotton" in vec.vocabulary_  # test-only words stay out
+    matrix, mask = read_text_features(cfg, ["t1"])["text"]  # "Red zebraprint Shirt", a test product
+    assert mask[0] and set(vec.get_feature_names_out()[matrix.indices]) == {"red", "shirt"}
+
+
+def test_several_fields_each_with_its_own_vectorizer(text_config):
+    cfg = load_config(text_config(fields={"title": ["title"], "desc": ["description"], "all": ["title", "description"]}))
+    extract_text(cfg)
+    feats = read_text_features(cfg, ["p1", "p2"])
+    assert set(feats) == {"title", "desc", "all"}
+    desc = load_vectorizer(cfg, "desc").vocabulary_
+    assert {"soft", "cotton", "lace"} <= set(desc) and not {"p", "b", "nbsp", "amp"} & set(desc)
+    assert feats["desc"][0].getnnz(axis=1).tolist() == [5, 0]  # p2 has no description: an empty vector
+    assert "denim" in load_vectorizer(cfg, "all").vocabulary_ and "lace" in load_vectorizer(cfg, "all").vocabulary_
+
+
+def test_rerun_is_incremental_and_reuses_the_vectorizer(text_config, tmp_path):
+    path = text_config()
+    extract_text(load_config(path))
+    fingerprint = load_vectorizer(load_config(path), "text").fingerprint_
+
+    again = extract_text(load_config(path)).fields[0]
+    assert (again.fitted_on, again.new, again.already_stored, again.shards) == (None, 0, 7, 0)
+
+    grown = pd.concat([TEST, pd.DataFrame({"pid": ["t3"], "title": ["Blue Silk Shirt"], "description": [""]})])
+    grown.to_csv(tmp_path / "test.csv", index=False)
+    cfg = load_config(path)
+    more = extract_text(cfg).fields[0]
+    assert (more.fitted_on, more.new, more.already_stored) == (None, 1, 7)
+    assert load_vectorizer(cfg, "text").fingerprint_ == fingerprint
+    assert read_text_features(cfg, ["t3"])["text"][0].nnz > 0
+
+
+def test_changed_settings_are_refused_until_overwrite_refits(text_config):
+    extract_text(load_config(text_config()))
+    changed = load_config(text_config(ngram_range=[1, 1]))
+    for call in (lambda: extract_text(changed), lambda: read_text_features(changed, ["p1"])):
+        with pytest.raises(MmgbmError, match=r"ngram_range: fitted with \[1, 2\], config asks \[1, 1\].*--overwrite"):
+            call()
+
+    summary = extract_text(changed, overwrite=True).fields[0]
+    assert summary.fitted_on == 5 and summary.new == 7 and summary.already_stored == 0
+    store = text_store(changed, "text")
+    assert len(store.shards()) == 1  # the shards of the old vocabulary are gone
+    assert all(" " not in term for term in load_vectorizer(changed, "text").get_feature_names_out())
+
+
+def test_shards_of_another_vectorizer_are_refused(text_config):
+    cfg = load_config(text_config())
+    extract_text(cfg)
+    store = text_store(cfg, "text")
+    other = TextVectorizer(min_df=1).fit(["other words entirely"])
+    FeatureStore(store.root, {**store.fingerprint, "vectorizer": other.fingerprint_}).write_shard(
+        sparse_table(["x"], other.transform(["other"]))
+    )
+    with pytest.raises(MmgbmError, match="part-00001.parquet was made differently.*vectorizer.*--overwrite"):
+        read_text_features(cfg, ["p1"])
+
+
+def test_missing_or_broken_vectorizer_is_a_clear_error(text_config):
+    cfg = load_config(text_config())
+    with pytest.raises(MmgbmError, match="no fitted vectorizer for text field 'text'.*mmgbm extract-text"):
+        read_text_features(cfg, ["p1"])
+    extract_text(cfg)
+    (cfg.workdir / "features" / "text" / "text" / "vectorizer.joblib").write_text("garbage")
+    with pytest.raises(MmgbmError, match="unreadable vectorizer"):
+        load_vectorizer(cfg, "text")
+
+
+def test_disabled_text_is_a_no_op(text_config):
+    cfg = load_config(text_config(enabled=False))
+    assert "disabled" in extract_text(cfg).describe()
+    assert read_text_features(cfg, ["p1"]) == {}
+
+
+def test_unfittable_vocabulary_is_a_user_error(text_config):
+    with pytest.raises(MmgbmError, match="cannot fit TF-IDF on 5 train products"):
+        extract_text(load_config(text_config(min_df=50)))
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"token_pattern": "("}, "not a valid regular expression"),
+        ({"token_pattern": r"(\w)(\w)"}, "at most one capturing group"),
+        ({"ngram_range": [2, 1]}, "min_n <= max_n"),
+        ({"min_df": 1.5}, "fraction of documents"),
+        ({"fields": {"a/b": ["title"]}}, "folder name"),
+        ({"fields": {"t": []}}, "at least one text column"),
+    ],
+)
+def test_bad_text_settings_are_refused(setting, message):
+    raw = {"data": {"splits": {"train": "x.csv"}}, "features": {"text": setting}}
+    with pytest.raises(MmgbmError, match=message):
+        validate_config(raw)
+
+
+# ---- the command line -----------------------------------------------------------------------------------------
+def test_cli_extract_text(text_config):
+    path = text_config()
+    result = CliRunner().invoke(app, ["extract-text", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "fitted on 5 train products" in result.output and "7 new products" in result.output
+
+    stale = subprocess.run(
+        [sys.executable, "-m", "mmgbm", "extract-text", "-c", str(path), "--features.text.min_df", "2"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert stale.returncode == 1 and "Traceback" not in stale.stderr
+    assert "min_df: fitted with 1, config asks 2" in stale.stderr.replace("\n", "")
