@@ -228,3 +228,16 @@ def test_cli_extract_text(text_config):
     )
     assert stale.returncode == 1 and "Traceback" not in stale.stderr
     assert "min_df: fitted with 1, config asks 2" in stale.stderr.replace("\n", "")
+
+
+def test_bench_script_reports_throughput_and_memory(tmp_path):
+    words = ["red", "blue", "cotton", "silk", "shirt", "dress", "jeans", "socks"]
+    names = [f"{words[i % 8]} {words[(i * 3) % 8]} {words[(i * 5 + 1) % 8]}" for i in range(40)]
+    data = tmp_path / "names.csv"
+    pd.DataFrame({"uniq_id": [f"u{i}" for i in range(40)], "product_name": names}).to_csv(data, index=False)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_text.py"
+    out = subprocess.run([sys.executable, str(script), "--data", str(data), "--rows", "100"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "repeated (100): transform" in out.stdout and "docs/s" in out.stdout and "peak RSS" in out.stdout
+    assert "100 new products" in out.stdout
