@@ -1,0 +1,90 @@
+"""Turning one image file into a square RGB uint8 array, or a short reason why it cannot be done.
+
+Catalogue images are whatever sellers uploaded: any format PIL reads, any mode (palette, grayscale, CMYK, 16-bit,
+alpha), EXIF-rotated phone photos, truncated downloads and now and then a huge scan. Every such file either comes
+out as a (size, size, 3) array or raises `UnreadableImage` with one of the fixed reasons below, so one bad file
+costs one product's embedding and never the run.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+NO_PATH = "no image path"
+NOT_FOUND = "file not found"
+NOT_A_FILE = "not a file"
+EMPTY = "empty file"
+NOT_AN_IMAGE = "not an image"
+CORRUPT = "corrupt image"
+TOO_LARGE = "too large"
+REASONS = (NO_PATH, NOT_FOUND, NOT_A_FILE, EMPTY, NOT_AN_IMAGE, CORRUPT, TOO_LARGE)
+
+# Decoding is bounded by pixels actually decoded (after JPEG draft scaling): 64 Mpx of RGB is ~200 MB per decode
+# thread, which keeps a few parallel decodes far below the 3 GiB the whole extraction may use.
+MAX_DECODE_PIXELS = 64_000_000
+# Image backgrounds in catalogues are white; transparent pixels become white rather than whatever RGB they hide.
+BACKGROUND = (255, 255, 255)
+
+
+class UnreadableImage(Exception):
+    """An image that yields no embedding; `reason` is one of REASONS."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def decode_image(path: str | os.PathLike[str], size: int) -> np.ndarray:
+    """(size, size, 3) uint8 RGB of the image at `path`, squashed to the square as Keras' image loaders do."""
+    if not str(path).strip():
+        raise UnreadableImage(NO_PATH)
+    _check_file(Path(path))
+    try:
+        with Image.open(path) as im:
+            # JPEG can decode at 1/2, 1/4 or 1/8 scale for almost nothing: a 10,000 px photo never exists in full.
+            im.draft("RGB", (size, size))
+            width, height = im.size
+            if width * height > MAX_DECODE_PIXELS:
+                raise UnreadableImage(TOO_LARGE, f"{width}x{height} pixels")
+            rgb = _to_rgb(ImageOps.exif_transpose(im))
+            return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise UnreadableImage(TOO_LARGE, str(exc)) from None
+    except UnidentifiedImageError as exc:
+        raise UnreadableImage(NOT_AN_IMAGE, str(exc)) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # PIL reports truncated and malformed data with all of these, depending on the format plugin.
+        raise UnreadableImage(CORRUPT, str(exc)) from None
+
+
+def _check_file(path: Path) -> None:
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise UnreadableImage(NOT_FOUND, str(path)) from None
+    except OSError as exc:
+        raise UnreadableImage(NOT_FOUND, str(exc)) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise UnreadableImage(NOT_A_FILE, str(path))
+    if info.st_size == 0:
+        raise UnreadableImage(EMPTY, str(path))
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # 16-bit and float grayscale: PIL's convert("RGB") clips these to 255 instead of scaling them down.
+        depth = 65535.0 if im.mode != "F" else 1.0
+        gray = np.asarray(im, dtype=np.float32) * (255.0 / depth)
+        im = Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8), "L")
+    has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, BACKGROUND)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return im if im.mode == "RGB" else im.convert("RGB")

@@ -1,0 +1,342 @@
+"""Frozen EfficientNet image embeddings for every product, streamed into the feature store.
+
+The pipeline decodes and resizes images in parallel threads (tf.data over a PIL decoder that accepts anything a
+seller uploads) while batched graph-mode forward passes run, and writes a shard each time `shard_size` embeddings
+are ready, so memory stays flat whatever the catalogue size and a killed run loses at most one shard. Products
+whose image cannot be read get no embedding (a missing value downstream), are listed in `failures.csv` next to
+the shards, and are retried by the next run.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import time
+import uuid
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from mmgbm.catalogue import load_all_products
+from mmgbm.config import BACKBONE_DIMS, BACKBONE_SIZES, Config
+from mmgbm.errors import MmgbmError
+from mmgbm.features.image_decoding import UnreadableImage, decode_image
+from mmgbm.features.store import FeatureStore, dense_table
+
+if TYPE_CHECKING:  # TensorFlow is imported only when a model is built: the store and its fingerprint never need it.
+    import tensorflow as tf
+
+BUNDLED_B0_WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "weights" / "efficientnetb0_notop.h5"
+FAILURES_FILE = "failures.csv"
+FORMAT_VERSION = 1
+_HASH_CHUNK = 1 << 20
+
+
+class ImageEncoder:
+    """A frozen EfficientNet (ImageNet weights, no top, global average pooling) as a sklearn-style transformer.
+
+    `weights` is a Keras .h5 weights file, "imagenet" (Keras downloads it; needs internet) or "none" (random, for
+    tests and timing). `transform` takes decoded RGB uint8 images, (n, h, w, 3); the model is built on first use.
+    """
+
+    def __init__(self, backbone: str = "b0", weights: str | os.PathLike[str] = BUNDLED_B0_WEIGHTS,
+                 image_size: int | None = None, batch_size: int = 32):
+        self.backbone = backbone
+        self.weights = weights
+        self.image_size = image_size
+        self.batch_size = batch_size
+
+    @property
+    def size(self) -> int:
+        return self.image_size or BACKBONE_SIZES[self.backbone]
+
+    @property
+    def dim(self) -> int:
+        return BACKBONE_DIMS[self.backbone]
+
+    def fit(self, images: Any = None, y: Any = None) -> "ImageEncoder":
+        """Build the network (frozen: there is nothing to learn); returns self."""
+        if self.backbone not in BACKBONE_DIMS:
+            raise MmgbmError(f"unknown backbone {self.backbone!r}; use one of {', '.join(BACKBONE_DIMS)}")
+        weights = weights_argument(self.weights)
+        import keras
+        import tensorflow as tf
+
+        builder = {"b0": keras.applications.EfficientNetB0, "b3": keras.applications.EfficientNetB3}[self.backbone]
+        try:
+            self.model_ = builder(include_top=False, weights=weights, pooling="avg",
+                                  input_shape=(self.size, self.size, 3))
+        except (ValueError, OSError) as exc:  # wrong layer shapes, not an HDF5 file, failed download
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise MmgbmError(
+                f"cannot load {self.backbone} weights from {self.weights} ({first[:200]}); pass an EfficientNet-"
+                f"{self.backbone.upper()} no-top .h5 file, 'imagenet' (needs internet) or 'none'"
+            ) from None
+        model = self.model_
+
+        # One trace for every batch size (the last batch and batches with failed images are smaller).
+        @tf.function(input_signature=[tf.TensorSpec([None, self.size, self.size, 3], tf.uint8)])
+        def forward(images: tf.Tensor) -> tf.Tensor:
+            return model(tf.cast(images, tf.float32), training=False)  # the model rescales 0..255 itself
+
+        self.forward_ = forward
+        return self
+
+    def embed_batch(self, images: "np.ndarray | tf.Tensor") -> np.ndarray:
+        """One forward pass over a batch of (n, size, size, 3) uint8 images: (n, dim) float32."""
+        if not hasattr(self, "forward_"):
+            self.fit()
+        return self.forward_(images).numpy()
+
+    def transform(self, images: np.ndarray) -> np.ndarray:
+        """(n, dim) float32 embeddings of (n, h, w, 3) uint8 RGB images, in batches of `batch_size`."""
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"expected (n, height, width, 3) RGB images, got shape {images.shape}")
+        if len(images) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        if images.shape[1:3] != (self.size, self.size):
+            import tensorflow as tf
+
+            resized = tf.image.resize(images, (self.size, self.size), antialias=True)
+            images = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
+        batches = [self.embed_batch(images[i:i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
+        return np.concatenate(batches)
+
+
+def weights_argument(weights: str | os.PathLike[str]) -> str | None:
+    """What keras.applications takes as `weights`, after checking a weights file is there."""
+    if str(weights) == "none":
+        return None
+    if str(weights) == "imagenet":
+        return "imagenet"
+    path = Path(weights)
+    if not path.is_file():
+        raise MmgbmError(
+            f"image weights file {path} not found; set features.image.weights to an existing .h5 file, "
+            "'imagenet' (Keras download, needs internet) or 'none'"
+        )
+    return str(path)
+
+
+def weights_fingerprint(weights: str | os.PathLike[str]) -> str:
+    """Stable name of the weights: a content hash for a file, so a moved copy keeps its features valid."""
+    kind = weights_argument(weights)
+    if kind is None:
+        return "none"
+    if kind == "imagenet":
+        return "imagenet"
+    digest = hashlib.sha256()
+    with open(kind, "rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def image_store(cfg: Config) -> FeatureStore:
+    """The store at <workdir>/features/image/<backbone>/, stamped with how its embeddings are made."""
+    image = cfg.features.image
+    fingerprint = {
+        "kind": "image",
+        "backbone": image.backbone,
+        "image_size": image.resolved_image_size,
+        "weights": weights_fingerprint(image.weights),
+        "dim": image.dim,
+        "format_version": FORMAT_VERSION,
+    }
+    return FeatureStore.at(cfg.workdir, "image", image.backbone, fingerprint)
+
+
+def read_image_features(cfg: Config, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(n, dim) float32 embeddings aligned to `ids` (NaN rows for products without one) and the present mask."""
+    return image_store(cfg).read_dense(ids)
+
+
+@dataclass
+class ImageExtractionSummary:
+    products: int
+    extracted: int
+    skipped: int
+    failures: dict[str, int]
+    failures_path: Path
+    store_root: Path
+    seconds: float
+    shards_written: int = 0
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+    @property
+    def images_per_second(self) -> float:
+        done = self.extracted + self.failed
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+    def describe(self) -> str:
+        lines = [
+            f"{self.products:,} products: {self.extracted:,} embedded, {self.skipped:,} already stored, "
+            f"{self.failed:,} failed",
+            f"{self.seconds:.1f} s, {self.images_per_second:.1f} images/s, {self.shards_written} new shards "
+            f"in {self.store_root}",
+        ]
+        if self.failed:
+            reasons = ", ".join(f"{reason}: {n:,}" for reason, n in sorted(self.failures.items(), key=lambda r: -r[1]))
+            lines.append(f"failures by reason ({reasons}); listed in {self.failures_path}")
+        return "\n".join(lines)
+
+
+@dataclass
+class _ShardWriter:
+    """Collects embeddings and writes a shard each time `shard_size` of them are ready."""
+
+    store: FeatureStore
+    shard_size: int
+    ids: list[str] = field(default_factory=list)
+    rows: list[np.ndarray] = field(default_factory=list)
+    written: int = 0
+
+    def add(self, ids: list[str], matrix: np.ndarray) -> None:
+        self.ids.extend(ids)
+        self.rows.extend(matrix)
+        while len(self.ids) >= self.shard_size:
+            self._write(self.shard_size)
+
+    def flush(self) -> None:
+        if self.ids:
+            self._write(len(self.ids))
+
+    def _write(self, n: int) -> None:
+        self.store.write_shard(dense_table(self.ids[:n], np.stack(self.rows[:n])))
+        del self.ids[:n], self.rows[:n]
+        self.written += 1
+
+
+def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = False) -> ImageExtractionSummary:
+    """Embed the image of every product of every split that the store does not hold yet."""
+    start = time.perf_counter()
+    image_cfg = cfg.features.image
+    if not cfg.data.image_column:
+        raise MmgbmError("the config has no data.image_column; set it to the column that holds image paths")
+    store = image_store(cfg)
+    if overwrite:
+        store.clear()
+    products = load_all_products(cfg)
+    present = store.present_ids()
+    ids = products[cfg.data.id_column].tolist()
+    paths = image_paths(products[cfg.data.image_column], _images_root(cfg))
+    todo = [i for i, pid in enumerate(ids) if pid not in present]
+
+    failures: list[tuple[str, str, str]] = []
+    writer = _ShardWriter(store, image_cfg.shard_size)
+    encoder = ImageEncoder(image_cfg.backbone, image_cfg.weights, image_cfg.image_size, image_cfg.batch_size)
+    if todo:
+        encoder.fit()
+    with _progress_bar(len(todo), enabled=progress) as advance, warnings.catch_warnings():
+        # Big-but-bounded images are decoded at reduced scale or refused in image_decoding; PIL's warning is noise.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        for positions, images, reasons in _decoded_batches([paths[i] for i in todo], encoder.size,
+                                                           image_cfg.batch_size):
+            batch = [todo[p] for p in positions]
+            ok = reasons == ""
+            if ok.any():
+                writer.add([ids[i] for i, good in zip(batch, ok) if good], encoder.embed_batch(images[ok]))
+            failures.extend((ids[i], paths[i], r) for i, r in zip(batch, reasons) if r)
+            advance(len(batch))
+        writer.flush()
+
+    failures_path = store.root / FAILURES_FILE
+    _write_failures(failures_path, failures)
+    return ImageExtractionSummary(
+        products=len(ids),
+        extracted=len(todo) - len(failures),
+        skipped=len(ids) - len(todo),
+        failures=dict(Counter(reason for _, _, reason in failures)),
+        failures_path=failures_path,
+        store_root=store.root,
+        seconds=time.perf_counter() - start,
+        shards_written=writer.written,
+    )
+
+
+def image_paths(column: pd.Series, root: Path) -> list[str]:
+    """Absolute path per product ('' where the column is empty); relative values resolve against `root`."""
+    out = []
+    for value in column.tolist():
+        text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
+        out.append(str(root / text) if text else "")  # an absolute value replaces root under `/`
+    return out
+
+
+def _images_root(cfg: Config) -> Path:
+    # Without an explicit images_root, image paths are relative to the training table: they usually sit beside it.
+    return cfg.data.images_root or cfg.data.splits["train"].parent
+
+
+def _decoded_batches(paths: list[str], size: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(positions, uint8 images, failure reasons) per batch, decoded by parallel tf.data threads ahead of use."""
+    if not paths:
+        return
+    import tensorflow as tf
+
+    blank = np.zeros((size, size, 3), np.uint8)
+
+    def decode(position: np.ndarray, path: bytes) -> tuple[np.ndarray, np.ndarray, bytes]:
+        try:
+            return position, decode_image(path.decode(), size), b""
+        except UnreadableImage as exc:
+            return position, blank, exc.reason.encode()
+
+    def decode_op(position: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        position, image, reason = tf.numpy_function(decode, [position, path], [tf.int64, tf.uint8, tf.string],
+                                                   stateful=False)
+        image.set_shape((size, size, 3))
+        return position, image, reason
+
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64), paths))
+        .map(decode_op, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    for positions, images, reasons in dataset.as_numpy_iterator():
+        yield positions, images, np.array([r.decode() for r in reasons], dtype=object)
+
+
+def _write_failures(path: Path, failures: list[tuple[str, str, str]]) -> None:
+    """Rewrite the list for this run (atomically), so it names exactly what is still missing after it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["id", "path", "reason"])
+        out.writerows(failures)
+    os.replace(tmp, path)
+
+
+@contextmanager
+def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """Yields `advance(n)`: a rich bar with images/s and ETA when enabled, a no-op otherwise."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed:.1f} images/s" if task.speed else "- images/s")
+
+    columns = (TextColumn("embedding images"), BarColumn(), MofNCompleteColumn(), RateColumn(), TextColumn("ETA"),
+               TimeRemainingColumn())
+    with Progress(*columns) as bar:
+        task = bar.add_task("images", total=total)
+        yield lambda n: bar.advance(task, n)

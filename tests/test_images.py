@@ -1,0 +1,297 @@
+"""extract-images: robust decoding, incremental/resumable extraction, the store contract, real-weights sanity."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from mmgbm.cli import app
+from mmgbm.config import load_config
+from mmgbm.errors import MmgbmError
+from mmgbm.features.image_decoding import UnreadableImage, decode_image
+from mmgbm.features.images import (
+    BUNDLED_B0_WEIGHTS,
+    ImageEncoder,
+    extract_images,
+    image_store,
+    read_image_features,
+)
+from tests.conftest import REPO
+
+DEMO = REPO / "mmgbm" / "data" / "demo"
+DEMO_PRODUCTS = pd.read_csv(DEMO / "products.csv", dtype={"id": str})
+
+
+def photo(mode: str = "RGB", size: tuple[int, int] = (60, 80)) -> Image.Image:
+    """A real demo photo converted to `mode`, so every format test decodes actual catalogue pixels."""
+    im = Image.open(DEMO / DEMO_PRODUCTS.image[0]).convert("RGB").resize(size)
+    return im.convert(mode)
+
+
+def saved(path: Path, im: Image.Image, fmt: str, **kw) -> Path:
+    im.save(path, fmt, **kw)
+    return path
+
+
+def truncated_jpeg(path: Path) -> Path:
+    buf = io.BytesIO()
+    photo(size=(400, 400)).save(buf, "JPEG")
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return path
+
+
+def gray16() -> Image.Image:
+    """A 16-bit grayscale photo using the full 0..65535 range, as scanners write them."""
+    return Image.fromarray(np.asarray(photo("L"), np.uint16) * 257)
+
+
+def huge_png_header(path: Path) -> Path:
+    """A valid PNG whose header claims 10,000 x 10,000 pixels (what a decoder must not decode in full)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = 8 + 8  # signature, then length + type of the IHDR chunk
+    data[ihdr:ihdr + 8] = struct.pack(">II", 10_000, 10_000)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+# name -> (make file in a folder, expected failure reason or None when it must decode)
+CASES = {
+    "missing.jpg": (lambda p: p, "file not found"),
+    "empty.jpg": (lambda p: (p.write_bytes(b""), p)[1], "empty file"),
+    "truncated.jpg": (truncated_jpeg, "corrupt image"),
+    "garbage.jpg": (lambda p: (p.write_bytes(os.urandom(2000)), p)[1], "not an image"),
+    "directory.jpg": (lambda p: (p.mkdir(), p)[1], "not a file"),
+    "huge.png": (huge_png_header, "too large"),
+    "ok.png": (lambda p: saved(p, photo(), "PNG"), None),
+    "ok.gif": (lambda p: saved(p, photo("P"), "GIF"), None),
+    "ok.webp": (lambda p: saved(p, photo(), "WEBP"), None),
+    "ok.bmp": (lambda p: saved(p, photo(), "BMP"), None),
+    "gray.jpg": (lambda p: saved(p, photo("L"), "JPEG"), None),
+    "cmyk.jpg": (lambda p: saved(p, photo("CMYK"), "JPEG"), None),
+    "alpha.png": (lambda p: saved(p, photo("RGBA"), "PNG"), None),
+    "gray16.png": (lambda p: saved(p, gray16(), "PNG"), None),
+    "huge.jpg": (lambda p: saved(p, Image.new("L", (10_000, 10_000), 200), "JPEG", quality=50), None),
+}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("zoo")
+    for name, (make, _) in CASES.items():
+        make(folder / name)
+    return folder
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_kind_of_file_decodes_or_fails_with_its_reason(zoo: Path, name: str):
+    expected = CASES[name][1]
+    if expected is None:
+        out = decode_image(zoo / name, 48)
+        assert out.shape == (48, 48, 3) and out.dtype == np.uint8
+        assert 0 < out.mean() < 255  # real pixels, not a blank
+    else:
+        with pytest.raises(UnreadableImage) as info:
+            decode_image(zoo / name, 48)
+        assert info.value.reason == expected
+
+
+def test_alpha_becomes_white_background_and_cmyk_keeps_colour(tmp_path: Path):
+    clear = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
+    assert decode_image(saved(tmp_path / "a.png", clear, "PNG"), 8).min() == 255
+    red = Image.new("RGB", (20, 20), (220, 20, 20))
+    cmyk = decode_image(saved(tmp_path / "c.jpg", red.convert("CMYK"), "JPEG", quality=95), 8).astype(int)
+    assert cmyk[..., 0].mean() > 180 and cmyk[..., 1].mean() < 80
+
+
+def test_empty_path_is_its_own_reason():
+    with pytest.raises(UnreadableImage) as info:
+        decode_image("  ", 32)
+    assert info.value.reason == "no image path"
+
+
+# ---- extraction through the store ------------------------------------------------------------------------------
+
+
+def catalogue(folder: Path, rows: list[tuple[str, str]], write_config, **image_settings) -> Path:
+    pd.DataFrame({"id": [r[0] for r in rows], "image": [r[1] for r in rows],
+                  "title": ["x"] * len(rows)}).to_csv(folder / "products.csv", index=False)
+    image = {"backbone": "b0", "weights": "none", "image_size": 32, "batch_size": 4, "shard_size": 3,
+             **image_settings}
+    return write_config({
+        "workdir": "work",
+        "data": {"splits": {"train": "products.csv"}, "image_column": "image", "images_root": "imgs",
+                 "text_columns": ["title"]},
+        "features": {"image": image},
+    })
+
+
+def demo_rows(n: int, start: int = 0) -> list[tuple[str, str]]:
+    return [(pid, path) for pid, path in DEMO_PRODUCTS[["id", "image"]].values[start:start + n]]
+
+
+@pytest.fixture
+def images_dir(tmp_path: Path, zoo: Path) -> Path:
+    folder = tmp_path / "imgs"
+    shutil.copytree(DEMO / "images", folder / "images")
+    for name in CASES:
+        if (zoo / name).exists():
+            (shutil.copytree if (zoo / name).is_dir() else shutil.copy)(zoo / name, folder / name)
+    return folder
+
+
+def test_bad_inputs_never_stop_a_run_and_are_listed(tmp_path: Path, images_dir: Path, write_config):
+    rows = demo_rows(5) + [(f"z-{name}", name) for name in sorted(CASES)] + [("no-path", "")]
+    cfg = load_config(catalogue(tmp_path, rows, write_config))
+    summary = extract_images(cfg)
+
+    expected_failures = {f"z-{n}": reason for n, (_, reason) in CASES.items() if reason} | {"no-path": "no image path"}
+    assert summary.products == len(rows) and summary.skipped == 0
+    assert summary.extracted == len(rows) - len(expected_failures)
+    assert sum(summary.failures.values()) == len(expected_failures)
+    listed = pd.read_csv(summary.failures_path, dtype=str, keep_default_na=False)
+    assert summary.failures_path == image_store(cfg).root / "failures.csv"
+    assert dict(zip(listed.id, listed.reason)) == expected_failures
+    assert listed.set_index("id").path["z-missing.jpg"] == str(images_dir / "missing.jpg")
+
+    ids = [r[0] for r in rows] + ["never-heard-of"]
+    features, present = read_image_features(cfg, ids)
+    assert features.shape == (len(ids), 1280) and features.dtype == np.float32
+    assert present.tolist() == [pid not in expected_failures for pid in ids[:-1]] + [False]
+    assert np.isnan(features[~present]).all() and np.isfinite(features[present]).all()
+    # Shards fill to shard_size as they go: 14 embeddings -> 3 + 3 + 3 + 3 + 2.
+    assert [len(pd.read_parquet(s)) for s in image_store(cfg).shards()] == [3, 3, 3, 3, 2]
+    assert "failed" in summary.describe() and "corrupt image: 1" in summary.describe()
+
+
+def test_reruns_do_only_new_and_previously_failed_products(tmp_path: Path, images_dir: Path, write_config):
+    config = catalogue(tmp_path, demo_rows(4) + [("late", "later.jpg")], write_config)
+    first = extract_images(load_config(config))
+    assert (first.extracted, first.failures) == (4, {"file not found": 1})
+
+    shutil.copy(images_dir / "ok.png", images_dir / "later.jpg")  # the user fixes the missing file
+    config = catalogue(tmp_path, demo_rows(4) + [("late", "later.jpg")] + demo_rows(2, start=10), write_config)
+    second = extract_images(load_config(config))
+    assert (second.skipped, second.extracted, second.failed) == (4, 3, 0)
+    assert pd.read_csv(second.failures_path).empty  # rewritten: nothing is missing any more
+
+    third = extract_images(load_config(config))
+    assert (third.skipped, third.extracted, third.shards_written) == (7, 0, 0)
+    assert read_image_features(load_config(config), ["late"])[1].all()
+
+
+def test_changed_settings_refuse_old_shards_until_overwrite(tmp_path: Path, images_dir: Path, write_config):
+    extract_images(load_config(catalogue(tmp_path, demo_rows(2), write_config)))
+    changed = load_config(catalogue(tmp_path, demo_rows(2), write_config, image_size=40))
+    with pytest.raises(MmgbmError, match="image_size: stored 32 vs now 40"):
+        extract_images(changed)
+    assert extract_images(changed, overwrite=True).extracted == 2
+
+
+def test_b3_builds_and_writes_1536_wide_shards(tmp_path: Path, images_dir: Path, write_config):
+    cfg = load_config(catalogue(tmp_path, demo_rows(2), write_config, backbone="b3"))
+    assert extract_images(cfg).extracted == 2
+    assert image_store(cfg).root.name == "b3"
+    assert read_image_features(cfg, [r[0] for r in demo_rows(2)])[0].shape == (2, 1536)
+
+
+def test_weights_that_are_missing_or_the_wrong_shape_are_one_line_errors(tmp_path: Path, images_dir: Path,
+                                                                          write_config):
+    with pytest.raises(MmgbmError, match="weights file .*nope.h5 not found"):
+        image_store(load_config(catalogue(tmp_path, demo_rows(1), write_config, weights="nope.h5")))
+    wrong = load_config(catalogue(tmp_path, demo_rows(1), write_config, backbone="b3",
+                                  weights=str(BUNDLED_B0_WEIGHTS)))
+    with pytest.raises(MmgbmError, match="cannot load b3 weights"):
+        extract_images(wrong)
+    (tmp_path / "text.h5").write_text("not weights")
+    with pytest.raises(MmgbmError, match="cannot load b0 weights"):
+        ImageEncoder("b0", tmp_path / "text.h5").fit()
+
+
+def test_fingerprint_needs_no_tensorflow(tmp_path: Path, images_dir: Path, write_config):
+    config = catalogue(tmp_path, demo_rows(1), write_config, weights=str(BUNDLED_B0_WEIGHTS))
+    code = (
+        "import sys; from pathlib import Path; from mmgbm.config import load_config; "
+        "from mmgbm.features.images import image_store; "
+        f"s = image_store(load_config(Path({str(config)!r}))); "
+        "assert 'tensorflow' not in sys.modules; print(s.fingerprint['weights'], s.root.name)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["09d9dcf293b96e88", "b0"]  # the bundled file's sha256 prefix
+
+
+def test_cli_options_override_the_config_and_print_the_summary(tmp_path: Path, images_dir: Path, write_config):
+    config = catalogue(tmp_path, demo_rows(3) + [("gone", "")], write_config)
+    result = CliRunner().invoke(app, ["extract-images", "-c", str(config), "--backbone", "b3", "--image-size", "36",
+                                      "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert "3 embedded" in result.output and "no image path: 1" in result.output
+    stored = image_store(load_config(config, {"features.image.backbone": "b3", "features.image.image_size": 36}))
+    assert stored.fingerprint["image_size"] == 36 and len(stored.present_ids()) == 3
+
+
+def test_a_killed_run_resumes_from_its_last_shard(tmp_path: Path, images_dir: Path, write_config):
+    rows = demo_rows(60)
+    config = catalogue(tmp_path, rows, write_config, shard_size=2, batch_size=2)
+    store_root = image_store(load_config(config)).root
+    run = subprocess.Popen([sys.executable, "-m", "mmgbm", "extract-images", "-c", str(config)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while len(list(store_root.glob("part-*.parquet"))) < 3 and time.time() < deadline and run.poll() is None:
+            time.sleep(0.05)
+        run.send_signal(signal.SIGKILL)
+    finally:
+        run.wait()
+    done_before = len(image_store(load_config(config)).present_ids())
+    assert 6 <= done_before < len(rows), "the run should have been killed part-way"
+
+    resumed = extract_images(load_config(config))
+    assert resumed.skipped == done_before and resumed.extracted == len(rows) - done_before
+    assert read_image_features(load_config(config), [r[0] for r in rows])[1].all()
+
+
+# ---- real weights ----------------------------------------------------------------------------------------------
+
+
+def test_real_weights_give_sane_embeddings_that_match_the_naive_route():
+    import keras
+
+    picked = DEMO_PRODUCTS.groupby("articleType").head(6)
+    picked = picked[picked.articleType.isin(["Watches", "Flip Flops", "Shirts", "Handbags"])]
+    images = np.stack([decode_image(DEMO / p, 224) for p in picked.image])
+    encoder = ImageEncoder("b0", BUNDLED_B0_WEIGHTS, batch_size=8)
+    ours = encoder.transform(images)
+    assert ours.shape == (len(picked), 1280) and np.isfinite(ours).all()
+
+    # The reference notebooks' route: PIL open + resize, Keras model.predict on float arrays.
+    naive = np.stack([np.asarray(Image.open(DEMO / p).convert("RGB").resize((224, 224), Image.BILINEAR))
+                      for p in picked.image]).astype(np.float32)
+    reference = keras.applications.EfficientNetB0(include_top=False, weights=str(BUNDLED_B0_WEIGHTS), pooling="avg")
+    theirs = reference.predict(naive, batch_size=8, verbose=0)
+    cosine = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
+    assert cosine.min() > 0.999
+
+    # Frozen ImageNet features group products by type: leave-one-out nearest neighbour finds the type.
+    unit = ours / np.linalg.norm(ours, axis=1, keepdims=True)
+    similarity = unit @ unit.T - 2 * np.eye(len(unit))
+    labels = picked.articleType.to_numpy()
+    assert (labels[similarity.argmax(1)] == labels).mean() >= 0.9
