@@ -85,6 +85,56 @@ def extract_text_cmd(
     console.print(summary.describe())
 
 
+TargetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--target", "-t", help="Target name from the config; repeat it, or 'all' (default: all).",
+                 show_default=False),
+]
+SplitOpt = Annotated[str, typer.Option(help="Split of the config to use.")]
+
+
+@app.command(context_settings=OVERRIDES)
+def train(ctx: typer.Context, config: ConfigOpt = None, target: TargetOpt = None) -> None:
+    """Fit per-modality heads and a LightGBM stacker per target; save each to <workdir>/models/<target>/."""
+    from mmgbm.training import train as train_targets
+
+    cfg = _config(ctx, config)
+    for summary in train_targets(cfg, target):
+        console.print(summary.describe(), highlight=False)
+
+
+@app.command(context_settings=OVERRIDES)
+def evaluate(ctx: typer.Context, config: ConfigOpt = None, target: TargetOpt = None, split: SplitOpt = "test") -> None:
+    """Score trained models on a labelled split; metrics.json and PNGs go to <workdir>/reports/<target>/."""
+    from mmgbm.evaluation import evaluate as evaluate_targets
+
+    cfg = _config(ctx, config)
+    for result in evaluate_targets(cfg, target, split):
+        console.print(result.describe(), highlight=False)
+
+
+@app.command(context_settings=OVERRIDES)
+def predict(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    target: TargetOpt = None,
+    split: SplitOpt = "test",
+    input: Annotated[Optional[Path], typer.Option("--input", help="Table to predict instead of a split.")] = None,
+    out: Annotated[Path, typer.Option(help="CSV to write: one row per input product, in input order.")] = Path(
+        "submission.csv"),
+    top_k: Annotated[int, typer.Option(help="Also write the k most likely classes and their probabilities.")] = 0,
+    probabilities: Annotated[bool, typer.Option(help="Also write every class's probability.")] = False,
+) -> None:
+    """Predict every target for each product of a split or an input table and write a CSV."""
+    from mmgbm.prediction import predict as predict_targets
+    from mmgbm.prediction import write_predictions
+
+    cfg = _config(ctx, config)
+    frame = predict_targets(cfg, target, split, input, probabilities=probabilities, top_k=top_k)
+    path = write_predictions(frame, out)
+    console.print(f"{len(frame):,} products x {len(frame.columns) - 1} columns -> {path}", highlight=False)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 1, never a traceback."""
     try:

@@ -62,6 +62,9 @@ class TargetConfig(Strict):
     column: str
     task: Literal["multiclass", "binary", "regression"] = "multiclass"
     log_target: bool = False
+    # Metadata columns this target must not read, e.g. sibling category levels that would leak the answer.
+    # The target's own column is always left out.
+    exclude_columns: list[str] = []
 
     @model_validator(mode="after")
     def _log_only_for_regression(self) -> "TargetConfig":
@@ -162,6 +165,17 @@ class ModelConfig(Strict):
     seed: int = 42
     num_threads: int = Field(0, ge=0, description="0 = all cores")
     params: dict[str, Any] = Field({}, description="extra LightGBM parameters, passed through")
+    # Per-modality heads, fitted out-of-fold on train and stacked under LightGBM.
+    n_folds: int = Field(5, ge=2, le=20, description="folds for the heads' out-of-fold scores")
+    knn_neighbors: int = Field(20, ge=1, description="neighbours of the cosine kNN heads")
+    linear_max_classes: int = Field(
+        1000, ge=2, description="above this many classes the linear heads are skipped (kNN heads only)"
+    )
+    linear_c: float = Field(0.5, gt=0, description="inverse regularisation of the linear heads")
+    image_components: int = Field(256, ge=1, description="PCA components of image embeddings for the heads")
+    candidates: int = Field(
+        20, ge=2, description="classes per product the stacker re-ranks (all classes when there are fewer)"
+    )
 
 
 class Config(Strict):

@@ -1,0 +1,43 @@
+"""Seeded, stratified assignment of training rows to folds and to the validation split.
+
+Every row gets a position u in [0, 1) that is spread evenly within its class (or, for regression, within its
+quantile bin), with a random offset per class. `u < fraction` is then a stratified validation split and
+`floor(u * k)` a stratified k-fold, and neither crashes on classes with one or two members, which sklearn's
+stratified splitters refuse or warn about.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+REGRESSION_BINS = 10
+
+
+def stratified_positions(strata: np.ndarray, seed: int) -> np.ndarray:
+    """u in [0, 1) per row; within each stratum the rows' u are evenly spaced in a random order."""
+    rng = np.random.default_rng(seed)
+    u = np.empty(len(strata), dtype=np.float64)
+    for value in np.unique(strata):
+        rows = np.flatnonzero(strata == value)
+        rows = rows[rng.permutation(len(rows))]
+        u[rows] = (np.arange(len(rows)) + rng.random()) / len(rows)
+    return u
+
+
+def regression_strata(y: np.ndarray) -> np.ndarray:
+    edges = np.quantile(y, np.linspace(0, 1, REGRESSION_BINS + 1)[1:-1])
+    return np.searchsorted(edges, y)
+
+
+def strata_for(y: np.ndarray, regression: bool) -> np.ndarray:
+    return regression_strata(y) if regression else y
+
+
+def validation_mask(y: np.ndarray, fraction: float, seed: int, regression: bool = False) -> np.ndarray:
+    return stratified_positions(strata_for(y, regression), seed) < fraction
+
+
+def fold_ids(y: np.ndarray, n_folds: int, seed: int, regression: bool = False) -> np.ndarray:
+    # A seed distinct from the validation split's, so folds and validation rows are not aligned.
+    u = stratified_positions(strata_for(y, regression), seed + 1)
+    return np.minimum((u * n_folds).astype(np.int64), n_folds - 1)

@@ -1,0 +1,161 @@
+"""Per-modality heads: small models on one feature block whose out-of-fold scores feed the LightGBM stacker.
+
+LightGBM is poor at reading a 100,000-column sparse TF-IDF directly (slow, and it diverges on many classes);
+a linear model or a cosine kNN on the same block is fast and strong. Each head turns its block into a few dense,
+meaningful columns: one score per class for classification, one or a few predictions for regression.
+Products without the modality get NaN rows, which LightGBM treats as missing.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.preprocessing import StandardScaler, normalize
+from sklearn.svm import LinearSVC
+
+KNN_CHUNK = 2048
+
+
+class ImageReducer:
+    """Standardise then PCA: image embeddings to a few hundred decorrelated columns for the heads."""
+
+    def __init__(self, n_components: int = 256, seed: int = 0):
+        self.n_components = n_components
+        self.seed = seed
+
+    def fit(self, X: np.ndarray) -> "ImageReducer":
+        self.scaler_ = StandardScaler().fit(X)
+        n = min(self.n_components, X.shape[0] - 1, X.shape[1])
+        self.pca_ = PCA(n_components=n, random_state=self.seed).fit(self.scaler_.transform(X))
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        out = np.full((X.shape[0], self.pca_.n_components_), np.nan, dtype=np.float32)
+        present = ~np.isnan(X).any(axis=1)
+        if present.any():
+            out[present] = self.pca_.transform(self.scaler_.transform(X[present]))
+        return out
+
+
+class LinearHead:
+    """Linear SVM scores on sparse text, logistic-regression logits on dense image components; ridge for
+    regression. Classes absent from a fold's training rows get NaN scores."""
+
+    def __init__(self, task: str, n_classes: int = 0, c: float = 0.5, seed: int = 0):
+        self.task = task
+        self.n_classes = n_classes
+        self.c = c
+        self.seed = seed
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.task == "regression" else self.n_classes
+
+    def fit(self, X, y: np.ndarray) -> "LinearHead":
+        if self.task == "regression":
+            self.model_ = Ridge(alpha=1.0 / self.c)
+        elif sp.issparse(X):
+            self.model_ = LinearSVC(C=self.c, random_state=self.seed)
+        else:
+            self.model_ = LogisticRegression(C=self.c, max_iter=300)
+        with warnings.catch_warnings():
+            # A few hundred iterations are plenty for stacking features; full convergence buys nothing here.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            if self.task != "regression" and len(np.unique(y)) == 1:
+                self.model_ = None  # one class only: nothing to separate
+                self.only_class_ = int(y[0])
+            else:
+                self.model_.fit(X, y)
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        if self.task == "regression":
+            return self.model_.predict(X).astype(np.float32)[:, None]
+        out = np.full((X.shape[0], self.n_classes), np.nan, dtype=np.float32)
+        if self.model_ is None:
+            out[:, self.only_class_] = 1.0
+            return out
+        scores = self.model_.decision_function(X)
+        if scores.ndim == 1:  # two classes: sklearn returns the score of the second one only
+            scores = np.column_stack([-scores, scores])
+        out[:, self.model_.classes_] = scores
+        return out
+
+
+class KnnHead:
+    """Cosine nearest neighbours: per class the summed similarity of the k nearest training products; for
+    regression the similarity-weighted mean target, the nearest product's target and its similarity.
+    Cheap at any number of classes, and strong where catalogues hold near-duplicate products."""
+
+    def __init__(self, task: str, n_classes: int = 0, n_neighbors: int = 20):
+        self.task = task
+        self.n_classes = n_classes
+        self.n_neighbors = n_neighbors
+
+    @property
+    def n_outputs(self) -> int:
+        return 3 if self.task == "regression" else self.n_classes
+
+    def fit(self, X, y: np.ndarray) -> "KnnHead":
+        self.X_ = _unit_rows(X)
+        self.y_ = np.asarray(y)
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        Q = _unit_rows(X)
+        k = min(self.n_neighbors, self.X_.shape[0])
+        out = np.zeros((Q.shape[0], self.n_outputs), dtype=np.float32)
+        for start in range(0, Q.shape[0], KNN_CHUNK):
+            sims = Q[start:start + KNN_CHUNK] @ self.X_.T
+            sims = sims.toarray() if sp.issparse(sims) else np.asarray(sims)
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            top_sims = np.clip(np.take_along_axis(sims, top, axis=1), 0, None).astype(np.float32)
+            rows = np.arange(start, start + len(top))
+            if self.task == "regression":
+                order = np.argmax(top_sims, axis=1)
+                weights = top_sims + 1e-6
+                targets = self.y_[top]
+                out[rows, 0] = (weights * targets).sum(axis=1) / weights.sum(axis=1)
+                out[rows, 1] = targets[np.arange(len(top)), order]
+                out[rows, 2] = top_sims[np.arange(len(top)), order]
+            else:
+                np.add.at(out, (np.repeat(rows, k), self.y_[top].ravel()), top_sims.ravel())
+        return out
+
+
+def _unit_rows(X):
+    if sp.issparse(X):
+        return normalize(sp.csr_matrix(X, dtype=np.float32))
+    return normalize(np.asarray(X, dtype=np.float32))
+
+
+def out_of_fold(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Scores of every training row from a copy of `head` fitted on the other folds; NaN where absent."""
+    out = np.full((X.shape[0], head.n_outputs), np.nan, dtype=np.float32)
+    for fold in np.unique(folds):
+        fit_rows = np.flatnonzero((folds != fold) & present)
+        score_rows = np.flatnonzero((folds == fold) & present)
+        if len(fit_rows) and len(score_rows):
+            out[score_rows] = clone_head(head).fit(X[fit_rows], y[fit_rows]).transform(X[score_rows])
+    return out
+
+
+def fit_full(head, X, y: np.ndarray, present: np.ndarray):
+    return head.fit(X[np.flatnonzero(present)], y[present])
+
+
+def apply_head(head, X, present: np.ndarray) -> np.ndarray:
+    out = np.full((X.shape[0], head.n_outputs), np.nan, dtype=np.float32)
+    rows = np.flatnonzero(present)
+    if len(rows):
+        out[rows] = head.transform(X[rows])
+    return out
+
+
+def clone_head(head):
+    return type(head)(**{k: v for k, v in vars(head).items() if not k.endswith("_")})

@@ -1,0 +1,162 @@
+"""`TargetModel`: everything learned for one target, from feature blocks to a prediction.
+
+Fitting: per-modality heads (linear and cosine kNN on each text field; the same on PCA-reduced image
+embeddings) are scored out-of-fold on the training rows, then a LightGBM stacker learns from those scores plus
+the metadata, early-stopped on a seeded stratified validation split. The stack is kept only if it beats every
+single head on that validation split; otherwise the best head predicts alone, so fusing never makes things worse.
+At predict time the heads refitted on all training rows score the new products.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mmgbm.config import ModelConfig
+from mmgbm.dataset import Modalities
+from mmgbm.folds import fold_ids, validation_mask
+from mmgbm.heads import ImageReducer, KnnHead, LinearHead, apply_head, fit_full, out_of_fold
+from mmgbm.metadata import MetadataEncoder
+from mmgbm.stacking import CandidateReranker, RegressionStacker, lightgbm_params
+
+FUSED = "fused"
+
+
+@dataclass
+class Prediction:
+    """Classification: `candidates` (n, k) class codes best first with `probabilities`; regression: `values`."""
+
+    candidates: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+
+class TargetModel:
+    def __init__(self, task: str, settings: ModelConfig, categorical: list[str], numeric: list[str]):
+        self.task = task
+        self.settings = settings
+        self.categorical = categorical
+        self.numeric = numeric
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
+
+    # ---- fitting ------------------------------------------------------------------------------------------
+    def fit(self, data: Modalities, meta_frame: pd.DataFrame, y: np.ndarray) -> "TargetModel":
+        s = self.settings
+        if self.regression:
+            target = np.asarray(y, dtype=np.float64)
+            self.median_ = float(np.median(target))
+        else:
+            self.classes_, target = np.unique(np.asarray(y).astype(str), return_inverse=True)
+            self.class_counts_ = np.bincount(target, minlength=len(self.classes_))
+            self.log_prior_ = np.log(self.class_counts_ / self.class_counts_.sum()).astype(np.float32)
+        self.encoder_ = MetadataEncoder(self.categorical, self.numeric, s.rare_category_min_count).fit(meta_frame)
+        meta = self.encoder_.transform(meta_frame)
+        self.valid_ = validation_mask(target, s.valid_fraction, s.seed, self.regression)
+        folds = fold_ids(target, s.n_folds, s.seed, self.regression)
+
+        blocks = self._blocks(data, fit=True)
+        self.heads_ = {}
+        oof = {}
+        for block, (X, present) in blocks.items():
+            for kind, head in self._new_heads():
+                name = f"{block}.{kind}"
+                oof[name] = out_of_fold(head, X, target, folds, present)
+                self.heads_[name] = fit_full(head, X, target, present)
+        names = list(self.heads_)
+        if self.regression:
+            self.stacker_ = RegressionStacker(names, lightgbm_params(s, "regression"), s.max_rounds,
+                                              s.early_stopping_rounds)
+            self.stacker_.fit([oof[n] for n in names], meta, self.categorical, target, self.valid_)
+        else:
+            self.stacker_ = CandidateReranker(names, s.candidates, lightgbm_params(s, "binary"), s.max_rounds,
+                                              s.early_stopping_rounds)
+            self.stacker_.fit([oof[n] for n in names], meta, self.categorical, target, self.valid_, self.log_prior_)
+        self._choose(oof, meta, target)
+        return self
+
+    def _new_heads(self):
+        s = self.settings
+        n_classes = 0 if self.regression else len(self.classes_)
+        if self.regression or n_classes <= s.linear_max_classes:
+            yield "linear", LinearHead(self.task, n_classes, s.linear_c, s.seed)
+        yield "knn", KnnHead(self.task, n_classes, s.knn_neighbors)
+
+    def _blocks(self, data: Modalities, fit: bool = False) -> dict[str, tuple[object, np.ndarray]]:
+        blocks = {f"text.{name}": (X, data.text_mask(name)) for name, X in data.text.items()}
+        if data.image is not None:
+            present = data.image_mask()
+            if fit:
+                self.reducer_ = ImageReducer(self.settings.image_components, self.settings.seed)
+                self.reducer_.fit(data.image[present])
+            blocks["image"] = (self.reducer_.transform(data.image), present)
+        return blocks
+
+    def _choose(self, oof: dict[str, np.ndarray], meta: pd.DataFrame, target: np.ndarray) -> None:
+        """Validation score of the stack and of every head; keep the best, and the best head per modality."""
+        v = self.valid_
+        stack = self._stack_predict([s[v] for s in oof.values()], meta[v])
+        self.validation_ = {FUSED: self._score(stack, target[v])}
+        self.validation_.update({n: self._score(self._head_predict(s[v]), target[v]) for n, s in oof.items()})
+        heads_only = {n: m for n, m in self.validation_.items() if n != FUSED}
+        best_head = max(heads_only, key=heads_only.get)
+        self.choice_ = FUSED if self.validation_[FUSED] >= heads_only[best_head] else best_head
+        # Modality-alone figures use the head that did best out-of-fold on all training rows.
+        train_scores = {n: self._score(self._head_predict(s), target) for n, s in oof.items()}
+        self.modality_heads_ = {}
+        for name in sorted(train_scores, key=train_scores.get, reverse=True):
+            self.modality_heads_.setdefault(modality_of(name), name)
+
+    def _score(self, prediction: Prediction, target: np.ndarray) -> float:
+        """Higher is better: accuracy, or minus the mean absolute error."""
+        if self.regression:
+            return -float(np.mean(np.abs(prediction.values - target)))
+        return float(np.mean(prediction.candidates[:, 0] == target))
+
+    # ---- predicting ---------------------------------------------------------------------------------------
+    def head_scores(self, data: Modalities) -> dict[str, np.ndarray]:
+        blocks = self._blocks(data)
+        return {name: apply_head(head, *blocks[name.rsplit(".", 1)[0]]) for name, head in self.heads_.items()}
+
+    def predict(self, data: Modalities, meta_frame: pd.DataFrame, source: str | None = None) -> Prediction:
+        """Fused prediction (or the head chosen instead); `source` names a modality to predict from it alone."""
+        scores = self.head_scores(data)
+        head = self.choice_ if source is None else self.modality_heads_.get(source, source)
+        if head == FUSED:
+            meta = self.encoder_.transform(meta_frame)
+            return self._stack_predict([scores[n] for n in self.heads_], meta)
+        return self._head_predict(scores[head])
+
+    def _stack_predict(self, scores: list[np.ndarray], meta: pd.DataFrame) -> Prediction:
+        if self.regression:
+            return Prediction(values=self.stacker_.predict(scores, meta))
+        cands, probs = self.stacker_.predict(scores, meta)
+        return Prediction(candidates=cands, probabilities=probs)
+
+    def _head_predict(self, scores: np.ndarray) -> Prediction:
+        """One head alone; products it cannot score get the training median or the class prior."""
+        missing = np.isnan(scores).all(axis=1)
+        if self.regression:
+            return Prediction(values=np.where(missing, self.median_, np.nan_to_num(scores[:, 0])))
+        logits = np.where(np.isnan(scores), -np.inf, scores).astype(np.float64)
+        logits[missing] = self.log_prior_
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        k = min(self.settings.candidates, probs.shape[1])
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        return Prediction(candidates=order, probabilities=np.take_along_axis(probs, order, axis=1))
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.modality_heads_)
+
+
+def modality_of(feature_or_head: str) -> str:
+    """'text.title.linear.score' -> 'text'; 'image.knn' -> 'image'; 'meta.season' -> 'metadata'."""
+    first = feature_or_head.split(".", 1)[0]
+    return {"text": "text", "image": "image", "meta": "metadata"}.get(first, "candidate")

@@ -1,0 +1,163 @@
+"""LightGBM stackers over head scores and metadata.
+
+Classification uses a candidate re-ranker instead of a multiclass model: LightGBM multiclass builds one tree per
+class per round, which is infeasible in time and memory at hundreds or thousands of classes. Instead each product
+gets its `k` most promising classes (the union of every head's top ranks), and one binary LightGBM model scores
+(product, candidate) rows from that candidate's per-head score, rank and gap to the head's best, the class prior,
+the class itself (native categorical) and the product's metadata. Its features do not depend on which class a
+column means, so rare classes borrow strength from common ones.
+Regression stacks the heads' predictions and the metadata under a LightGBM regressor.
+"""
+
+from __future__ import annotations
+
+import os
+
+# OpenMP threads that spin while waiting make LightGBM 100x slower when the cores are shared with other busy
+# processes (a CI runner, a laptop); passive waiting costs nothing measurable when they are not. Must be set
+# before LightGBM loads the OpenMP runtime.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import lightgbm as lgb  # noqa: E402
+import numpy as np
+import pandas as pd
+
+
+def lightgbm_params(model_cfg, objective: str) -> dict:
+    params = {
+        "objective": objective,
+        "learning_rate": model_cfg.learning_rate,
+        "num_leaves": model_cfg.num_leaves,
+        "min_data_in_leaf": model_cfg.min_data_in_leaf,
+        "feature_fraction": 0.9,
+        "cat_smooth": 10,
+        "seed": model_cfg.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": model_cfg.num_threads,
+        "verbose": -1,
+    }
+    params.update(model_cfg.params)
+    return params
+
+
+def fit_lightgbm(params: dict, rounds: int, patience: int, train: pd.DataFrame, y_train: np.ndarray,
+                 valid: pd.DataFrame, y_valid: np.ndarray, categorical: list[str]) -> lgb.Booster:
+    """Train with early stopping on the validation rows; the booster keeps its best iteration."""
+    dtrain = lgb.Dataset(train, y_train, categorical_feature=categorical, free_raw_data=True)
+    dvalid = lgb.Dataset(valid, y_valid, categorical_feature=categorical, reference=dtrain)
+    return lgb.train(
+        params, dtrain, num_boost_round=rounds, valid_sets=[dvalid],
+        callbacks=[lgb.early_stopping(patience, verbose=False)],
+    )
+
+
+def load_booster(path: str) -> lgb.Booster:
+    return lgb.Booster(model_file=path)
+
+
+def meta_feature(column: str) -> str:
+    # LightGBM refuses JSON punctuation in feature names, so the prefix uses a dot.
+    return f"meta.{column}"
+
+
+def head_ranks(scores: np.ndarray) -> np.ndarray:
+    """Rank of every class per row (0 = best); classes without a score rank last."""
+    filled = np.where(np.isnan(scores), -np.inf, scores)
+    order = np.argsort(-filled, axis=1, kind="stable")
+    ranks = np.empty_like(order, dtype=np.int32)
+    np.put_along_axis(ranks, order, np.arange(scores.shape[1], dtype=np.int32)[None, :], axis=1)
+    return ranks
+
+
+def choose_candidates(ranks: list[np.ndarray], k: int) -> np.ndarray:
+    """(n, k) class codes: the best classes by their best rank in any head, ties broken by mean rank."""
+    n_classes = ranks[0].shape[1]
+    best = np.minimum.reduce(ranks).astype(np.float64)
+    key = best + np.mean(ranks, axis=0) / (n_classes + 1)
+    k = min(k, n_classes)
+    top = np.argpartition(key, k - 1, axis=1)[:, :k] if k < n_classes else np.tile(np.arange(n_classes), (len(key), 1))
+    return np.take_along_axis(top, np.argsort(np.take_along_axis(key, top, axis=1), axis=1), axis=1)
+
+
+class CandidateReranker:
+    """Binary LightGBM over (product, candidate class) rows; see the module docstring."""
+
+    def __init__(self, head_names: list[str], n_candidates: int, params: dict, rounds: int, patience: int):
+        self.head_names = head_names
+        self.n_candidates = n_candidates
+        self.params = params
+        self.rounds = rounds
+        self.patience = patience
+
+    def fit(self, scores: list[np.ndarray], meta: pd.DataFrame, meta_categorical: list[str], y: np.ndarray,
+            valid: np.ndarray, log_prior: np.ndarray) -> "CandidateReranker":
+        self.log_prior_ = log_prior
+        self.meta_categorical_ = list(meta_categorical)
+        cands, rows = self.candidate_rows(scores, meta)
+        label = (cands == y[:, None]).ravel().astype(np.float32)
+        in_valid = np.repeat(valid, cands.shape[1])
+        categorical = ["candidate", *(meta_feature(c) for c in self.meta_categorical_)]
+        self.booster_ = fit_lightgbm(
+            self.params, self.rounds, self.patience, rows[~in_valid], label[~in_valid],
+            rows[in_valid], label[in_valid], categorical,
+        )
+        return self
+
+    def predict(self, scores: list[np.ndarray], meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(n, k) candidate class codes, best first, and their probabilities (summing to 1 per product)."""
+        cands, rows = self.candidate_rows(scores, meta)
+        p = self.booster_.predict(rows, num_iteration=self.booster_.best_iteration or None).reshape(cands.shape)
+        p = p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
+        order = np.argsort(-p, axis=1, kind="stable")
+        return np.take_along_axis(cands, order, axis=1), np.take_along_axis(p, order, axis=1)
+
+    def candidate_rows(self, scores: list[np.ndarray], meta: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+        ranks = [head_ranks(s) for s in scores]
+        cands = choose_candidates(ranks, self.n_candidates)
+        n, k = cands.shape
+        cols: dict[str, np.ndarray] = {
+            "candidate": cands.ravel().astype(np.float32),
+            "candidate_position": np.tile(np.arange(k, dtype=np.float32), n),
+            "class_log_prior": self.log_prior_[cands].ravel().astype(np.float32),
+        }
+        for name, s, r in zip(self.head_names, scores, ranks):
+            at = np.take_along_axis(s, cands, axis=1)
+            cols[f"{name}.score"] = at.ravel()
+            cols[f"{name}.rank"] = np.take_along_axis(r, cands, axis=1).ravel().astype(np.float32)
+            with np.errstate(invalid="ignore"):
+                row_best = np.nanmax(np.where(np.isnan(s).all(axis=1, keepdims=True), 0, s), axis=1)
+            cols[f"{name}.gap"] = (at - row_best[:, None]).ravel()
+        cols["heads_ranking_first"] = np.sum([np.take_along_axis(r, cands, axis=1) == 0 for r in ranks],
+                                             axis=0).ravel().astype(np.float32)
+        cols.update({meta_feature(c): np.repeat(meta[c].to_numpy(), k) for c in meta.columns})
+        return cands, pd.DataFrame(cols)
+
+
+class RegressionStacker:
+    """LightGBM regressor over the heads' predictions and the metadata."""
+
+    def __init__(self, head_names: list[str], params: dict, rounds: int, patience: int):
+        self.head_names = head_names
+        self.params = params
+        self.rounds = rounds
+        self.patience = patience
+
+    def fit(self, scores: list[np.ndarray], meta: pd.DataFrame, meta_categorical: list[str], y: np.ndarray,
+            valid: np.ndarray) -> "RegressionStacker":
+        self.meta_categorical_ = list(meta_categorical)
+        rows = self.feature_rows(scores, meta)
+        self.booster_ = fit_lightgbm(
+            self.params, self.rounds, self.patience, rows[~valid], y[~valid], rows[valid], y[valid],
+            [meta_feature(c) for c in self.meta_categorical_],
+        )
+        return self
+
+    def predict(self, scores: list[np.ndarray], meta: pd.DataFrame) -> np.ndarray:
+        rows = self.feature_rows(scores, meta)
+        return self.booster_.predict(rows, num_iteration=self.booster_.best_iteration or None)
+
+    def feature_rows(self, scores: list[np.ndarray], meta: pd.DataFrame) -> pd.DataFrame:
+        cols = {f"{name}.{i}": s[:, i] for name, s in zip(self.head_names, scores) for i in range(s.shape[1])}
+        cols.update({meta_feature(c): meta[c].to_numpy() for c in meta.columns})
+        return pd.DataFrame(cols)

@@ -1,0 +1,76 @@
+"""Which targets a command works on, the metadata each may read, and the target values it learns from.
+
+Rows whose target cannot be learned from (missing, or not positive under a log target) are dropped and counted
+rather than crashing a run, and every command reports how many.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mmgbm.config import Config, TargetConfig
+from mmgbm.errors import MmgbmError
+
+ALL = "all"
+
+
+def resolve_targets(cfg: Config, names: list[str] | None) -> list[str]:
+    """`None`, `[]` or `["all"]` mean every configured target; unknown names are a one-line error."""
+    if not cfg.targets:
+        raise MmgbmError("the config has no targets; add a `targets:` section (see configs/ for examples)")
+    if not names or ALL in names:
+        return list(cfg.targets)
+    unknown = [n for n in names if n not in cfg.targets]
+    if unknown:
+        raise MmgbmError(f"unknown target {unknown[0]!r}; the config has: {', '.join(cfg.targets)} (or 'all')")
+    return list(dict.fromkeys(names))
+
+
+def metadata_columns(cfg: Config, target: TargetConfig) -> tuple[list[str], list[str]]:
+    """(categorical, numeric) metadata columns for a target: never its own column or the ones it excludes."""
+    skip = {target.column, *target.exclude_columns}
+    return ([c for c in cfg.data.categorical_columns if c not in skip],
+            [c for c in cfg.data.numeric_columns if c not in skip])
+
+
+@dataclass
+class TargetValues:
+    """Learnable rows of a table for one target: `keep` (bool per row) and `y` for the kept rows."""
+
+    keep: np.ndarray
+    y: np.ndarray
+    dropped_missing: int
+    dropped_nonpositive: int
+
+    def describe(self) -> str:
+        parts = []
+        if self.dropped_missing:
+            parts.append(f"{self.dropped_missing:,} with a missing target")
+        if self.dropped_nonpositive:
+            parts.append(f"{self.dropped_nonpositive:,} with a target <= 0 (no log)")
+        return f"dropped {' and '.join(parts)}" if parts else "no rows dropped"
+
+
+def target_values(frame: pd.DataFrame, target: TargetConfig, source: str) -> TargetValues:
+    if target.column not in frame.columns:
+        raise MmgbmError(f"{source}: no target column {target.column!r}; add it or pick another --target")
+    raw = frame[target.column]
+    if target.task != "regression":
+        text = raw.map(lambda v: v if pd.isna(v) else str(v).strip())
+        keep = (text.notna() & (text != "")).to_numpy()
+        return TargetValues(keep, text[keep].to_numpy().astype(str), int((~keep).sum()), 0)
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+    missing = ~np.isfinite(values)
+    nonpositive = ~missing & (values <= 0) if target.log_target else np.zeros(len(values), dtype=bool)
+    keep = ~missing & ~nonpositive
+    y = np.log1p(values[keep]) if target.log_target else values[keep]
+    return TargetValues(keep, y, int(missing.sum()), int(nonpositive.sum()))
+
+
+def check_binary(target_name: str, y: np.ndarray, source: str) -> None:
+    n = len(np.unique(y))
+    if n != 2:
+        raise MmgbmError(f"{source}: target {target_name!r} is binary but has {n} distinct values; use task: multiclass")
