@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mmgbm.config import Config, load_config, parse_overrides
 from mmgbm.errors import MmgbmError
@@ -135,12 +136,27 @@ def predict(
     console.print(f"{len(frame):,} products x {len(frame.columns) - 1} columns -> {path}", highlight=False)
 
 
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
+
+@app.command(context_settings=OVERRIDES)
+def demo(
+    ctx: typer.Context,
+    config: Annotated[Path, typer.Option("--config", "-c", help="Config to run end to end.")] = DEMO_CONFIG,
+) -> None:
+    """Run the whole pipeline on a config (default: the bundled sample): extract, train, evaluate, predict."""
+    from mmgbm.pipeline import run_pipeline
+
+    cfg = _config(ctx, config)
+    run_pipeline(cfg, say=lambda line: console.print(line, highlight=False))
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 1, never a traceback."""
     try:
         app()
     except MmgbmError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

@@ -1,0 +1,37 @@
+"""The whole pipeline in one call, as `mmgbm demo` runs it: extract → train → evaluate → predict."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from mmgbm.config import Config
+from mmgbm.errors import MmgbmError
+
+EVAL_SPLIT = "test"
+
+
+def run_pipeline(cfg: Config, say: Callable[[str], None] = print) -> Path:
+    """Extract every enabled modality (incrementally), train all targets, evaluate them on the `test` split and
+    write `<workdir>/submission.csv` for it. Returns the submission's path."""
+    from mmgbm.evaluation import evaluate
+    from mmgbm.features.images import extract_images
+    from mmgbm.features.text import extract_text
+    from mmgbm.prediction import predict, write_predictions
+    from mmgbm.training import train
+
+    if EVAL_SPLIT not in cfg.split_names:
+        raise MmgbmError(f"the pipeline scores a {EVAL_SPLIT!r} split; add one to data.splits or set data.holdout")
+    if not cfg.targets:
+        raise MmgbmError("the config names no targets; add at least one under targets:")
+    if cfg.features.image.enabled and cfg.data.image_column:
+        say(extract_images(cfg, progress=True).describe())
+    if cfg.features.text.enabled and cfg.text_fields:
+        say(extract_text(cfg).describe())
+    for summary in train(cfg):
+        say(summary.describe())
+    for result in evaluate(cfg, split=EVAL_SPLIT):
+        say(result.describe())
+    out = write_predictions(predict(cfg, split=EVAL_SPLIT, top_k=3), Path(cfg.workdir) / "submission.csv")
+    say(f"submission: {out}")
+    return out
