@@ -172,7 +172,8 @@ class ModelConfig(Strict):
         1000, ge=2, description="above this many classes the linear heads are skipped (kNN heads only)"
     )
     linear_c: float = Field(0.5, gt=0, description="inverse regularisation of the linear heads")
-    image_components: int = Field(256, ge=1, description="PCA components of image embeddings for the heads")
+    image_components: int = Field(0, ge=0, description="PCA components of image embeddings (0 = keep all)")
+    image_alpha: float = Field(10.0, gt=0, description="ridge penalty of the linear image head")
     candidates: int = Field(
         20, ge=2, description="classes per product the stacker re-ranks (all classes when there are fewer)"
     )

@@ -83,7 +83,7 @@ class TargetModel:
         s = self.settings
         n_classes = 0 if self.regression else len(self.classes_)
         if self.regression or n_classes <= s.linear_max_classes:
-            yield "linear", LinearHead(self.task, n_classes, s.linear_c, s.seed)
+            yield "linear", LinearHead(self.task, n_classes, s.linear_c, s.image_alpha, s.seed)
         yield "knn", KnnHead(self.task, n_classes, s.knn_neighbors)
 
     def _blocks(self, data: Modalities, fit: bool = False) -> dict[str, tuple[object, np.ndarray]]:

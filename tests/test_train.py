@@ -1,0 +1,142 @@
+"""train -> evaluate on the demo products: every task, the modalities, reports, and the artifact on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mmgbm.artifact import load_artifact, model_dir
+from mmgbm.catalogue import load_split
+from mmgbm.cli import app
+from mmgbm.config import load_config
+from mmgbm.errors import MmgbmError
+from mmgbm.evaluation import evaluate
+from mmgbm.model import FUSED
+from mmgbm.prediction import predict
+from mmgbm.training import train
+from tests.modelling_project import demo_frame, make_project
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    path = make_project(tmp_path_factory.mktemp("train"))
+    result = runner.invoke(app, ["train", "--config", str(path), "--target", "all"])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def test_train_writes_one_artifact_per_target_that_loads_alone(project: Path):
+    cfg = load_config(project)
+    for name in cfg.targets:
+        folder = model_dir(cfg, name)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            ["lightgbm.txt", "model.joblib", "labels.json", "config.json", "fingerprints.json", "metrics.json"])
+        artifact = load_artifact(folder, name)
+        assert set(artifact.fingerprints) == {"text/text", "image/b0"}
+        assert artifact.config["targets"][name]["column"] == cfg.targets[name].column
+    labels = json.loads((model_dir(cfg, "baseColour") / "labels.json").read_text())
+    assert "Black" in labels["classes"]
+    assert json.loads((model_dir(cfg, "price") / "labels.json").read_text()) == {"transform": "log1p"}
+
+
+def test_fused_model_is_never_worse_than_a_single_head_on_validation(project: Path):
+    cfg = load_config(project)
+    for name in cfg.targets:
+        m = load_artifact(model_dir(cfg, name), name).metrics
+        assert m["validation"][m["choice"]] == max(m["validation"].values())
+        assert set(m["modality_heads"]) == {"text", "image"}
+
+
+def test_price_drops_missing_and_nonpositive_targets_and_reports_both_scales(project: Path):
+    cfg = load_config(project)
+    metrics = load_artifact(model_dir(cfg, "price"), "price").metrics
+    frame = demo_frame()
+    train_ids = set(load_split(cfg, "train")["id"])
+    bad = frame["id"].isin(train_ids) & ~(frame["price"] > 0)
+    nonpositive = frame["id"].isin(train_ids) & (frame["price"] <= 0)
+    assert metrics["dropped_missing"] + metrics["dropped_nonpositive"] == bad.sum() > 0
+    assert metrics["dropped_nonpositive"] == nonpositive.sum()
+    [result] = evaluate(cfg, ["price"])
+    fused = result.metrics[FUSED]
+    assert {"mae_log", "rmse_log", "mae"} <= set(fused)
+    # Price follows the article type, which the text names: far better than predicting the median.
+    y = np.log1p(frame["price"][frame["price"] > 0])
+    assert fused["mae_log"] < 0.7 * float(np.mean(np.abs(y - np.median(y))))
+
+
+def test_evaluate_writes_metrics_and_pictures_through_the_cli(project: Path):
+    result = runner.invoke(app, ["evaluate", "--config", str(project), "-t", "articleType", "-t", "is_men"])
+    assert result.exit_code == 0, result.output
+    assert "fused accuracy" in result.output and "text alone" in result.output
+    reports = load_config(project).workdir / "reports"
+    for name in ("articleType", "is_men"):
+        metrics = json.loads((reports / name / "metrics.json").read_text())
+        assert metrics[FUSED]["accuracy"] > 0.85
+        assert {"accuracy", "macro_f1", "weighted_f1", "per_class", "unseen_class_rows"} <= set(metrics[FUSED])
+        assert set(metrics["modalities"]) == {"text", "image"}
+        assert abs(sum(metrics["importance_by_modality"].values()) - 1) < 1e-6
+        for png in ("confusion_matrix.png", "per_class_f1.png", "importance_by_modality.png"):
+            assert (reports / name / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_image_modality_carries_the_colour(project: Path):
+    # The synthetic embeddings encode the colour: the image alone must beat chance by far.
+    [result] = evaluate(load_config(project), ["baseColour"])
+    assert result.metrics["modalities"]["image"]["accuracy"] > 0.5
+
+
+def test_training_is_deterministic(tmp_path: Path):
+    path = make_project(tmp_path)
+    cfg = load_config(path)
+    first = [s.metrics["validation"] for s in train(cfg, ["baseColour"])]
+    p1 = predict(cfg, ["baseColour"], probabilities=True)
+    second = [s.metrics["validation"] for s in train(cfg, ["baseColour"])]
+    p2 = predict(cfg, ["baseColour"], probabilities=True)
+    assert first == second
+    assert p1.equals(p2)
+
+
+def test_unseen_classes_in_evaluation_are_counted_not_crashed_on(tmp_path: Path):
+    frame = demo_frame()
+    cfg_path = make_project(tmp_path, frame)
+    cfg = load_config(cfg_path)
+    train(cfg, ["baseColour"])
+    # Relabel some held-out products with a colour training never saw.
+    test = load_split(cfg, "test")
+    frame.loc[frame["id"].isin(test["id"].iloc[:5]), "baseColour"] = "Ultraviolet"
+    frame.to_csv(tmp_path / "products.csv", index=False)
+    [result] = evaluate(cfg, ["baseColour"])
+    train_colours = set(load_split(cfg, "train")["baseColour"])
+    test = load_split(cfg, "test").dropna(subset=["baseColour"])
+    unseen = test["baseColour"][~test["baseColour"].isin(train_colours)]
+    assert result.metrics[FUSED]["unseen_class_rows"] == len(unseen) >= 5
+    assert "Ultraviolet" in result.metrics[FUSED]["unseen_classes"]
+
+
+def test_binary_target_needs_exactly_two_values(tmp_path: Path):
+    frame = demo_frame()
+    frame["is_men"] = frame["gender"]  # five values
+    cfg = load_config(make_project(tmp_path, frame))
+    with pytest.raises(MmgbmError, match="binary but has 5 distinct values"):
+        train(cfg, ["is_men"])
+
+
+def test_large_label_spaces_rerank_few_candidates_with_knn_heads_only(tmp_path: Path):
+    cfg = load_config(make_project(tmp_path, candidates=3, linear_max_classes=5))
+    [summary] = train(cfg, ["articleType"])
+    assert not any(name.endswith(".linear") for name in summary.metrics["validation"])
+    [result] = evaluate(cfg, ["articleType"])
+    assert result.metrics[FUSED]["accuracy"] > 0.8
+    top = predict(cfg, ["articleType"], top_k=5)
+    assert "articleType_top3" in top and "articleType_top4" not in top  # only 3 candidates exist
+
+
+def test_unknown_target_is_a_one_line_error(project: Path):
+    with pytest.raises(MmgbmError, match="unknown target 'nope'"):
+        train(load_config(project), ["nope"])
