@@ -1,0 +1,110 @@
+"""predict: one row per input product in input order, missing modalities, top-k / probabilities, --target all,
+unseen metadata levels, and refusal of features made differently from the model's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from mmgbm.catalogue import load_split
+from mmgbm.cli import app
+from mmgbm.config import load_config
+from mmgbm.errors import MmgbmError
+from mmgbm.features.text import extract_text
+from mmgbm.metadata import MetadataEncoder
+from mmgbm.prediction import predict
+from tests.modelling_project import NO_IMAGE, demo_frame, make_project
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    path = make_project(tmp_path_factory.mktemp("predict"))
+    result = runner.invoke(app, ["train", "--config", str(path), "-t", "articleType", "-t", "price", "-t", "is_men"])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def test_cli_writes_one_row_per_product_in_input_order_with_topk(project: Path, tmp_path: Path):
+    out = tmp_path / "submission.csv"
+    result = runner.invoke(app, ["predict", "--config", str(project), "-t", "articleType", "-t", "price",
+                                 "--out", str(out), "--top-k", "3"])
+    assert result.exit_code == 0, result.output
+    sub = pd.read_csv(out, dtype={"id": str})
+    test = load_split(load_config(project), "test")
+    assert sub["id"].tolist() == test["id"].tolist()
+    assert list(sub.columns) == ["id", "articleType", "articleType_top1", "articleType_p1", "articleType_top2",
+                                 "articleType_p2", "articleType_top3", "articleType_p3", "price"]
+    assert (sub["articleType"] == sub["articleType_top1"]).all()
+    assert (sub["articleType_p1"] >= sub["articleType_p2"]).all()
+    assert (sub["price"] > 0).all()  # back on the original scale, not log1p
+    assert (sub["articleType"] == test["articleType"]).mean() > 0.85
+
+
+def test_products_without_image_or_text_still_get_predictions(project: Path, tmp_path: Path):
+    frame = demo_frame()
+    no_image = frame.iloc[:3]  # the fixture stores no embedding for the first products
+    new = frame.iloc[[NO_IMAGE + 1, NO_IMAGE + 2]].assign(id=["new-1", "new-2"])  # not in any store
+    blank = frame.iloc[[NO_IMAGE + 3]].assign(id="blank", productDisplayName="")
+    table = pd.concat([new, no_image, blank]).iloc[::-1]
+    table.to_csv(tmp_path / "input.csv", index=False)
+    out = predict(load_config(project), ["articleType", "price"], input_path=tmp_path / "input.csv", top_k=2)
+    assert out["id"].tolist() == table["id"].tolist()
+    assert out["articleType"].notna().all() and np.isfinite(out["price"]).all()
+    # Text of products missing from the store is vectorised on the fly: the new products are still read.
+    by_id = out.set_index("id")
+    assert (by_id.loc[["new-1", "new-2"], "articleType"].to_numpy() == new["articleType"].to_numpy()).all()
+
+
+def test_all_targets_and_class_probabilities(project: Path):
+    cfg = load_config(project)
+    # baseColour is configured but not trained in this project: `all` must say so instead of skipping it.
+    with pytest.raises(MmgbmError, match="no trained model for target 'baseColour'"):
+        predict(cfg, ["all"])
+    out = predict(cfg, ["is_men"], probabilities=True)
+    probs = out[["is_men_p_no", "is_men_p_yes"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert set(out["is_men"]) <= {"yes", "no"}
+
+
+def test_all_means_every_configured_target(tmp_path: Path):
+    path = make_project(tmp_path)
+    assert runner.invoke(app, ["train", "--config", str(path)]).exit_code == 0
+    out = predict(load_config(path), ["all"])
+    assert list(out.columns) == ["id", "articleType", "baseColour", "price", "is_men"]
+
+
+def test_refuses_features_from_another_vectorizer(tmp_path: Path):
+    path = make_project(tmp_path)
+    cfg = load_config(path)
+    assert runner.invoke(app, ["train", "--config", str(path), "-t", "is_men"]).exit_code == 0
+    refit = load_config(path, {"features.text.min_df": 2})
+    extract_text(refit, overwrite=True)
+    with pytest.raises(MmgbmError, match="text/text features differ from those model .* retrain"):
+        predict(refit, ["is_men"])
+    with pytest.raises(MmgbmError):
+        predict(cfg, ["is_men"])  # the stored vectorizer no longer matches this config either
+    result = runner.invoke(app, ["predict", "--config", str(path), "-t", "is_men", "--features.text.min_df", "2"])
+    assert result.exit_code != 0 and "retrain" in str(result.exception)
+
+
+def test_refuses_a_model_trained_with_images_when_images_are_off(project: Path):
+    cfg = load_config(project, {"features.image.enabled": False})
+    with pytest.raises(MmgbmError, match="trained with image/b0 features"):
+        predict(cfg, ["is_men"])
+
+
+def test_metadata_levels_rare_bucketed_and_unseen_missing():
+    train = pd.DataFrame({"season": ["a"] * 5 + ["b"] * 5 + ["rare"], "year": ["2011", "x", "2012"] + ["1"] * 8})
+    enc = MetadataEncoder(["season"], ["year"], min_count=5).fit(train)
+    out = enc.transform(pd.DataFrame({"season": ["b", "rare", "never-seen", None], "year": [1, 2, "n/a", 3]}))
+    assert out["season"].tolist()[:2] == [1.0, 2.0]  # 'rare' shares the bucket after the kept levels
+    assert np.isnan(out["season"].iloc[2]) and np.isnan(out["season"].iloc[3])
+    assert np.isnan(out["year"].iloc[2]) and out["year"].iloc[0] == 1.0
+    with pytest.raises(MmgbmError, match="no metadata column"):
+        enc.transform(pd.DataFrame({"year": [1]}))
