@@ -24,6 +24,7 @@ class Modalities:
 
     ids: list[str]
     text: dict[str, sp.csr_matrix] = field(default_factory=dict)
+    words: dict[str, np.ndarray] = field(default_factory=dict)  # per text field, the cleaned text itself
     image: np.ndarray | None = None
     fingerprints: dict[str, dict] = field(default_factory=dict)
 
@@ -38,6 +39,7 @@ class Modalities:
         return Modalities(
             [self.ids[i] for i in index],
             {name: m[index] for name, m in self.text.items()},
+            {name: w[index] for name, w in self.words.items()},
             None if self.image is None else self.image[index],
             self.fingerprints,
         )
@@ -62,6 +64,8 @@ def load_modalities(cfg: Config, frame: pd.DataFrame) -> Modalities:
                 fresh = vectorizer.transform(join_columns(frame.loc[~present], columns))
                 matrix = _replace_rows(matrix, np.flatnonzero(~present), fresh)
             data.text[name] = matrix.astype(np.float32)
+            if all(c in frame.columns for c in columns):
+                data.words[name] = np.array(join_columns(frame, columns), dtype=object)
             data.fingerprints[f"text/{name}"] = store.fingerprint
     if images_enabled(cfg):
         from mmgbm.features.images import image_store

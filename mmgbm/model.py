@@ -17,11 +17,12 @@ import pandas as pd
 from mmgbm.config import ModelConfig
 from mmgbm.dataset import Modalities
 from mmgbm.folds import fold_ids, validation_mask
-from mmgbm.heads import ImageReducer, KnnHead, LinearHead, apply_head, fit_full, out_of_fold
+from mmgbm.heads import ImageReducer, KnnHead, LinearHead, MentionHead, apply_head, fit_full, out_of_fold
 from mmgbm.metadata import MetadataEncoder
 from mmgbm.stacking import CandidateReranker, RegressionStacker, lightgbm_params
 
 FUSED = "fused"
+WORDS = ".words"
 
 
 @dataclass
@@ -63,7 +64,7 @@ class TargetModel:
         self.heads_ = {}
         oof = {}
         for block, (X, present) in blocks.items():
-            for kind, head in self._new_heads():
+            for kind, head in self._new_heads(block):
                 name = f"{block}.{kind}"
                 oof[name] = out_of_fold(head, X, target, folds, present)
                 self.heads_[name] = fit_full(head, X, target, present)
@@ -79,15 +80,22 @@ class TargetModel:
         self._choose(oof, meta, target)
         return self
 
-    def _new_heads(self):
+    def _new_heads(self, block: str):
         s = self.settings
         n_classes = 0 if self.regression else len(self.classes_)
+        if block.endswith(WORDS):
+            yield "mention", MentionHead(self.classes_.tolist())
+            return
         if self.regression or n_classes <= s.linear_max_classes:
             yield "linear", LinearHead(self.task, n_classes, s.linear_c, s.image_alpha, s.seed)
         yield "knn", KnnHead(self.task, n_classes, s.knn_neighbors)
 
     def _blocks(self, data: Modalities, fit: bool = False) -> dict[str, tuple[object, np.ndarray]]:
         blocks = {f"text.{name}": (X, data.text_mask(name)) for name, X in data.text.items()}
+        if not self.regression:
+            # Mention heads read the words themselves; a model trained with them needs them at predict time.
+            for name, words in data.words.items():
+                blocks[f"text.{name}{WORDS}"] = (words, np.ones(len(words), dtype=bool))
         if data.image is not None:
             present = data.image_mask()
             if fit:
@@ -120,7 +128,13 @@ class TargetModel:
     # ---- predicting ---------------------------------------------------------------------------------------
     def head_scores(self, data: Modalities) -> dict[str, np.ndarray]:
         blocks = self._blocks(data)
-        return {name: apply_head(head, *blocks[name.rsplit(".", 1)[0]]) for name, head in self.heads_.items()}
+        scores = {}
+        for name, head in self.heads_.items():
+            block = blocks.get(name.rsplit(".", 1)[0])
+            # A block the input cannot provide (no text columns in an --input table) is a missing modality.
+            scores[name] = (apply_head(head, *block) if block is not None
+                            else np.full((len(data.ids), head.n_outputs), np.nan, dtype=np.float32))
+        return scores
 
     def predict(self, data: Modalities, meta_frame: pd.DataFrame, source: str | None = None) -> Prediction:
         """Fused prediction (or the head chosen instead); `source` names a modality to predict from it alone."""
