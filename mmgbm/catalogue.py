@@ -93,14 +93,32 @@ def check_columns(frame: pd.DataFrame, columns: list[str], source: str) -> None:
             raise MmgbmError(f"{source}: no column {col!r} named in the config{_suggest(col, frame.columns)}")
 
 
+def _id_unit(ids: pd.Series, salt: str) -> pd.Series:
+    """A per-id number in [0, 1) from a hash: the same product always gets the same number."""
+
+    def unit(pid: str) -> float:
+        return int.from_bytes(hashlib.sha1(f"{salt}:{pid}".encode()).digest()[:8], "big") / 2**64
+
+    return ids.map(unit)
+
+
 def in_holdout(ids: pd.Series, fraction: float, seed: int) -> pd.Series:
     """Deterministic per-id membership: the same product always lands on the same side."""
+    return _id_unit(ids, str(seed)) < fraction
 
-    def bucket(pid: str) -> float:
-        digest = hashlib.sha1(f"{seed}:{pid}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64
 
-    return ids.map(bucket) < fraction
+def parse_part(text: str) -> tuple[int, int]:
+    """`3/8` -> (3, 8): this machine extracts the third of eight disjoint parts of the catalogue."""
+    i, sep, n = text.partition("/")
+    if not (sep and i.isdigit() and n.isdigit() and 1 <= int(i) <= int(n)):
+        raise MmgbmError(f"--part {text!r}: write it as I/N with 1 <= I <= N, e.g. --part 3/8")
+    return int(i), int(n)
+
+
+def in_part(ids: pd.Series, part: tuple[int, int]) -> pd.Series:
+    """Membership of part I of N, by id hash: parts are disjoint, cover every product and stay put as it grows."""
+    i, n = part
+    return (_id_unit(ids, "part") * n).astype(int) == i - 1
 
 
 def load_split(cfg: Config, split: str, with_targets: bool = True) -> pd.DataFrame:

@@ -88,3 +88,16 @@ def test_later_shards_win_for_a_repeated_id(tmp_path: Path):
     s.write_shard(dense_table(["a"], np.zeros((1, 2))))
     s.write_shard(dense_table(["a"], np.ones((1, 2))))
     assert s.read_dense(["a"])[0].tolist() == [[1.0, 1.0]]
+
+
+def test_machines_writing_their_parts_into_one_folder_do_not_clash(tmp_path: Path):
+    one = FeatureStore.at(tmp_path, "image", "b0", FP, writer="p1of2")
+    two = FeatureStore.at(tmp_path, "image", "b0", FP, writer="p2of2")
+    one.write_shard(dense_table(["a"], np.ones((1, 2))))
+    two.write_shard(dense_table(["b"], np.full((1, 2), 2.0)))
+    one.write_shard(dense_table(["c"], np.full((1, 2), 3.0)))
+    names = sorted(p.name for p in one.shards())
+    assert names == ["part-p1of2-00000.parquet", "part-p1of2-00001.parquet", "part-p2of2-00000.parquet"]
+    reader = store(tmp_path)  # a reader without a part sees every machine's shards
+    out, present = reader.read_dense(["c", "b", "a"])
+    assert present.all() and out[:, 0].tolist() == [3.0, 2.0, 1.0]

@@ -28,19 +28,23 @@ from mmgbm.errors import MmgbmError
 
 ID = "id"
 FINGERPRINT_KEY = b"mmgbm.fingerprint"
-SHARD_RE = re.compile(r"^part-(\d{5,})\.parquet$")
+# part-00012.parquet, or part-p3of8-00012.parquet when one of several machines writes its part of the products.
+SHARD_RE = re.compile(r"^part-(?:(p\d+of\d+)-)?(\d{5,})\.parquet$")
 
 
 class FeatureStore:
     """A folder of shards that share one fingerprint; dense (`embedding`) or sparse (`indices`, `values`)."""
 
-    def __init__(self, root: Path, fingerprint: dict[str, Any]):
+    def __init__(self, root: Path, fingerprint: dict[str, Any], writer: str | None = None):
         self.root = Path(root)
         self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))  # normalise tuples etc.
+        # Machines extracting different parts into one shared folder each number their own shards (no clashes).
+        self.writer = writer
 
     @classmethod
-    def at(cls, workdir: Path, kind: str, name: str, fingerprint: dict[str, Any]) -> "FeatureStore":
-        return cls(Path(workdir) / "features" / kind / name, fingerprint)
+    def at(cls, workdir: Path, kind: str, name: str, fingerprint: dict[str, Any],
+           writer: str | None = None) -> "FeatureStore":
+        return cls(Path(workdir) / "features" / kind / name, fingerprint, writer)
 
     # ---- shards -------------------------------------------------------------------------------------------
     def shards(self) -> list[Path]:
@@ -73,8 +77,10 @@ class FeatureStore:
         if ID not in table.column_names:
             raise ValueError("a feature shard needs an 'id' column")
         self.root.mkdir(parents=True, exist_ok=True)
-        existing = [int(SHARD_RE.match(p.name).group(1)) for p in self.shards()]
-        final = self.root / f"part-{(max(existing) + 1 if existing else 0):05d}.parquet"
+        mine = [SHARD_RE.match(p.name) for p in self.shards()]
+        numbers = [int(m.group(2)) for m in mine if m.group(1) == self.writer]
+        prefix = f"part-{self.writer}-" if self.writer else "part-"
+        final = self.root / f"{prefix}{(max(numbers) + 1 if numbers else 0):05d}.parquet"
         meta = dict(table.schema.metadata or {})
         meta[FINGERPRINT_KEY] = json.dumps(self.fingerprint, sort_keys=True).encode()
         tmp = self.root / f".{final.name}.{uuid.uuid4().hex}.tmp"
