@@ -168,8 +168,9 @@ class ModelConfig(Strict):
     # Per-modality heads, fitted out-of-fold on train and stacked under LightGBM.
     n_folds: int = Field(5, ge=2, le=20, description="folds for the heads' out-of-fold scores")
     knn_neighbors: int = Field(20, ge=1, description="neighbours of the cosine kNN heads")
-    linear_max_classes: int = Field(
-        1000, ge=2, description="above this many classes the linear heads are skipped (kNN heads only)"
+    linear_max_weights: int = Field(
+        100_000_000, ge=1,
+        description="skip a block's linear head when classes x features exceeds this (its weights' memory)",
     )
     linear_c: float = Field(0.5, gt=0, description="inverse regularisation of the linear heads")
     image_components: int = Field(0, ge=0, description="PCA components of image embeddings (0 = keep all)")

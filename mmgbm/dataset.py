@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from mmgbm.colour import colour_store, read_colour_features
 from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
 from mmgbm.features.text_cleaning import join_columns
@@ -26,14 +27,17 @@ class Modalities:
     text: dict[str, sp.csr_matrix] = field(default_factory=dict)
     words: dict[str, np.ndarray] = field(default_factory=dict)  # per text field, the cleaned text itself
     image: np.ndarray | None = None
+    colour: np.ndarray | None = None  # colour statistics of the same photos (mmgbm.colour)
     fingerprints: dict[str, dict] = field(default_factory=dict)
 
     def text_mask(self, name: str) -> np.ndarray:
         # An empty TF-IDF row says nothing about the product: treat it like missing text.
         return self.text[name].getnnz(axis=1) > 0
 
-    def image_mask(self) -> np.ndarray:
-        return ~np.isnan(self.image).any(axis=1)
+    def dense(self) -> dict[str, np.ndarray]:
+        """The dense image blocks present, by block name."""
+        blocks = {"image": self.image, "image.colour": self.colour}
+        return {name: block for name, block in blocks.items() if block is not None}
 
     def rows(self, index: np.ndarray) -> "Modalities":
         return Modalities(
@@ -41,6 +45,7 @@ class Modalities:
             {name: m[index] for name, m in self.text.items()},
             {name: w[index] for name, w in self.words.items()},
             None if self.image is None else self.image[index],
+            None if self.colour is None else self.colour[index],
             self.fingerprints,
         )
 
@@ -75,6 +80,8 @@ def load_modalities(cfg: Config, frame: pd.DataFrame) -> Modalities:
             raise MmgbmError(f"no image features in {store.root}; run `mmgbm extract-images` first")
         data.image, _ = store.read_dense(ids)
         data.fingerprints[f"image/{cfg.features.image.backbone}"] = store.fingerprint
+        data.colour = read_colour_features(cfg, frame)
+        data.fingerprints["image/colour"] = colour_store(cfg).fingerprint
     if not data.text and data.image is None:
         raise MmgbmError("no features enabled: enable features.text or features.image in the config")
     return data

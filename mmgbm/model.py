@@ -64,7 +64,7 @@ class TargetModel:
         self.heads_ = {}
         oof = {}
         for block, (X, present) in blocks.items():
-            for kind, head in self._new_heads(block):
+            for kind, head in self._new_heads(block, X.shape[1] if X.ndim == 2 else 0):
                 name = f"{block}.{kind}"
                 oof[name] = out_of_fold(head, X, target, folds, present)
                 self.heads_[name] = fit_full(head, X, target, present)
@@ -80,13 +80,13 @@ class TargetModel:
         self._choose(oof, meta, target)
         return self
 
-    def _new_heads(self, block: str):
+    def _new_heads(self, block: str, n_features: int):
         s = self.settings
         n_classes = 0 if self.regression else len(self.classes_)
         if block.endswith(WORDS):
             yield "mention", MentionHead(self.classes_.tolist())
             return
-        if self.regression or n_classes <= s.linear_max_classes:
+        if self.regression or n_classes * n_features <= s.linear_max_weights:
             yield "linear", LinearHead(self.task, n_classes, s.linear_c, s.image_alpha, s.seed)
         yield "knn", KnnHead(self.task, n_classes, s.knn_neighbors)
 
@@ -96,12 +96,15 @@ class TargetModel:
             # Mention heads read the words themselves; a model trained with them needs them at predict time.
             for name, words in data.words.items():
                 blocks[f"text.{name}{WORDS}"] = (words, np.ones(len(words), dtype=bool))
-        if data.image is not None:
-            present = data.image_mask()
+        if fit:
+            self.reducers_ = {}
+        for name, X in data.dense().items():
+            present = ~np.isnan(X).any(axis=1)
             if fit:
-                self.reducer_ = ImageReducer(self.settings.image_components, self.settings.seed)
-                self.reducer_.fit(data.image[present])
-            blocks["image"] = (self.reducer_.transform(data.image), present)
+                self.reducers_[name] = ImageReducer(self.settings.image_components, self.settings.seed)
+                self.reducers_[name].fit(X[present])
+            if name in self.reducers_:
+                blocks[name] = (self.reducers_[name].transform(X), present)
         return blocks
 
     def _choose(self, oof: dict[str, np.ndarray], meta: pd.DataFrame, target: np.ndarray) -> None:

@@ -38,7 +38,7 @@ def test_train_writes_one_artifact_per_target_that_loads_alone(project: Path):
         assert sorted(p.name for p in folder.iterdir()) == sorted(
             ["lightgbm.txt", "model.joblib", "labels.json", "config.json", "fingerprints.json", "metrics.json"])
         artifact = load_artifact(folder, name)
-        assert set(artifact.fingerprints) == {"text/text", "image/b0"}
+        assert set(artifact.fingerprints) == {"text/text", "image/b0", "image/colour"}
         assert artifact.config["targets"][name]["column"] == cfg.targets[name].column
     labels = json.loads((model_dir(cfg, "baseColour") / "labels.json").read_text())
     assert "Black" in labels["classes"]
@@ -128,7 +128,7 @@ def test_binary_target_needs_exactly_two_values(tmp_path: Path):
 
 
 def test_large_label_spaces_rerank_few_candidates_with_knn_heads_only(tmp_path: Path):
-    cfg = load_config(make_project(tmp_path, candidates=3, linear_max_classes=5))
+    cfg = load_config(make_project(tmp_path, candidates=3, linear_max_weights=10))
     [summary] = train(cfg, ["articleType"])
     assert not any(name.endswith(".linear") for name in summary.metrics["validation"])
     [result] = evaluate(cfg, ["articleType"])

@@ -1,0 +1,136 @@
+"""Accuracy of the fused model against each modality alone, on a seeded 80/20 split of each shared catalogue.
+
+Uses configs/fashion.yaml and configs/flipkart.yaml (their `data.holdout` carves a stable 20% test split by
+product id), extracts any missing features, trains every target, evaluates on the held-out products and prints
+text-only, image-only and fused figures side by side with training times and the goals of issue 5. Fashion
+baseColour is also run with the colour words removed from the product names, in a sibling workdir that reuses
+the image features, to measure what the image adds.
+
+    python scripts/bench_accuracy.py [--catalogue fashion|flipkart|all]
+
+It trains real models on ~25,000 products: expect several minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from pathlib import Path
+
+from mmgbm.catalogue import read_table
+from mmgbm.config import Config, load_config
+from mmgbm.dataset import images_enabled
+from mmgbm.evaluation import evaluate
+from mmgbm.features.text import extract_text
+from mmgbm.model import FUSED
+from mmgbm.training import train
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = {"fashion": REPO / "configs" / "fashion.yaml", "flipkart": REPO / "configs" / "flipkart.yaml"}
+NO_COLOUR = "baseColour (no colour words)"
+# (catalogue, target) -> (metric, goal, higher is better)
+GOALS = {
+    ("fashion", "articleType"): [("accuracy", 0.95, True), ("macro_f1", 0.80, True)],
+    ("fashion", "subCategory"): [("accuracy", 0.985, True)],
+    ("fashion", NO_COLOUR): [("accuracy", 0.62, True)],
+    ("flipkart", "price"): [("mae_log", 0.30, False)],
+    ("flipkart", "cat_l3"): [("accuracy", 0.92, True)],
+    ("flipkart", "brand"): [("accuracy", 0.72, True)],
+}
+
+
+def ensure_features(cfg: Config) -> None:
+    extract_text(cfg)
+    if images_enabled(cfg):
+        from mmgbm.features.images import extract_images
+
+        extract_images(cfg, progress=True)
+
+
+def colour_free(cfg: Config, config_path: Path) -> Config:
+    """The fashion config on a copy of the table whose text has every word of every baseColour value removed."""
+    folder = Path(cfg.workdir).parent / f"{Path(cfg.workdir).name}_nocolour"
+    (folder / "features").mkdir(parents=True, exist_ok=True)
+    table = read_table(cfg.data.splits["train"], cfg.data.id_column)
+    colour_words = {w for value in table["baseColour"].dropna() for w in re.findall(r"[a-z]+", value.lower())}
+    pattern = re.compile(r"\b(" + "|".join(sorted(colour_words, key=len, reverse=True)) + r")\b", re.I)
+    for col in cfg.data.text_columns:
+        table[col] = table[col].fillna("").map(lambda t: " ".join(pattern.sub(" ", t).split()))
+    csv = folder / "products.csv"
+    table.to_csv(csv, index=False)
+    images = folder / "features" / "image"
+    if not images.exists():
+        images.symlink_to(Path(cfg.workdir) / "features" / "image", target_is_directory=True)
+    return load_config(config_path, {"workdir": str(folder), "data.splits.train": str(csv)})
+
+
+def run(catalogue: str, cfg: Config, targets: list[str], label: dict[str, str]) -> list[dict]:
+    ensure_features(cfg)
+    rows = []
+    for name in targets:
+        started = time.perf_counter()
+        [summary] = train(cfg, [name])
+        seconds = time.perf_counter() - started
+        [result] = evaluate(cfg, [name])
+        m = result.metrics
+        rows.append({"catalogue": catalogue, "target": label.get(name, name), "fused": m[FUSED],
+                     "text": m["modalities"].get("text"), "image": m["modalities"].get("image"),
+                     "train_s": seconds, "n_test": m[FUSED]["rows"], "choice": summary.metrics["choice"]})
+    return rows
+
+
+def print_table(rows: list[dict]) -> bool:
+    print(f"\n{'catalogue':<9} {'target':<29} {'metric':<9} {'text':>7} {'image':>7} {'fused':>7} "
+          f"{'goal':>9} {'test n':>7} {'train s':>8}  verdict")
+    ok_all = True
+    for r in rows:
+        regression = "mae_log" in r["fused"]
+        metrics = ["mae_log", "mae"] if regression else ["accuracy", "macro_f1", "weighted_f1"]
+        goals = {m: (g, hi) for m, g, hi in GOALS.get((r["catalogue"], r["target"]), [])}
+        for i, metric in enumerate(metrics):
+            cells = [_cell(r[k], metric) for k in ("text", "image", "fused")]
+            goal = goals.get(metric)
+            verdicts = []
+            if goal is not None:
+                value, (target, higher) = r["fused"][metric], goal
+                verdicts.append("PASS" if (value >= target if higher else value <= target) else "FAIL")
+            if i == 0:  # fused must not lose to any modality alone on the headline metric
+                alone = [r[k][metric] for k in ("text", "image") if r[k] is not None]
+                best = (max if not regression else min)(alone)
+                beats = r["fused"][metric] >= best if not regression else r["fused"][metric] <= best
+                verdicts.append("fused>=best single" if beats else "fused<best single")
+            ok_all &= not any(v in ("FAIL", "fused<best single") for v in verdicts)
+            goal_text = "" if goal is None else f"{'>=' if goal[1] else '<='}{goal[0]:g}"
+            head = (r["catalogue"], r["target"]) if i == 0 else ("", "")
+            tail = (f"{r['n_test']:>7,} {r['train_s']:>8.1f}" if i == 0 else f"{'':>7} {'':>8}")
+            print(f"{head[0]:<9} {head[1]:<29} {metric:<9} {cells[0]:>7} {cells[1]:>7} {cells[2]:>7} "
+                  f"{goal_text:>9} {tail}  {' '.join(verdicts)}")
+    return ok_all
+
+
+def _cell(metrics: dict | None, metric: str) -> str:
+    if metrics is None:
+        return "-"
+    value = metrics[metric]
+    return f"{value:.2f}" if metric == "mae" else f"{value:.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--catalogue", choices=["fashion", "flipkart", "all"], default="all")
+    args = parser.parse_args()
+    rows = []
+    if args.catalogue in ("fashion", "all"):
+        cfg = load_config(CONFIGS["fashion"])
+        rows += run("fashion", cfg, ["articleType", "subCategory", "gender", "masterCategory", "baseColour"], {})
+        rows += run("fashion", colour_free(cfg, CONFIGS["fashion"]), ["baseColour"], {"baseColour": NO_COLOUR})
+    if args.catalogue in ("flipkart", "all"):
+        cfg = load_config(CONFIGS["flipkart"])
+        rows += run("flipkart", cfg, list(cfg.targets), {})
+    ok = print_table(rows)
+    print("\nall goals met" if ok else "\nsome goals not met (see verdicts)")
+
+
+if __name__ == "__main__":
+    main()
