@@ -121,6 +121,16 @@ def test_alpha_becomes_white_background_and_cmyk_keeps_colour(tmp_path: Path):
     assert cmyk[..., 0].mean() > 180 and cmyk[..., 1].mean() < 80
 
 
+def test_any_decoder_exception_is_a_corrupt_image(tmp_path: Path, monkeypatch):
+    def broken_plugin(im):
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr("mmgbm.features.image_decoding.ImageOps.exif_transpose", broken_plugin)
+    with pytest.raises(UnreadableImage) as info:
+        decode_image(saved(tmp_path / "x.png", photo(), "PNG"), 32)
+    assert info.value.reason == "corrupt image" and "unpack requires" in str(info.value)
+
+
 def test_empty_path_is_its_own_reason():
     with pytest.raises(UnreadableImage) as info:
         decode_image("  ", 32)
@@ -244,6 +254,7 @@ def test_cli_options_override_the_config_and_print_the_summary(tmp_path: Path, i
                                       "--batch-size", "2"])
     assert result.exit_code == 0, result.output
     assert "3 embedded" in result.output and "no image path: 1" in result.output
+    assert "4/4" in result.output and "images/s" in result.output  # the progress bar
     stored = image_store(load_config(config, {"features.image.backbone": "b3", "features.image.image_size": 36}))
     assert stored.fingerprint["image_size"] == 36 and len(stored.present_ids()) == 3
 

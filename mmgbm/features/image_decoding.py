@@ -57,9 +57,12 @@ def decode_image(path: str | os.PathLike[str], size: int) -> np.ndarray:
         raise UnreadableImage(TOO_LARGE, str(exc)) from None
     except UnidentifiedImageError as exc:
         raise UnreadableImage(NOT_AN_IMAGE, str(exc)) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # PIL reports truncated and malformed data with all of these, depending on the format plugin.
-        raise UnreadableImage(CORRUPT, str(exc)) from None
+    except UnreadableImage:
+        raise
+    except Exception as exc:
+        # Format plugins report malformed data as OSError, SyntaxError, ValueError, struct.error, IndexError ...;
+        # whatever a hostile file triggers in a decoder must cost that product only, never the run.
+        raise UnreadableImage(CORRUPT, f"{type(exc).__name__}: {exc}") from None
 
 
 def _check_file(path: Path) -> None:
