@@ -85,6 +85,8 @@ class ImageFeaturesConfig(Strict):
     image_size: int | None = Field(None, ge=32, le=1024, description="default: 224 for b0, 300 for b3")
     batch_size: int = Field(32, ge=1, le=1024)
     shard_size: int = Field(1024, ge=1)
+    # bfloat16 computes in mixed precision: ~1.5x faster on CPUs with AVX512-BF16/AMX, features within 1e-2 cosine.
+    precision: Literal["float32", "bfloat16"] = "float32"
 
     @property
     def resolved_image_size(self) -> int:
@@ -172,7 +174,10 @@ class ModelConfig(Strict):
         100_000_000, ge=1,
         description="skip a block's linear head when classes x features exceeds this (its weights' memory)",
     )
-    linear_c: float = Field(0.5, gt=0, description="inverse regularisation of the linear heads")
+    linear_c: float = Field(0.5, gt=0, description="inverse regularisation of the linear SVM text heads")
+    text_ridge_alpha: float = Field(0.2, gt=0, description="penalty of the ridge text heads (regression)")
+    # MAE is the figure of merit for prices, so by default the stacker minimises it directly.
+    regression_objective: Literal["regression", "regression_l1", "huber"] = "regression_l1"
     image_components: int = Field(0, ge=0, description="PCA components of image embeddings (0 = keep all)")
     image_alpha: float = Field(10.0, gt=0, description="ridge penalty of the linear image head")
     candidates: int = Field(

@@ -46,7 +46,7 @@ EXPLORE = {  # name -> (environment, probe options)
     "Keras model in tf.function, not frozen": ({}, ["--graph", "keras"]),
     "same, XLA jit_compile": ({}, ["--graph", "xla"]),
     "batch 64": ({}, ["--probe-batch", "64"]),
-    "Keras mixed_bfloat16 policy": ({}, ["--bf16", "keras"]),
+    "precision: bfloat16 (Keras mixed_bfloat16)": ({}, ["--bf16", "keras"]),
     "oneDNN auto mixed precision bfloat16": ({}, ["--bf16", "onednn"]),
 }
 
@@ -70,14 +70,15 @@ def forward_rate(encoder: ImageEncoder, images: np.ndarray) -> float:
     return len(images) / (time.perf_counter() - start)
 
 
-def pipeline_rate(products: pd.DataFrame, cfg: Config, backbone: str, batch_size: int, workdir: Path) -> float:
+def pipeline_rate(products: pd.DataFrame, cfg: Config, encoder: ImageEncoder, workdir: Path) -> float:
     table = workdir / "products.csv"
     products.to_csv(table, index=False)
     raw = {
         "workdir": str(workdir / "work"),
         "data": {"id_column": cfg.data.id_column, "splits": {"train": str(table)},
                  "image_column": cfg.data.image_column, "images_root": str(cfg.data.images_root)},
-        "features": {"image": {"backbone": backbone, "weights": weights_for(backbone, cfg), "batch_size": batch_size}},
+        "features": {"image": {"backbone": encoder.backbone, "weights": str(encoder.weights),
+                               "batch_size": encoder.batch_size, "precision": encoder.precision}},
     }
     config = workdir / "bench.yaml"
     config.write_text(yaml.safe_dump(raw))
@@ -104,9 +105,9 @@ def naive_rate(model: Any, paths: list[str], size: int, batch_size: int) -> floa
     return len(paths) / (time.perf_counter() - start)
 
 
-def bench_backbone(config: Path, backbone: str, n: int, batch_size: int, rounds: int) -> None:
+def bench_backbone(config: Path, backbone: str, n: int, batch_size: int, rounds: int, precision: str) -> None:
     products, paths, cfg = sample_products(config, n)
-    encoder = ImageEncoder(backbone, weights_for(backbone, cfg), batch_size=batch_size)
+    encoder = ImageEncoder(backbone, weights_for(backbone, cfg), batch_size=batch_size, precision=precision)
     start = time.perf_counter()
     decoded = np.stack([decode_image(p, encoder.size) for p in paths])
     decode = len(paths) / (time.perf_counter() - start)
@@ -116,11 +117,11 @@ def bench_backbone(config: Path, backbone: str, n: int, batch_size: int, rounds:
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(rounds):  # interleaved, so load from other users of the machine hits every route alike
             rates["forward"].append(forward_rate(encoder, decoded))
-            rates["full"].append(pipeline_rate(products, cfg, backbone, batch_size, Path(tmp)))
+            rates["full"].append(pipeline_rate(products, cfg, encoder, Path(tmp)))
             rates["naive"].append(naive_rate(naive, paths, encoder.size, batch_size))
     best = {route: max(values) for route, values in rates.items()}
     print(f"\n{backbone.upper()} ({encoder.size} px, {encoder.dim}-d, batch {batch_size}, {len(paths)} images x "
-          f"{rounds} rounds, weights {Path(str(encoder.weights)).name}); best round, then every round")
+          f"{rounds} rounds, weights {Path(str(encoder.weights)).name}, {precision}); best round, then every round")
     print(f"  decode+resize only, 1 thread      {decode:8.1f} images/s")
     for route, label in (("forward", "(a) forward only"), ("full", "(b) extract-images"),
                          ("naive", "(c) naive PIL + model.predict")):
@@ -132,7 +133,6 @@ def bench_backbone(config: Path, backbone: str, n: int, batch_size: int, rounds:
 
 def probe(args: argparse.Namespace) -> None:
     """One forward-only timing under one CPU setting, printed as a JSON line for the parent process."""
-    import keras
     import tensorflow as tf
 
     if args.threads:
@@ -145,12 +145,11 @@ def probe(args: argparse.Namespace) -> None:
     result = {}
     if args.bf16:
         fp32 = reference.fit().transform(decoded)
-        # Both switches are process-wide, which is why the library does not flip them and this runs apart.
-        if args.bf16 == "keras":
-            keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        else:
+        # TensorFlow's oneDNN rewrite is a process-wide switch (so the library offers the Keras policy instead).
+        if args.bf16 == "onednn":
             tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
-        encoder = ImageEncoder(args.probe, weights_for(args.probe, cfg), batch_size=batch)
+        encoder = ImageEncoder(args.probe, weights_for(args.probe, cfg), batch_size=batch,
+                               precision="bfloat16" if args.bf16 == "keras" else "float32")
     else:
         encoder = reference
     encoder.fit()
@@ -192,6 +191,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=384)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                        help="for (a) and (b); the naive route (c) stays float32 as the notebooks run it")
     parser.add_argument("--backbones", nargs="+", default=["b0", "b3"], choices=["b0", "b3"])
     parser.add_argument("--explore", action="store_true", help="time CPU settings instead, one process each")
     parser.add_argument("--probe", choices=["b0", "b3"], help=argparse.SUPPRESS)
@@ -209,7 +210,7 @@ def main() -> None:
         if args.explore:
             explore(args, backbone)
         else:
-            bench_backbone(args.config, backbone, n, args.batch_size, args.rounds)
+            bench_backbone(args.config, backbone, n, args.batch_size, args.rounds, args.precision)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"\npeak RSS of this process {peak:.2f} GiB; load average after: {os.getloadavg()[0]:.2f}")
 

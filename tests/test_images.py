@@ -248,6 +248,13 @@ def test_fingerprint_needs_no_tensorflow(tmp_path: Path, images_dir: Path, write
     assert out.stdout.split() == ["09d9dcf293b96e88", "b0"]  # the bundled file's sha256 prefix
 
 
+def test_bfloat16_features_get_their_own_fingerprint(tmp_path: Path, images_dir: Path, write_config):
+    float32 = image_store(load_config(catalogue(tmp_path, demo_rows(1), write_config)))
+    bfloat16 = image_store(load_config(catalogue(tmp_path, demo_rows(1), write_config, precision="bfloat16")))
+    assert "precision" not in float32.fingerprint  # float32 stores made before the setting existed stay valid
+    assert bfloat16.fingerprint == {**float32.fingerprint, "precision": "bfloat16"}
+
+
 def test_cli_options_override_the_config_and_print_the_summary(tmp_path: Path, images_dir: Path, write_config):
     config = catalogue(tmp_path, demo_rows(3) + [("gone", "")], write_config)
     result = CliRunner().invoke(app, ["extract-images", "-c", str(config), "--backbone", "b3", "--image-size", "36",
@@ -300,6 +307,11 @@ def test_real_weights_give_sane_embeddings_that_match_the_naive_route():
     theirs = reference.predict(naive, batch_size=8, verbose=0)
     cosine = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
     assert cosine.min() > 0.999
+
+    # Mixed precision keeps the features within 1e-2 cosine, and leaves Keras' global policy as it was.
+    half = ImageEncoder("b0", BUNDLED_B0_WEIGHTS, batch_size=8, precision="bfloat16").transform(images)
+    assert keras.mixed_precision.global_policy().name == "float32" and half.dtype == np.float32
+    assert ((ours * half).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(half, axis=1)).min() > 0.99
 
     # Frozen ImageNet features group products by type: leave-one-out nearest neighbour finds the type.
     unit = ours / np.linalg.norm(ours, axis=1, keepdims=True)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # TensorFlow is imported only when a model is built: the stor
 BUNDLED_B0_WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "weights" / "efficientnetb0_notop.h5"
 FAILURES_FILE = "failures.csv"
 FORMAT_VERSION = 1
+PRECISION_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 _HASH_CHUNK = 1 << 20
 
 
@@ -45,15 +46,17 @@ class ImageEncoder:
     """A frozen EfficientNet (ImageNet weights, no top, global average pooling) as a sklearn-style transformer.
 
     `weights` is a Keras .h5 weights file, "imagenet" (Keras downloads it; needs internet) or "none" (random, for
-    tests and timing). `transform` takes decoded RGB uint8 images, (n, h, w, 3); the model is built on first use.
+    tests and timing). `precision` "bfloat16" computes in Keras mixed precision (weights stay float32).
+    `transform` takes decoded RGB uint8 images, (n, h, w, 3); the model is built on first use.
     """
 
     def __init__(self, backbone: str = "b0", weights: str | os.PathLike[str] = BUNDLED_B0_WEIGHTS,
-                 image_size: int | None = None, batch_size: int = 32):
+                 image_size: int | None = None, batch_size: int = 32, precision: str = "float32"):
         self.backbone = backbone
         self.weights = weights
         self.image_size = image_size
         self.batch_size = batch_size
+        self.precision = precision
 
     @property
     def size(self) -> int:
@@ -67,11 +70,16 @@ class ImageEncoder:
         """Build the network (frozen: there is nothing to learn); returns self."""
         if self.backbone not in BACKBONE_DIMS:
             raise MmgbmError(f"unknown backbone {self.backbone!r}; use one of {', '.join(BACKBONE_DIMS)}")
+        if self.precision not in PRECISION_POLICIES:
+            raise MmgbmError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISION_POLICIES)}")
         weights = weights_argument(self.weights)
         import keras
         import tensorflow as tf
 
         builder = {"b0": keras.applications.EfficientNetB0, "b3": keras.applications.EfficientNetB3}[self.backbone]
+        # Layers take their dtype policy from the global one when built; it is put back straight after.
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(PRECISION_POLICIES[self.precision])
         try:
             self.model_ = builder(include_top=False, weights=weights, pooling="avg",
                                   input_shape=(self.size, self.size, 3))
@@ -81,6 +89,8 @@ class ImageEncoder:
                 f"cannot load {self.backbone} weights from {self.weights} ({first[:200]}); pass an EfficientNet-"
                 f"{self.backbone.upper()} no-top .h5 file, 'imagenet' (needs internet) or 'none'"
             ) from None
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
         self.forward_ = _frozen_forward(self.model_, self.size)
         self.forward_(tf.zeros((1, self.size, self.size, 3), tf.uint8))  # set up now, not in the first timed batch
         return self
@@ -165,6 +175,8 @@ def image_store(cfg: Config) -> FeatureStore:
         "dim": image.dim,
         "format_version": FORMAT_VERSION,
     }
+    if image.precision != "float32":  # only then, so float32 stores made before the setting existed stay valid
+        fingerprint["precision"] = image.precision
     return FeatureStore.at(cfg.workdir, "image", image.backbone, fingerprint)
 
 
@@ -250,7 +262,8 @@ def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = Fal
 
     failures: list[tuple[str, str, str]] = []
     writer = _ShardWriter(store, image_cfg.shard_size)
-    encoder = ImageEncoder(image_cfg.backbone, image_cfg.weights, image_cfg.image_size, image_cfg.batch_size)
+    encoder = ImageEncoder(image_cfg.backbone, image_cfg.weights, image_cfg.image_size, image_cfg.batch_size,
+                           image_cfg.precision)
     if todo:
         encoder.fit()
     loop_start = time.perf_counter()
