@@ -70,7 +70,7 @@ class TargetModel:
                 self.heads_[name] = fit_full(head, X, target, present)
         names = list(self.heads_)
         if self.regression:
-            self.stacker_ = RegressionStacker(names, lightgbm_params(s, "regression"), s.max_rounds,
+            self.stacker_ = RegressionStacker(names, lightgbm_params(s, s.regression_objective), s.max_rounds,
                                               s.early_stopping_rounds)
             self.stacker_.fit([oof[n] for n in names], meta, self.categorical, target, self.valid_)
         else:
@@ -87,7 +87,7 @@ class TargetModel:
             yield "mention", MentionHead(self.classes_.tolist())
             return
         if self.regression or n_classes * n_features <= s.linear_max_weights:
-            yield "linear", LinearHead(self.task, n_classes, s.linear_c, s.image_alpha, s.seed)
+            yield "linear", LinearHead(self.task, n_classes, s.linear_c, s.text_ridge_alpha, s.image_alpha, s.seed)
         yield "knn", KnnHead(self.task, n_classes, s.knn_neighbors)
 
     def _blocks(self, data: Modalities, fit: bool = False) -> dict[str, tuple[object, np.ndarray]]:
