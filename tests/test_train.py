@@ -49,7 +49,11 @@ def test_fused_model_is_never_worse_than_a_single_head_on_validation(project: Pa
     cfg = load_config(project)
     for name in cfg.targets:
         m = load_artifact(model_dir(cfg, name), name).metrics
-        assert m["validation"][m["choice"]] == max(m["validation"].values())
+        heads = {n: v for n, v in m["validation"].items() if n != FUSED}
+        if m["choice"] == FUSED:
+            assert m["validation"][FUSED] > max(heads.values())
+        else:  # the stack did not clearly win: the best head predicts alone
+            assert m["validation"][m["choice"]] == max(heads.values())
         assert set(m["modality_heads"]) == {"text", "image"}
 
 
