@@ -266,6 +266,14 @@ def test_cli_options_override_the_config_and_print_the_summary(tmp_path: Path, i
     assert stored.fingerprint["image_size"] == 36 and len(stored.present_ids()) == 3
 
 
+def test_configs_without_images_are_told_so_in_one_line(tiny_config: Path):
+    result = CliRunner().invoke(app, ["extract-images", "-c", str(tiny_config)])
+    assert result.exit_code != 0 and isinstance(result.exception, MmgbmError)
+    assert "features.image.enabled: false" in str(result.exception)
+    with pytest.raises(MmgbmError, match="no data.image_column"):
+        extract_images(load_config(tiny_config, {"features.image.enabled": True}))
+
+
 def test_a_killed_run_resumes_from_its_last_shard(tmp_path: Path, images_dir: Path, write_config):
     rows = demo_rows(60)
     config = catalogue(tmp_path, rows, write_config, shard_size=2, batch_size=2)

@@ -249,6 +249,8 @@ def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = Fal
     """Embed the image of every product of every split that the store does not hold yet."""
     start = time.perf_counter()
     image_cfg = cfg.features.image
+    if not image_cfg.enabled:
+        raise MmgbmError("image features are off in this config (features.image.enabled: false); nothing to extract")
     if not cfg.data.image_column:
         raise MmgbmError("the config has no data.image_column; set it to the column that holds image paths")
     store = image_store(cfg)
