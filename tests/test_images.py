@@ -266,6 +266,12 @@ def test_cli_options_override_the_config_and_print_the_summary(tmp_path: Path, i
     assert stored.fingerprint["image_size"] == 36 and len(stored.present_ids()) == 3
 
 
+def test_products_without_a_path_need_no_model(tmp_path: Path, images_dir: Path, write_config, monkeypatch):
+    monkeypatch.setattr(ImageEncoder, "fit", lambda self: pytest.fail("a model was built for nothing to embed"))
+    summary = extract_images(load_config(catalogue(tmp_path, [("a", ""), ("b", " ")], write_config)))
+    assert (summary.extracted, summary.failures) == (0, {"no image path": 2})
+
+
 def test_configs_without_images_are_told_so_in_one_line(tiny_config: Path):
     result = CliRunner().invoke(app, ["extract-images", "-c", str(tiny_config)])
     assert result.exit_code != 0 and isinstance(result.exception, MmgbmError)

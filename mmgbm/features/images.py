@@ -29,7 +29,7 @@ from PIL import Image
 from mmgbm.catalogue import load_all_products
 from mmgbm.config import BACKBONE_DIMS, BACKBONE_SIZES, Config
 from mmgbm.errors import MmgbmError
-from mmgbm.features.image_decoding import UnreadableImage, decode_image
+from mmgbm.features.image_decoding import NO_PATH, UnreadableImage, decode_image
 from mmgbm.features.store import FeatureStore, dense_table
 
 if TYPE_CHECKING:  # TensorFlow is imported only when a model is built: the store and its fingerprint never need it.
@@ -262,19 +262,22 @@ def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = Fal
     paths = image_paths(products[cfg.data.image_column], _images_root(cfg))
     todo = [i for i, pid in enumerate(ids) if pid not in present]
 
-    failures: list[tuple[str, str, str]] = []
+    # Products without a path fail without any I/O; when that is all there is, no model is even built.
+    failures = [(ids[i], "", NO_PATH) for i in todo if not paths[i]]
+    to_decode = [i for i in todo if paths[i]]
     writer = _ShardWriter(store, image_cfg.shard_size)
     encoder = ImageEncoder(image_cfg.backbone, image_cfg.weights, image_cfg.image_size, image_cfg.batch_size,
                            image_cfg.precision)
-    if todo:
+    if to_decode:
         encoder.fit()
     loop_start = time.perf_counter()
     with _progress_bar(len(todo), enabled=progress) as advance, warnings.catch_warnings():
         # Big-but-bounded images are decoded at reduced scale or refused in image_decoding; PIL's warning is noise.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        for positions, images, reasons in _decoded_batches([paths[i] for i in todo], encoder.size,
+        advance(len(failures))
+        for positions, images, reasons in _decoded_batches([paths[i] for i in to_decode], encoder.size,
                                                            image_cfg.batch_size):
-            batch = [todo[p] for p in positions]
+            batch = [to_decode[p] for p in positions]
             ok = reasons == ""
             if ok.any():
                 writer.add([ids[i] for i, good in zip(batch, ok) if good], encoder.embed_batch(images[ok]))
