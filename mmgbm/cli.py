@@ -59,8 +59,12 @@ def extract_images_cmd(
     batch_size: Annotated[Optional[int], typer.Option(help="Images per forward pass.")] = None,
     weights: Annotated[Optional[str], typer.Option(help="Weights file, 'imagenet' or 'none'.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Discard stored image features and start again.")] = False,
+    part: Annotated[Optional[str], typer.Option(
+        help="I/N: extract only the I-th of N disjoint parts of the catalogue (one machine of N sharing a workdir)."
+    )] = None,
 ) -> None:
     """Embed every product image with a frozen EfficientNet into the feature store (incremental)."""
+    from mmgbm.catalogue import parse_part
     from mmgbm.features.images import extract_images
 
     cfg = _config(
@@ -68,7 +72,7 @@ def extract_images_cmd(
         **{"features.image.backbone": backbone, "features.image.image_size": image_size,
            "features.image.batch_size": batch_size, "features.image.weights": weights},
     )
-    summary = extract_images(cfg, overwrite=overwrite, progress=True)
+    summary = extract_images(cfg, overwrite=overwrite, progress=True, part=parse_part(part) if part else None)
     console.print(summary.describe())
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from mmgbm.catalogue import load_all_products
+from mmgbm.catalogue import in_part, load_all_products
 from mmgbm.config import BACKBONE_DIMS, BACKBONE_SIZES, Config
 from mmgbm.errors import MmgbmError
 from mmgbm.features.image_decoding import NO_PATH, UnreadableImage, decode_image
@@ -164,8 +164,9 @@ def weights_fingerprint(weights: str | os.PathLike[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def image_store(cfg: Config) -> FeatureStore:
-    """The store at <workdir>/features/image/<backbone>/, stamped with how its embeddings are made."""
+def image_store(cfg: Config, part: tuple[int, int] | None = None) -> FeatureStore:
+    """The store at <workdir>/features/image/<backbone>/, stamped with how its embeddings are made; with a
+    `part` (I, N) it writes shards named for that part, so several machines can fill one shared folder."""
     image = cfg.features.image
     fingerprint = {
         "kind": "image",
@@ -177,7 +178,8 @@ def image_store(cfg: Config) -> FeatureStore:
     }
     if image.precision != "float32":  # only then, so float32 stores made before the setting existed stay valid
         fingerprint["precision"] = image.precision
-    return FeatureStore.at(cfg.workdir, "image", image.backbone, fingerprint)
+    writer = f"p{part[0]}of{part[1]}" if part else None
+    return FeatureStore.at(cfg.workdir, "image", image.backbone, fingerprint, writer)
 
 
 def read_image_features(cfg: Config, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -245,18 +247,25 @@ class _ShardWriter:
         self.written += 1
 
 
-def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = False) -> ImageExtractionSummary:
-    """Embed the image of every product of every split that the store does not hold yet."""
+def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = False,
+                   part: tuple[int, int] | None = None) -> ImageExtractionSummary:
+    """Embed the image of every product of every split that the store does not hold yet; with `part` (I, N),
+    only the I-th of N disjoint id-hash parts of the catalogue (one machine's share of a cluster run)."""
     start = time.perf_counter()
     image_cfg = cfg.features.image
     if not image_cfg.enabled:
         raise MmgbmError("image features are off in this config (features.image.enabled: false); nothing to extract")
     if not cfg.data.image_column:
         raise MmgbmError("the config has no data.image_column; set it to the column that holds image paths")
-    store = image_store(cfg)
+    if overwrite and part is not None:
+        raise MmgbmError(f"--overwrite with --part would delete the other parts' shards; delete {image_store(cfg).root} "
+                         "once before the parts run instead")
+    store = image_store(cfg, part)
     if overwrite:
         store.clear()
     products = load_all_products(cfg)
+    if part is not None:
+        products = products[in_part(products[cfg.data.id_column], part)].reset_index(drop=True)
     present = store.present_ids()
     ids = products[cfg.data.id_column].tolist()
     paths = image_paths(products[cfg.data.image_column], _images_root(cfg))
@@ -286,7 +295,7 @@ def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = Fal
         writer.flush()
     embedding_seconds = time.perf_counter() - loop_start
 
-    failures_path = store.root / FAILURES_FILE
+    failures_path = store.root / (f"failures-{store.writer}.csv" if store.writer else FAILURES_FILE)
     _write_failures(failures_path, failures)
     return ImageExtractionSummary(
         products=len(ids),
