@@ -22,7 +22,7 @@ from mmgbm.metadata import MetadataEncoder
 from mmgbm.stacking import CandidateReranker, RegressionStacker, lightgbm_params
 
 FUSED = "fused"
-STACK_MARGIN_SE = 1.0
+STACK_MARGIN_SE = 2.0  # about a 5% chance of keeping a stack that is really no better than the head
 WORDS = ".words"
 
 
@@ -110,7 +110,7 @@ class TargetModel:
 
     def _choose(self, oof: dict[str, np.ndarray], meta: pd.DataFrame, target: np.ndarray) -> None:
         """Validation score of the stack and of every head. The stack is kept only when it beats the best head
-        by more than one standard error of their paired difference: on ~1,000 validation products a gain of
+        by more than two standard errors of their paired difference: on ~1,000 validation products a gain of
         a handful is noise, and then the simpler head generalises at least as well. Also the best head per
         modality, for the modality-alone figures."""
         v = self.valid_
