@@ -51,6 +51,9 @@ def bench_extract(frame: pd.DataFrame, id_column: str) -> None:
         raw = yaml.safe_load(FLIPKART_CONFIG.read_text())
         raw["workdir"] = "work"
         raw["data"]["splits"] = {"train": "products.parquet"}
+        # The table holds only ids and names: text extraction needs no metadata or target columns.
+        raw["data"]["categorical_columns"] = raw["data"]["numeric_columns"] = []
+        raw["targets"] = {}
         config = Path(tmp) / "mmgbm.yaml"
         config.write_text(yaml.safe_dump(raw))
         cfg = load_config(config)
