@@ -14,7 +14,7 @@ import pandas as pd
 from PIL import Image
 
 from mmgbm.config import Config
-from mmgbm.features.images import image_paths
+from mmgbm.features.images import image_paths, images_root
 from mmgbm.features.store import FeatureStore, dense_table
 
 SIZE = (30, 40)  # catalogue photos are 60x80; colour needs no detail
@@ -52,10 +52,10 @@ def read_colour_features(cfg: Config, frame: pd.DataFrame) -> np.ndarray:
     ids = frame[cfg.data.id_column].astype(str)
     todo = ~ids.isin(store.present_ids()).to_numpy()
     if todo.any():
-        root = cfg.data.images_root or cfg.data.splits["train"].parent
         column = cfg.data.image_column
         # An --input table without the image column has no photos to read: every product lacks the modality.
-        paths = image_paths(frame.loc[todo, column], root) if column in frame.columns else [""] * int(todo.sum())
+        paths = (image_paths(frame.loc[todo, column], images_root(cfg)) if column in frame.columns
+                 else [""] * int(todo.sum()))
         matrix = np.stack([colour_statistics(p) if p else np.full(DIM, np.nan, np.float32) for p in paths])
         store.write_shard(dense_table(ids[todo].tolist(), matrix))
     return store.read_dense(ids.tolist())[0]

@@ -268,7 +268,7 @@ def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = Fal
         products = products[in_part(products[cfg.data.id_column], part)].reset_index(drop=True)
     present = store.present_ids()
     ids = products[cfg.data.id_column].tolist()
-    paths = image_paths(products[cfg.data.image_column], _images_root(cfg))
+    paths = image_paths(products[cfg.data.image_column], images_root(cfg))
     todo = [i for i, pid in enumerate(ids) if pid not in present]
 
     # Products without a path fail without any I/O; when that is all there is, no model is even built.
@@ -319,7 +319,7 @@ def image_paths(column: pd.Series, root: Path) -> list[str]:
     return out
 
 
-def _images_root(cfg: Config) -> Path:
+def images_root(cfg: Config) -> Path:
     # Without an explicit images_root, image paths are relative to the training table: they usually sit beside it.
     return cfg.data.images_root or cfg.data.splits["train"].parent
 
