@@ -11,14 +11,7 @@ Regression stacks the heads' predictions and the metadata under a LightGBM regre
 
 from __future__ import annotations
 
-import os
-
-# OpenMP threads that spin while waiting make LightGBM 100x slower when the cores are shared with other busy
-# processes (a CI runner, a laptop); passive waiting costs nothing measurable when they are not. Must be set
-# before LightGBM loads the OpenMP runtime.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import lightgbm as lgb  # noqa: E402
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
