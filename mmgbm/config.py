@@ -65,11 +65,16 @@ class TargetConfig(Strict):
     # Metadata columns this target must not read, e.g. sibling category levels that would leak the answer.
     # The target's own column is always left out.
     exclude_columns: list[str] = []
+    # The label is often written at the start of this column, e.g. a brand in a title: the first words of it are
+    # also candidates, so labels never seen in training can be predicted (see mmgbm/label_in_text.py).
+    label_in_text: str | None = None
 
     @model_validator(mode="after")
     def _log_only_for_regression(self) -> "TargetConfig":
         if self.log_target and self.task != "regression":
             raise ValueError("log_target only applies to task: regression")
+        if self.label_in_text is not None and self.task != "multiclass":
+            raise ValueError("label_in_text only applies to task: multiclass")
         return self
 
 

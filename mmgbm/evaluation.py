@@ -75,9 +75,8 @@ def _scorer(artifact, log_target: bool):
     if model.regression:
         return lambda truth, p: regression_metrics(truth, p.values, log_target)
     train_counts = {str(c): int(n) for c, n in zip(model.classes_, model.class_counts_)}
-    return lambda truth, p: classification_metrics(
-        truth, model.classes_[p.candidates[:, 0]], train_counts, model.settings.n_folds
-    )
+    # Labels copied from the text (label_in_text) may be no training class; they count as they are.
+    return lambda truth, p: classification_metrics(truth, p.labels[:, 0], train_counts, model.settings.n_folds)
 
 
 def _pictures(folder: Path, name: str, model, truth: np.ndarray, fused, metrics: dict) -> list[Path]:
@@ -85,7 +84,7 @@ def _pictures(folder: Path, name: str, model, truth: np.ndarray, fused, metrics:
     if model.regression:
         pictures.append(scatter_png(folder / "predicted_vs_true.png", truth, fused.values, name, "value (model scale)"))
     else:
-        predicted = model.classes_[fused.candidates[:, 0]]
+        predicted = fused.labels[:, 0]
         pictures.append(confusion_png(folder / "confusion_matrix.png", truth, predicted, name))
         pictures.append(per_class_f1_png(folder / "per_class_f1.png", metrics[FUSED]["per_class"], name))
     return pictures

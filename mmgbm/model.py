@@ -4,7 +4,8 @@ Fitting: per-modality heads (linear and cosine kNN on each text field; the same 
 embeddings) are scored out-of-fold on the training rows, then a LightGBM stacker learns from those scores plus
 the metadata, early-stopped on a seeded stratified validation split. The stack is kept only if it beats every
 single head on that validation split; otherwise the best head predicts alone, so fusing never makes things worse.
-At predict time the heads refitted on all training rows score the new products.
+At predict time the heads refitted on all training rows score the new products. With `label_in_text`, a
+`PrefixChooser` fitted on the validation rows may then replace the label by the first words of a text column.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from mmgbm.config import ModelConfig
 from mmgbm.dataset import Modalities
 from mmgbm.folds import fold_ids, validation_mask
 from mmgbm.heads import ImageReducer, KnnHead, LinearHead, MentionHead, apply_head, fit_full, out_of_fold
+from mmgbm.label_in_text import PrefixChooser
 from mmgbm.metadata import MetadataEncoder
 from mmgbm.stacking import CandidateReranker, RegressionStacker, lightgbm_params
 
@@ -28,19 +30,28 @@ WORDS = ".words"
 
 @dataclass
 class Prediction:
-    """Classification: `candidates` (n, k) class codes best first with `probabilities`; regression: `values`."""
+    """Classification: `candidates` (n, k) class codes best first with `probabilities` (the model's ranking of
+    its classes), and `labels` (n, k) the ranked label strings with `label_probabilities`: the same, except where a
+    label copied from the text comes first (it may be no class). Regression: `values`."""
 
     candidates: np.ndarray | None = None
     probabilities: np.ndarray | None = None
     values: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    label_probabilities: np.ndarray | None = None
 
 
 class TargetModel:
-    def __init__(self, task: str, settings: ModelConfig, categorical: list[str], numeric: list[str]):
+    # Artifacts saved before `label_in_text` existed load without a chooser.
+    chooser_: PrefixChooser | None = None
+
+    def __init__(self, task: str, settings: ModelConfig, categorical: list[str], numeric: list[str],
+                 label_in_text: str | None = None):
         self.task = task
         self.settings = settings
         self.categorical = categorical
         self.numeric = numeric
+        self.label_in_text = label_in_text
 
     @property
     def regression(self) -> bool:
@@ -79,6 +90,14 @@ class TargetModel:
                                               s.early_stopping_rounds)
             self.stacker_.fit([oof[n] for n in names], meta, self.categorical, target, self.valid_, self.log_prior_)
         self._choose(oof, meta, target)
+        if self.label_in_text is not None:
+            # The validation rows' predictions come from models never fitted on them: honest, like new products.
+            v = self.valid_
+            honest = self._predict_with(self.choice_, {n: x[v] for n, x in oof.items()}, meta[v])
+            counts = dict(zip(self.classes_.tolist(), self.class_counts_.tolist()))
+            self.chooser_ = PrefixChooser(self.label_in_text, counts, s.seed, margin_se=STACK_MARGIN_SE).fit(
+                meta_frame[self.label_in_text].to_numpy()[v], honest.labels, honest.label_probabilities,
+                self.classes_[target[v]])
         return self
 
     def _new_heads(self, block: str, n_features: int):
@@ -114,7 +133,8 @@ class TargetModel:
         a handful is noise, and then the simpler head generalises at least as well. Also the best head per
         modality, for the modality-alone figures."""
         v = self.valid_
-        per_row = {FUSED: self._per_row(self._stack_predict([s[v] for s in oof.values()], meta[v]), target[v])}
+        per_row = {FUSED: self._per_row(self._predict_with(FUSED, {n: x[v] for n, x in oof.items()}, meta[v]),
+                                        target[v])}
         per_row.update({n: self._per_row(self._head_predict(s[v]), target[v]) for n, s in oof.items()})
         self.validation_ = {n: float(np.mean(r)) for n, r in per_row.items()}
         best_head = max((n for n in per_row if n != FUSED), key=self.validation_.get)
@@ -133,6 +153,12 @@ class TargetModel:
             return -np.abs(prediction.values - target)
         return (prediction.candidates[:, 0] == target).astype(np.float64)
 
+    def chooser_summary(self) -> dict | None:
+        """Validation figures of the label-in-text chooser, or None without one."""
+        if self.chooser_ is None:
+            return None
+        return {"column": self.chooser_.column, "kept": self.chooser_.kept_, **self.chooser_.validation_}
+
     # ---- predicting ---------------------------------------------------------------------------------------
     def head_scores(self, data: Modalities) -> dict[str, np.ndarray]:
         blocks = self._blocks(data)
@@ -148,16 +174,28 @@ class TargetModel:
         """Fused prediction (or the head chosen instead); `source` names a modality to predict from it alone."""
         scores = self.head_scores(data)
         head = self.choice_ if source is None else self.modality_heads_.get(source, source)
+        prediction = self._predict_with(head, scores, self.encoder_.transform(meta_frame) if head == FUSED else None)
+        if source is None and self.chooser_ is not None:
+            # A table without the text column simply has no prefixes to copy: the model's labels stand.
+            column = self.chooser_.column
+            texts = meta_frame[column].to_numpy() if column in meta_frame else np.full(len(meta_frame), None)
+            prediction.labels, prediction.label_probabilities = self.chooser_.apply(
+                texts, prediction.labels, prediction.label_probabilities)
+        return prediction
+
+    def _predict_with(self, head: str, scores: dict[str, np.ndarray], meta: pd.DataFrame | None) -> Prediction:
         if head == FUSED:
-            meta = self.encoder_.transform(meta_frame)
             return self._stack_predict([scores[n] for n in self.heads_], meta)
         return self._head_predict(scores[head])
 
     def _stack_predict(self, scores: list[np.ndarray], meta: pd.DataFrame) -> Prediction:
         if self.regression:
             return Prediction(values=self.stacker_.predict(scores, meta))
-        cands, probs = self.stacker_.predict(scores, meta)
-        return Prediction(candidates=cands, probabilities=probs)
+        return self._ranked(*self.stacker_.predict(scores, meta))
+
+    def _ranked(self, cands: np.ndarray, probs: np.ndarray) -> Prediction:
+        return Prediction(candidates=cands, probabilities=probs, labels=self.classes_[cands].astype(object),
+                          label_probabilities=probs)
 
     def _head_predict(self, scores: np.ndarray) -> Prediction:
         """One head alone; products it cannot score get the training median or the class prior."""
@@ -171,7 +209,7 @@ class TargetModel:
         probs /= probs.sum(axis=1, keepdims=True)
         k = min(self.settings.candidates, probs.shape[1])
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        return Prediction(candidates=order, probabilities=np.take_along_axis(probs, order, axis=1))
+        return self._ranked(order, np.take_along_axis(probs, order, axis=1))
 
     @property
     def modalities(self) -> list[str]:

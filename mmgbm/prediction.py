@@ -45,7 +45,7 @@ def output_values(artifact: Artifact, prediction: Prediction) -> np.ndarray:
     model = artifact.model
     if model.regression:
         return np.expm1(prediction.values) if trained_target(artifact).log_target else prediction.values
-    return model.classes_[prediction.candidates[:, 0]]
+    return prediction.labels[:, 0]
 
 
 def predict(cfg: Config, targets: list[str] | None = None, split: str | None = None, input_path: Path | None = None,
@@ -69,12 +69,15 @@ def predict(cfg: Config, targets: list[str] | None = None, split: str | None = N
 
 def _class_columns(name: str, classes: np.ndarray, prediction: Prediction, probabilities: bool,
                    top_k: int) -> dict[str, np.ndarray]:
+    """Top-k follows the final label: the first is always the predicted one, also when it was copied from the
+    text (label_in_text); the per-class probabilities are the model's own, over its training classes only."""
     cols: dict[str, np.ndarray] = {}
-    cands, probs = prediction.candidates, prediction.probabilities
-    for i in range(min(top_k, cands.shape[1])):
-        cols[f"{name}_top{i + 1}"] = classes[cands[:, i]]
-        cols[f"{name}_p{i + 1}"] = np.round(probs[:, i], 6)
+    labels, label_probs = prediction.labels, prediction.label_probabilities
+    for i in range(min(top_k, labels.shape[1])):
+        cols[f"{name}_top{i + 1}"] = labels[:, i]
+        cols[f"{name}_p{i + 1}"] = np.round(label_probs[:, i], 6)
     if probabilities:
+        cands, probs = prediction.candidates, prediction.probabilities
         full = np.zeros((len(cands), len(classes)))
         np.put_along_axis(full, cands, probs, axis=1)  # classes the model did not consider have probability 0
         cols.update({f"{name}_p_{c}": np.round(full[:, j], 6) for j, c in enumerate(classes)})

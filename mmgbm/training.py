@@ -57,9 +57,11 @@ def train_target(cfg: Config, name: str, frame: pd.DataFrame, data: Modalities) 
         )
     if target.task == "binary":
         check_binary(name, values.y, source)
+    if target.label_in_text is not None and target.label_in_text not in frame.columns:
+        raise MmgbmError(f"{source}: no column {target.label_in_text!r} (label_in_text of target {name!r})")
     rows = values.keep.nonzero()[0]
     categorical, numeric = metadata_columns(cfg, target)
-    model = TargetModel(target.task, cfg.model, categorical, numeric)
+    model = TargetModel(target.task, cfg.model, categorical, numeric, target.label_in_text)
     model.fit(data.rows(rows), frame.iloc[rows].reset_index(drop=True), values.y)
     metrics = {
         "target": name,
@@ -74,6 +76,7 @@ def train_target(cfg: Config, name: str, frame: pd.DataFrame, data: Modalities) 
         "validation": model.validation_,
         "choice": model.choice_,
         "modality_heads": model.modality_heads_,
+        "label_in_text": model.chooser_summary(),
         "seconds": round(time.perf_counter() - started, 2),
     }
     folder = model_dir(cfg, name)

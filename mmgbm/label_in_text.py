@@ -1,0 +1,168 @@
+"""Labels copied from the start of a text column (`TargetConfig.label_in_text`), so unseen labels can be predicted.
+
+A classifier only predicts its training classes, but some labels are usually written first in a text column: a
+brand leads a product title ("Craft And Curtain Multicolor 178 cm Table Runner" -> "Craft And Curtain"), and a
+catalogue keeps adding brands. `PrefixChooser` picks, per product, one of the model's top label or the first 1-4
+words of the column, from features such as the model's confidence, whether each prefix is a known class and how
+often, and the capitalisation of the words after it. It is fitted only on rows whose model predictions are honest
+(the stacker's validation rows, which no model was fitted on) and is kept only if, scored out-of-fold on those
+rows, it beats the model clearly. A chosen prefix that is a class is that class; otherwise it is a new label.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mmgbm.stacking import lgb  # imported from there so LightGBM's threads wait passively
+
+MAX_WORDS = 4
+MODEL = 0  # option 0 keeps the model's label; option k copies the first k words
+N_FOLDS = 5
+# Small trees: the chooser learns from a few hundred validation rows and ~50 features.
+PARAMS = {"objective": "multiclass", "learning_rate": 0.05, "num_leaves": 7, "min_data_in_leaf": 10,
+          "feature_fraction": 0.9, "deterministic": True, "force_row_wise": True, "num_threads": 1, "verbose": -1}
+
+
+def leading_words(texts, max_words: int = MAX_WORDS) -> list[list[str]]:
+    """The first `max_words + 1` whitespace-separated words of each text (the extra one is the word after a prefix);
+    case and punctuation are kept, because labels are compared exactly."""
+    return [str(t).split()[: max_words + 1] if isinstance(t, str) else [] for t in texts]
+
+
+def prefix_options(words: list[list[str]], max_words: int = MAX_WORDS) -> np.ndarray:
+    """(n, max_words) prefixes of 1..max_words words; None where the text is shorter."""
+    out = np.full((len(words), max_words), None, dtype=object)
+    for row, w in enumerate(words):
+        for k in range(1, min(len(w), max_words) + 1):
+            out[row, k - 1] = " ".join(w[:k])
+    return out
+
+
+class PrefixChooser:
+    """Multiclass LightGBM over {model's label, prefix of 1..max_words words}; see the module docstring."""
+
+    def __init__(self, column: str, class_counts: dict[str, int], seed: int = 0, max_words: int = MAX_WORDS,
+                 margin_se: float = 2.0):
+        self.column = column
+        self.class_counts = class_counts
+        self.seed = seed
+        self.max_words = max_words
+        self.margin_se = margin_se
+
+    def fit(self, texts, labels: np.ndarray, probs: np.ndarray, truth: np.ndarray) -> "PrefixChooser":
+        """`labels`/`probs`: the model's ranked labels and probabilities on honest rows; `truth` their labels."""
+        truth = np.asarray(truth, dtype=str)
+        words = leading_words(texts, self.max_words)
+        options = self._options(words, labels)
+        # Training counts include each row's own label; without it a brand seen once looks known on its own row.
+        X = self._features(words, options, labels, probs, truth)
+        right = options == truth[:, None]
+        # The first right option: the model when it is right (changing nothing is the safe choice), else the
+        # shortest prefix. Rows where no option is right teach nothing about which to pick.
+        teach = right.any(axis=1)
+        y = np.argmax(right, axis=1)
+        self.kept_ = False
+        self.validation_ = {"rows": int(len(truth)), "model": float(np.mean(options[:, MODEL] == truth))}
+        if teach.sum() < 2 * N_FOLDS or len(np.unique(y[teach])) < 2:
+            return self
+        folds = np.arange(int(teach.sum())) % N_FOLDS
+        folds = folds[np.random.default_rng(self.seed).permutation(len(folds))]
+        params = {**PARAMS, "num_class": self.max_words + 1, "seed": self.seed}
+        cv = lgb.cv(params, lgb.Dataset(X[teach], y[teach]), num_boost_round=500, return_cvbooster=True,
+                    folds=[(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in range(N_FOLDS)],
+                    callbacks=[lgb.early_stopping(20, verbose=False)])
+        rounds = cv["cvbooster"].best_iteration
+        # Out-of-fold picks on every honest row (rows no option gets right are scored by all folds' mean).
+        oof = np.mean([b.predict(X, num_iteration=rounds) for b in cv["cvbooster"].boosters], axis=0)
+        for f, booster in enumerate(cv["cvbooster"].boosters):
+            rows = np.flatnonzero(teach)[folds == f]
+            oof[rows] = booster.predict(X[rows], num_iteration=rounds)
+        picked = self._pick(options, oof)
+        gain = (picked == truth).astype(float) - (options[:, MODEL] == truth)
+        se = np.std(gain, ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else 0.0
+        self.validation_["chooser"] = float(np.mean(picked == truth))
+        self.kept_ = bool(gain.mean() > self.margin_se * se)
+        if self.kept_:
+            self.booster_ = lgb.train(params, lgb.Dataset(X[teach], y[teach]), num_boost_round=rounds)
+        return self
+
+    def apply(self, texts, labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ranked labels with the chosen one first: a copied label gets the chooser's confidence in it, and
+        the model's other labels follow in their order, sharing the rest of the probability."""
+        if not self.kept_:
+            return labels, probs
+        words = leading_words(texts, self.max_words)
+        options = self._options(words, labels)
+        chosen, confidence = self._pick(options, self.booster_.predict(self._features(words, options, labels, probs)),
+                                        with_confidence=True)
+        labels, probs = labels.copy(), probs.astype(np.float64).copy()
+        for row in np.flatnonzero(chosen != labels[:, 0]):
+            rest = labels[row] != chosen[row]
+            kept_labels, kept_probs = labels[row][rest], probs[row][rest]
+            share = (1.0 - confidence[row]) / max(kept_probs.sum(), 1e-12)
+            labels[row] = np.concatenate([[chosen[row]], kept_labels])[: labels.shape[1]]
+            probs[row] = np.concatenate([[confidence[row]], kept_probs * share])[: probs.shape[1]]
+        return labels, probs
+
+    # ---- internals ------------------------------------------------------------------------------------------
+    def _options(self, words: list[list[str]], labels: np.ndarray) -> np.ndarray:
+        return np.column_stack([labels[:, 0].astype(object), prefix_options(words, self.max_words)])
+
+    def _pick(self, options: np.ndarray, p: np.ndarray, with_confidence: bool = False):
+        """Per row the label with the most chooser probability, summed over options that spell the same label;
+        options the text is too short for are never picked."""
+        p = np.where(options == None, 0.0, p)  # noqa: E711 (elementwise)
+        chosen = np.empty(len(options), dtype=object)
+        confidence = np.empty(len(options))
+        for row in range(len(options)):
+            totals: dict[str, float] = {}
+            for option, weight in zip(options[row], p[row]):
+                if option is not None:
+                    totals[option] = totals.get(option, 0.0) + weight
+            chosen[row] = max(totals, key=totals.get)  # ties keep the model's label: it is listed first
+            confidence[row] = totals[chosen[row]] / max(sum(totals.values()), 1e-12)
+        return (chosen, confidence) if with_confidence else chosen
+
+    def _features(self, words: list[list[str]], options: np.ndarray, labels: np.ndarray, probs: np.ndarray,
+                  truth: np.ndarray | None = None) -> np.ndarray:
+        lower_counts: dict[str, int] = {}
+        for name, n in self.class_counts.items():
+            lower_counts[name.lower()] = lower_counts.get(name.lower(), 0) + n
+
+        def count(label, row: int, lower: bool = False) -> int:
+            if label is None:
+                return -1
+            table, key = (lower_counts, label.lower()) if lower else (self.class_counts, label)
+            own = truth is not None and (truth[row].lower() == key if lower else truth[row] == key)
+            return table.get(key, 0) - int(own)
+
+        rows = []
+        for row, w in enumerate(words):
+            top = options[row, MODEL]
+            text = " ".join(w).lower()
+            second = probs[row, 1] if probs.shape[1] > 1 else 0.0
+            feats = [probs[row, 0], probs[row, 0] - second, np.log1p(max(count(top, row), 0)), len(top.split()),
+                     float(top.lower() in text), len(w)]
+            matches = [k + 1 for k in range(self.max_words) if options[row, k + 1] == top]
+            lower_matches = [k + 1 for k in range(self.max_words)
+                             if options[row, k + 1] is not None and options[row, k + 1].lower() == top.lower()]
+            feats += [matches[0] if matches else 0, lower_matches[0] if lower_matches else 0]
+            ranked = {label: (i, p) for i, (label, p) in reversed(list(enumerate(zip(labels[row], probs[row]))))}
+            for k in range(1, self.max_words + 1):
+                prefix = options[row, k]
+                word = w[k - 1] if k <= len(w) else ""
+                after = w[k] if k < len(w) else ""
+                rank, p = ranked.get(prefix, (-1, 0.0))
+                feats += [count(prefix, row), count(prefix, row, lower=True), rank, p,
+                          _capitalised(word), word.isupper(), _has_digit(word), len(word),
+                          _capitalised(after), _has_digit(after), after == ""]
+            rows.append(feats)
+        return np.asarray(rows, dtype=np.float64)
+
+
+def _capitalised(word: str) -> float:
+    return float(bool(word) and word[0].isupper())
+
+
+def _has_digit(word: str) -> float:
+    return float(any(ch.isdigit() for ch in word))

@@ -1,0 +1,137 @@
+"""label_in_text: labels never seen in training but written first in a text column are predicted, scored and kept
+in the artifact; without the setting the model only predicts its classes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from mmgbm.artifact import load_artifact, model_dir
+from mmgbm.cli import app
+from mmgbm.config import load_config
+from mmgbm.errors import MmgbmError
+from mmgbm.features.text import extract_text
+from mmgbm.model import FUSED
+from mmgbm.training import train
+
+runner = CliRunner()
+NOUNS = ["kadhai", "table runner", "curtain", "bedsheet", "mug", "lamp", "cushion cover", "wall clock"]
+SYLLABLES = ["ka", "zo", "ri", "ven", "tul", "mar", "sho", "pel", "dra", "quin", "bo", "lex"]
+
+
+def brand_names(rng: np.random.Generator, n: int) -> list[str]:
+    """Distinct made-up brands of one to three words, e.g. 'Kazo' or 'Rimar Pel Home'."""
+    names: set[str] = set()
+    while len(names) < n:
+        words = [("".join(rng.choice(SYLLABLES, 2))).capitalize() for _ in range(rng.choice([1, 1, 2, 3]))]
+        names.add(" ".join(words))
+    return sorted(names)
+
+
+def catalogue(rng: np.random.Generator, brands: list[str], per_brand: int, start: int) -> pd.DataFrame:
+    rows = []
+    for brand in brands:
+        for _ in range(per_brand):
+            noun = NOUNS[rng.integers(len(NOUNS))]
+            rows.append({"id": f"p{start + len(rows)}", "brand": brand, "kind": noun.split()[-1],
+                         "title": f"{brand} {noun} {rng.integers(1, 9)} pieces"})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """Train: 30 brands with six products each and 60 brands seen once; test: 30 known brands and 30 new ones."""
+    folder = tmp_path_factory.mktemp("label_in_text")
+    rng = np.random.default_rng(0)
+    brands = brand_names(rng, 120)
+    known, once, new = brands[:30], brands[30:90], brands[90:]
+    train_frame = pd.concat([catalogue(rng, known, 6, 0), catalogue(rng, once, 1, 1000)])
+    test_frame = pd.concat([catalogue(rng, known, 1, 2000), catalogue(rng, new, 1, 3000)])
+    train_frame.to_csv(folder / "train.csv", index=False)
+    test_frame.to_csv(folder / "test.csv", index=False)
+    raw = {
+        "workdir": "work",
+        "data": {"splits": {"train": "train.csv", "test": "test.csv"}, "text_columns": ["title"],
+                 "categorical_columns": ["kind"]},
+        "targets": {"brand": {"column": "brand", "label_in_text": "title"}, "kind": {"column": "kind"}},
+        "features": {"image": {"enabled": False}, "text": {"min_df": 1}},
+        "model": {"learning_rate": 0.2, "max_rounds": 60, "early_stopping_rounds": 10, "num_threads": 1,
+                  "n_folds": 3, "valid_fraction": 0.4},
+    }
+    path = folder / "mmgbm.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    extract_text(load_config(path))
+    result = runner.invoke(app, ["train", "--config", str(path), "-t", "brand"])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def new_brand_rows(path: Path) -> tuple[pd.DataFrame, pd.Series]:
+    test = pd.read_csv(path.parent / "test.csv", dtype={"id": str})
+    unseen = ~test["brand"].isin(set(pd.read_csv(path.parent / "train.csv")["brand"]))
+    return test, unseen
+
+
+def test_unseen_brand_written_first_in_the_title_is_predicted_through_the_cli(project: Path, tmp_path: Path):
+    out = tmp_path / "predictions.csv"
+    result = runner.invoke(app, ["predict", "--config", str(project), "-t", "brand", "--top-k", "2",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    sub = pd.read_csv(out, dtype=str)
+    test, unseen = new_brand_rows(project)
+    assert unseen.sum() == 30
+    assert (sub["brand"] == test["brand"])[unseen].mean() >= 0.8
+    assert (sub["brand"] == test["brand"])[~unseen].mean() >= 0.8  # known brands are not lost on the way
+    assert (sub["brand"] == sub["brand_top1"]).all()  # the first of the top-k is the final label
+    assert (sub["brand_top1"] != sub["brand_top2"]).all()
+    assert (sub[["brand_p1", "brand_p2"]].astype(float).sum(axis=1) <= 1 + 1e-6).all()
+
+
+def test_evaluate_counts_copied_labels_as_they_are_and_the_artifact_keeps_the_chooser(project: Path):
+    result = runner.invoke(app, ["evaluate", "--config", str(project), "-t", "brand", "--split", "test"])
+    assert result.exit_code == 0, result.output
+    cfg = load_config(project)
+    metrics = json.loads((cfg.workdir / "reports" / "brand" / "metrics.json").read_text())[FUSED]
+    assert metrics["unseen_class_rows"] == 30
+    # Half the test brands were never seen: without copying, accuracy could not pass 0.5.
+    assert metrics["accuracy"] >= 0.8
+    new = {row["class"]: row for row in metrics["per_class"] if row["train_support"] == 0}
+    assert sum(row["recall"] == 1.0 for row in new.values()) >= 24
+    artifact = load_artifact(model_dir(cfg, "brand"), "brand")
+    assert artifact.metrics["label_in_text"]["kept"] is True
+    assert artifact.metrics["label_in_text"]["chooser"] > artifact.metrics["label_in_text"]["model"]
+
+
+def test_without_the_setting_only_training_classes_are_predicted(project: Path, tmp_path: Path):
+    cfg = load_config(project, {"targets.brand.label_in_text": None, "workdir": str(tmp_path / "off")})
+    cfg.workdir.mkdir()
+    (cfg.workdir / "features").symlink_to(load_config(project).workdir / "features")
+    [summary] = train(cfg, ["brand"])
+    assert summary.metrics["label_in_text"] is None
+    out = runner.invoke(app, ["predict", "--config", str(project), "-t", "brand", "--top-k", "1",
+                              "--targets.brand.label_in_text", "null", "--workdir", str(cfg.workdir),
+                              "--out", str(tmp_path / "off.csv")])
+    assert out.exit_code == 0, out.output
+    sub = pd.read_csv(tmp_path / "off.csv", dtype=str)
+    train_brands = set(pd.read_csv(project.parent / "train.csv")["brand"])
+    assert set(sub["brand"]) <= train_brands
+    test, unseen = new_brand_rows(project)
+    assert (sub["brand"] == test["brand"])[unseen].sum() == 0
+
+
+def test_a_label_in_text_column_that_does_not_exist_is_a_one_line_error(project: Path):
+    cfg = load_config(project, {"targets.brand.label_in_text": "titel"})
+    with pytest.raises(MmgbmError, match="no column 'titel' \\(label_in_text of target 'brand'\\)") as error:
+        train(cfg, ["brand"])
+    assert "\n" not in str(error.value)
+
+
+def test_label_in_text_is_only_for_multiclass_targets(project: Path):
+    with pytest.raises(MmgbmError, match="label_in_text only applies to task: multiclass"):
+        load_config(project, {"targets.kind.task": "regression", "targets.kind.label_in_text": "title"})
