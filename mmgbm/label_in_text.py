@@ -11,9 +11,8 @@ rows, it beats the model clearly. A chosen prefix that is a class is that class;
 
 from __future__ import annotations
 
-import numpy as np
-
 import lightgbm as lgb
+import numpy as np
 
 MAX_WORDS = 4
 MODEL = 0  # option 0 keeps the model's label; option k copies the first k words
