@@ -78,7 +78,8 @@ def pipeline_rate(products: pd.DataFrame, cfg: Config, encoder: ImageEncoder, wo
         "data": {"id_column": cfg.data.id_column, "splits": {"train": str(table)},
                  "image_column": cfg.data.image_column, "images_root": str(cfg.data.images_root)},
         "features": {"image": {"backbone": encoder.backbone, "weights": str(encoder.weights),
-                               "batch_size": encoder.batch_size, "precision": encoder.precision}},
+                               "batch_size": encoder.batch_size, "precision": encoder.precision,
+                               "runtime": encoder.runtime}},
     }
     config = workdir / "bench.yaml"
     config.write_text(yaml.safe_dump(raw))
@@ -105,9 +106,11 @@ def naive_rate(model: Any, paths: list[str], size: int, batch_size: int) -> floa
     return len(paths) / (time.perf_counter() - start)
 
 
-def bench_backbone(config: Path, backbone: str, n: int, batch_size: int, rounds: int, precision: str) -> None:
+def bench_backbone(config: Path, backbone: str, n: int, batch_size: int, rounds: int, precision: str,
+                   runtime: str) -> None:
     products, paths, cfg = sample_products(config, n)
-    encoder = ImageEncoder(backbone, weights_for(backbone, cfg), batch_size=batch_size, precision=precision)
+    encoder = ImageEncoder(backbone, weights_for(backbone, cfg), batch_size=batch_size, precision=precision,
+                           runtime=runtime)
     start = time.perf_counter()
     decoded = np.stack([decode_image(p, encoder.size) for p in paths])
     decode = len(paths) / (time.perf_counter() - start)
@@ -121,7 +124,8 @@ def bench_backbone(config: Path, backbone: str, n: int, batch_size: int, rounds:
             rates["naive"].append(naive_rate(naive, paths, encoder.size, batch_size))
     best = {route: max(values) for route, values in rates.items()}
     print(f"\n{backbone.upper()} ({encoder.size} px, {encoder.dim}-d, batch {batch_size}, {len(paths)} images x "
-          f"{rounds} rounds, weights {Path(str(encoder.weights)).name}, {precision}); best round, then every round")
+          f"{rounds} rounds, weights {Path(str(encoder.weights)).name}, {precision}, {runtime}); best round, then "
+          "every round")
     print(f"  decode+resize only, 1 thread      {decode:8.1f} images/s")
     for route, label in (("forward", "(a) forward only"), ("full", "(b) extract-images"),
                          ("naive", "(c) naive PIL + model.predict")):
@@ -193,6 +197,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                         help="for (a) and (b); the naive route (c) stays float32 as the notebooks run it")
+    parser.add_argument("--runtime", choices=["tensorflow", "openvino"], default="tensorflow",
+                        help="for (a) and (b); the naive route (c) is Keras model.predict")
     parser.add_argument("--backbones", nargs="+", default=["b0", "b3"], choices=["b0", "b3"])
     parser.add_argument("--explore", action="store_true", help="time CPU settings instead, one process each")
     parser.add_argument("--probe", choices=["b0", "b3"], help=argparse.SUPPRESS)
@@ -210,7 +216,7 @@ def main() -> None:
         if args.explore:
             explore(args, backbone)
         else:
-            bench_backbone(args.config, backbone, n, args.batch_size, args.rounds, args.precision)
+            bench_backbone(args.config, backbone, n, args.batch_size, args.rounds, args.precision, args.runtime)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"\npeak RSS of this process {peak:.2f} GiB; load average after: {os.getloadavg()[0]:.2f}")
 

@@ -255,6 +255,27 @@ def test_bfloat16_features_get_their_own_fingerprint(tmp_path: Path, images_dir:
     assert bfloat16.fingerprint == {**float32.fingerprint, "precision": "bfloat16"}
 
 
+def test_openvino_runtime_gives_the_tensorflow_features_and_its_own_fingerprint(tmp_path: Path, images_dir: Path,
+                                                                               write_config):
+    config = catalogue(tmp_path, demo_rows(5), write_config, weights=str(BUNDLED_B0_WEIGHTS),
+                       image_size=64)
+    result = CliRunner().invoke(app, ["extract-images", "-c", str(config), "--features.image.runtime", "openvino"])
+    assert result.exit_code == 0, result.output
+    assert "5 embedded" in result.output
+    on_openvino = load_config(config, {"features.image.runtime": "openvino"})
+    assert image_store(on_openvino).fingerprint["runtime"] == "openvino"
+    assert "runtime" not in image_store(load_config(config)).fingerprint  # tensorflow stores stay valid
+    with pytest.raises(MmgbmError, match="runtime: stored 'openvino' vs now None"):
+        extract_images(load_config(config))  # not mixed into the same store silently
+    extract_images(load_config(config, {"workdir": "work-tf"}))
+    ids = [pid for pid, _ in demo_rows(5)]
+    ov_features, _ = read_image_features(on_openvino, ids)
+    tf_features, _ = read_image_features(load_config(config, {"workdir": "work-tf"}), ids)
+    norms = np.linalg.norm(ov_features, axis=1) * np.linalg.norm(tf_features, axis=1)
+    cosine = (ov_features * tf_features).sum(1) / norms
+    assert cosine.min() > 0.9999
+
+
 def test_cli_options_override_the_config_and_print_the_summary(tmp_path: Path, images_dir: Path, write_config):
     config = catalogue(tmp_path, demo_rows(3) + [("gone", "")], write_config)
     result = CliRunner().invoke(app, ["extract-images", "-c", str(config), "--backbone", "b3", "--image-size", "36",
