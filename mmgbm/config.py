@@ -7,8 +7,6 @@ whatever directory a command is run from.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import re
 import typing
 from pathlib import Path
@@ -211,11 +209,6 @@ class Config(Strict):
         if self.data.holdout is not None and self.data.holdout.name not in names:
             names.append(self.data.holdout.name)
         return names
-
-    def fingerprint(self) -> str:
-        """Hash of everything that shapes features and models (not where the workdir is)."""
-        payload = self.model_dump(mode="json", exclude={"workdir"})
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def find_config(path: Path | None) -> Path:

@@ -14,6 +14,7 @@ EVAL_SPLIT = "test"
 def run_pipeline(cfg: Config, say: Callable[[str], None] = print) -> Path:
     """Extract every enabled modality (incrementally), train all targets, evaluate them on the `test` split and
     write `<workdir>/submission.csv` for it. Returns the submission's path."""
+    from mmgbm.dataset import images_enabled
     from mmgbm.evaluation import evaluate
     from mmgbm.features.images import extract_images
     from mmgbm.features.text import extract_text
@@ -24,7 +25,7 @@ def run_pipeline(cfg: Config, say: Callable[[str], None] = print) -> Path:
         raise MmgbmError(f"the pipeline scores a {EVAL_SPLIT!r} split; add one to data.splits or set data.holdout")
     if not cfg.targets:
         raise MmgbmError("the config names no targets; add at least one under targets:")
-    if cfg.features.image.enabled and cfg.data.image_column:
+    if images_enabled(cfg):
         say(extract_images(cfg, progress=True).describe())
     if cfg.features.text.enabled and cfg.text_fields:
         say(extract_text(cfg).describe())
