@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/mmgbm demo --config configs/demo.yaml
+	$(BIN)/mmgbm demo
 
 # pytest exits 5 when it collects no test: say so loudly instead of failing on it or passing silently.
 test: install

@@ -101,7 +101,7 @@ SplitOpt = Annotated[str, typer.Option(help="Split of the config to use.")]
 @app.command(context_settings=OVERRIDES)
 def train(ctx: typer.Context, config: ConfigOpt = None, target: TargetOpt = None) -> None:
     """Fit per-modality heads and a LightGBM stacker per target; save each to <workdir>/models/<target>/."""
-    from mmgbm.training import train as train_targets
+    from mmgbm.commands.train import train as train_targets
 
     cfg = _config(ctx, config)
     for summary in train_targets(cfg, target):
@@ -111,7 +111,7 @@ def train(ctx: typer.Context, config: ConfigOpt = None, target: TargetOpt = None
 @app.command(context_settings=OVERRIDES)
 def evaluate(ctx: typer.Context, config: ConfigOpt = None, target: TargetOpt = None, split: SplitOpt = "test") -> None:
     """Score trained models on a labelled split; metrics.json and PNGs go to <workdir>/reports/<target>/."""
-    from mmgbm.evaluation import evaluate as evaluate_targets
+    from mmgbm.commands.evaluate import evaluate as evaluate_targets
 
     cfg = _config(ctx, config)
     for result in evaluate_targets(cfg, target, split):
@@ -131,8 +131,8 @@ def predict(
     probabilities: Annotated[bool, typer.Option(help="Also write every class's probability.")] = False,
 ) -> None:
     """Predict every target for each product of a split or an input table and write a CSV."""
-    from mmgbm.prediction import predict as predict_targets
-    from mmgbm.prediction import write_predictions
+    from mmgbm.commands.predict import predict as predict_targets
+    from mmgbm.commands.predict import write_predictions
 
     cfg = _config(ctx, config)
     frame = predict_targets(cfg, target, split, input, probabilities=probabilities, top_k=top_k)
@@ -140,18 +140,23 @@ def predict(
     console.print(f"{len(frame):,} products x {len(frame.columns) - 1} columns -> {path}", highlight=False)
 
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parent / "data" / "demo" / "mmgbm.yaml"
 
 
 @app.command(context_settings=OVERRIDES)
 def demo(
     ctx: typer.Context,
     config: Annotated[Path, typer.Option("--config", "-c", help="Config to run end to end.")] = DEMO_CONFIG,
+    workdir: Annotated[Optional[Path], typer.Option(
+        help="Where features, models and the submission go (default: ./runs/demo for the bundled sample, "
+             "the config's own workdir otherwise).", show_default=False)] = None,
 ) -> None:
     """Run the whole pipeline on a config (default: the bundled sample): extract, train, evaluate, predict."""
-    from mmgbm.pipeline import run_pipeline
+    from mmgbm.commands.pipeline import run_pipeline
 
-    cfg = _config(ctx, config)
+    if workdir is None and config == DEMO_CONFIG:
+        workdir = Path("runs") / "demo"  # never inside the installed package
+    cfg = _config(ctx, config, workdir=None if workdir is None else str(workdir.resolve()))
     run_pipeline(cfg, say=lambda line: console.print(line, highlight=False))
 
 

@@ -25,10 +25,10 @@ from pathlib import Path
 from mmgbm.catalogue import read_table
 from mmgbm.config import Config, load_config
 from mmgbm.dataset import images_enabled
-from mmgbm.evaluation import evaluate
+from mmgbm.commands.evaluate import evaluate
 from mmgbm.features.text import extract_text
-from mmgbm.model import FUSED
-from mmgbm.training import train
+from mmgbm.estimator import FUSED
+from mmgbm.commands.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"fashion": REPO / "configs" / "fashion.yaml", "flipkart": REPO / "configs" / "flipkart.yaml"}

@@ -15,8 +15,8 @@ from mmgbm.cli import app
 from mmgbm.config import load_config
 from mmgbm.errors import MmgbmError
 from mmgbm.features.text import extract_text
-from mmgbm.metadata import MetadataEncoder
-from mmgbm.prediction import predict
+from mmgbm.estimator.metadata import MetadataEncoder
+from mmgbm.commands.predict import predict
 from tests.modelling_project import NO_IMAGE, demo_frame, make_project
 
 runner = CliRunner()
@@ -101,10 +101,11 @@ def test_refuses_a_model_trained_with_images_when_images_are_off(project: Path):
 
 def test_metadata_levels_rare_bucketed_and_unseen_missing():
     train = pd.DataFrame({"season": ["a"] * 5 + ["b"] * 5 + ["rare"], "year": ["2011", "x", "2012"] + ["1"] * 8})
-    enc = MetadataEncoder(["season"], ["year"], min_count=5).fit(train)
+    enc = MetadataEncoder(("season",), ("year",), min_count=5).fit(train)
     out = enc.transform(pd.DataFrame({"season": ["b", "rare", "never-seen", None], "year": [1, 2, "n/a", 3]}))
     assert out["season"].tolist()[:2] == [1.0, 2.0]  # 'rare' shares the bucket after the kept levels
     assert np.isnan(out["season"].iloc[2]) and np.isnan(out["season"].iloc[3])
+    assert enc.unseen_ == {"season": 1}  # the missing value is not an unseen level
     assert np.isnan(out["year"].iloc[2]) and out["year"].iloc[0] == 1.0
-    with pytest.raises(MmgbmError, match="no metadata column"):
+    with pytest.raises(ValueError, match="no metadata column"):
         enc.transform(pd.DataFrame({"year": [1]}))

@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mmgbm.artifact import load_artifact, model_dir
+from mmgbm.commands.artifact import load_artifact
+from mmgbm.workdir import model_dir
 from mmgbm.catalogue import load_split
 from mmgbm.cli import app
 from mmgbm.config import load_config
 from mmgbm.errors import MmgbmError
-from mmgbm.evaluation import evaluate
-from mmgbm.model import FUSED
-from mmgbm.prediction import predict
-from mmgbm.training import train
+from mmgbm.commands.evaluate import evaluate
+from mmgbm.estimator import FUSED
+from mmgbm.commands.predict import predict
+from mmgbm.commands.train import train
 from tests.modelling_project import demo_frame, make_project
 
 runner = CliRunner()
@@ -36,7 +37,8 @@ def test_train_writes_one_artifact_per_target_that_loads_alone(project: Path):
     for name in cfg.targets:
         folder = model_dir(cfg, name)
         assert sorted(p.name for p in folder.iterdir()) == sorted(
-            ["lightgbm.txt", "model.joblib", "labels.json", "config.json", "fingerprints.json", "metrics.json"])
+            ["manifest.json", "estimator.joblib", "lightgbm.txt", "labels.json", "config.json", "fingerprints.json",
+             "metrics.json"])
         artifact = load_artifact(folder, name)
         assert set(artifact.fingerprints) == {"text/text", "image/b0", "image/colour"}
         assert artifact.config["targets"][name]["column"] == cfg.targets[name].column

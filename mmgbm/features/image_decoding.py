@@ -2,8 +2,8 @@
 
 Catalogue images are whatever sellers uploaded: any format PIL reads, any mode (palette, grayscale, CMYK, 16-bit,
 alpha), EXIF-rotated phone photos, truncated downloads and now and then a huge scan. Every such file either comes
-out as a (size, size, 3) array or raises `UnreadableImage` with one of the fixed reasons below, so one bad file
-costs one product's embedding and never the run.
+out as a (size, size, 3) array, together with its colour statistics taken from the same decode, or raises
+`UnreadableImage` with one of the fixed reasons below, so one bad file costs one product's features and never the run.
 """
 
 from __future__ import annotations
@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mmgbm.features.colour import colour_statistics
 
 NO_PATH = "no image path"
 NOT_FOUND = "file not found"
@@ -32,15 +35,20 @@ BACKGROUND = (255, 255, 255)
 
 
 class UnreadableImage(Exception):
-    """An image that yields no embedding; `reason` is one of REASONS."""
+    """An image that yields no features; `reason` is one of REASONS."""
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
 
 
-def decode_image(path: str | os.PathLike[str], size: int) -> np.ndarray:
-    """(size, size, 3) uint8 RGB of the image at `path`, squashed to the square as Keras' image loaders do."""
+class DecodedImage(NamedTuple):
+    pixels: np.ndarray  # (size, size, 3) uint8 RGB, the encoder's input
+    colour: np.ndarray  # colour statistics (mmgbm.features.colour) of the whole photo
+
+
+def decode_image(path: str | os.PathLike[str], size: int) -> DecodedImage:
+    """The image at `path` squashed to the square as Keras' image loaders do, and its colour statistics."""
     if not str(path).strip():
         raise UnreadableImage(NO_PATH)
     _check_file(Path(path))
@@ -52,7 +60,8 @@ def decode_image(path: str | os.PathLike[str], size: int) -> np.ndarray:
             if width * height > MAX_DECODE_PIXELS:
                 raise UnreadableImage(TOO_LARGE, f"{width}x{height} pixels")
             rgb = _to_rgb(ImageOps.exif_transpose(im))
-            return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+            pixels = np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+            return DecodedImage(pixels, colour_statistics(rgb))
     except Image.DecompressionBombError as exc:
         raise UnreadableImage(TOO_LARGE, str(exc)) from None
     except UnidentifiedImageError as exc:

@@ -14,12 +14,12 @@ EVAL_SPLIT = "test"
 def run_pipeline(cfg: Config, say: Callable[[str], None] = print) -> Path:
     """Extract every enabled modality (incrementally), train all targets, evaluate them on the `test` split and
     write `<workdir>/submission.csv` for it. Returns the submission's path."""
-    from mmgbm.dataset import images_enabled
-    from mmgbm.evaluation import evaluate
+    from mmgbm.commands.evaluate import evaluate
+    from mmgbm.commands.predict import predict, write_predictions
+    from mmgbm.commands.train import train
+    from mmgbm.features.design import images_enabled
     from mmgbm.features.images import extract_images
     from mmgbm.features.text import extract_text
-    from mmgbm.prediction import predict, write_predictions
-    from mmgbm.training import train
 
     if EVAL_SPLIT not in cfg.split_names:
         raise MmgbmError(f"the pipeline scores a {EVAL_SPLIT!r} split; add one to data.splits or set data.holdout")

@@ -38,7 +38,8 @@ def metadata_columns(cfg: Config, target: TargetConfig) -> tuple[list[str], list
 
 @dataclass
 class TargetValues:
-    """Learnable rows of a table for one target: `keep` (bool per row) and `y` for the kept rows."""
+    """Learnable rows of a table for one target: `keep` (bool per row) and `y` for the kept rows, on the target's
+    own scale (the regressor applies log1p itself)."""
 
     keep: np.ndarray
     y: np.ndarray
@@ -66,8 +67,7 @@ def target_values(frame: pd.DataFrame, target: TargetConfig, source: str) -> Tar
     missing = ~np.isfinite(values)
     nonpositive = ~missing & (values <= 0) if target.log_target else np.zeros(len(values), dtype=bool)
     keep = ~missing & ~nonpositive
-    y = np.log1p(values[keep]) if target.log_target else values[keep]
-    return TargetValues(keep, y, int(missing.sum()), int(nonpositive.sum()))
+    return TargetValues(keep, values[keep], int(missing.sum()), int(nonpositive.sum()))
 
 
 def check_binary(target_name: str, y: np.ndarray, source: str) -> None:

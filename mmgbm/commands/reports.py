@@ -1,32 +1,20 @@
 """Pictures of an evaluation: confusion matrix of the most frequent classes, per-class F1, and the stacker's
-feature importance summed per modality (image / text / metadata / candidate), or predicted vs true values."""
+feature importance summed per modality (image / text / metadata / candidate), or predicted vs true values.
+
+Figures are drawn with matplotlib's object API (`Figure`), never pyplot: writing a PNG must not change the
+backend of a notebook that imported mmgbm.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on servers and CI
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import confusion_matrix  # noqa: E402
-
-from mmgbm.model import modality_of  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import confusion_matrix
 
 TOP_CLASSES = 20
 F1_CLASSES = 40
-
-
-def importance_by_modality(booster) -> dict[str, float]:
-    """Share of total split gain per modality."""
-    gains = booster.feature_importance(importance_type="gain")
-    totals: dict[str, float] = {}
-    for name, gain in zip(booster.feature_name(), gains):
-        totals[modality_of(name)] = totals.get(modality_of(name), 0.0) + float(gain)
-    total = sum(totals.values()) or 1.0
-    return {k: v / total for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
 def confusion_png(path: Path, y_true: np.ndarray, y_pred: np.ndarray, title: str) -> Path:
@@ -36,7 +24,7 @@ def confusion_png(path: Path, y_true: np.ndarray, y_pred: np.ndarray, title: str
     matrix = confusion_matrix(y_true[keep], y_pred[keep], labels=top).astype(float)
     matrix /= np.clip(matrix.sum(axis=1, keepdims=True), 1, None)
     size = 3 + 0.4 * len(top)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig, ax = _subplots(figsize=(size + 1, size))
     image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(top)), top, rotation=90, fontsize=8)
     ax.set_yticks(range(len(top)), top, fontsize=8)
@@ -49,7 +37,7 @@ def confusion_png(path: Path, y_true: np.ndarray, y_pred: np.ndarray, title: str
 
 def per_class_f1_png(path: Path, per_class: list[dict], title: str) -> Path:
     rows = per_class[:F1_CLASSES]  # already sorted by support
-    fig, ax = plt.subplots(figsize=(7, 1.5 + 0.22 * len(rows)))
+    fig, ax = _subplots(figsize=(7, 1.5 + 0.22 * len(rows)))
     ax.barh([f"{r['class']} (n={r['support']})" for r in rows][::-1], [r["f1"] for r in rows][::-1], color="#4878a8")
     ax.set_xlim(0, 1)
     ax.set_xlabel("F1")
@@ -59,7 +47,7 @@ def per_class_f1_png(path: Path, per_class: list[dict], title: str) -> Path:
 
 
 def importance_png(path: Path, shares: dict[str, float], title: str) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = _subplots(figsize=(6, 3))
     ax.bar(list(shares), [100 * v for v in shares.values()], color="#6a9f58")
     ax.set_ylabel("% of total split gain")
     ax.set_title(f"{title}: what the LightGBM stacker used, by modality", fontsize=9)
@@ -67,7 +55,7 @@ def importance_png(path: Path, shares: dict[str, float], title: str) -> Path:
 
 
 def scatter_png(path: Path, y_true: np.ndarray, y_pred: np.ndarray, title: str, axis: str) -> Path:
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _subplots(figsize=(5, 5))
     ax.scatter(y_true, y_pred, s=3, alpha=0.3)
     lo, hi = float(np.min(y_true)), float(np.max(y_true))
     ax.plot([lo, hi], [lo, hi], color="grey", linewidth=1)
@@ -77,8 +65,12 @@ def scatter_png(path: Path, y_true: np.ndarray, y_pred: np.ndarray, title: str, 
     return _save(fig, path)
 
 
-def _save(fig, path: Path) -> Path:
+def _subplots(figsize: tuple[float, float]):
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
+
+
+def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -36,15 +36,16 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, train_counts:
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, log_target: bool) -> dict:
-    """Inputs on the model's scale (log1p for a log target); MAE is also given on the original scale."""
-    err = np.asarray(y_pred, dtype=np.float64) - np.asarray(y_true, dtype=np.float64)
-    out = {"rows": int(len(err))}
+    """Inputs on the target's own scale; a log target is also scored on log1p, the scale it was learned on."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    err = y_pred - y_true
+    out = {"rows": int(len(err)), "mae": float(np.mean(np.abs(err)))}
     if log_target:
-        original = np.expm1(np.asarray(y_pred, dtype=np.float64)) - np.expm1(np.asarray(y_true, dtype=np.float64))
-        out.update({"mae_log": float(np.mean(np.abs(err))), "rmse_log": float(np.sqrt(np.mean(err**2))),
-                    "mae": float(np.mean(np.abs(original)))})
+        log_err = np.log1p(np.clip(y_pred, 0, None)) - np.log1p(y_true)
+        out.update({"mae_log": float(np.mean(np.abs(log_err))), "rmse_log": float(np.sqrt(np.mean(log_err**2)))})
     else:
-        out.update({"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2)))})
+        out["rmse"] = float(np.sqrt(np.mean(err**2)))
     return out
 
 

@@ -16,24 +16,6 @@ import numpy as np
 import pandas as pd
 
 
-def lightgbm_params(model_cfg, objective: str) -> dict:
-    params = {
-        "objective": objective,
-        "learning_rate": model_cfg.learning_rate,
-        "num_leaves": model_cfg.num_leaves,
-        "min_data_in_leaf": model_cfg.min_data_in_leaf,
-        "feature_fraction": 0.9,
-        "cat_smooth": 10,
-        "seed": model_cfg.seed,
-        "deterministic": True,
-        "force_row_wise": True,
-        "num_threads": model_cfg.num_threads,
-        "verbose": -1,
-    }
-    params.update(model_cfg.params)
-    return params
-
-
 def fit_lightgbm(params: dict, rounds: int, patience: int, train: pd.DataFrame, y_train: np.ndarray,
                  valid: pd.DataFrame, y_valid: np.ndarray, categorical: list[str]) -> lgb.Booster:
     """Train with early stopping on the validation rows; the booster keeps its best iteration."""

@@ -1,0 +1,90 @@
+"""`mmgbm evaluate`: score trained models on a labelled split; write metrics.json and PNG reports per target.
+
+Besides the fused model, each modality is scored alone (its best head), so the report shows what fusing adds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mmgbm.catalogue import load_split
+from mmgbm.commands.artifact import Artifact
+from mmgbm.commands.metrics import classification_metrics, headline, regression_metrics
+from mmgbm.commands.predict import checked_artifact, estimator_call
+from mmgbm.commands.reports import confusion_png, importance_png, per_class_f1_png, scatter_png
+from mmgbm.commands.targets import resolve_targets, target_values
+from mmgbm.config import Config, TargetConfig
+from mmgbm.errors import MmgbmError
+from mmgbm.estimator import FUSED
+from mmgbm.features.design import load_products
+from mmgbm.workdir import report_dir
+
+
+@dataclass
+class EvaluationResult:
+    target: str
+    folder: Path
+    metrics: dict
+
+    def describe(self) -> str:
+        m = self.metrics
+        alone = "; ".join(f"{mod} alone {headline(v)}" for mod, v in m["modalities"].items())
+        return (f"{self.target} on {m['split']} ({m[FUSED]['rows']:,} products, {m['dropped']}): "
+                f"fused {headline(m[FUSED])}" + (f"; {alone}" if alone else "") + f" -> {self.folder}")
+
+
+def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test") -> list[EvaluationResult]:
+    names = resolve_targets(cfg, targets)
+    frame = load_split(cfg, split, with_targets=False)
+    products, fingerprints = load_products(cfg, frame)
+    results = []
+    for name in names:
+        artifact = checked_artifact(cfg, name, fingerprints)
+        info = artifact.target
+        # The target as the model was trained (column, task, log transform), whatever the config says now.
+        values = target_values(frame, TargetConfig(column=info.column, task=info.task, log_target=info.log_target),
+                               f"split {split!r}")
+        if not values.keep.any():
+            raise MmgbmError(f"split {split!r} has no labelled products for target {name!r} ({info.column!r})")
+        model, sub, truth = artifact.model, products[values.keep], values.y
+        score = _scorer(artifact)
+        fused = estimator_call(name, model.predict, sub)
+        metrics = {
+            "target": name, "split": split, "dropped": values.describe(), "predicts_with": model.choice_,
+            FUSED: score(truth, fused),
+            "modalities": {m: score(truth, estimator_call(name, model.predict_alone, sub, m))
+                           for m in model.modalities_},
+            "importance_by_modality": model.importance_by_modality(),
+        }
+        folder = report_dir(cfg, name)
+        folder.mkdir(parents=True, exist_ok=True)
+        metrics["pictures"] = [p.name for p in _pictures(folder, name, artifact, truth, fused, metrics)]
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        results.append(EvaluationResult(name, folder, metrics))
+    return results
+
+
+def _scorer(artifact: Artifact):
+    model = artifact.model
+    if model.regression:
+        return lambda truth, predicted: regression_metrics(truth, predicted, artifact.target.log_target)
+    train_counts = {str(c): int(n) for c, n in zip(model.classes_, model.class_counts_)}
+    # Labels copied from the text (label_in_text) may be no training class; they count as they are.
+    return lambda truth, predicted: classification_metrics(truth, predicted, train_counts, model.n_folds)
+
+
+def _pictures(folder: Path, name: str, artifact: Artifact, truth: np.ndarray, fused: np.ndarray,
+              metrics: dict) -> list[Path]:
+    pictures = [importance_png(folder / "importance_by_modality.png", metrics["importance_by_modality"], name)]
+    if artifact.model.regression:
+        log = artifact.target.log_target
+        scale = (np.log1p, "log1p(value)") if log else (np.asarray, "value")
+        pictures.append(scatter_png(folder / "predicted_vs_true.png", scale[0](truth), scale[0](fused), name, scale[1]))
+    else:
+        pictures.append(confusion_png(folder / "confusion_matrix.png", truth, fused, name))
+        pictures.append(per_class_f1_png(folder / "per_class_f1.png", metrics[FUSED]["per_class"], name))
+    return pictures

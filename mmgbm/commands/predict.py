@@ -1,0 +1,85 @@
+"""`mmgbm predict`: one row per input product, in input order, with one column per target.
+
+Products without an image or text still get a prediction (the model treats the modality as missing). A model
+is only applied to features made the way it was trained (same backbone, vectorizer, settings).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmgbm.catalogue import load_split, read_table
+from mmgbm.commands.artifact import Artifact, check_fingerprints, load_artifact
+from mmgbm.commands.targets import resolve_targets
+from mmgbm.config import Config
+from mmgbm.errors import MmgbmError
+from mmgbm.estimator import ProductMatrix
+from mmgbm.features.design import load_products
+from mmgbm.workdir import model_dir
+
+
+def products_to_score(cfg: Config, split: str | None, input_path: Path | None) -> tuple[pd.DataFrame, str]:
+    """The table to predict: `--input TABLE` if given, else the named split."""
+    if input_path is not None:
+        return read_table(Path(input_path), cfg.data.id_column), str(input_path)
+    split = split or "test"
+    return load_split(cfg, split, with_targets=False), f"split {split!r}"
+
+
+def checked_artifact(cfg: Config, name: str, fingerprints: dict[str, dict]) -> Artifact:
+    folder = model_dir(cfg, name)
+    artifact = load_artifact(folder, name)
+    check_fingerprints(artifact, fingerprints, folder)
+    return artifact
+
+
+def estimator_call(name: str, call, *args):
+    """Run an estimator method; its ValueError (bad input) becomes the one-line error naming the target."""
+    try:
+        return call(*args)
+    except ValueError as exc:
+        raise MmgbmError(f"target {name!r}: {exc}") from None
+
+
+def predict(cfg: Config, targets: list[str] | None = None, split: str | None = None, input_path: Path | None = None,
+            probabilities: bool = False, top_k: int = 0) -> pd.DataFrame:
+    """A frame: the id column, then per target its prediction and, on request, top-k labels with their
+    probabilities (`<target>_top1`, `<target>_p1` ...) or every class's probability (`<target>_p_<class>`)."""
+    if top_k < 0:
+        raise MmgbmError(f"--top-k must be 0 or more (got {top_k})")
+    names = resolve_targets(cfg, targets)
+    frame, _ = products_to_score(cfg, split, input_path)
+    products, fingerprints = load_products(cfg, frame)
+    out = {cfg.data.id_column: frame[cfg.data.id_column].to_numpy()}
+    for name in names:
+        artifact = checked_artifact(cfg, name, fingerprints)
+        out.update(_target_columns(name, artifact.model, products, probabilities, top_k))
+    return pd.DataFrame(out)
+
+
+def _target_columns(name: str, model, products: ProductMatrix, probabilities: bool,
+                    top_k: int) -> dict[str, np.ndarray]:
+    """Values on the target's own scale (prices, not log1p), or labels: top-k follows the final label (the first is
+    always the predicted one, also when copied from the text); per-class probabilities are the model's own."""
+    if model.regression:
+        return {name: estimator_call(name, model.predict, products)}
+    labels, label_probs = estimator_call(name, model.predict_top_k, products, max(top_k, 1))
+    cols = {name: labels[:, 0]}
+    for i in range(min(top_k, labels.shape[1])):
+        cols[f"{name}_top{i + 1}"] = labels[:, i]
+        cols[f"{name}_p{i + 1}"] = np.round(label_probs[:, i], 6)
+    if probabilities:
+        full = estimator_call(name, model.predict_proba, products)
+        cols.update({f"{name}_p_{c}": np.round(full[:, j], 6) for j, c in enumerate(model.classes_)})
+    return cols
+
+
+def write_predictions(frame: pd.DataFrame, out: Path) -> Path:
+    out = Path(out)
+    if out.parent and not out.parent.exists():
+        raise MmgbmError(f"cannot write {out}: folder {out.parent} does not exist")
+    frame.to_csv(out, index=False)
+    return out

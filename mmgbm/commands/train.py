@@ -1,0 +1,110 @@
+"""`mmgbm train`: turn the config into estimator parameters, fit one estimator per target, save its artifact.
+
+This is the edge where the config ends: the estimator package sees only flat parameters and a `ProductMatrix`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mmgbm.catalogue import load_split
+from mmgbm.commands.artifact import Artifact, TargetInfo, save_artifact
+from mmgbm.commands.targets import check_binary, metadata_columns, resolve_targets, target_values
+from mmgbm.config import Config, TargetConfig
+from mmgbm.errors import MmgbmError
+from mmgbm.estimator import FUSED, MMGBMClassifier, MMGBMRegressor, ProductMatrix
+from mmgbm.estimator.base import MMGBMBase
+from mmgbm.features.design import load_products
+from mmgbm.workdir import model_dir
+
+# Settings of `model:` that both estimators take under the same name.
+SHARED_SETTINGS = ("rare_category_min_count", "learning_rate", "num_leaves", "min_data_in_leaf", "max_rounds",
+                   "early_stopping_rounds", "valid_fraction", "n_folds", "knn_neighbors", "image_components",
+                   "image_alpha", "seed", "num_threads")
+
+
+@dataclass
+class TrainSummary:
+    target: str
+    folder: Path
+    metrics: dict
+
+    def describe(self) -> str:
+        m = self.metrics
+        unit = "MAE" if m["task"] == "regression" else "accuracy"
+        val = m["validation"]
+        sign = -1 if m["task"] == "regression" else 1
+        heads = ", ".join(f"{n} {sign * v:.4f}" for n, v in val.items() if n != FUSED)
+        classes = f"{m['classes']} classes" if m["classes"] else "regression"
+        return (
+            f"{self.target}: {m['train_rows']:,} products ({m['dropped']}), {classes}; validation {unit}: "
+            f"fused {sign * val[FUSED]:.4f} | {heads}; predicts with {m['choice']}; {m['seconds']:.1f}s -> {self.folder}"
+        )
+
+
+def build_estimator(cfg: Config, target: TargetConfig) -> MMGBMBase:
+    """The unfitted estimator for one target, with the config's settings as flat parameters."""
+    categorical, numeric = metadata_columns(cfg, target)
+    s = cfg.model
+    common = {k: getattr(s, k) for k in SHARED_SETTINGS}
+    common.update(categorical_columns=tuple(categorical), numeric_columns=tuple(numeric),
+                  lightgbm_params=dict(s.params) or None)
+    if target.task == "regression":
+        return MMGBMRegressor(**common, text_ridge_alpha=s.text_ridge_alpha, objective=s.regression_objective,
+                              log_target=target.log_target)
+    return MMGBMClassifier(**common, linear_c=s.linear_c, linear_max_weights=s.linear_max_weights,
+                           candidates=s.candidates, label_in_text=target.label_in_text)
+
+
+def train(cfg: Config, targets: list[str] | None = None) -> list[TrainSummary]:
+    """Train every named target (default: all), reading the training split and its features once."""
+    names = resolve_targets(cfg, targets)
+    frame = load_split(cfg, "train")
+    products, fingerprints = load_products(cfg, frame)
+    return [train_target(cfg, name, frame, products, fingerprints) for name in names]
+
+
+def train_target(cfg: Config, name: str, frame: pd.DataFrame, products: ProductMatrix,
+                 fingerprints: dict[str, dict]) -> TrainSummary:
+    started = time.perf_counter()
+    target = cfg.targets[name]
+    source = f"{cfg.data.splits['train']} (train)"
+    values = target_values(frame, target, source)
+    if values.keep.sum() < 2 * cfg.model.n_folds:
+        raise MmgbmError(
+            f"{source}: only {int(values.keep.sum())} products have a usable {target.column!r}; "
+            f"need at least {2 * cfg.model.n_folds} to train target {name!r}"
+        )
+    if target.task == "binary":
+        check_binary(name, values.y, source)
+    if target.label_in_text is not None and target.label_in_text not in frame.columns:
+        raise MmgbmError(f"{source}: no column {target.label_in_text!r} (label_in_text of target {name!r})")
+    model = build_estimator(cfg, target)
+    try:
+        model.fit(products[values.keep], values.y)
+    except ValueError as exc:  # the estimator's word on bad input, as one line naming the target
+        raise MmgbmError(f"{source}: cannot train target {name!r}: {exc}") from None
+    metrics = {
+        "target": name,
+        "column": target.column,
+        "task": target.task,
+        "train_rows": int(values.keep.sum()),
+        "dropped": values.describe(),
+        "dropped_missing": values.dropped_missing,
+        "dropped_nonpositive": values.dropped_nonpositive,
+        "classes": 0 if model.regression else int(len(model.classes_)),
+        "validation_rows": int(model.valid_.sum()),
+        "validation": model.validation_,
+        "choice": model.choice_,
+        "modality_heads": model.modality_heads_,
+        "label_in_text": None if model.regression else model.chooser_summary(),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    folder = model_dir(cfg, name)
+    info = TargetInfo(name, target.column, target.task, target.log_target)
+    save_artifact(folder, Artifact(info, model, cfg.model_dump(mode="json"), fingerprints, metrics))
+    return TrainSummary(name, folder, metrics)

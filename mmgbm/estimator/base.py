@@ -1,0 +1,177 @@
+"""What the classifier and the regressor share: heads per modality, out-of-fold scores, the stacker and the gate.
+
+Fitting: per-modality heads (on each text field; on each dense image block after standardising) are scored
+out-of-fold on the training rows (seeded stratified folds), then a LightGBM stacker learns from those scores plus
+the metadata, early-stopped on a seeded stratified validation split. The stack is kept only if it clearly beats
+every single head on that validation split (`selection.choose_predictor`); otherwise the best head predicts alone,
+so fusing never makes things worse. At predict time the heads refitted on all training rows score the products.
+Subclasses say what differs by task: target encoding, which heads, which stacker, and how a head alone predicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from mmgbm.estimator.folds import fold_ids, validation_mask
+from mmgbm.estimator.heads import apply_head, dense_reducer, fit_present, out_of_fold
+from mmgbm.estimator.metadata import MetadataEncoder
+from mmgbm.estimator.products import ProductMatrix
+from mmgbm.estimator.selection import FUSED, choose_predictor
+
+WORDS = ".words"
+
+
+@dataclass
+class Prediction:
+    """Classification: `candidates` (n, k) class codes best first with `probabilities` (the model's ranking of
+    its classes), and `labels` (n, k) the ranked labels with `label_probabilities`: the same, except where a
+    label copied from the text comes first (it may be no class). Regression: `values` on the model's scale."""
+
+    candidates: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    values: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    label_probabilities: np.ndarray | None = None
+
+
+class MMGBMBase(BaseEstimator):
+    """Not for direct use: `MMGBMClassifier` and `MMGBMRegressor` hold the parameters."""
+
+    regression = False
+
+    # ---- fitting ------------------------------------------------------------------------------------------
+    def fit(self, X: ProductMatrix, y) -> "MMGBMBase":
+        X = check_products(X)
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(X):
+            raise ValueError(f"y has shape {y.shape}; expected one target per product ({len(X)})")
+        if len(X) < 2 * self.n_folds:
+            raise ValueError(f"{len(X)} products cannot be split into {self.n_folds} folds; need at least "
+                             f"{2 * self.n_folds} (or lower n_folds)")
+        target = self._encode_target(y)
+        self.metadata_ = MetadataEncoder(tuple(self.categorical_columns), tuple(self.numeric_columns),
+                                         self.rare_category_min_count).fit(X.meta)
+        meta = self.metadata_.transform(X.meta)
+        self.valid_ = validation_mask(target, self.valid_fraction, self.seed, self.regression)
+        folds = fold_ids(target, self.n_folds, self.seed, self.regression)
+
+        self.reducers_ = {}
+        for name, block in X.dense.items():
+            present = X.dense_present(name)
+            if present.any():
+                reducer = dense_reducer(self.image_components, int(present.sum()), block.shape[1], self.seed)
+                self.reducers_[name] = reducer.fit(block[present])
+        self.heads_ = {}
+        oof = {}
+        for block, (B, present) in self._blocks(X).items():
+            for kind, head in self._new_heads(block, B.shape[1] if B.ndim == 2 else 0):
+                name = f"{block}.{kind}"
+                oof[name] = out_of_fold(head, B, target, folds, present)
+                self.heads_[name] = fit_present(head, B, target, present)
+        if not self.heads_:
+            raise ValueError("no feature block to learn from: give the products text or dense (image) features")
+        self.stacker_ = self._fit_stacker([oof[n] for n in self.heads_], meta, target)
+        self._select(oof, meta, target)
+        self._fit_after_selection(X, oof, meta, target)
+        return self
+
+    def _blocks(self, X: ProductMatrix) -> dict[str, tuple[object, np.ndarray]]:
+        """Block name -> (features, which products have them); dense blocks standardised by the fitted reducers."""
+        blocks = {f"text.{name}": (matrix, X.text_present(name)) for name, matrix in X.text.items()}
+        if not self.regression:
+            # Mention heads read the words themselves.
+            for name, words in X.words.items():
+                blocks[f"text.{name}{WORDS}"] = (words, np.ones(len(words), dtype=bool))
+        for name, block in X.dense.items():
+            if name in self.reducers_:
+                present = X.dense_present(name)
+                width = len(self.reducers_[name].get_feature_names_out())
+                reduced = np.full((len(X), width), np.nan, dtype=np.float32)
+                if present.any():
+                    reduced[present] = self.reducers_[name].transform(block[present])
+                blocks[name] = (reduced, present)
+        return blocks
+
+    def _lightgbm_params(self, objective: str) -> dict:
+        params = {
+            "objective": objective, "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_data_in_leaf, "feature_fraction": 0.9, "cat_smooth": 10, "seed": self.seed,
+            "deterministic": True, "force_row_wise": True, "num_threads": self.num_threads, "verbose": -1,
+        }
+        params.update(self.lightgbm_params or {})
+        return params
+
+    def _select(self, oof: dict[str, np.ndarray], meta: pd.DataFrame, target: np.ndarray) -> None:
+        """Validation score of the stack and of every head, and the gate's choice; also the best head per
+        modality on all training rows' out-of-fold scores, for the modality-alone figures."""
+        v = self.valid_
+        per_row = {FUSED: self._per_row(self._predict_with(FUSED, {n: s[v] for n, s in oof.items()}, meta[v]),
+                                        target[v])}
+        per_row.update({n: self._per_row(self._head_predict(s[v]), target[v]) for n, s in oof.items()})
+        self.validation_ = {n: float(np.mean(r)) for n, r in per_row.items()}
+        self.choice_ = choose_predictor(per_row, self.selection_margin_se)
+        train_scores = {n: float(np.mean(self._per_row(self._head_predict(s), target))) for n, s in oof.items()}
+        self.modality_heads_ = {}
+        for name in sorted(train_scores, key=train_scores.get, reverse=True):
+            self.modality_heads_.setdefault(modality_of(name), name)
+
+    def _fit_after_selection(self, X: ProductMatrix, oof: dict, meta: pd.DataFrame, target: np.ndarray) -> None:
+        """Hook for what learns from the chosen predictor's honest validation predictions."""
+
+    # ---- predicting ---------------------------------------------------------------------------------------
+    @property
+    def modalities_(self) -> list[str]:
+        """Modalities the model can predict from alone ("text", "image")."""
+        check_is_fitted(self, "modality_heads_")
+        return list(self.modality_heads_)
+
+    def head_scores(self, X: ProductMatrix) -> dict[str, np.ndarray]:
+        blocks = self._blocks(X)
+        scores = {}
+        for name, head in self.heads_.items():
+            block = blocks.get(name.rsplit(".", 1)[0])
+            # A block the input cannot provide (no text columns in an --input table) is a missing modality.
+            scores[name] = (apply_head(head, *block) if block is not None
+                            else np.full((len(X), head.n_outputs), np.nan, dtype=np.float32))
+        return scores
+
+    def _prediction(self, X: ProductMatrix, modality: str | None = None) -> Prediction:
+        """The chosen predictor (stack or head), or with `modality` the best head of that modality alone."""
+        check_is_fitted(self, "choice_")
+        X = check_products(X)
+        if modality is not None and modality not in self.modality_heads_:
+            raise ValueError(f"unknown modality {modality!r}; the model has: {', '.join(self.modality_heads_)}")
+        head = self.choice_ if modality is None else self.modality_heads_[modality]
+        meta = self.metadata_.transform(X.meta) if head == FUSED else None
+        return self._predict_with(head, self.head_scores(X), meta)
+
+    def _predict_with(self, head: str, scores: dict[str, np.ndarray], meta: pd.DataFrame | None) -> Prediction:
+        if head == FUSED:
+            return self._stack_predict([scores[n] for n in self.heads_], meta)
+        return self._head_predict(scores[head])
+
+    def importance_by_modality(self) -> dict[str, float]:
+        """Share of the stacker's total split gain per modality (image / text / metadata / candidate)."""
+        booster = self.stacker_.booster_
+        totals: dict[str, float] = {}
+        for name, gain in zip(booster.feature_name(), booster.feature_importance(importance_type="gain")):
+            totals[modality_of(name)] = totals.get(modality_of(name), 0.0) + float(gain)
+        total = sum(totals.values()) or 1.0
+        return {k: v / total for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+def check_products(X) -> ProductMatrix:
+    if not isinstance(X, ProductMatrix):
+        raise ValueError(f"X must be a ProductMatrix (ids, text, words, dense blocks, meta), not {type(X).__name__}")
+    return X
+
+
+def modality_of(feature_or_head: str) -> str:
+    """'text.title.linear.score' -> 'text'; 'image.colour.knn' -> 'image'; 'meta.season' -> 'metadata'."""
+    first = feature_or_head.split(".", 1)[0]
+    return {"text": "text", "image": "image", "meta": "metadata"}.get(first, "candidate")

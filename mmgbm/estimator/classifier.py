@@ -1,0 +1,165 @@
+"""`MMGBMClassifier`: a product attribute with a fixed set of labels (category, colour, gender, brand).
+
+Heads per text field: a linear SVM, a cosine kNN and a mention head (class names written in the text); per image
+block: ridge and kNN. The stacker re-ranks each product's most promising candidate classes with one binary LightGBM,
+so thousands of classes stay cheap. With `label_in_text`, a `PrefixChooser` fitted on the stacker's validation rows
+may replace the label by the first words of that metadata column (a brand leading a title), so labels never seen in
+training can be predicted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from mmgbm.estimator.base import WORDS, MMGBMBase, Prediction
+from mmgbm.estimator.heads import KnnHead, LinearHead, MentionHead
+from mmgbm.estimator.label_in_text import PrefixChooser
+from mmgbm.estimator.products import ProductMatrix
+from mmgbm.estimator.stacking import CandidateReranker
+
+
+class MMGBMClassifier(ClassifierMixin, MMGBMBase):
+    """Multimodal classifier over a `ProductMatrix`; see the module docstring. Parameters: metadata roles
+    (`categorical_columns`, `numeric_columns`, `rare_category_min_count`), the LightGBM stacker (`learning_rate`,
+    `num_leaves`, `min_data_in_leaf`, `max_rounds`, `early_stopping_rounds`, `valid_fraction`, `lightgbm_params`
+    passed through), the heads (`n_folds`, `knn_neighbors`, `linear_c`, `linear_max_weights`, `image_components`,
+    `image_alpha`), `candidates` per product re-ranked, `selection_margin_se` of the stack-vs-head gate,
+    `label_in_text` (a column of `X.meta`), `seed` and `num_threads` (0 = all cores)."""
+
+    def __init__(self, *, categorical_columns=(), numeric_columns=(), rare_category_min_count: int = 5,
+                 learning_rate: float = 0.05, num_leaves: int = 31, min_data_in_leaf: int = 20,
+                 max_rounds: int = 2000, early_stopping_rounds: int = 50, valid_fraction: float = 0.1,
+                 lightgbm_params: dict | None = None, n_folds: int = 5, knn_neighbors: int = 20,
+                 linear_c: float = 1.0, linear_max_weights: int = 100_000_000, image_components: int = 0,
+                 image_alpha: float = 10.0, candidates: int = 20, selection_margin_se: float = 2.0,
+                 label_in_text: str | None = None, seed: int = 42, num_threads: int = 0):
+        self.categorical_columns = categorical_columns
+        self.numeric_columns = numeric_columns
+        self.rare_category_min_count = rare_category_min_count
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_data_in_leaf = min_data_in_leaf
+        self.max_rounds = max_rounds
+        self.early_stopping_rounds = early_stopping_rounds
+        self.valid_fraction = valid_fraction
+        self.lightgbm_params = lightgbm_params
+        self.n_folds = n_folds
+        self.knn_neighbors = knn_neighbors
+        self.linear_c = linear_c
+        self.linear_max_weights = linear_max_weights
+        self.image_components = image_components
+        self.image_alpha = image_alpha
+        self.candidates = candidates
+        self.selection_margin_se = selection_margin_se
+        self.label_in_text = label_in_text
+        self.seed = seed
+        self.num_threads = num_threads
+
+    # ---- public API ---------------------------------------------------------------------------------------
+    def predict(self, X: ProductMatrix) -> np.ndarray:
+        """The label of each product (with `label_in_text`, possibly a label copied from the text)."""
+        return self.predict_top_k(X, 1)[0][:, 0]
+
+    def predict_proba(self, X: ProductMatrix) -> np.ndarray:
+        """(n, len(classes_)) probabilities; classes outside a product's re-ranked candidates get 0."""
+        prediction = self._prediction(X)
+        full = np.zeros((len(prediction.candidates), len(self.classes_)))
+        np.put_along_axis(full, prediction.candidates, prediction.probabilities, axis=1)
+        return full
+
+    def predict_top_k(self, X: ProductMatrix, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, probabilities), each (n, k'), best first, k' = min(k, candidates): the first label is always
+        `predict`'s, also when it was copied from the text."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1 (got {k})")
+        prediction = self._labelled(X)
+        return prediction.labels[:, :k], prediction.label_probabilities[:, :k]
+
+    def predict_alone(self, X: ProductMatrix, modality: str) -> np.ndarray:
+        """Labels from one modality's best head alone ("text", "image"): what fusing is compared with."""
+        return self._prediction(X, modality).labels[:, 0]
+
+    def chooser_summary(self) -> dict | None:
+        """Validation figures of the label-in-text chooser, or None without one."""
+        check_is_fitted(self, "choice_")
+        if self.chooser_ is None:
+            return None
+        return {"column": self.chooser_.column, "kept": self.chooser_.kept_, **self.chooser_.validation_}
+
+    def _labelled(self, X: ProductMatrix) -> Prediction:
+        prediction = self._prediction(X)
+        if self.chooser_ is not None:
+            # A table without the text column simply has no prefixes to copy: the model's labels stand.
+            column = self.chooser_.column
+            texts = X.meta[column].to_numpy() if column in X.meta else np.full(len(X), None)
+            prediction.labels, prediction.label_probabilities = self.chooser_.apply(
+                texts, prediction.labels, prediction.label_probabilities)
+        return prediction
+
+    # ---- what the base class asks of a task ---------------------------------------------------------------
+    def _encode_target(self, y: np.ndarray) -> np.ndarray:
+        if pd.isna(y).any():
+            raise ValueError("y has missing labels; drop those products or fill them in")
+        self.classes_, target = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"y has a single class ({self.classes_[0]!r}); a classifier needs at least two")
+        self.class_counts_ = np.bincount(target, minlength=len(self.classes_))
+        self.log_prior_ = np.log(self.class_counts_ / self.class_counts_.sum()).astype(np.float32)
+        if self.label_in_text is not None and not np.issubdtype(self.classes_.dtype, np.str_):
+            self.classes_ = self.classes_.astype(str)  # labels copied from text are strings; so must classes be
+        return target
+
+    def _new_heads(self, block: str, n_features: int):
+        n_classes = len(self.classes_)
+        if block.endswith(WORDS):
+            yield "mention", MentionHead(tuple(str(c) for c in self.classes_))
+            return
+        if n_classes * n_features <= self.linear_max_weights:
+            yield "linear", LinearHead("multiclass", n_classes, self.linear_c, dense_alpha=self.image_alpha,
+                                       seed=self.seed)
+        yield "knn", KnnHead("multiclass", n_classes, self.knn_neighbors)
+
+    def _fit_stacker(self, scores: list[np.ndarray], meta, target: np.ndarray) -> CandidateReranker:
+        return CandidateReranker(list(self.heads_), self.candidates, self._lightgbm_params("binary"), self.max_rounds,
+                                 self.early_stopping_rounds).fit(scores, meta, list(self.categorical_columns), target,
+                                                                 self.valid_, self.log_prior_)
+
+    def _fit_after_selection(self, X: ProductMatrix, oof: dict, meta, target: np.ndarray) -> None:
+        self.chooser_ = None
+        if self.label_in_text is None:
+            return
+        if self.label_in_text not in X.meta:
+            raise ValueError(f"no column {self.label_in_text!r} in X.meta (label_in_text)")
+        # The validation rows' predictions come from models never fitted on them: honest, like new products.
+        v = self.valid_
+        honest = self._predict_with(self.choice_, {n: s[v] for n, s in oof.items()}, meta[v])
+        counts = dict(zip(self.classes_.tolist(), self.class_counts_.tolist()))
+        self.chooser_ = PrefixChooser(self.label_in_text, counts, self.seed, margin_se=self.selection_margin_se).fit(
+            X.meta[self.label_in_text].to_numpy()[v], honest.labels, honest.label_probabilities,
+            self.classes_[target[v]])
+
+    def _stack_predict(self, scores: list[np.ndarray], meta) -> Prediction:
+        return self._ranked(*self.stacker_.predict(scores, meta))
+
+    def _head_predict(self, scores: np.ndarray) -> Prediction:
+        """One head alone; products it cannot score get the class prior."""
+        missing = np.isnan(scores).all(axis=1)
+        logits = np.where(np.isnan(scores), -np.inf, scores).astype(np.float64)
+        logits[missing] = self.log_prior_
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        k = min(self.candidates, probs.shape[1])
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        return self._ranked(order, np.take_along_axis(probs, order, axis=1))
+
+    def _ranked(self, cands: np.ndarray, probs: np.ndarray) -> Prediction:
+        return Prediction(candidates=cands, probabilities=probs, labels=self.classes_[cands].astype(object),
+                          label_probabilities=probs)
+
+    @staticmethod
+    def _per_row(prediction: Prediction, target: np.ndarray) -> np.ndarray:
+        return (prediction.candidates[:, 0] == target).astype(np.float64)

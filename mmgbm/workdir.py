@@ -1,0 +1,97 @@
+"""Every path under the workdir, and the feature stores that live there, in one place.
+
+    <workdir>/
+      features/image/<backbone>/   embedding shards, failures.csv (failures-pIofN.csv per part)
+      features/image/colour/       colour statistics of the same photos
+      features/text/<field>/       TF-IDF shards and the fitted vectorizer.joblib
+      models/<target>/             one trained model per target
+      reports/<target>/            evaluation metrics and plots
+      submission.csv               the demo's predictions
+
+A store's fingerprint says how its features were made, so it is built here from the config too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmgbm.config import Config
+from mmgbm.features import colour
+from mmgbm.features.image_encoder import weights_fingerprint
+from mmgbm.features.store import FeatureStore
+from mmgbm.features.text_vectorizer import TextVectorizer
+
+IMAGE_FORMAT_VERSION = 1
+VECTORIZER_FILE = "vectorizer.joblib"
+
+
+def features_dir(cfg: Config) -> Path:
+    return Path(cfg.workdir) / "features"
+
+
+def image_store(cfg: Config, part: tuple[int, int] | None = None) -> FeatureStore:
+    """The embeddings of the config's backbone, stamped with how they are made; with a `part` (I, N) it writes
+    shards named for that part, so several machines can fill one shared folder."""
+    image = cfg.features.image
+    fingerprint = {
+        "kind": "image",
+        "backbone": image.backbone,
+        "image_size": image.resolved_image_size,
+        "weights": weights_fingerprint(image.weights),
+        "dim": image.dim,
+        "format_version": IMAGE_FORMAT_VERSION,
+    }
+    if image.precision != "float32":  # only then, so float32 stores made before the setting existed stay valid
+        fingerprint["precision"] = image.precision
+    if image.runtime != "tensorflow":  # likewise: another runtime's features are not mixed in silently
+        fingerprint["runtime"] = image.runtime
+    return FeatureStore(_embedding_dir(cfg), fingerprint, _writer(part))
+
+
+def colour_store(cfg: Config, part: tuple[int, int] | None = None) -> FeatureStore:
+    """Colour statistics of the product photos (mmgbm.features.colour), written by the same run as the embeddings."""
+    return FeatureStore(features_dir(cfg) / "image" / "colour", colour.FINGERPRINT, _writer(part))
+
+
+def image_failures_path(cfg: Config, part: tuple[int, int] | None = None) -> Path:
+    """The products whose image could not be read by the last run (of that part), next to the embeddings."""
+    writer = _writer(part)
+    return _embedding_dir(cfg) / (f"failures-{writer}.csv" if writer else "failures.csv")
+
+
+def text_dir(cfg: Config) -> Path:
+    return features_dir(cfg) / "text"
+
+
+def text_field_dir(cfg: Config, field: str) -> Path:
+    return text_dir(cfg) / field
+
+
+def vectorizer_path(cfg: Config, field: str) -> Path:
+    return text_field_dir(cfg, field) / VECTORIZER_FILE
+
+
+def text_store(cfg: Config, field: str, vectorizer: TextVectorizer) -> FeatureStore:
+    """One text field's TF-IDF vectors; fingerprinted by the fitted vectorizer, whose indices they are."""
+    fingerprint = {"kind": "tfidf", "columns": cfg.text_fields[field], "vectorizer": vectorizer.fingerprint_}
+    return FeatureStore(text_field_dir(cfg, field), fingerprint)
+
+
+def model_dir(cfg: Config, target: str) -> Path:
+    return Path(cfg.workdir) / "models" / target
+
+
+def report_dir(cfg: Config, target: str) -> Path:
+    return Path(cfg.workdir) / "reports" / target
+
+
+def submission_path(cfg: Config) -> Path:
+    return Path(cfg.workdir) / "submission.csv"
+
+
+def _embedding_dir(cfg: Config) -> Path:
+    return features_dir(cfg) / "image" / cfg.features.image.backbone
+
+
+def _writer(part: tuple[int, int] | None) -> str | None:
+    return f"p{part[0]}of{part[1]}" if part else None

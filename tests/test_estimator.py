@@ -1,0 +1,165 @@
+"""The estimator package on its own: scikit-learn conventions, bad input, the heads, and the stack-vs-head gate
+tested both ways. No config, no store, no CLI: synthetic products built in memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from sklearn.base import clone
+from sklearn.model_selection import cross_val_score
+
+from mmgbm.estimator import FUSED, MMGBMClassifier, MMGBMRegressor, ProductMatrix
+from mmgbm.estimator.heads import KnnHead, MentionHead, out_of_fold
+
+FAST = {"n_folds": 3, "max_rounds": 60, "early_stopping_rounds": 10, "learning_rate": 0.2, "num_threads": 1,
+        "valid_fraction": 0.3}
+
+
+def one_hot_block(codes: np.ndarray, width: int, rng: np.random.Generator, noise: float = 0.3) -> np.ndarray:
+    block = rng.normal(0, noise, (len(codes), width)).astype(np.float32)
+    block[np.arange(len(codes)), codes] += 1.0
+    return block
+
+
+def text_block(codes: np.ndarray, rng: np.random.Generator, vocabulary: int = 40) -> sp.csr_matrix:
+    """TF-IDF-like rows: one word per code plus two random filler words."""
+    rows = np.repeat(np.arange(len(codes)), 3)
+    cols = np.column_stack([codes, rng.integers(10, vocabulary, (len(codes), 2))]).ravel()
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(codes), vocabulary))
+
+
+def products(n: int = 240, seed: int = 0) -> tuple[ProductMatrix, np.ndarray]:
+    """Four classes; the text names the class, the image sees it through noise; a metadata column of noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    meta = pd.DataFrame({"season": rng.choice(["summer", "winter", None], n), "year": rng.integers(2010, 2020, n)})
+    X = ProductMatrix(np.arange(n).astype(str), {"title": text_block(y, rng)}, {},
+                      {"image": one_hot_block(y, 8, rng, noise=0.8)}, meta)
+    return X, np.array(["boots", "dress", "shirt", "watch"])[y]
+
+
+def test_clone_and_cross_val_score_work_on_a_product_matrix():
+    X, y = products()
+    model = MMGBMClassifier(categorical_columns=("season",), numeric_columns=("year",), **FAST)
+    copy = clone(model)
+    assert copy.get_params() == model.get_params() and not hasattr(copy, "classes_")
+    scores = cross_val_score(model, X, y, cv=3)
+    assert scores.min() > 0.9  # the text names the class
+    assert not hasattr(model, "classes_")  # cross_val_score fitted clones, never the estimator itself
+    reg = MMGBMRegressor(log_target=True, **FAST)
+    price = np.where(y == "watch", 500.0, 20.0) * np.random.default_rng(1).lognormal(0, 0.1, len(y))
+    assert cross_val_score(reg, X, price, cv=3, scoring="neg_mean_absolute_error").mean() > -40
+
+
+def test_fitted_classifier_predicts_labels_probabilities_top_k_and_modalities():
+    X, y = products()
+    model = MMGBMClassifier(**FAST).fit(X[:200], y[:200])
+    assert list(model.classes_) == ["boots", "dress", "shirt", "watch"]
+    labels = model.predict(X[200:])
+    assert (labels == y[200:]).mean() > 0.9
+    proba = model.predict_proba(X[200:])
+    assert proba.shape == (40, 4)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-6)
+    assert (model.classes_[proba.argmax(axis=1)] == labels).all()
+    top, p = model.predict_top_k(X[200:], 2)
+    assert (top[:, 0] == labels).all() and (p[:, 0] >= p[:, 1]).all()
+    assert set(model.modalities_) == {"text", "image"}
+    assert (model.predict_alone(X[200:], "image") == y[200:]).mean() > 0.5
+    with pytest.raises(ValueError, match="unknown modality 'audio'"):
+        model.predict_alone(X[200:], "audio")
+
+
+def test_regressor_owns_its_log_target():
+    X, y = products()
+    price = np.where(y == "watch", 1000.0, 10.0)
+    model = MMGBMRegressor(log_target=True, **FAST).fit(X, price)
+    predicted = model.predict(X)
+    assert np.median(np.abs(predicted - price) / price) < 0.1  # prices back, not log prices
+    assert model.median_ < np.log1p(1000)  # learned on log1p
+    with pytest.raises(ValueError, match="log_target needs y > 0"):
+        clone(model).fit(X, np.where(y == "watch", 0.0, 10.0))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda X, y: (X.meta, y), "must be a ProductMatrix"),
+    (lambda X, y: (X, y[:-1]), "one target per product"),
+    (lambda X, y: (X, np.full(len(y), "dress")), "single class"),
+    (lambda X, y: (X, np.where(np.arange(len(y)) == 3, None, y)), "missing labels"),
+    (lambda X, y: (X[:4], y[:4]), "cannot be split into 3 folds"),
+])
+def test_bad_input_is_a_value_error_that_says_what_is_wrong(bad, message):
+    X, y = products()
+    with pytest.raises(ValueError, match=message):
+        MMGBMClassifier(**FAST).fit(*bad(X, y))
+
+
+def test_product_matrix_refuses_blocks_of_another_length():
+    with pytest.raises(ValueError, match=r"dense\[image\] has 3 rows but there are 2 ids"):
+        ProductMatrix(np.array(["a", "b"]), dense={"image": np.zeros((3, 4))})
+
+
+def test_stack_is_chosen_when_it_wins():
+    """Text tells {boots, dress} from {shirt, watch}; the image tells {boots, shirt} from {dress, watch}: each head
+    alone is right half the time, together they are right always. The gate must keep the stack."""
+    rng = np.random.default_rng(0)
+    n = 300
+    y = rng.integers(0, 4, n)
+    X = ProductMatrix(np.arange(n).astype(str), {"title": text_block(y // 2, rng)}, {},
+                      {"image": one_hot_block(y % 2, 4, rng, noise=0.1)})
+    model = MMGBMClassifier(**FAST).fit(X, y)
+    heads = {name: score for name, score in model.validation_.items() if name != FUSED}
+    assert max(heads.values()) < 0.65 and model.validation_[FUSED] > 0.95
+    assert model.choice_ == FUSED
+
+
+def test_best_head_is_chosen_when_the_stack_loses():
+    """The text names the class; two image blocks are pure noise. A stacker that cannot split (min_data_in_leaf
+    above the row count) only re-orders candidates by the heads' consensus, which the noise heads spoil: the stack
+    is worse than the text head, and the gate must fall back to that head."""
+    rng = np.random.default_rng(0)
+    n = 300
+    y = rng.integers(0, 6, n)
+    X = ProductMatrix(np.arange(n).astype(str), {"title": text_block(y, rng)}, {},
+                      {"image": rng.normal(size=(n, 6)).astype(np.float32),
+                       "image.colour": rng.normal(size=(n, 6)).astype(np.float32)})
+    model = MMGBMClassifier(**{**FAST, "min_data_in_leaf": 10_000}).fit(X, y)
+    assert model.validation_[FUSED] < model.validation_[model.choice_]
+    assert model.choice_.startswith("text.title.")
+    np.testing.assert_array_equal(model.predict(X), model.predict_alone(X, "text"))
+
+
+def test_mention_head_scores_named_classes_longest_and_earliest_first():
+    names = ("Levi's", "United Colors of Benetton", "Colors", "Necklaces")
+    head = MentionHead(names).fit(np.array(["", "", "", ""], dtype=object), np.array([0, 1, 2, 3]))
+    out = head.predict(np.array([
+        "United Colors of Benetton Men Shirt",  # the four-word brand beats the one-word class inside it
+        "levi's slim jeans",                    # case and punctuation do not matter
+        "Gold Plated Necklace",                 # singular in the title, plural in the class name
+        "plain socks",                          # nothing named: every class unscored
+    ], dtype=object))
+    assert np.nanargmax(out[0]) == 1 and out[0, 1] > out[0, 2]
+    assert np.nanargmax(out[1]) == 0
+    assert np.nanargmax(out[2]) == 3
+    assert np.isnan(out[3]).all()
+
+
+def test_mention_head_out_of_fold_never_knows_a_class_only_its_own_fold_has():
+    texts = np.array(["alpha one", "alpha two", "beta three", "alpha four"], dtype=object)
+    y = np.array([0, 0, 1, 0])
+    folds = np.array([0, 1, 0, 1])
+    oof = out_of_fold(MentionHead(("Alpha", "Beta")), texts, y, folds, np.ones(4, dtype=bool))
+    # Only row 2 is labelled 'Beta', so the copy scoring it (fitted on the other fold) cannot know that name.
+    assert np.isnan(oof[2, 1])
+    assert oof[0, 0] > 0
+
+
+def test_knn_head_regression_and_unscored_classes():
+    X = np.array([[1, 0], [0.9, 0.1], [0, 1]], dtype=np.float32)
+    cls = KnnHead("multiclass", n_classes=3, n_neighbors=1).fit(X, np.array([0, 0, 1]))
+    scores = cls.predict(np.array([[1, 0.05]], dtype=np.float32))
+    assert scores[0, 0] > 0.9 and np.isnan(scores[0, 1:]).all()
+    reg = KnnHead("regression", n_neighbors=2).fit(X, np.array([10.0, 20.0, 100.0]))
+    mean, nearest, similarity = reg.predict(np.array([[1, 0]], dtype=np.float32))[0]
+    assert 10 < mean < 20 and nearest == 10.0 and similarity > 0.99
