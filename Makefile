@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,14 @@ demo: install
 	$(BIN)/mmgbm demo
 
 # pytest exits 5 when it collects no test: say so loudly instead of failing on it or passing silently.
+NO_TESTS_IS_A_WARNING = rc=$$?; if [ $$rc -eq 5 ]; then echo "WARNING: pytest collected no tests"; exit 0; fi; exit $$rc
+
+# The fast suite (pyproject's pytest options leave out tests marked slow); test-slow runs the real models.
 test: install
-	$(BIN)/pytest -q; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "WARNING: pytest collected no tests"; exit 0; fi; exit $$rc
+	$(BIN)/pytest -q; $(NO_TESTS_IS_A_WARNING)
+
+test-slow: install
+	$(BIN)/pytest -q -m slow; $(NO_TESTS_IS_A_WARNING)
 
 bench: install
 	$(BIN)/python scripts/bench_extract.py

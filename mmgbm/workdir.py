@@ -29,6 +29,11 @@ def features_dir(cfg: Config) -> Path:
     return Path(cfg.workdir) / "features"
 
 
+def image_dir(cfg: Config) -> Path:
+    """Every image feature (embeddings of each backbone, colour statistics): what sibling workdirs may share."""
+    return features_dir(cfg) / "image"
+
+
 def image_store(cfg: Config, part: tuple[int, int] | None = None) -> FeatureStore:
     """The embeddings of the config's backbone, stamped with how they are made; with a `part` (I, N) it writes
     shards named for that part, so several machines can fill one shared folder."""
@@ -50,7 +55,7 @@ def image_store(cfg: Config, part: tuple[int, int] | None = None) -> FeatureStor
 
 def colour_store(cfg: Config, part: tuple[int, int] | None = None) -> FeatureStore:
     """Colour statistics of the product photos (mmgbm.features.colour), written by the same run as the embeddings."""
-    return FeatureStore(features_dir(cfg) / "image" / "colour", colour.FINGERPRINT, _writer(part))
+    return FeatureStore(image_dir(cfg) / "colour", colour.FINGERPRINT, _writer(part))
 
 
 def image_failures_path(cfg: Config, part: tuple[int, int] | None = None) -> Path:
@@ -90,7 +95,7 @@ def submission_path(cfg: Config) -> Path:
 
 
 def _embedding_dir(cfg: Config) -> Path:
-    return features_dir(cfg) / "image" / cfg.features.image.backbone
+    return image_dir(cfg) / cfg.features.image.backbone
 
 
 def _writer(part: tuple[int, int] | None) -> str | None:

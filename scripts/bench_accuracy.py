@@ -23,12 +23,13 @@ import time
 from pathlib import Path
 
 from mmgbm.catalogue import read_table
-from mmgbm.config import Config, load_config
-from mmgbm.dataset import images_enabled
 from mmgbm.commands.evaluate import evaluate
-from mmgbm.features.text import extract_text
-from mmgbm.estimator import FUSED
 from mmgbm.commands.train import train
+from mmgbm.config import Config, load_config
+from mmgbm.estimator import FUSED
+from mmgbm.features.design import images_enabled
+from mmgbm.features.text import extract_text
+from mmgbm.workdir import image_dir
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"fashion": REPO / "configs" / "fashion.yaml", "flipkart": REPO / "configs" / "flipkart.yaml"}
@@ -65,7 +66,7 @@ def colour_free(cfg: Config, config_path: Path) -> Config:
     table.to_csv(csv, index=False)
     images = folder / "features" / "image"
     if not images.exists():
-        images.symlink_to(Path(cfg.workdir) / "features" / "image", target_is_directory=True)
+        images.symlink_to(image_dir(cfg), target_is_directory=True)
     return load_config(config_path, {"workdir": str(folder), "data.splits.train": str(csv),
                                      "data.holdout.seed": cfg.data.holdout.seed})
 
@@ -130,8 +131,8 @@ def split_config(path: Path, seed: int) -> Config:
     folder = base.parent / f"{base.name}-seed{seed}"
     (folder / "features").mkdir(parents=True, exist_ok=True)
     images = folder / "features" / "image"
-    if (base / "features" / "image").exists() and not images.exists():
-        images.symlink_to(base / "features" / "image", target_is_directory=True)
+    if image_dir(cfg).exists() and not images.exists():
+        images.symlink_to(image_dir(cfg), target_is_directory=True)
     return load_config(path, {"workdir": str(folder), "data.holdout.seed": seed})
 
 

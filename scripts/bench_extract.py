@@ -35,7 +35,8 @@ from PIL import Image
 from mmgbm.catalogue import load_all_products
 from mmgbm.config import Config, load_config
 from mmgbm.features.image_decoding import decode_image
-from mmgbm.features.images import ImageEncoder, extract_images, image_paths
+from mmgbm.features.image_encoder import ImageEncoder
+from mmgbm.features.images import extract_images, image_paths, images_root
 
 REPO = Path(__file__).resolve().parents[1]
 EXPLORE = {  # name -> (environment, probe options)
@@ -54,7 +55,7 @@ EXPLORE = {  # name -> (environment, probe options)
 def sample_products(config: Path, n: int) -> tuple[pd.DataFrame, list[str], Config]:
     cfg = load_config(config)
     products = load_all_products(cfg)
-    paths = image_paths(products[cfg.data.image_column], cfg.data.images_root)
+    paths = image_paths(products[cfg.data.image_column], images_root(cfg))
     keep = [i for i, p in enumerate(paths) if p and os.path.isfile(p)][:n]
     return products.iloc[keep].reset_index(drop=True), [paths[i] for i in keep], cfg
 
@@ -76,7 +77,7 @@ def pipeline_rate(products: pd.DataFrame, cfg: Config, encoder: ImageEncoder, wo
     raw = {
         "workdir": str(workdir / "work"),
         "data": {"id_column": cfg.data.id_column, "splits": {"train": str(table)},
-                 "image_column": cfg.data.image_column, "images_root": str(cfg.data.images_root)},
+                 "image_column": cfg.data.image_column, "images_root": str(images_root(cfg))},
         "features": {"image": {"backbone": encoder.backbone, "weights": str(encoder.weights),
                                "batch_size": encoder.batch_size, "precision": encoder.precision,
                                "runtime": encoder.runtime}},
@@ -112,7 +113,7 @@ def bench_backbone(config: Path, backbone: str, n: int, batch_size: int, rounds:
     encoder = ImageEncoder(backbone, weights_for(backbone, cfg), batch_size=batch_size, precision=precision,
                            runtime=runtime)
     start = time.perf_counter()
-    decoded = np.stack([decode_image(p, encoder.size) for p in paths])
+    decoded = np.stack([decode_image(p, encoder.size).pixels for p in paths])
     decode = len(paths) / (time.perf_counter() - start)
     encoder.fit()
     naive = naive_model(backbone, encoder.size, weights_for(backbone, cfg))
@@ -126,7 +127,7 @@ def bench_backbone(config: Path, backbone: str, n: int, batch_size: int, rounds:
     print(f"\n{backbone.upper()} ({encoder.size} px, {encoder.dim}-d, batch {batch_size}, {len(paths)} images x "
           f"{rounds} rounds, weights {Path(str(encoder.weights)).name}, {precision}, {runtime}); best round, then "
           "every round")
-    print(f"  decode+resize only, 1 thread      {decode:8.1f} images/s")
+    print(f"  decode+resize+colour, 1 thread    {decode:8.1f} images/s")
     for route, label in (("forward", "(a) forward only"), ("full", "(b) extract-images"),
                          ("naive", "(c) naive PIL + model.predict")):
         every = ", ".join(f"{r:.1f}" for r in rates[route])
@@ -145,7 +146,7 @@ def probe(args: argparse.Namespace) -> None:
     _, paths, cfg = sample_products(args.config, args.images)
     batch = args.probe_batch or args.batch_size
     reference = ImageEncoder(args.probe, weights_for(args.probe, cfg), batch_size=batch)
-    decoded = np.stack([decode_image(p, reference.size) for p in paths])
+    decoded = np.stack([decode_image(p, reference.size).pixels for p in paths])
     result = {}
     if args.bf16:
         fp32 = reference.fit().transform(decoded)

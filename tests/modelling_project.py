@@ -11,9 +11,10 @@ import pandas as pd
 import yaml
 
 from mmgbm.config import Config, load_config
-from mmgbm.features.images import image_store
+from mmgbm.features.image_decoding import decode_image
 from mmgbm.features.store import dense_table
 from mmgbm.features.text import extract_text
+from mmgbm.workdir import colour_store, image_store
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_TABLE = REPO / "mmgbm" / "data" / "demo" / "products.csv"
@@ -67,10 +68,13 @@ def make_project(folder: Path, frame: pd.DataFrame | None = None, **model: objec
 
 
 def write_images(cfg: Config, frame: pd.DataFrame) -> None:
-    """Embeddings that encode the colour (so the image head has signal of its own) plus noise."""
+    """Embeddings that encode the colour (so the image head has signal of its own) plus noise, and the photos' real
+    colour statistics."""
     rng = np.random.default_rng(1)
     codes = frame["baseColour"].astype("category").cat.codes.to_numpy()
     dim = cfg.features.image.dim
     matrix = rng.normal(0, 1, (len(frame), dim)).astype(np.float32)
     matrix[np.arange(len(frame)), codes] += 30.0
     image_store(cfg).write_shard(dense_table(frame["id"].tolist(), matrix))
+    stats = np.stack([decode_image(DEMO_TABLE.parent / path, 32).colour for path in frame["image"]])
+    colour_store(cfg).write_shard(dense_table(frame["id"].tolist(), stats))

@@ -1,36 +1,32 @@
-"""The colour statistics of product photos, through their public interfaces."""
+"""The colour statistics of product photos, as extraction takes them from the decoded photo.
+
+That they are stored by extract-images and read back by id is tested with the rest of extraction (test_images.py).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pytest
 from PIL import Image
 
-from mmgbm.colour import DIM, colour_statistics, colour_store, read_colour_features
-from mmgbm.config import load_config
-from tests.modelling_project import make_project
+from mmgbm.features.colour import DIM
+from mmgbm.features.image_decoding import decode_image
 
 
-def test_colour_statistics_see_the_product_not_the_background(tmp_path: Path):
-    red = np.full((80, 60, 3), 255, dtype=np.uint8)
-    red[20:60, 15:45] = [200, 10, 10]
-    Image.fromarray(red).save(tmp_path / "red.jpg")
-    stats = colour_statistics(str(tmp_path / "red.jpg"))
+def red_shirt(background: list[int]) -> np.ndarray:
+    """A 60x80 photo: a red shirt filling a quarter of the frame, on `background` (RGB or RGBA)."""
+    photo = np.full((80, 60, len(background)), background, dtype=np.uint8)
+    photo[20:60, 15:45] = [200, 10, 10, 255][: len(background)]
+    return photo
+
+
+@pytest.mark.parametrize(("name", "background"), [("white.jpg", [255, 255, 255]), ("clear.png", [0, 0, 0, 0])])
+def test_colour_statistics_see_the_product_not_the_background(tmp_path: Path, name: str, background: list[int]):
+    Image.fromarray(red_shirt(background)).save(tmp_path / name)
+    stats = decode_image(tmp_path / name, 224).colour
     assert stats.shape == (DIM,)
-    mean_rgb = stats[-7:-4]
-    assert mean_rgb[0] > 0.6 and mean_rgb[1] < 0.2  # the red shirt, not the white studio
-    assert np.isnan(colour_statistics(str(tmp_path / "missing.jpg"))).all()
-
-
-def test_colour_features_are_stored_once_and_read_by_id(tmp_path: Path):
-    cfg = load_config(make_project(tmp_path))
-    frame = pd.read_csv(tmp_path / "products.csv", dtype={"id": str}).head(12)
-    frame.loc[3, "image"] = "images/no-such-file.jpg"
-    first = read_colour_features(cfg, frame)
-    shards = colour_store(cfg).shards()
-    again = read_colour_features(cfg, frame.iloc[::-1])
-    assert colour_store(cfg).shards() == shards  # nothing recomputed
-    np.testing.assert_array_equal(again[::-1], first)
-    assert np.isnan(first[3]).all() and not np.isnan(first[0]).any()
+    mean_rgb, share = stats[-7:-4], stats[-1]
+    assert mean_rgb[0] > 0.6 and mean_rgb[1] < 0.2  # the red shirt, not the white studio or the transparency
+    assert share == pytest.approx(0.25, abs=0.05)

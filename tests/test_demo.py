@@ -1,8 +1,10 @@
 """The whole pipeline through `mmgbm demo`, on a small slice of the bundled real sample."""
 
+import tomllib
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -12,6 +14,7 @@ from tests.conftest import DEMO_CONFIG, REPO
 DEMO_DATA = REPO / "mmgbm" / "data" / "demo"
 
 
+@pytest.mark.slow  # a real TensorFlow network, end to end
 def test_demo_runs_extract_train_evaluate_predict_end_to_end(tmp_path: Path):
     products = pd.read_csv(DEMO_DATA / "products.csv", dtype={"id": str})
     keep = products[products["articleType"].isin(["Watches", "Heels", "Tshirts"])].head(60)
@@ -38,3 +41,20 @@ def test_demo_runs_extract_train_evaluate_predict_end_to_end(tmp_path: Path):
     truth = test_ids.loc[submission["id"], "articleType"].to_numpy()
     assert (submission["articleType"].to_numpy() == truth).mean() >= 0.8
     assert (tmp_path / "work" / "reports" / "articleType" / "metrics.json").is_file()
+
+
+def test_the_bundled_demo_config_ships_inside_the_package_with_everything_it_names():
+    """`mmgbm demo` must run from a plain (non-editable) install: its config, table, photos and weights are
+    package data, and the config names them relative to itself."""
+    from importlib.resources import files
+
+    from mmgbm.cli import DEMO_CONFIG as CLI_DEMO
+    from mmgbm.config import load_config
+
+    packaged = Path(str(files("mmgbm") / "data" / "demo" / "mmgbm.yaml"))
+    assert CLI_DEMO == packaged and packaged.is_file()
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mmgbm"]
+    assert "data/demo/*.yaml" in patterns
+    cfg = load_config(packaged)
+    assert cfg.data.splits["train"].is_file() and cfg.data.images_root.is_dir()
+    assert Path(cfg.features.image.weights).is_file()

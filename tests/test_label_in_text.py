@@ -12,14 +12,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mmgbm.commands.artifact import load_artifact
-from mmgbm.workdir import model_dir
 from mmgbm.cli import app
+from mmgbm.commands.artifact import load_artifact
+from mmgbm.commands.train import train
 from mmgbm.config import load_config
 from mmgbm.errors import MmgbmError
-from mmgbm.features.text import extract_text
 from mmgbm.estimator import FUSED
-from mmgbm.commands.train import train
+from mmgbm.features.text import extract_text
+from mmgbm.workdir import model_dir
 
 runner = CliRunner()
 NOUNS = ["kadhai", "table runner", "curtain", "bedsheet", "mug", "lamp", "cushion cover", "wall clock"]

@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 from mmgbm.catalogue import load_split
 from mmgbm.cli import app
+from mmgbm.commands.predict import predict
 from mmgbm.config import load_config
 from mmgbm.errors import MmgbmError
-from mmgbm.features.text import extract_text
 from mmgbm.estimator.metadata import MetadataEncoder
-from mmgbm.commands.predict import predict
+from mmgbm.features.text import extract_text
 from tests.modelling_project import NO_IMAGE, demo_frame, make_project
 
 runner = CliRunner()

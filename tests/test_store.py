@@ -12,7 +12,7 @@ FP = {"kind": "image", "backbone": "b0", "weights": "abc", "image_size": 224}
 
 
 def store(tmp_path: Path, **changes) -> FeatureStore:
-    return FeatureStore.at(tmp_path, "image", "b0", {**FP, **changes})
+    return FeatureStore(tmp_path / "b0", {**FP, **changes})
 
 
 def test_dense_round_trip_aligns_by_id_not_position(tmp_path: Path):
@@ -26,7 +26,7 @@ def test_dense_round_trip_aligns_by_id_not_position(tmp_path: Path):
 
 
 def test_sparse_round_trip_stays_sparse_and_aligned(tmp_path: Path):
-    s = FeatureStore.at(tmp_path, "text", "title", {"kind": "text", "vocab": "v1"})
+    s = FeatureStore(tmp_path / "title", {"kind": "text", "vocab": "v1"})
     matrix = sp.csr_matrix(np.array([[0, 0.5, 0], [0, 0, 0], [0.25, 0, 1]], dtype=np.float32))
     s.write_shard(sparse_table(["a", "b", "c"], matrix))
     table = pq.read_table(s.shards()[0])
@@ -63,7 +63,7 @@ def test_crash_between_shards_keeps_finished_shards_and_no_partial_file(tmp_path
     with pytest.raises(KeyboardInterrupt):
         s.write_shard(dense_table(["b"], np.ones((1, 2))))
     monkeypatch.undo()
-    assert [p.name for p in tmp_path.joinpath("features/image/b0").iterdir()] == ["part-00000.parquet"]
+    assert [p.name for p in s.root.iterdir()] == ["part-00000.parquet"]
     assert s.present_ids() == {"a"}  # a re-run extracts only "b"
     s.write_shard(dense_table(["b"], np.full((1, 2), 2.0)))
     out, present = s.read_dense(["a", "b"])
@@ -91,8 +91,8 @@ def test_later_shards_win_for_a_repeated_id(tmp_path: Path):
 
 
 def test_machines_writing_their_parts_into_one_folder_do_not_clash(tmp_path: Path):
-    one = FeatureStore.at(tmp_path, "image", "b0", FP, writer="p1of2")
-    two = FeatureStore.at(tmp_path, "image", "b0", FP, writer="p2of2")
+    one = FeatureStore(tmp_path / "b0", FP, writer="p1of2")
+    two = FeatureStore(tmp_path / "b0", FP, writer="p2of2")
     one.write_shard(dense_table(["a"], np.ones((1, 2))))
     two.write_shard(dense_table(["b"], np.full((1, 2), 2.0)))
     one.write_shard(dense_table(["c"], np.full((1, 2), 3.0)))

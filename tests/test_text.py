@@ -14,10 +14,12 @@ from typer.testing import CliRunner
 from mmgbm.cli import app
 from mmgbm.config import load_config, validate_config
 from mmgbm.errors import MmgbmError
+from mmgbm.features.design import load_products
 from mmgbm.features.store import FeatureStore, sparse_table
-from mmgbm.features.text import extract_text, load_vectorizer, read_text_features, text_store
+from mmgbm.features.text import extract_text, load_vectorizer
 from mmgbm.features.text_cleaning import clean_text, join_columns
 from mmgbm.features.text_vectorizer import TextVectorizer
+from mmgbm.workdir import text_store, vectorizer_path
 
 TRAIN = pd.DataFrame(
     {
@@ -43,6 +45,15 @@ def text_config(tmp_path: Path, write_config):
         })
 
     return make
+
+
+def read_text(cfg, ids: list[str]) -> dict[str, sp.csr_matrix]:
+    """Per text field, the stored vectors of `ids` as training and prediction read them."""
+    return load_products(cfg, pd.DataFrame({"pid": ids}))[0].text
+
+
+def stored(cfg, field: str = "text") -> FeatureStore:
+    return text_store(cfg, field, load_vectorizer(cfg, field))
 
 
 # ---- cleaning -------------------------------------------------------------------------------------------------
@@ -100,15 +111,17 @@ def test_round_trip_matches_the_vectorizer_and_aligns_by_id(text_config):
     assert summary.fields[0].new == 7 and summary.fields[0].empty == 2  # p5 (missing) and t2 ("")
 
     ids = ["t1", "nope", "p3", "p1", "also-missing", "t2"]
-    matrix, mask = read_text_features(cfg, ids)["text"]
+    products, fingerprints = load_products(cfg, pd.DataFrame({"pid": ids}))
+    matrix = products.text["text"]
     vec = load_vectorizer(cfg, "text")
     assert matrix.dtype == np.float32 and matrix.shape == (6, len(vec.vocabulary_))
-    assert mask.tolist() == [True, False, True, True, False, True]
+    assert products.text_present("text").tolist() == [True, False, True, True, False, False]  # t2's text is ""
     expected = vec.transform(["Red zebraprint Shirt", "", "Red Silk Dress", "Red Cotton Shirt", "", ""])
     assert abs(matrix - expected).max() < 1e-6
+    assert fingerprints == {"text/text": stored(cfg).fingerprint}  # what a trained model records and checks
 
     # On disk: one (indices, values) list pair per product, no dense columns.
-    shard = text_store(cfg, "text").shards()[0]
+    shard = stored(cfg).shards()[0]
     table = pq.read_table(shard)
     assert table.column_names == ["id", "indices", "values"]
     assert sorted(table.column("id").to_pylist()) == ["p1", "p2", "p3", "p4", "p5", "t1", "t2"]
@@ -119,18 +132,30 @@ def test_vectorizer_is_fitted_on_train_only(text_config):
     extract_text(cfg)
     vec = load_vectorizer(cfg, "text")
     assert "zebraprint" not in vec.vocabulary_ and "cotton" in vec.vocabulary_  # test-only words stay out
-    matrix, mask = read_text_features(cfg, ["t1"])["text"]  # "Red zebraprint Shirt", a test product
-    assert mask[0] and set(vec.get_feature_names_out()[matrix.indices]) == {"red", "shirt"}
+    matrix = read_text(cfg, ["t1"])["text"]  # "Red zebraprint Shirt", a test product
+    assert set(vec.get_feature_names_out()[matrix.indices]) == {"red", "shirt"}
+
+
+def test_products_not_in_the_store_are_vectorised_on_the_fly_without_writing(text_config):
+    cfg = load_config(text_config())
+    extract_text(cfg)
+    shards = stored(cfg).shards()
+    new = pd.DataFrame({"pid": ["new", "p1"], "title": ["Blue <b>Silk</b> Shirt", "Red Cotton Shirt"]})
+    products, _ = load_products(cfg, new)  # a new --input table
+    vec = load_vectorizer(cfg, "text")
+    assert abs(products.text["text"] - vec.transform(["Blue Silk Shirt", "Red Cotton Shirt"])).max() < 1e-6
+    assert products.words["text"].tolist() == new["title"].tolist()  # the text itself, which mention heads read
+    assert stored(cfg).shards() == shards and "new" not in stored(cfg).present_ids()
 
 
 def test_several_fields_each_with_its_own_vectorizer(text_config):
     cfg = load_config(text_config(fields={"title": ["title"], "desc": ["description"], "all": ["title", "description"]}))
     extract_text(cfg)
-    feats = read_text_features(cfg, ["p1", "p2"])
+    feats = read_text(cfg, ["p1", "p2"])
     assert set(feats) == {"title", "desc", "all"}
     desc = load_vectorizer(cfg, "desc").vocabulary_
     assert {"soft", "cotton", "lace"} <= set(desc) and not {"p", "b", "nbsp", "amp"} & set(desc)
-    assert feats["desc"][0].getnnz(axis=1).tolist() == [5, 0]  # p2 has no description: an empty vector
+    assert feats["desc"].getnnz(axis=1).tolist() == [5, 0]  # p2 has no description: an empty vector
     assert "denim" in load_vectorizer(cfg, "all").vocabulary_ and "lace" in load_vectorizer(cfg, "all").vocabulary_
 
 
@@ -148,41 +173,40 @@ def test_rerun_is_incremental_and_reuses_the_vectorizer(text_config, tmp_path):
     more = extract_text(cfg).fields[0]
     assert (more.fitted_on, more.new, more.already_stored) == (None, 1, 7)
     assert load_vectorizer(cfg, "text").fingerprint_ == fingerprint
-    assert read_text_features(cfg, ["t3"])["text"][0].nnz > 0
+    assert read_text(cfg, ["t3"])["text"].nnz > 0
 
 
 def test_changed_settings_are_refused_until_overwrite_refits(text_config):
     extract_text(load_config(text_config()))
     changed = load_config(text_config(ngram_range=[1, 1]))
-    for call in (lambda: extract_text(changed), lambda: read_text_features(changed, ["p1"])):
+    for call in (lambda: extract_text(changed), lambda: read_text(changed, ["p1"])):
         with pytest.raises(MmgbmError, match=r"ngram_range: fitted with \[1, 2\], config asks \[1, 1\].*--overwrite"):
             call()
 
     summary = extract_text(changed, overwrite=True).fields[0]
     assert summary.fitted_on == 5 and summary.new == 7 and summary.already_stored == 0
-    store = text_store(changed, "text")
-    assert len(store.shards()) == 1  # the shards of the old vocabulary are gone
+    assert len(stored(changed).shards()) == 1  # the shards of the old vocabulary are gone
     assert all(" " not in term for term in load_vectorizer(changed, "text").get_feature_names_out())
 
 
 def test_shards_of_another_vectorizer_are_refused(text_config):
     cfg = load_config(text_config())
     extract_text(cfg)
-    store = text_store(cfg, "text")
+    store = stored(cfg)
     other = TextVectorizer(min_df=1).fit(["other words entirely"])
     FeatureStore(store.root, {**store.fingerprint, "vectorizer": other.fingerprint_}).write_shard(
         sparse_table(["x"], other.transform(["other"]))
     )
     with pytest.raises(MmgbmError, match="part-00001.parquet was made differently.*vectorizer.*--overwrite"):
-        read_text_features(cfg, ["p1"])
+        read_text(cfg, ["p1"])
 
 
 def test_missing_or_broken_vectorizer_is_a_clear_error(text_config):
     cfg = load_config(text_config())
     with pytest.raises(MmgbmError, match="no fitted vectorizer for text field 'text'.*mmgbm extract-text"):
-        read_text_features(cfg, ["p1"])
+        read_text(cfg, ["p1"])
     extract_text(cfg)
-    (cfg.workdir / "features" / "text" / "text" / "vectorizer.joblib").write_text("garbage")
+    vectorizer_path(cfg, "text").write_text("garbage")
     with pytest.raises(MmgbmError, match="unreadable vectorizer"):
         load_vectorizer(cfg, "text")
 
@@ -190,7 +214,8 @@ def test_missing_or_broken_vectorizer_is_a_clear_error(text_config):
 def test_disabled_text_is_a_no_op(text_config):
     cfg = load_config(text_config(enabled=False))
     assert "disabled" in extract_text(cfg).describe()
-    assert read_text_features(cfg, ["p1"]) == {}
+    with pytest.raises(MmgbmError, match="no features enabled"):
+        read_text(cfg, ["p1"])
 
 
 def test_unfittable_vocabulary_is_a_user_error(text_config):

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mmgbm.commands.artifact import load_artifact
-from mmgbm.workdir import model_dir
 from mmgbm.catalogue import load_split
 from mmgbm.cli import app
-from mmgbm.config import load_config
-from mmgbm.errors import MmgbmError
+from mmgbm.commands.artifact import load_artifact
 from mmgbm.commands.evaluate import evaluate
-from mmgbm.estimator import FUSED
 from mmgbm.commands.predict import predict
 from mmgbm.commands.train import train
+from mmgbm.config import load_config
+from mmgbm.errors import MmgbmError
+from mmgbm.estimator import FUSED
+from mmgbm.workdir import model_dir
 from tests.modelling_project import demo_frame, make_project
 
 runner = CliRunner()
@@ -146,3 +149,43 @@ def test_large_label_spaces_rerank_few_candidates_with_knn_heads_only(tmp_path: 
 def test_unknown_target_is_a_one_line_error(project: Path):
     with pytest.raises(MmgbmError, match="unknown target 'nope'"):
         train(load_config(project), ["nope"])
+
+
+def test_artifact_holds_no_config_object_and_knows_its_target(project: Path):
+    cfg = load_config(project)
+    folder = model_dir(cfg, "price")
+    assert b"mmgbm.config" not in (folder / "estimator.joblib").read_bytes()  # flat parameters, no pydantic
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["target"] == {"name": "price", "column": "price", "task": "regression", "log_target": True}
+    assert load_artifact(folder, "price").model.log_target is True
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda folder: _edit_manifest(folder, format_version=1), "format 1; this mmgbm reads format 2"),
+    (lambda folder: (folder / "manifest.json").unlink(), "older format"),
+    (lambda folder: (folder / "lightgbm.txt").write_text("tree\n"), "lightgbm.txt: missing or changed"),
+    (lambda folder: _edit_manifest(folder, target={"name": "is_men", "column": "is_men", "task": "binary"}),
+     "holds a model of target 'is_men', not 'price'"),
+])
+def test_damaged_or_foreign_artifacts_are_refused_in_one_line(tmp_path: Path, project: Path, damage, message):
+    cfg = load_config(project)
+    folder = tmp_path / "price"
+    shutil.copytree(model_dir(cfg, "price"), folder)
+    damage(folder)
+    with pytest.raises(MmgbmError, match=message):
+        load_artifact(folder, "price")
+
+
+def _edit_manifest(folder: Path, **changes) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(changes)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_writing_reports_leaves_the_matplotlib_backend_alone(tmp_path: Path):
+    code = ("import matplotlib; matplotlib.use('pdf'); from mmgbm.commands.reports import importance_png; "
+            f"importance_png(__import__('pathlib').Path({str(tmp_path / 'i.png')!r}), {{'text': 1.0}}, 't'); "
+            "print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "pdf"
+    assert (tmp_path / "i.png").read_bytes()[:4] == b"\x89PNG"

@@ -20,6 +20,7 @@ def run_pipeline(cfg: Config, say: Callable[[str], None] = print) -> Path:
     from mmgbm.features.design import images_enabled
     from mmgbm.features.images import extract_images
     from mmgbm.features.text import extract_text
+    from mmgbm.workdir import submission_path
 
     if EVAL_SPLIT not in cfg.split_names:
         raise MmgbmError(f"the pipeline scores a {EVAL_SPLIT!r} split; add one to data.splits or set data.holdout")
@@ -33,6 +34,6 @@ def run_pipeline(cfg: Config, say: Callable[[str], None] = print) -> Path:
         say(summary.describe())
     for result in evaluate(cfg, split=EVAL_SPLIT):
         say(result.describe())
-    out = write_predictions(predict(cfg, split=EVAL_SPLIT, top_k=3), Path(cfg.workdir) / "submission.csv")
+    out = write_predictions(predict(cfg, split=EVAL_SPLIT, top_k=3), submission_path(cfg))
     say(f"submission: {out}")
     return out

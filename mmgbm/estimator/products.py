@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 @dataclass
 class ProductMatrix:
-    """`text[field]`: (n, vocabulary) CSR TF-IDF; `words[field]`: (n,) the cleaned text itself (mention heads read
+    """`text[field]`: (n, vocabulary) CSR TF-IDF; `words[field]`: (n,) the text itself (mention heads tokenise
     it); `dense[name]`: (n, d) float blocks whose name's first dotted part is their modality ("image",
     "image.colour"); `meta`: metadata columns, of which the estimator reads the ones its parameters name."""
 

@@ -1,82 +1,50 @@
-"""Frozen EfficientNet image embeddings for every product, streamed into the feature store.
+"""Frozen EfficientNet image embeddings and colour statistics for every product, streamed into the feature stores.
 
 The pipeline decodes and resizes images in parallel threads (tf.data over a PIL decoder that accepts anything a
-seller uploads) while batched graph-mode forward passes run, and writes a shard each time `shard_size` embeddings
-are ready, so memory stays flat whatever the catalogue size and a killed run loses at most one shard. Products
-whose image cannot be read get no embedding (a missing value downstream), are listed in `failures.csv` next to
-the shards, and are retried by the next run.
+seller uploads) while batched graph-mode forward passes run. Each photo is decoded once: the same decode gives the
+encoder's input and the colour statistics. A shard is written each time `shard_size` rows are ready, so memory stays
+flat whatever the catalogue size and a killed run loses at most one shard. Products whose image cannot be read get
+neither (a missing value downstream), are listed in `failures.csv` next to the shards, and are retried by the next
+run. This is the only writer of the image stores: training and prediction only read them.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import time
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from mmgbm.catalogue import in_part, load_all_products
-from mmgbm.config import BACKBONE_DIMS, BACKBONE_SIZES, Config
+from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
+from mmgbm.features import colour
 from mmgbm.features.image_decoding import NO_PATH, UnreadableImage, decode_image
+from mmgbm.features.image_encoder import ImageEncoder
 from mmgbm.features.store import FeatureStore, dense_table
-
-if TYPE_CHECKING:  # TensorFlow is imported only when a model is built: the store and its fingerprint never need it.
-    import tensorflow as tf
-
-BUNDLED_B0_WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "weights" / "efficientnetb0_notop.h5"
-FAILURES_FILE = "failures.csv"
-FORMAT_VERSION = 1
-PRECISION_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
-RUNTIMES = ("tensorflow", "openvino")
-OPENVINO_PRECISION = {"float32": "f32", "bfloat16": "bf16"}
-_HASH_CHUNK = 1 << 20
-
-
-def image_store(cfg: Config, part: tuple[int, int] | None = None) -> FeatureStore:
-    """The store at <workdir>/features/image/<backbone>/, stamped with how its embeddings are made; with a
-    `part` (I, N) it writes shards named for that part, so several machines can fill one shared folder."""
-    image = cfg.features.image
-    fingerprint = {
-        "kind": "image",
-        "backbone": image.backbone,
-        "image_size": image.resolved_image_size,
-        "weights": weights_fingerprint(image.weights),
-        "dim": image.dim,
-        "format_version": FORMAT_VERSION,
-    }
-    if image.precision != "float32":  # only then, so float32 stores made before the setting existed stay valid
-        fingerprint["precision"] = image.precision
-    if image.runtime != "tensorflow":  # likewise: another runtime's features are not mixed in silently
-        fingerprint["runtime"] = image.runtime
-    writer = f"p{part[0]}of{part[1]}" if part else None
-    return FeatureStore.at(cfg.workdir, "image", image.backbone, fingerprint, writer)
-
-
-def read_image_features(cfg: Config, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(n, dim) float32 embeddings aligned to `ids` (NaN rows for products without one) and the present mask."""
-    return image_store(cfg).read_dense(ids)
+from mmgbm.workdir import colour_store, image_dir, image_failures_path, image_store
 
 
 @dataclass
 class ImageExtractionSummary:
     products: int
-    extracted: int
+    extracted: int  # new embeddings, each with its colour statistics
+    coloured: int  # colour statistics added to embeddings stored before extraction made them
     skipped: int
     failures: dict[str, int]
     failures_path: Path
-    store_root: Path
+    store_root: Path  # holds the embeddings' and the colour statistics' stores
     seconds: float  # the whole call: reading the catalogue, building the model, embedding
     embedding_seconds: float = 0.0  # the decode + forward + write loop alone: what images/s is measured on
     shards_written: int = 0
@@ -87,7 +55,7 @@ class ImageExtractionSummary:
 
     @property
     def images_per_second(self) -> float:
-        done = self.extracted + self.failed
+        done = self.extracted + self.coloured + self.failed
         return done / self.embedding_seconds if self.embedding_seconds > 0 else 0.0
 
     def describe(self) -> str:
@@ -97,6 +65,8 @@ class ImageExtractionSummary:
             f"{self.seconds:.1f} s ({self.images_per_second:.1f} images/s while embedding), "
             f"{self.shards_written} new shards in {self.store_root}",
         ]
+        if self.coloured:
+            lines.insert(1, f"colour statistics added for {self.coloured:,} products embedded before")
         if self.failed:
             reasons = ", ".join(f"{reason}: {n:,}" for reason, n in sorted(self.failures.items(), key=lambda r: -r[1]))
             lines.append(f"failures by reason ({reasons}); listed in {self.failures_path}")
@@ -105,7 +75,7 @@ class ImageExtractionSummary:
 
 @dataclass
 class _ShardWriter:
-    """Collects embeddings and writes a shard each time `shard_size` of them are ready."""
+    """Collects rows of one store and writes a shard each time `shard_size` of them are ready."""
 
     store: FeatureStore
     shard_size: int
@@ -131,8 +101,10 @@ class _ShardWriter:
 
 def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = False,
                    part: tuple[int, int] | None = None) -> ImageExtractionSummary:
-    """Embed the image of every product of every split that the store does not hold yet; with `part` (I, N),
-    only the I-th of N disjoint id-hash parts of the catalogue (one machine's share of a cluster run)."""
+    """Embed the image of every product of every split that the stores do not hold yet, and take its colour
+    statistics from the same decode; with `part` (I, N), only the I-th of N disjoint id-hash parts of the catalogue
+    (one machine's share of a cluster run). A product is work to do when either store lacks it; the forward pass
+    runs only for those without an embedding (a workdir made before colour statistics were extracted gets them)."""
     start = time.perf_counter()
     image_cfg = cfg.features.image
     if not image_cfg.enabled:
@@ -140,55 +112,65 @@ def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = Fal
     if not cfg.data.image_column:
         raise MmgbmError("the config has no data.image_column; set it to the column that holds image paths")
     if overwrite and part is not None:
-        raise MmgbmError(f"--overwrite with --part would delete the other parts' shards; delete {image_store(cfg).root} "
-                         "once before the parts run instead")
-    store = image_store(cfg, part)
+        raise MmgbmError(f"--overwrite with --part would delete the other parts' shards; delete "
+                         f"{image_store(cfg).root} and {colour_store(cfg).root} once before the parts run instead")
+    embeddings, colours = image_store(cfg, part), colour_store(cfg, part)
     if overwrite:
-        store.clear()
+        embeddings.clear()
+        colours.clear()
     products = load_all_products(cfg)
     if part is not None:
         products = products[in_part(products[cfg.data.id_column], part)].reset_index(drop=True)
-    present = store.present_ids()
     ids = products[cfg.data.id_column].tolist()
     paths = image_paths(products[cfg.data.image_column], images_root(cfg))
-    todo = [i for i, pid in enumerate(ids) if pid not in present]
+    embedded, coloured = embeddings.present_ids(), colours.present_ids()
+    needs_embedding = np.array([pid not in embedded for pid in ids], dtype=bool)
+    needs_colour = np.array([pid not in coloured for pid in ids], dtype=bool)
+    todo = np.flatnonzero(needs_embedding | needs_colour)
 
-    # Products without a path fail without any I/O; when that is all there is, no model is even built.
+    # Products without a path fail without any I/O; when no product needs an embedding, no model is even built.
     failures = [(ids[i], "", NO_PATH) for i in todo if not paths[i]]
-    to_decode = [i for i in todo if paths[i]]
-    writer = _ShardWriter(store, image_cfg.shard_size)
+    to_decode = np.array([i for i in todo if paths[i]], dtype=np.int64)
+    writers = _ShardWriter(embeddings, image_cfg.shard_size), _ShardWriter(colours, image_cfg.shard_size)
     encoder = ImageEncoder(image_cfg.backbone, image_cfg.weights, image_cfg.image_size, image_cfg.batch_size,
                            image_cfg.precision, image_cfg.runtime)
-    if to_decode:
+    if needs_embedding[to_decode].any():
         encoder.fit()
+    new_embeddings = new_colours = 0
     loop_start = time.perf_counter()
     with _progress_bar(len(todo), enabled=progress) as advance, warnings.catch_warnings():
         # Big-but-bounded images are decoded at reduced scale or refused in image_decoding; PIL's warning is noise.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         advance(len(failures))
-        for positions, images, reasons in _decoded_batches([paths[i] for i in to_decode], encoder.size,
-                                                           image_cfg.batch_size):
-            batch = [to_decode[p] for p in positions]
+        for positions, images, stats, reasons in _decoded_batches([paths[i] for i in to_decode], encoder.size,
+                                                                  image_cfg.batch_size):
+            batch = to_decode[positions]
             ok = reasons == ""
-            if ok.any():
-                writer.add([ids[i] for i, good in zip(batch, ok) if good], encoder.embed_batch(images[ok]))
+            embed, measure = ok & needs_embedding[batch], ok & needs_colour[batch]
+            if embed.any():
+                writers[0].add([ids[i] for i in batch[embed]], encoder.embed_batch(images[embed]))
+            writers[1].add([ids[i] for i in batch[measure]], stats[measure])
+            new_embeddings += int(embed.sum())
+            new_colours += int((ok & ~needs_embedding[batch]).sum())
             failures.extend((ids[i], paths[i], r) for i, r in zip(batch, reasons) if r)
             advance(len(batch))
-        writer.flush()
+        for writer in writers:
+            writer.flush()
     embedding_seconds = time.perf_counter() - loop_start
 
-    failures_path = store.root / (f"failures-{store.writer}.csv" if store.writer else FAILURES_FILE)
+    failures_path = image_failures_path(cfg, part)
     _write_failures(failures_path, failures)
     return ImageExtractionSummary(
         products=len(ids),
-        extracted=len(todo) - len(failures),
+        extracted=new_embeddings,
+        coloured=new_colours,
         skipped=len(ids) - len(todo),
         failures=dict(Counter(reason for _, _, reason in failures)),
         failures_path=failures_path,
-        store_root=store.root,
+        store_root=image_dir(cfg),
         seconds=time.perf_counter() - start,
         embedding_seconds=embedding_seconds,
-        shards_written=writer.written,
+        shards_written=sum(writer.written for writer in writers),
     )
 
 
@@ -207,24 +189,27 @@ def images_root(cfg: Config) -> Path:
 
 
 def _decoded_batches(paths: list[str], size: int, batch_size: int) -> Iterator[tuple[np.ndarray, ...]]:
-    """(positions, uint8 images, failure reasons) per batch, decoded by parallel tf.data threads ahead of use."""
+    """(positions, uint8 images, colour statistics, failure reasons) per batch, decoded by parallel tf.data threads
+    ahead of use."""
     if not paths:
         return
     import tensorflow as tf
 
-    blank = np.zeros((size, size, 3), np.uint8)
+    unread = np.zeros((size, size, 3), np.uint8), np.full(colour.DIM, np.nan, np.float32)
 
-    def decode(position: np.ndarray, path: bytes) -> tuple[np.ndarray, np.ndarray, bytes]:
+    def decode(position: np.ndarray, path: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes]:
         try:
-            return position, decode_image(path.decode(), size), b""
+            return position, *decode_image(path.decode(), size), b""
         except UnreadableImage as exc:
-            return position, blank, exc.reason.encode()
+            return position, *unread, exc.reason.encode()
 
-    def decode_op(position: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        position, image, reason = tf.numpy_function(decode, [position, path], [tf.int64, tf.uint8, tf.string],
-                                                   stateful=False)
+    def decode_op(position: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        position, image, stats, reason = tf.numpy_function(
+            decode, [position, path], [tf.int64, tf.uint8, tf.float32, tf.string], stateful=False
+        )
         image.set_shape((size, size, 3))
-        return position, image, reason
+        stats.set_shape((colour.DIM,))
+        return position, image, stats, reason
 
     dataset = (
         tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64), paths))
@@ -232,8 +217,8 @@ def _decoded_batches(paths: list[str], size: int, batch_size: int) -> Iterator[t
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
-    for positions, images, reasons in dataset.as_numpy_iterator():
-        yield positions, images, np.array([r.decode() for r in reasons], dtype=object)
+    for positions, images, stats, reasons in dataset.as_numpy_iterator():
+        yield positions, images, stats, np.array([r.decode() for r in reasons], dtype=object)
 
 
 def _write_failures(path: Path, failures: list[tuple[str, str, str]]) -> None:

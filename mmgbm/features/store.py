@@ -1,6 +1,6 @@
 """The feature store: Parquet shards keyed by product id, each stamped with how its features were made.
 
-One feature set lives in one folder (`<workdir>/features/<kind>/<name>/part-NNNNN.parquet`). Every shard is
+One feature set lives in one folder of part-NNNNN.parquet files (mmgbm.workdir says which folder). Every shard is
 written to a temporary file and renamed into place, so a crash leaves whole shards or nothing. Every shard carries
 a fingerprint (backbone, weights hash, image size; vectorizer hash ...) in its Parquet metadata; a store opened
 with a different fingerprint refuses to read or extend shards made another way instead of mixing them.
@@ -40,11 +40,6 @@ class FeatureStore:
         self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))  # normalise tuples etc.
         # Machines extracting different parts into one shared folder each number their own shards (no clashes).
         self.writer = writer
-
-    @classmethod
-    def at(cls, workdir: Path, kind: str, name: str, fingerprint: dict[str, Any],
-           writer: str | None = None) -> "FeatureStore":
-        return cls(Path(workdir) / "features" / kind / name, fingerprint, writer)
 
     # ---- shards -------------------------------------------------------------------------------------------
     def shards(self) -> list[Path]:

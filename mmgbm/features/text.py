@@ -1,7 +1,7 @@
 """Text features: one TF-IDF vectorizer per text field, fitted on the training split only, stored as sparse shards.
 
-Per field, `<workdir>/features/text/<field>/` holds the fitted vectorizer (`vectorizer.joblib`) and the shards
-(id, indices, values). The shards' fingerprint is derived from the stored vectorizer, so shards can only be read
+Per field, one folder (mmgbm.workdir.text_field_dir) holds the fitted vectorizer and the shards (id, indices,
+values). The shards' fingerprint is derived from the stored vectorizer, so shards can only be read
 with the vectorizer that made them; refitting the vectorizer discards them, since their indices meant other words.
 """
 
@@ -12,24 +12,21 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import joblib
-import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from mmgbm.catalogue import load_all_products, load_split
 from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
-from mmgbm.features.store import FeatureStore, sparse_table
+from mmgbm.features.store import sparse_table
 from mmgbm.features.text_cleaning import join_columns
 from mmgbm.features.text_vectorizer import TextVectorizer
+from mmgbm.workdir import text_dir, text_store, vectorizer_path
 
-VECTORIZER_FILE = "vectorizer.joblib"
 # The settings of features.text that shape the vectorizer (the rest say what to do, not what it computes).
 VECTORIZER_SETTINGS = (
     "ngram_range", "min_df", "max_df", "max_features", "sublinear_tf", "lowercase", "token_pattern", "strip_html"
@@ -64,24 +61,20 @@ class FieldExtraction:
 @dataclass
 class TextExtractionSummary:
     fields: list[FieldExtraction]
-    workdir: Path
+    root: Path
     enabled: bool = True
 
     def describe(self) -> str:
         if not self.enabled:
             return "text features are disabled (features.text.enabled: false); nothing to do"
         lines = [f.describe() for f in self.fields]
-        lines.append(f"text features in {self.workdir / 'features' / 'text'}")
+        lines.append(f"text features in {self.root}")
         return "\n".join(lines)
 
 
 def vectorizer_from_config(cfg: Config) -> TextVectorizer:
     """An unfitted vectorizer with the config's vocabulary settings."""
     return TextVectorizer(**cfg.features.text.model_dump(include=set(VECTORIZER_SETTINGS)))
-
-
-def field_dir(cfg: Config, field: str) -> Path:
-    return Path(cfg.workdir) / "features" / "text" / field
 
 
 def field_columns(cfg: Config, field: str) -> list[str]:
@@ -94,7 +87,7 @@ def field_columns(cfg: Config, field: str) -> list[str]:
 def load_vectorizer(cfg: Config, field: str) -> TextVectorizer:
     """The fitted vectorizer stored for a field, checked against what the config asks for now."""
     columns = field_columns(cfg, field)
-    path = field_dir(cfg, field) / VECTORIZER_FILE
+    path = vectorizer_path(cfg, field)
     if not path.is_file():
         raise MmgbmError(f"no fitted vectorizer for text field {field!r} at {path}; run `mmgbm extract-text` first")
     try:
@@ -113,46 +106,28 @@ def load_vectorizer(cfg: Config, field: str) -> TextVectorizer:
     return vectorizer
 
 
-def text_store(cfg: Config, field: str) -> FeatureStore:
-    """The feature store of one text field, fingerprinted by its stored vectorizer."""
-    return _store(cfg, field, load_vectorizer(cfg, field))
-
-
-def read_text_features(cfg: Config, ids: Sequence[str]) -> dict[str, tuple[sp.csr_matrix, np.ndarray]]:
-    """Per text field: float32 CSR (len(ids), vocabulary) aligned to `ids`, and the mask of ids that have stored
-    features. Unknown ids get an empty row and False; a product whose text is empty is stored, so it gets True."""
-    if not cfg.features.text.enabled:
-        return {}
-    out = {}
-    for field in cfg.text_fields:
-        vectorizer = load_vectorizer(cfg, field)
-        out[field] = _store(cfg, field, vectorizer).read_sparse(ids, len(vectorizer.vocabulary_))
-    return out
-
-
 def extract_text(cfg: Config, *, overwrite: bool = False) -> TextExtractionSummary:
     """Fit (train split only) or reuse each field's vectorizer, then store vectors for every product not yet stored."""
     if not cfg.features.text.enabled:
-        return TextExtractionSummary([], Path(cfg.workdir), enabled=False)
+        return TextExtractionSummary([], text_dir(cfg), enabled=False)
     if not cfg.text_fields:
         raise MmgbmError("no text columns configured; set data.text_columns or features.text.fields")
     products = load_all_products(cfg)
     return TextExtractionSummary(
-        [_extract_field(cfg, field, products, overwrite) for field in cfg.text_fields], Path(cfg.workdir)
+        [_extract_field(cfg, field, products, overwrite) for field in cfg.text_fields], text_dir(cfg)
     )
 
 
 def _extract_field(cfg: Config, field: str, products: pd.DataFrame, overwrite: bool) -> FieldExtraction:
     columns = field_columns(cfg, field)
-    folder = field_dir(cfg, field)
     started = time.perf_counter()
     fitted_on = None
-    if overwrite or not (folder / VECTORIZER_FILE).is_file():
+    if overwrite or not vectorizer_path(cfg, field).is_file():
         fitted_on = _fit_and_save(cfg, field, columns)
     vectorizer = load_vectorizer(cfg, field)
     fit_seconds = time.perf_counter() - started
 
-    store = _store(cfg, field, vectorizer)
+    store = text_store(cfg, field, vectorizer)
     present = store.present_ids()
     ids = products[cfg.data.id_column]
     todo = products[~ids.isin(present)]
@@ -182,23 +157,17 @@ def _fit_and_save(cfg: Config, field: str, columns: list[str]) -> int:
             f"text field {field!r}: cannot fit TF-IDF on {len(train):,} train products ({exc}); "
             f"check features.text (min_df, max_df, token_pattern) and the columns {columns}"
         ) from None
-    folder = field_dir(cfg, field)
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    tmp = folder / f".{VECTORIZER_FILE}.{uuid.uuid4().hex}.tmp"
+    path = vectorizer_path(cfg, field)
+    if path.parent.exists():
+        shutil.rmtree(path.parent)
+    path.parent.mkdir(parents=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         joblib.dump({"vectorizer": vectorizer, "columns": list(columns), "fitted_on": len(train)}, tmp)
-        os.replace(tmp, folder / VECTORIZER_FILE)
+        os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return len(train)
-
-
-def _store(cfg: Config, field: str, vectorizer: TextVectorizer) -> FeatureStore:
-    columns = field_columns(cfg, field)
-    fingerprint = {"kind": "tfidf", "columns": columns, "vectorizer": vectorizer.fingerprint_}
-    return FeatureStore(field_dir(cfg, field), fingerprint)
 
 
 def _settings(vectorizer: TextVectorizer) -> dict[str, Any]:
