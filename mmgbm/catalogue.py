@@ -36,6 +36,8 @@ def read_table(path: Path, id_column: str) -> pd.DataFrame:
             frame = pd.read_json(path, lines=True, dtype={id_column: str})
     except Exception as exc:  # pandas raises many types for unreadable files; all mean the same to a user
         raise MmgbmError(f"{path}: cannot read as {kind} ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if frame.empty:
+        raise MmgbmError(f"{path}: no products (the table has no rows); fill it or point the config at another table")
     return validate_ids(frame, id_column, str(path))
 
 
@@ -91,6 +93,15 @@ def check_columns(frame: pd.DataFrame, columns: list[str], source: str) -> None:
     for col in columns:
         if col not in frame.columns:
             raise MmgbmError(f"{source}: no column {col!r} named in the config{_suggest(col, frame.columns)}")
+
+
+def empty_columns(cfg: Config, frame: pd.DataFrame) -> list[str]:
+    """Configured feature columns (text, image, metadata) without a single value in `frame`."""
+    data = cfg.data
+    named = [*data.text_columns, *(c for cols in cfg.text_fields.values() for c in cols), *data.categorical_columns,
+             *data.numeric_columns, *([data.image_column] if data.image_column else [])]
+    return [c for c in dict.fromkeys(named)
+            if c in frame.columns and frame[c].map(lambda v: pd.isna(v) or str(v).strip() == "").all()]
 
 
 def _id_unit(ids: pd.Series, salt: str) -> pd.Series:

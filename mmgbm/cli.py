@@ -40,13 +40,23 @@ def _config(ctx: typer.Context, path: Optional[Path], **cli_overrides: object) -
 
 @app.command(context_settings=OVERRIDES)
 def validate(ctx: typer.Context, config: ConfigOpt = None) -> None:
-    """Check the config and every table it names (ids, columns) without computing anything."""
-    from mmgbm.catalogue import load_split
+    """Check the config and every table it names (ids, columns, usable targets) without computing anything."""
+    from mmgbm.catalogue import empty_columns, load_split
+    from mmgbm.commands.targets import target_problems
 
     cfg = _config(ctx, config)
+    problems = []
     for split in cfg.split_names:
         frame = load_split(cfg, split)
         console.print(f"{split}: {len(frame):,} products, columns OK")
+        if split == "train":
+            problems += target_problems(cfg, frame, f"split {split!r}")
+            problems += [f"split {split!r}: column {c!r} has no values at all; fill it or drop it from the config"
+                         for c in empty_columns(cfg, frame)]
+    for problem in problems:
+        err_console.print(f"[bold red]problem:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    if problems:
+        raise MmgbmError(f"{len(problems)} problem(s) above; fix them and run `mmgbm validate` again")
     console.print(f"targets: {', '.join(cfg.targets) or 'none'}; workdir: {cfg.workdir}")
 
 
@@ -129,13 +139,16 @@ def predict(
         "submission.csv"),
     top_k: Annotated[int, typer.Option(help="Also write the k most likely classes and their probabilities.")] = 0,
     probabilities: Annotated[bool, typer.Option(help="Also write every class's probability.")] = False,
+    min_confidence: Annotated[float, typer.Option(
+        help="Leave a label empty when its calibrated probability is below this (fill only what is safe).")] = 0.0,
 ) -> None:
     """Predict every target for each product of a split or an input table and write a CSV."""
     from mmgbm.commands.predict import predict as predict_targets
     from mmgbm.commands.predict import write_predictions
 
     cfg = _config(ctx, config)
-    frame = predict_targets(cfg, target, split, input, probabilities=probabilities, top_k=top_k)
+    frame = predict_targets(cfg, target, split, input, probabilities=probabilities, top_k=top_k,
+                            min_confidence=min_confidence)
     path = write_predictions(frame, out)
     console.print(f"{len(frame):,} products x {len(frame.columns) - 1} columns -> {path}", highlight=False)
 
@@ -160,13 +173,52 @@ def demo(
     run_pipeline(cfg, say=lambda line: console.print(line, highlight=False))
 
 
+@app.command(context_settings=OVERRIDES)
+def serve(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    target: TargetOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes the service to the network.")] = (
+        "127.0.0.1"),
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the trained models over HTTP: POST /predict, GET /health, API docs at /docs."""
+    from mmgbm.commands.serve import serve as run_service
+
+    cfg = _config(ctx, config)
+    run_service(cfg, target, host, port, say=lambda line: console.print(line, highlight=False))
+
+
+@app.command(context_settings=OVERRIDES)
+def audit(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    target: Annotated[str, typer.Option("--target", "-t", help="Classification target whose labels to audit.")] = ...,
+    report_rows: Annotated[int, typer.Option(help="Suspects shown in the HTML report (audit.csv has them all).")] = (
+        200),
+) -> None:
+    """Rank training products whose given label looks wrong; write audit.csv and audit.html to reports/<target>/."""
+    from mmgbm.commands.audit import audit as audit_target
+
+    cfg = _config(ctx, config)
+    console.print(audit_target(cfg, target, report_rows).describe(), highlight=False)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 1, never a traceback."""
+    from mmgbm.features.atomic import disk_error
+
     try:
         app()
     except MmgbmError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        _fail(exc)
+    except OSError as exc:  # what the library does not catch itself: a full disk, a read-only or odd workdir
+        _fail(disk_error(exc))
+
+
+def _fail(exc: MmgbmError) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

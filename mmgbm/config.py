@@ -39,6 +39,9 @@ class DataConfig(Strict):
     text_columns: list[str] = []
     image_column: str | None = None
     images_root: Path | None = None
+    # Image paths must resolve into images_root (after `..` and symbolic links) unless this is set: a catalogue from
+    # elsewhere must not make mmgbm read any file the user can read.
+    allow_absolute_image_paths: bool = False
     categorical_columns: list[str] = []
     numeric_columns: list[str] = []
 
@@ -167,7 +170,6 @@ class ModelConfig(Strict):
     min_data_in_leaf: int = Field(20, ge=1)
     max_rounds: int = Field(2000, ge=1)
     early_stopping_rounds: int = Field(50, ge=1)
-    valid_fraction: float = Field(0.1, gt=0, lt=0.5)
     rare_category_min_count: int = Field(5, ge=1, description="metadata levels rarer than this become one level")
     seed: int = 42
     num_threads: int = Field(0, ge=0, description="0 = all cores")
@@ -211,8 +213,9 @@ class Config(Strict):
         return names
 
 
-def find_config(path: Path | None) -> Path:
+def find_config(path: str | Path | None) -> Path:
     if path is not None:
+        path = Path(path)
         if not path.is_file():
             raise MmgbmError(f"config file {path} not found; pass an existing YAML file with --config")
         return path
@@ -224,7 +227,7 @@ def find_config(path: Path | None) -> Path:
     return default
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Read, override and validate a config; every problem is one MmgbmError line."""
     path = find_config(path)
     try:
@@ -238,7 +241,10 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
     cfg = validate_config(raw, source=str(path))
-    return _resolve_paths(cfg, path.parent.resolve())
+    cfg = _resolve_paths(cfg, path.parent.resolve())
+    if cfg.workdir.exists() and not cfg.workdir.is_dir():
+        raise MmgbmError(f"{path}: workdir {cfg.workdir} is a file, not a folder; point `workdir` at a folder")
+    return cfg
 
 
 def validate_config(raw: dict[str, Any], source: str = "config") -> Config:

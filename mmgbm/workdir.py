@@ -3,7 +3,7 @@
     <workdir>/
       features/image/<backbone>/   embedding shards, failures.csv (failures-pIofN.csv per part)
       features/image/colour/       colour statistics of the same photos
-      features/text/<field>/       TF-IDF shards and the fitted vectorizer.joblib
+      features/text/<field>/       TF-IDF shards and the fitted vectorizer.json (plain data, no pickle)
       models/<target>/             one trained model per target
       reports/<target>/            evaluation metrics and plots
       submission.csv               the demo's predictions
@@ -22,7 +22,7 @@ from mmgbm.features.store import FeatureStore
 from mmgbm.features.text_vectorizer import TextVectorizer
 
 IMAGE_FORMAT_VERSION = 1
-VECTORIZER_FILE = "vectorizer.joblib"
+VECTORIZER_FILE = "vectorizer.json"
 
 
 def features_dir(cfg: Config) -> Path:

@@ -13,8 +13,7 @@ from sklearn.model_selection import cross_val_score
 from mmgbm.estimator import FUSED, MMGBMClassifier, MMGBMRegressor, ProductMatrix
 from mmgbm.estimator.heads import KnnHead, MentionHead, out_of_fold
 
-FAST = {"n_folds": 3, "max_rounds": 60, "early_stopping_rounds": 10, "learning_rate": 0.2, "num_threads": 1,
-        "valid_fraction": 0.3}
+FAST = {"n_folds": 3, "max_rounds": 60, "early_stopping_rounds": 10, "learning_rate": 0.2, "num_threads": 1}
 
 
 def one_hot_block(codes: np.ndarray, width: int, rng: np.random.Generator, noise: float = 0.3) -> np.ndarray:
@@ -163,3 +162,23 @@ def test_knn_head_regression_and_unscored_classes():
     reg = KnnHead("regression", n_neighbors=2).fit(X, np.array([10.0, 20.0, 100.0]))
     mean, nearest, similarity = reg.predict(np.array([[1, 0]], dtype=np.float32))[0]
     assert 10 < mean < 20 and nearest == 10.0 and similarity > 0.99
+
+
+def test_out_of_fold_probabilities_are_the_honest_predictions_the_gate_scored():
+    X, y = products()
+    model = MMGBMClassifier(**FAST).fit(X, y)
+    oof = model.oof_proba_
+    assert oof.shape == (len(y), 4) and list(model.train_ids_) == list(X.ids)
+    np.testing.assert_allclose(oof.sum(axis=1), 1, atol=1e-6)
+    assert np.mean(model.classes_[oof.argmax(axis=1)] == y) == pytest.approx(model.validation_[model.choice_])
+    assert set(model.oof_proba_by_modality_) == {"text", "image"}
+
+
+def test_calibrated_confidence_matches_accuracy_out_of_fold():
+    """A noisy image only: confidence must neither be ~1 nor ~1/4 when the model is right about half the time."""
+    X, y = products()
+    X = ProductMatrix(X.ids, dense={"image": X.dense["image"]})
+    model = MMGBMClassifier(**FAST).fit(X, y)
+    confidence = model.oof_proba_.max(axis=1)
+    accuracy = np.mean(model.classes_[model.oof_proba_.argmax(axis=1)] == y)
+    assert abs(confidence.mean() - accuracy) < 0.05

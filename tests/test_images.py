@@ -279,10 +279,14 @@ def test_reading_never_writes_the_stores(tmp_path: Path, images_dir: Path, write
     extract_images(cfg)
     before = sorted((p, p.stat().st_mtime_ns) for p in cfg.workdir.rglob("*"))
     # A new product with a photo on disk: its image features stay missing until extract-images has run.
-    frame = pd.DataFrame({"id": ["new", demo_rows(1)[0][0]], "image": [demo_rows(1, start=9)[0][1]] * 2})
+    # A stored product whose row now names another photo: its stored features are stale, so missing too.
+    (stored_id, stored_image), = demo_rows(1)
+    other_image = demo_rows(1, start=9)[0][1]
+    frame = pd.DataFrame({"id": ["new", stored_id, demo_rows(2)[1][0]],
+                          "image": [other_image, stored_image, other_image]})
     products, fingerprints = load_products(cfg, frame)
-    assert products.dense_present("image").tolist() == [False, True]
-    assert products.dense_present("image.colour").tolist() == [False, True]
+    assert products.dense_present("image").tolist() == [False, True, False]
+    assert products.dense_present("image.colour").tolist() == [False, True, False]
     assert set(fingerprints) == {"image/b0", "image/colour"}
     assert sorted((p, p.stat().st_mtime_ns) for p in cfg.workdir.rglob("*")) == before
 
@@ -490,3 +494,53 @@ def test_real_weights_give_sane_embeddings_that_match_the_naive_route():
     similarity = unit @ unit.T - 2 * np.eye(len(unit))
     labels = picked.articleType.to_numpy()
     assert (labels[similarity.argmax(1)] == labels).mean() >= 0.9
+
+
+# ---- hostile paths and changed photos ---------------------------------------------------------------------------
+
+
+def test_paths_outside_images_root_and_special_files_are_refused_without_opening(
+        tmp_path: Path, images_dir: Path, write_config, fake_encoder, monkeypatch):
+    os.mkfifo(images_dir / "pipe.jpg")  # opening it would block for ever
+    (images_dir / "escape.jpg").symlink_to(DEMO / DEMO_PRODUCTS.image[0])  # a photo, but outside images_root
+    (images_dir / "inside.jpg").symlink_to(images_dir / DEMO_PRODUCTS.image[1])
+    outside = str(DEMO / DEMO_PRODUCTS.image[2])
+    rows = [("fifo", "pipe.jpg"), ("nul", "images/a\0b.jpg"), ("dotdot", "../products.csv"), ("absolute", outside),
+            ("symlink", "escape.jpg"), ("inside-link", "inside.jpg"), ("ok", DEMO_PRODUCTS.image[3])]
+    config = catalogue(tmp_path, rows, write_config)
+    summary = extract_images(load_config(config))
+    listed = pd.read_csv(summary.failures_path, dtype=str, keep_default_na=False)
+    assert dict(zip(listed.id, listed.reason)) == {
+        "fifo": "not a file", "nul": "invalid path", "dotdot": "outside images_root",
+        "absolute": "outside images_root", "symlink": "outside images_root"}
+    assert summary.extracted == 2
+
+    # Reading for training or prediction never opens an image at all (colour comes from the store), so a FIFO or a
+    # decompression bomb named by a table cannot hang or crash it.
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("an image was opened while reading features"))
+    frame = pd.read_csv(tmp_path / "products.csv", dtype=str)
+    assert load_products(load_config(config), frame)[0].dense_present("image").sum() == 2
+
+    allowed = load_config(config)
+    allowed.data.allow_absolute_image_paths = True
+    monkeypatch.undo()
+    fake_encoder.update(fits=0, embedded=0)
+    assert extract_images(allowed).extracted == 2  # the absolute path and the outward symlink
+
+
+def test_a_changed_photo_is_missing_until_extracted_again(tmp_path: Path, images_dir: Path, write_config,
+                                                           fake_encoder):
+    rows = demo_rows(2)
+    cfg = load_config(catalogue(tmp_path, rows, write_config))
+    extract_images(cfg)
+    changed = images_dir / rows[0][1]
+    shutil.copy(images_dir / demo_rows(1, start=5)[0][1], changed)  # a new photo under the same name
+    frame = pd.DataFrame({"id": [r[0] for r in rows], "image": [r[1] for r in rows]})
+    assert load_products(cfg, frame)[0].dense_present("image").tolist() == [False, True]
+    fake_encoder.update(embedded=0)
+    summary = extract_images(cfg)
+    assert fake_encoder["embedded"] == 1 and summary.skipped == 1
+    products = load_products(cfg, frame)[0]
+    assert products.dense_present("image").all()
+    new_pixels = decode_image(changed, 32).pixels[None]
+    np.testing.assert_allclose(products.dense["image"][0], fake_embedding(new_pixels, 1280)[0])

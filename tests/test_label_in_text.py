@@ -63,7 +63,7 @@ def project(tmp_path_factory) -> Path:
         "targets": {"brand": {"column": "brand", "label_in_text": "title"}, "kind": {"column": "kind"}},
         "features": {"image": {"enabled": False}, "text": {"min_df": 1}},
         "model": {"learning_rate": 0.2, "max_rounds": 60, "early_stopping_rounds": 10, "num_threads": 1,
-                  "n_folds": 3, "valid_fraction": 0.4},
+                  "n_folds": 3},
     }
     path = folder / "mmgbm.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

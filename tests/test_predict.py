@@ -109,3 +109,30 @@ def test_metadata_levels_rare_bucketed_and_unseen_missing():
     assert np.isnan(out["year"].iloc[2]) and out["year"].iloc[0] == 1.0
     with pytest.raises(ValueError, match="no metadata column"):
         enc.transform(pd.DataFrame({"year": [1]}))
+
+
+def test_products_with_a_photo_but_no_text_are_predicted_from_the_photo(project: Path, tmp_path: Path):
+    """The synthetic photos carry the colour; with the names blanked, a model that fell back to the class prior
+    would predict one colour for all. Whatever the model predicts with (stack or a text head), the photo decides."""
+    path = make_project(tmp_path / "p")
+    assert runner.invoke(app, ["train", "--config", str(path), "-t", "baseColour"]).exit_code == 0
+    cfg = load_config(path)
+    test = load_split(cfg, "test")
+    blank = test[~test["id"].isin(demo_frame()["id"].iloc[:NO_IMAGE])].assign(productDisplayName="")
+    blank.to_csv(tmp_path / "blank.csv", index=False)
+    out = predict(cfg, ["baseColour"], input_path=tmp_path / "blank.csv")
+    assert out["baseColour"].nunique() > 3
+    assert (out["baseColour"].to_numpy() == blank["baseColour"].to_numpy()).mean() > 0.5
+
+
+def test_min_confidence_fills_only_confident_labels(project: Path):
+    cfg = load_config(project)
+    everything = predict(cfg, ["articleType"])
+    safe = predict(cfg, ["articleType"], min_confidence=0.9)
+    filled = safe["articleType"].notna()
+    assert 0 < filled.sum() < len(safe)
+    assert (safe.loc[filled, "articleType_confidence"] >= 0.9).all()
+    assert (safe.loc[~filled, "articleType_confidence"] < 0.9).all()
+    assert (safe.loc[filled, "articleType"] == everything.loc[filled, "articleType"]).all()
+    with pytest.raises(MmgbmError, match="--min-confidence must be in"):
+        predict(cfg, ["articleType"], min_confidence=1.5)

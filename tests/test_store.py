@@ -63,7 +63,7 @@ def test_crash_between_shards_keeps_finished_shards_and_no_partial_file(tmp_path
     with pytest.raises(KeyboardInterrupt):
         s.write_shard(dense_table(["b"], np.ones((1, 2))))
     monkeypatch.undo()
-    assert [p.name for p in s.root.iterdir()] == ["part-00000.parquet"]
+    assert [p.name for p in s.root.iterdir()] == [s.shards()[0].name]  # no partial shard, no temporary file
     assert s.present_ids() == {"a"}  # a re-run extracts only "b"
     s.write_shard(dense_table(["b"], np.full((1, 2), 2.0)))
     out, present = s.read_dense(["a", "b"])
@@ -96,8 +96,23 @@ def test_machines_writing_their_parts_into_one_folder_do_not_clash(tmp_path: Pat
     one.write_shard(dense_table(["a"], np.ones((1, 2))))
     two.write_shard(dense_table(["b"], np.full((1, 2), 2.0)))
     one.write_shard(dense_table(["c"], np.full((1, 2), 3.0)))
-    names = sorted(p.name for p in one.shards())
-    assert names == ["part-p1of2-00000.parquet", "part-p1of2-00001.parquet", "part-p2of2-00000.parquet"]
+    assert [p.name.split("-")[1] for p in one.shards()] == ["p1of2", "p2of2", "p1of2"]  # in the order written
     reader = store(tmp_path)  # a reader without a part sees every machine's shards
     out, present = reader.read_dense(["c", "b", "a"])
     assert present.all() and out[:, 0].tolist() == [3.0, 2.0, 1.0]
+
+
+def test_shards_of_older_stores_are_still_read_and_come_first(tmp_path: Path):
+    s = store(tmp_path)
+    s.write_shard(dense_table(["a"], np.ones((1, 2))))
+    legacy = s.shards()[0].rename(s.root / "part-00000.parquet")
+    s.write_shard(dense_table(["a"], np.full((1, 2), 2.0)))
+    assert s.shards()[0] == legacy and s.read_dense(["a"])[0].tolist() == [[2.0, 2.0]]
+
+
+def test_sources_record_what_each_row_was_made_from(tmp_path: Path):
+    s = store(tmp_path)
+    s.write_shard(dense_table(["a"], np.zeros((1, 2))))  # written without sources
+    s.write_shard(dense_table(["b", "c"], np.zeros((2, 2)), sources=["s-b", "s-c"]))
+    assert s.sources() == {"a": None, "b": "s-b", "c": "s-c"}
+    assert s.read_sources(["c", "zzz", "a"]) == ["s-c", None, None]

@@ -40,7 +40,7 @@ def test_train_writes_one_artifact_per_target_that_loads_alone(project: Path):
     for name in cfg.targets:
         folder = model_dir(cfg, name)
         assert sorted(p.name for p in folder.iterdir()) == sorted(
-            ["manifest.json", "estimator.joblib", "lightgbm.txt", "labels.json", "config.json", "fingerprints.json",
+            ["manifest.json", "estimator.skops", "lightgbm.txt", "labels.json", "config.json", "fingerprints.json",
              "metrics.json"])
         artifact = load_artifact(folder, name)
         assert set(artifact.fingerprints) == {"text/text", "image/b0", "image/colour"}
@@ -90,7 +90,11 @@ def test_evaluate_writes_metrics_and_pictures_through_the_cli(project: Path):
         assert {"accuracy", "macro_f1", "weighted_f1", "per_class", "unseen_class_rows"} <= set(metrics[FUSED])
         assert set(metrics["modalities"]) == {"text", "image"}
         assert abs(sum(metrics["importance_by_modality"].values()) - 1) < 1e-6
-        for png in ("confusion_matrix.png", "per_class_f1.png", "importance_by_modality.png"):
+        calibration = metrics["calibration"]
+        assert calibration["ece"] < 0.1 and sum(b["rows"] for b in calibration["bins"]) == metrics[FUSED]["rows"]
+        coverage = {row["coverage"]: row["accuracy"] for row in calibration["coverage"]}
+        assert coverage[0.5] >= coverage[1.0] == metrics[FUSED]["accuracy"]
+        for png in ("confusion_matrix.png", "per_class_f1.png", "importance_by_modality.png", "reliability.png"):
             assert (reports / name / png).read_bytes()[:4] == b"\x89PNG"
 
 
@@ -154,14 +158,14 @@ def test_unknown_target_is_a_one_line_error(project: Path):
 def test_artifact_holds_no_config_object_and_knows_its_target(project: Path):
     cfg = load_config(project)
     folder = model_dir(cfg, "price")
-    assert b"mmgbm.config" not in (folder / "estimator.joblib").read_bytes()  # flat parameters, no pydantic
+    assert b"mmgbm.config" not in (folder / "estimator.skops").read_bytes()  # flat parameters, no pydantic
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["target"] == {"name": "price", "column": "price", "task": "regression", "log_target": True}
     assert load_artifact(folder, "price").model.log_target is True
 
 
 @pytest.mark.parametrize("damage, message", [
-    (lambda folder: _edit_manifest(folder, format_version=1), "format 1; this mmgbm reads format 2"),
+    (lambda folder: _edit_manifest(folder, format_version=1), "format 1; this mmgbm reads format 3"),
     (lambda folder: (folder / "manifest.json").unlink(), "older format"),
     (lambda folder: (folder / "lightgbm.txt").write_text("tree\n"), "lightgbm.txt: missing or changed"),
     (lambda folder: _edit_manifest(folder, target={"name": "is_men", "column": "is_men", "task": "binary"}),
@@ -189,3 +193,11 @@ def test_writing_reports_leaves_the_matplotlib_backend_alone(tmp_path: Path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "pdf"
     assert (tmp_path / "i.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_single_class_target_is_refused_not_trained(tmp_path: Path):
+    frame = demo_frame()
+    frame["baseColour"] = "Black"
+    cfg = load_config(make_project(tmp_path, frame))
+    with pytest.raises(MmgbmError, match="cannot train target 'baseColour': y has a single class"):
+        train(cfg, ["baseColour"])

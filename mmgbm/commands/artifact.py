@@ -2,13 +2,18 @@
 
     models/<target>/
         manifest.json       format version, the target (name, column, task, log transform) and a SHA-256 per file
-        estimator.joblib    the fitted MMGBMClassifier / MMGBMRegressor without its LightGBM stacker
+        estimator.skops     the fitted MMGBMClassifier / MMGBMRegressor without its LightGBM boosters (skops)
         lightgbm.txt        the LightGBM stacker (LightGBM's own text format)
+        chooser.txt         the label-in-text chooser's booster, where the model kept one
         labels.json         class names in code order (classification) or the target transform (regression)
         config.json         the config it was trained with, as JSON (provenance: predict reads the manifest)
         fingerprints.json   the feature stores' fingerprints; predict refuses features made another way
         metrics.json        training summary and validation figures
 
+Nothing is unpickled: a model folder may come from a colleague or a shared workdir, and loading it must not run
+code. The estimator goes through skops, which rebuilds objects only of types it is told to trust; the trusted
+types are those of the modules an estimator is made of (mmgbm.estimator, scikit-learn, NumPy, SciPy sparse), so
+the estimators may gain attributes without this list changing, and a file naming any other type is refused.
 Every file is checked against the manifest before anything is loaded, and an artifact of another format version
 is refused in one line that says to retrain.
 """
@@ -24,18 +29,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
 import lightgbm as lgb
+import skops.io as sio
 
 from mmgbm import __version__
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator.base import MMGBMBase
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
-ESTIMATOR = "estimator.joblib"
+ESTIMATOR = "estimator.skops"
 BOOSTER = "lightgbm.txt"
 JSON_FILES = ("labels.json", "config.json", "fingerprints.json", "metrics.json")
+# LightGBM boosters are kept in LightGBM's own text format (skops cannot hold them): file -> the estimator's
+# attribute that holds the booster's owner.
+BOOSTERS = {BOOSTER: "stacker_", "chooser.txt": "chooser_"}
+# Modules whose types an artifact may contain ("builtins" are trusted by skops itself).
+TRUSTED_MODULES = ("mmgbm.estimator.", "sklearn.", "numpy.", "scipy.sparse.")
 
 
 @dataclass
@@ -69,19 +79,18 @@ def save_artifact(folder: Path, artifact: Artifact) -> None:
     tmp.mkdir()
     try:
         model = artifact.model
-        booster, model.stacker_.booster_ = model.stacker_.booster_, None
+        boosters = _detach_boosters(model)
         try:
-            booster.save_model(str(tmp / BOOSTER))
-            joblib.dump(model, tmp / ESTIMATOR)
+            for file, booster in boosters.items():
+                booster.save_model(str(tmp / file))
+            sio.dump(model, tmp / ESTIMATOR)
         finally:
-            model.stacker_.booster_ = booster
-        labels = ({"transform": "log1p" if artifact.target.log_target else "none"} if model.regression
-                  else {"classes": [str(c) for c in model.classes_]})
-        payloads = {"labels.json": labels, "config.json": artifact.config, "fingerprints.json": artifact.fingerprints,
-                    "metrics.json": artifact.metrics}
+            _attach_boosters(model, boosters)
+        payloads = {"labels.json": _labels(model, artifact.target), "config.json": artifact.config,
+                    "fingerprints.json": artifact.fingerprints, "metrics.json": artifact.metrics}
         for name, payload in payloads.items():
             _write_json(tmp / name, payload)
-        files = {name: _sha256(tmp / name) for name in (ESTIMATOR, BOOSTER, *JSON_FILES)}
+        files = {name: _sha256(tmp / name) for name in (ESTIMATOR, *boosters, *JSON_FILES)}
         _write_json(tmp / MANIFEST, {"format_version": FORMAT_VERSION, "mmgbm_version": __version__,
                                      "target": vars(artifact.target), "files": files})
         old = folder.parent / f".{folder.name}.{uuid.uuid4().hex}.old"
@@ -110,17 +119,28 @@ def load_artifact(folder: Path, name: str) -> Artifact:
         raise MmgbmError(f"{folder / MANIFEST}: incomplete manifest ({exc}); {retrain}") from None
     if target.name != name:
         raise MmgbmError(f"{folder} holds a model of target {target.name!r}, not {name!r}; {retrain}")
-    for file in (ESTIMATOR, BOOSTER, *JSON_FILES):
+    # Only the names this format knows are opened: a manifest must not point the checksum at any other file.
+    for file in (ESTIMATOR, BOOSTER, *JSON_FILES, *(f for f in BOOSTERS if f != BOOSTER and f in files)):
         path = folder / file
         if file not in files or not path.is_file() or _sha256(path) != files[file]:
             raise MmgbmError(f"{path}: missing or changed since training (checksum mismatch); {retrain}")
     read = {f: _read_json(folder / f, retrain) for f in JSON_FILES}
+    model = _load_estimator(folder / ESTIMATOR, retrain)
     try:
-        model = joblib.load(folder / ESTIMATOR)
-        model.stacker_.booster_ = lgb.Booster(model_file=str(folder / BOOSTER))
+        _attach_boosters(model, {f: lgb.Booster(model_file=str(folder / f)) for f in BOOSTERS if f in files})
     except Exception as exc:  # a foreign file with a valid checksum: many exception types, one meaning
         raise MmgbmError(f"{folder}: unreadable model ({type(exc).__name__}); {retrain}") from None
+    if (target.task == "regression") != model.regression or read["labels.json"] != _labels(model, target):
+        raise MmgbmError(f"{folder}: the model does not match its manifest and labels.json (a {target.task} target "
+                         f"{target.name!r}); {retrain}")
     return Artifact(target, model, read["config.json"], read["fingerprints.json"], read["metrics.json"])
+
+
+def _labels(model: MMGBMBase, target: TargetInfo) -> dict[str, Any]:
+    """labels.json: what the model's outputs mean, written at training and checked against the model at loading."""
+    if model.regression:
+        return {"transform": "log1p" if target.log_target else "none"}
+    return {"classes": [str(c) for c in model.classes_]}
 
 
 def check_fingerprints(artifact: Artifact, fingerprints: dict[str, dict], folder: Path) -> None:
@@ -138,6 +158,40 @@ def check_fingerprints(artifact: Artifact, fingerprints: dict[str, dict], folder
                 f"{key} features differ from those model {folder} was trained on ({', '.join(diff)} changed); "
                 f"retrain with `mmgbm train --target {artifact.name}` or restore the original features"
             )
+
+
+def _detach_boosters(model: MMGBMBase) -> dict[str, lgb.Booster]:
+    """Take the boosters out of the model (file name -> booster), leaving None in their place."""
+    boosters = {}
+    for file, owner_name in BOOSTERS.items():
+        owner = getattr(model, owner_name, None)
+        if getattr(owner, "booster_", None) is not None:
+            boosters[file], owner.booster_ = owner.booster_, None
+    return boosters
+
+
+def _attach_boosters(model: MMGBMBase, boosters: dict[str, lgb.Booster]) -> None:
+    for file, booster in boosters.items():
+        getattr(model, BOOSTERS[file]).booster_ = booster
+
+
+def _load_estimator(path: Path, retrain: str) -> MMGBMBase:
+    """Unpack the skops file, refusing it when it names a type outside the trusted modules."""
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # not a skops file at all
+        raise MmgbmError(f"{path}: unreadable model ({type(exc).__name__}); {retrain}") from None
+    foreign = [t for t in untrusted if not t.startswith(TRUSTED_MODULES)]
+    if foreign:
+        raise MmgbmError(f"{path} names types mmgbm does not load ({', '.join(foreign[:3])}); "
+                         f"only models trained by mmgbm are loaded: {retrain}")
+    try:
+        model = sio.load(path, trusted=untrusted)
+    except Exception as exc:
+        raise MmgbmError(f"{path}: unreadable model ({type(exc).__name__}); {retrain}") from None
+    if not isinstance(model, MMGBMBase):
+        raise MmgbmError(f"{path} holds a {type(model).__name__}, not an mmgbm model; {retrain}")
+    return model
 
 
 def _sha256(path: Path) -> str:

@@ -13,9 +13,9 @@ import numpy as np
 
 from mmgbm.catalogue import load_split
 from mmgbm.commands.artifact import Artifact
-from mmgbm.commands.metrics import classification_metrics, headline, regression_metrics
+from mmgbm.commands.metrics import calibration_metrics, classification_metrics, headline, regression_metrics
 from mmgbm.commands.predict import checked_artifact, estimator_call
-from mmgbm.commands.reports import confusion_png, importance_png, per_class_f1_png, scatter_png
+from mmgbm.commands.reports import confusion_png, importance_png, per_class_f1_png, reliability_png, scatter_png
 from mmgbm.commands.targets import resolve_targets, target_values
 from mmgbm.config import Config, TargetConfig
 from mmgbm.errors import MmgbmError
@@ -33,8 +33,14 @@ class EvaluationResult:
     def describe(self) -> str:
         m = self.metrics
         alone = "; ".join(f"{mod} alone {headline(v)}" for mod, v in m["modalities"].items())
+        confidence = ""
+        if "calibration" in m:
+            c = m["calibration"]
+            share = next(row for row in c["coverage"] if row["coverage"] == 0.9)
+            confidence = (f"; calibration error {c['ece']:.3f}, the 90% most confident at accuracy "
+                          f"{share['accuracy']:.4f} (confidence >= {share['min_confidence']:.2f})")
         return (f"{self.target} on {m['split']} ({m[FUSED]['rows']:,} products, {m['dropped']}): "
-                f"fused {headline(m[FUSED])}" + (f"; {alone}" if alone else "") + f" -> {self.folder}")
+                f"fused {headline(m[FUSED])}" + (f"; {alone}" if alone else "") + confidence + f" -> {self.folder}")
 
 
 def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test") -> list[EvaluationResult]:
@@ -52,7 +58,11 @@ def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test")
             raise MmgbmError(f"split {split!r} has no labelled products for target {name!r} ({info.column!r})")
         model, sub, truth = artifact.model, products[values.keep], values.y
         score = _scorer(artifact)
-        fused = estimator_call(name, model.predict, sub)
+        if model.regression:
+            fused = estimator_call(name, model.predict, sub)
+        else:
+            top, confidence = estimator_call(name, model.predict_top_k, sub, 1)
+            fused = top[:, 0]
         metrics = {
             "target": name, "split": split, "dropped": values.describe(), "predicts_with": model.choice_,
             FUSED: score(truth, fused),
@@ -60,6 +70,8 @@ def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test")
                            for m in model.modalities_},
             "importance_by_modality": model.importance_by_modality(),
         }
+        if not model.regression:
+            metrics["calibration"] = calibration_metrics(fused == truth, confidence[:, 0])
         folder = report_dir(cfg, name)
         folder.mkdir(parents=True, exist_ok=True)
         metrics["pictures"] = [p.name for p in _pictures(folder, name, artifact, truth, fused, metrics)]
@@ -87,4 +99,5 @@ def _pictures(folder: Path, name: str, artifact: Artifact, truth: np.ndarray, fu
     else:
         pictures.append(confusion_png(folder / "confusion_matrix.png", truth, fused, name))
         pictures.append(per_class_f1_png(folder / "per_class_f1.png", metrics[FUSED]["per_class"], name))
+        pictures.append(reliability_png(folder / "reliability.png", metrics["calibration"], name))
     return pictures

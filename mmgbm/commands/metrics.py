@@ -35,6 +35,33 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, train_counts:
     }
 
 
+CALIBRATION_BINS = 10
+COVERAGES = (1.0, 0.95, 0.9, 0.8, 0.7, 0.5)
+
+
+def calibration_metrics(correct: np.ndarray, confidence: np.ndarray) -> dict:
+    """Expected calibration error over equal-width confidence bins, the bins themselves (for a reliability
+    diagram), and accuracy when only the most confident share of products is auto-filled."""
+    correct = np.asarray(correct, dtype=np.float64)
+    confidence = np.asarray(confidence, dtype=np.float64)
+    which = np.minimum((confidence * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
+    bins = []
+    for b in range(CALIBRATION_BINS):
+        rows = which == b
+        if rows.any():
+            bins.append({"low": b / CALIBRATION_BINS, "high": (b + 1) / CALIBRATION_BINS, "rows": int(rows.sum()),
+                         "confidence": float(confidence[rows].mean()), "accuracy": float(correct[rows].mean())})
+    ece = sum(r["rows"] * abs(r["accuracy"] - r["confidence"]) for r in bins) / max(len(correct), 1)
+    order = np.argsort(-confidence, kind="stable")
+    coverage = []
+    for share in COVERAGES:
+        n = max(1, int(round(share * len(order))))
+        top = order[:n]
+        coverage.append({"coverage": share, "rows": n, "accuracy": float(correct[top].mean()),
+                         "min_confidence": float(confidence[top].min())})
+    return {"ece": float(ece), "bins": bins, "coverage": coverage}
+
+
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, log_target: bool) -> dict:
     """Inputs on the target's own scale; a log target is also scored on log1p, the scale it was learned on."""
     y_true = np.asarray(y_true, dtype=np.float64)

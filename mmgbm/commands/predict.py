@@ -17,6 +17,7 @@ from mmgbm.commands.targets import resolve_targets
 from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import ProductMatrix
+from mmgbm.features.atomic import write_atomically
 from mmgbm.features.design import load_products
 from mmgbm.workdir import model_dir
 
@@ -45,29 +46,36 @@ def estimator_call(name: str, call, *args):
 
 
 def predict(cfg: Config, targets: list[str] | None = None, split: str | None = None, input_path: Path | None = None,
-            probabilities: bool = False, top_k: int = 0) -> pd.DataFrame:
+            probabilities: bool = False, top_k: int = 0, min_confidence: float = 0.0) -> pd.DataFrame:
     """A frame: the id column, then per target its prediction and, on request, top-k labels with their
-    probabilities (`<target>_top1`, `<target>_p1` ...) or every class's probability (`<target>_p_<class>`)."""
+    probabilities (`<target>_top1`, `<target>_p1` ...) or every class's probability (`<target>_p_<class>`).
+    With `min_confidence`, labels whose calibrated probability is below it are left empty (only what is safe to
+    auto-fill is filled) and `<target>_confidence` is written."""
     if top_k < 0:
         raise MmgbmError(f"--top-k must be 0 or more (got {top_k})")
+    if not 0.0 <= min_confidence < 1.0:
+        raise MmgbmError(f"--min-confidence must be in [0, 1) (got {min_confidence})")
     names = resolve_targets(cfg, targets)
     frame, _ = products_to_score(cfg, split, input_path)
     products, fingerprints = load_products(cfg, frame)
     out = {cfg.data.id_column: frame[cfg.data.id_column].to_numpy()}
     for name in names:
         artifact = checked_artifact(cfg, name, fingerprints)
-        out.update(_target_columns(name, artifact.model, products, probabilities, top_k))
+        out.update(_target_columns(name, artifact.model, products, probabilities, top_k, min_confidence))
     return pd.DataFrame(out)
 
 
-def _target_columns(name: str, model, products: ProductMatrix, probabilities: bool,
-                    top_k: int) -> dict[str, np.ndarray]:
+def _target_columns(name: str, model, products: ProductMatrix, probabilities: bool, top_k: int,
+                    min_confidence: float) -> dict[str, np.ndarray]:
     """Values on the target's own scale (prices, not log1p), or labels: top-k follows the final label (the first is
     always the predicted one, also when copied from the text); per-class probabilities are the model's own."""
     if model.regression:
         return {name: estimator_call(name, model.predict, products)}
     labels, label_probs = estimator_call(name, model.predict_top_k, products, max(top_k, 1))
     cols = {name: labels[:, 0]}
+    if min_confidence > 0:
+        cols[name] = np.where(label_probs[:, 0] >= min_confidence, labels[:, 0], None)
+        cols[f"{name}_confidence"] = np.round(label_probs[:, 0], 6)
     for i in range(min(top_k, labels.shape[1])):
         cols[f"{name}_top{i + 1}"] = labels[:, i]
         cols[f"{name}_p{i + 1}"] = np.round(label_probs[:, i], 6)
@@ -78,8 +86,10 @@ def _target_columns(name: str, model, products: ProductMatrix, probabilities: bo
 
 
 def write_predictions(frame: pd.DataFrame, out: Path) -> Path:
+    """Write the CSV atomically: a full disk or a killed run never leaves a half submission under its name."""
     out = Path(out)
-    if out.parent and not out.parent.exists():
+    if out.is_dir():
+        raise MmgbmError(f"--out {out} is a folder; give a file name, e.g. {out / 'submission.csv'}")
+    if not out.parent.is_dir():
         raise MmgbmError(f"cannot write {out}: folder {out.parent} does not exist")
-    frame.to_csv(out, index=False)
-    return out
+    return write_atomically(out, lambda tmp: frame.to_csv(tmp, index=False))

@@ -54,6 +54,26 @@ def importance_png(path: Path, shares: dict[str, float], title: str) -> Path:
     return _save(fig, path)
 
 
+def reliability_png(path: Path, calibration: dict, title: str) -> Path:
+    """Accuracy against confidence per bin: on the diagonal when the probabilities mean what they say."""
+    bins = calibration["bins"]
+    fig, ax = _subplots(figsize=(5, 5))
+    centres = [(b["low"] + b["high"]) / 2 for b in bins]
+    ax.bar(centres, [b["accuracy"] for b in bins], width=0.09, color="#4878a8", label="accuracy")
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="#c44e52",
+            label="mean confidence")
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=1)
+    for centre, b in zip(centres, bins):
+        ax.annotate(str(b["rows"]), (centre, b["accuracy"]), ha="center", va="bottom", fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("predicted probability of the label")
+    ax.set_ylabel("share right")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"{title}: reliability (calibration error {calibration['ece']:.3f})", fontsize=9)
+    return _save(fig, path)
+
+
 def scatter_png(path: Path, y_true: np.ndarray, y_pred: np.ndarray, title: str, axis: str) -> Path:
     fig, ax = _subplots(figsize=(5, 5))
     ax.scatter(y_true, y_pred, s=3, alpha=0.3)

@@ -70,7 +70,37 @@ def target_values(frame: pd.DataFrame, target: TargetConfig, source: str) -> Tar
     return TargetValues(keep, values[keep], int(missing.sum()), int(nonpositive.sum()))
 
 
-def check_binary(target_name: str, y: np.ndarray, source: str) -> None:
+def min_training_rows(cfg: Config) -> int:
+    """Labelled products a target needs: two per fold of the heads' out-of-fold scores."""
+    return 2 * cfg.model.n_folds
+
+
+def target_problems(cfg: Config, frame: pd.DataFrame, source: str) -> list[str]:
+    """What would stop `train` on this table, one line per target, found without computing anything."""
+    problems = []
+    for name, target in cfg.targets.items():
+        values = target_values(frame, target, source)
+        usable, classes = int(values.keep.sum()), len(np.unique(values.y))
+        if usable < min_training_rows(cfg):
+            problems.append(f"{source}: target {name!r} has only {usable} usable rows in {target.column!r} "
+                            f"({values.describe()}); train needs at least {min_training_rows(cfg)}")
+        elif target.task != "regression" and classes < 2:
+            only = str(values.y[0])
+            problems.append(f"{source}: target {name!r} has a single class ({only!r}) in {target.column!r}; there "
+                            f"is nothing to predict: drop the target or add products of other classes")
+        elif target.task == "binary" and (problem := binary_problem(name, values.y, source)):
+            problems.append(problem)
+    return problems
+
+
+def binary_problem(target_name: str, y: np.ndarray, source: str) -> str | None:
     n = len(np.unique(y))
     if n != 2:
-        raise MmgbmError(f"{source}: target {target_name!r} is binary but has {n} distinct values; use task: multiclass")
+        return f"{source}: target {target_name!r} is binary but has {n} distinct values; use task: multiclass"
+    return None
+
+
+def check_binary(target_name: str, y: np.ndarray, source: str) -> None:
+    problem = binary_problem(target_name, y, source)
+    if problem:
+        raise MmgbmError(problem)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from mmgbm.catalogue import load_split
 from mmgbm.commands.artifact import Artifact, TargetInfo, save_artifact
-from mmgbm.commands.targets import check_binary, metadata_columns, resolve_targets, target_values
+from mmgbm.commands.targets import check_binary, metadata_columns, min_training_rows, resolve_targets, target_values
 from mmgbm.config import Config, TargetConfig
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import FUSED, MMGBMClassifier, MMGBMRegressor, ProductMatrix
@@ -23,7 +23,7 @@ from mmgbm.workdir import model_dir
 
 # Settings of `model:` that both estimators take under the same name.
 SHARED_SETTINGS = ("rare_category_min_count", "learning_rate", "num_leaves", "min_data_in_leaf", "max_rounds",
-                   "early_stopping_rounds", "valid_fraction", "n_folds", "knn_neighbors", "image_components",
+                   "early_stopping_rounds", "n_folds", "knn_neighbors", "image_components",
                    "image_alpha", "seed", "num_threads")
 
 
@@ -74,10 +74,10 @@ def train_target(cfg: Config, name: str, frame: pd.DataFrame, products: ProductM
     target = cfg.targets[name]
     source = f"{cfg.data.splits['train']} (train)"
     values = target_values(frame, target, source)
-    if values.keep.sum() < 2 * cfg.model.n_folds:
+    if values.keep.sum() < min_training_rows(cfg):
         raise MmgbmError(
             f"{source}: only {int(values.keep.sum())} products have a usable {target.column!r}; "
-            f"need at least {2 * cfg.model.n_folds} to train target {name!r}"
+            f"need at least {min_training_rows(cfg)} to train target {name!r}"
         )
     if target.task == "binary":
         check_binary(name, values.y, source)
@@ -97,7 +97,6 @@ def train_target(cfg: Config, name: str, frame: pd.DataFrame, products: ProductM
         "dropped_missing": values.dropped_missing,
         "dropped_nonpositive": values.dropped_nonpositive,
         "classes": 0 if model.regression else int(len(model.classes_)),
-        "validation_rows": int(model.valid_.sum()),
         "validation": model.validation_,
         "choice": model.choice_,
         "modality_heads": model.modality_heads_,

@@ -2,9 +2,11 @@
 
 Fitting: per-modality heads (on each text field; on each dense image block after standardising) are scored
 out-of-fold on the training rows (seeded stratified folds), then a LightGBM stacker learns from those scores plus
-the metadata, early-stopped on a seeded stratified validation split. The stack is kept only if it clearly beats
-every single head on that validation split (`selection.choose_predictor`); otherwise the best head predicts alone,
-so fusing never makes things worse. At predict time the heads refitted on all training rows score the products.
+the metadata, cross-fitted over the same folds, so every training product has an honest prediction from the stack
+and from every head. The stack is kept only if it clearly beats every single head on all those products
+(`selection.choose_predictor`); otherwise the best head predicts alone, so fusing never makes things worse. At
+predict time the heads refitted on all training rows score the products; a product the chosen head cannot score
+(its modality is missing) is predicted by the best head that can.
 Subclasses say what differs by task: target encoding, which heads, which stacker, and how a head alone predicts.
 """
 
@@ -17,7 +19,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from mmgbm.estimator.folds import fold_ids, validation_mask
+from mmgbm.estimator.folds import fold_ids
 from mmgbm.estimator.heads import apply_head, dense_reducer, fit_present, out_of_fold
 from mmgbm.estimator.metadata import MetadataEncoder
 from mmgbm.estimator.products import ProductMatrix
@@ -57,7 +59,6 @@ class MMGBMBase(BaseEstimator):
         self.metadata_ = MetadataEncoder(tuple(self.categorical_columns), tuple(self.numeric_columns),
                                          self.rare_category_min_count).fit(X.meta)
         meta = self.metadata_.transform(X.meta)
-        self.valid_ = validation_mask(target, self.valid_fraction, self.seed, self.regression)
         folds = fold_ids(target, self.n_folds, self.seed, self.regression)
 
         self.reducers_ = {}
@@ -75,9 +76,9 @@ class MMGBMBase(BaseEstimator):
                 self.heads_[name] = fit_present(head, B, target, present)
         if not self.heads_:
             raise ValueError("no feature block to learn from: give the products text or dense (image) features")
-        self.stacker_ = self._fit_stacker([oof[n] for n in self.heads_], meta, target)
-        self._select(oof, meta, target)
-        self._fit_after_selection(X, oof, meta, target)
+        self.stacker_ = self._fit_stacker([oof[n] for n in self.heads_], meta, target, folds)
+        honest = self._select(oof, target)
+        self._fit_after_selection(X, honest, oof, target)
         return self
 
     def _blocks(self, X: ProductMatrix) -> dict[str, tuple[object, np.ndarray]]:
@@ -106,22 +107,25 @@ class MMGBMBase(BaseEstimator):
         params.update(self.lightgbm_params or {})
         return params
 
-    def _select(self, oof: dict[str, np.ndarray], meta: pd.DataFrame, target: np.ndarray) -> None:
-        """Validation score of the stack and of every head, and the gate's choice; also the best head per
-        modality on all training rows' out-of-fold scores, for the modality-alone figures."""
-        v = self.valid_
-        per_row = {FUSED: self._per_row(self._predict_with(FUSED, {n: s[v] for n, s in oof.items()}, meta[v]),
-                                        target[v])}
-        per_row.update({n: self._per_row(self._head_predict(s[v]), target[v]) for n, s in oof.items()})
+    def _select(self, oof: dict[str, np.ndarray], target: np.ndarray) -> Prediction:
+        """Out-of-fold score of the stack and of every head on every training product, and the gate's choice;
+        heads ranked by that score give each modality's best head and the fallback order. Returns the chosen
+        predictor's honest (out-of-fold) prediction of every training product."""
+        predictions = {FUSED: self._stack_oof()}
+        predictions.update({n: self._head_predict(s) for n, s in oof.items()})
+        per_row = {n: self._per_row(p, target) for n, p in predictions.items()}
         self.validation_ = {n: float(np.mean(r)) for n, r in per_row.items()}
         self.choice_ = choose_predictor(per_row, self.selection_margin_se)
-        train_scores = {n: float(np.mean(self._per_row(self._head_predict(s), target))) for n, s in oof.items()}
+        self.head_order_ = sorted(oof, key=self.validation_.get, reverse=True)
         self.modality_heads_ = {}
-        for name in sorted(train_scores, key=train_scores.get, reverse=True):
+        for name in self.head_order_:
             self.modality_heads_.setdefault(modality_of(name), name)
+        if self.choice_ == FUSED:
+            return predictions[FUSED]
+        return self._with_fallback(self.choice_, oof, predictions[self.choice_])
 
-    def _fit_after_selection(self, X: ProductMatrix, oof: dict, meta: pd.DataFrame, target: np.ndarray) -> None:
-        """Hook for what learns from the chosen predictor's honest validation predictions."""
+    def _fit_after_selection(self, X: ProductMatrix, honest: Prediction, oof: dict, target: np.ndarray) -> None:
+        """Hook for what learns from the chosen predictor's honest predictions of the training products."""
 
     # ---- predicting ---------------------------------------------------------------------------------------
     @property
@@ -146,14 +150,26 @@ class MMGBMBase(BaseEstimator):
         X = check_products(X)
         if modality is not None and modality not in self.modality_heads_:
             raise ValueError(f"unknown modality {modality!r}; the model has: {', '.join(self.modality_heads_)}")
-        head = self.choice_ if modality is None else self.modality_heads_[modality]
-        meta = self.metadata_.transform(X.meta) if head == FUSED else None
-        return self._predict_with(head, self.head_scores(X), meta)
+        scores = self.head_scores(X)
+        if modality is not None:  # that modality's evidence only: a product without it gets the prior
+            return self._head_predict(scores[self.modality_heads_[modality]])
+        if self.choice_ == FUSED:
+            return self._stack_predict([scores[n] for n in self.heads_], self.metadata_.transform(X.meta))
+        return self._with_fallback(self.choice_, scores, self._head_predict(scores[self.choice_]))
 
-    def _predict_with(self, head: str, scores: dict[str, np.ndarray], meta: pd.DataFrame | None) -> Prediction:
-        if head == FUSED:
-            return self._stack_predict([scores[n] for n in self.heads_], meta)
-        return self._head_predict(scores[head])
+    def _with_fallback(self, head: str, scores: dict[str, np.ndarray], prediction: Prediction) -> Prediction:
+        """Products the head cannot score (its modality is missing) take the best head that can score them, so a
+        photo without text is predicted from the photo, never from the prior while any modality is there."""
+        missing = np.isnan(scores[head]).all(axis=1)
+        for other in self.head_order_:
+            rows = np.flatnonzero(missing & ~np.isnan(scores[other]).all(axis=1))
+            if len(rows):
+                filler = self._head_predict(scores[other][rows])
+                for name, values in vars(filler).items():
+                    if values is not None:
+                        getattr(prediction, name)[rows] = values
+                missing[rows] = False
+        return prediction
 
     def importance_by_modality(self) -> dict[str, float]:
         """Share of the stacker's total split gain per modality (image / text / metadata / candidate)."""

@@ -2,8 +2,9 @@
 
 Heads per text field: a linear SVM, a cosine kNN and a mention head (class names written in the text); per image
 block: ridge and kNN. The stacker re-ranks each product's most promising candidate classes with one binary LightGBM,
-so thousands of classes stay cheap. With `label_in_text`, a `PrefixChooser` fitted on the stacker's validation rows
-may replace the label by the first words of that metadata column (a brand leading a title), so labels never seen in
+so thousands of classes stay cheap. Probabilities are calibrated by one temperature fitted on every training
+product's out-of-fold prediction. With `label_in_text`, a `PrefixChooser` fitted on those honest predictions may
+replace the label by the first words of that metadata column (a brand leading a title), so labels never seen in
 training can be predicted.
 """
 
@@ -15,6 +16,7 @@ from sklearn.base import ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from mmgbm.estimator.base import WORDS, MMGBMBase, Prediction
+from mmgbm.estimator.calibration import apply_temperature, fit_temperature
 from mmgbm.estimator.heads import KnnHead, LinearHead, MentionHead
 from mmgbm.estimator.label_in_text import PrefixChooser
 from mmgbm.estimator.products import ProductMatrix
@@ -24,14 +26,14 @@ from mmgbm.estimator.stacking import CandidateReranker
 class MMGBMClassifier(ClassifierMixin, MMGBMBase):
     """Multimodal classifier over a `ProductMatrix`; see the module docstring. Parameters: metadata roles
     (`categorical_columns`, `numeric_columns`, `rare_category_min_count`), the LightGBM stacker (`learning_rate`,
-    `num_leaves`, `min_data_in_leaf`, `max_rounds`, `early_stopping_rounds`, `valid_fraction`, `lightgbm_params`
-    passed through), the heads (`n_folds`, `knn_neighbors`, `linear_c`, `linear_max_weights`, `image_components`,
+    `num_leaves`, `min_data_in_leaf`, `max_rounds`, `early_stopping_rounds` on the folds' mean loss,
+    `lightgbm_params` passed through), the heads (`n_folds`, `knn_neighbors`, `linear_c`, `linear_max_weights`, `image_components`,
     `image_alpha`), `candidates` per product re-ranked, `selection_margin_se` of the stack-vs-head gate,
     `label_in_text` (a column of `X.meta`), `seed` and `num_threads` (0 = all cores)."""
 
     def __init__(self, *, categorical_columns=(), numeric_columns=(), rare_category_min_count: int = 5,
                  learning_rate: float = 0.05, num_leaves: int = 31, min_data_in_leaf: int = 20,
-                 max_rounds: int = 2000, early_stopping_rounds: int = 50, valid_fraction: float = 0.1,
+                 max_rounds: int = 2000, early_stopping_rounds: int = 50,
                  lightgbm_params: dict | None = None, n_folds: int = 5, knn_neighbors: int = 20,
                  linear_c: float = 1.0, linear_max_weights: int = 100_000_000, image_components: int = 0,
                  image_alpha: float = 10.0, candidates: int = 20, selection_margin_se: float = 2.0,
@@ -44,7 +46,6 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         self.min_data_in_leaf = min_data_in_leaf
         self.max_rounds = max_rounds
         self.early_stopping_rounds = early_stopping_rounds
-        self.valid_fraction = valid_fraction
         self.lightgbm_params = lightgbm_params
         self.n_folds = n_folds
         self.knn_neighbors = knn_neighbors
@@ -64,11 +65,22 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         return self.predict_top_k(X, 1)[0][:, 0]
 
     def predict_proba(self, X: ProductMatrix) -> np.ndarray:
-        """(n, len(classes_)) probabilities; classes outside a product's re-ranked candidates get 0."""
-        prediction = self._prediction(X)
-        full = np.zeros((len(prediction.candidates), len(self.classes_)))
-        np.put_along_axis(full, prediction.candidates, prediction.probabilities, axis=1)
-        return full
+        """(n, len(classes_)) calibrated probabilities; classes outside a product's candidates get 0."""
+        prediction = self._calibrated(self._prediction(X))
+        return self._dense(prediction.candidates, prediction.probabilities)
+
+    @property
+    def oof_proba_(self) -> np.ndarray:
+        """(n_train, len(classes_)) out-of-fold calibrated probabilities of the training products, in fit order
+        (ids in `train_ids_`): from models that never saw the product, like sklearn's `oob_decision_function_`."""
+        check_is_fitted(self, "oof_candidates_")
+        return self._dense(self.oof_candidates_, self.oof_probabilities_)
+
+    @property
+    def oof_proba_by_modality_(self) -> dict[str, np.ndarray]:
+        """Per modality, its best head's out-of-fold probabilities of the training products."""
+        check_is_fitted(self, "oof_by_modality_")
+        return {m: self._dense(c, p) for m, (c, p) in self.oof_by_modality_.items()}
 
     def predict_top_k(self, X: ProductMatrix, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
         """(labels, probabilities), each (n, k'), best first, k' = min(k, candidates): the first label is always
@@ -89,8 +101,18 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
             return None
         return {"column": self.chooser_.column, "kept": self.chooser_.kept_, **self.chooser_.validation_}
 
+    def _dense(self, candidates: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+        full = np.zeros((len(candidates), len(self.classes_)))
+        np.put_along_axis(full, candidates, probabilities, axis=1)
+        return full
+
+    def _calibrated(self, prediction: Prediction) -> Prediction:
+        prediction.probabilities = apply_temperature(prediction.probabilities, self.temperature_)
+        prediction.label_probabilities = prediction.probabilities
+        return prediction
+
     def _labelled(self, X: ProductMatrix) -> Prediction:
-        prediction = self._prediction(X)
+        prediction = self._calibrated(self._prediction(X))
         if self.chooser_ is not None:
             # A table without the text column simply has no prefixes to copy: the model's labels stand.
             column = self.chooser_.column
@@ -122,24 +144,33 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
                                        seed=self.seed)
         yield "knn", KnnHead("multiclass", n_classes, self.knn_neighbors)
 
-    def _fit_stacker(self, scores: list[np.ndarray], meta, target: np.ndarray) -> CandidateReranker:
+    def _fit_stacker(self, scores: list[np.ndarray], meta, target: np.ndarray, folds: np.ndarray) -> CandidateReranker:
         return CandidateReranker(list(self.heads_), self.candidates, self._lightgbm_params("binary"), self.max_rounds,
                                  self.early_stopping_rounds).fit(scores, meta, list(self.categorical_columns), target,
-                                                                 self.valid_, self.log_prior_)
+                                                                 folds, self.log_prior_)
 
-    def _fit_after_selection(self, X: ProductMatrix, oof: dict, meta, target: np.ndarray) -> None:
+    def _stack_oof(self) -> Prediction:
+        return self._ranked(*self.stacker_.oof_)
+
+    def _fit_after_selection(self, X: ProductMatrix, honest: Prediction, oof: dict, target: np.ndarray) -> None:
+        """Calibrate on the honest predictions, keep them (out-of-fold probabilities, for audits), then fit the
+        label-in-text chooser on them: they come from models never fitted on their product, like new products."""
+        self.temperature_ = fit_temperature(honest.probabilities, honest.candidates, target)
+        honest = self._calibrated(honest)
+        self.train_ids_ = X.ids
+        self.oof_candidates_, self.oof_probabilities_ = honest.candidates, honest.probabilities
+        self.oof_by_modality_ = {}
+        for modality, head in self.modality_heads_.items():
+            alone = self._head_predict(oof[head])
+            self.oof_by_modality_[modality] = (alone.candidates, alone.probabilities)
         self.chooser_ = None
         if self.label_in_text is None:
             return
         if self.label_in_text not in X.meta:
             raise ValueError(f"no column {self.label_in_text!r} in X.meta (label_in_text)")
-        # The validation rows' predictions come from models never fitted on them: honest, like new products.
-        v = self.valid_
-        honest = self._predict_with(self.choice_, {n: s[v] for n, s in oof.items()}, meta[v])
         counts = dict(zip(self.classes_.tolist(), self.class_counts_.tolist()))
         self.chooser_ = PrefixChooser(self.label_in_text, counts, self.seed, margin_se=self.selection_margin_se).fit(
-            X.meta[self.label_in_text].to_numpy()[v], honest.labels, honest.label_probabilities,
-            self.classes_[target[v]])
+            X.meta[self.label_in_text].to_numpy(), honest.labels, honest.label_probabilities, self.classes_[target])
 
     def _stack_predict(self, scores: list[np.ndarray], meta) -> Prediction:
         return self._ranked(*self.stacker_.predict(scores, meta))

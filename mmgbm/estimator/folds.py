@@ -1,9 +1,8 @@
-"""Seeded, stratified assignment of training rows to folds and to the validation split.
+"""Seeded, stratified assignment of training rows to folds.
 
 Every row gets a position u in [0, 1) that is spread evenly within its class (or, for regression, within its
-quantile bin), with a random offset per class. `u < fraction` is then a stratified validation split and
-`floor(u * k)` a stratified k-fold, and neither crashes on classes with one or two members, which sklearn's
-stratified splitters refuse or warn about.
+quantile bin), with a random offset per class. `floor(u * k)` is then a stratified k-fold that never crashes on
+classes with one or two members, which sklearn's stratified splitters refuse or warn about.
 """
 
 from __future__ import annotations
@@ -33,11 +32,6 @@ def strata_for(y: np.ndarray, regression: bool) -> np.ndarray:
     return regression_strata(y) if regression else y
 
 
-def validation_mask(y: np.ndarray, fraction: float, seed: int, regression: bool = False) -> np.ndarray:
-    return stratified_positions(strata_for(y, regression), seed) < fraction
-
-
 def fold_ids(y: np.ndarray, n_folds: int, seed: int, regression: bool = False) -> np.ndarray:
-    # A seed distinct from the validation split's, so folds and validation rows are not aligned.
     u = stratified_positions(strata_for(y, regression), seed + 1)
     return np.minimum((u * n_folds).astype(np.int64), n_folds - 1)

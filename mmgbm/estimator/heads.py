@@ -139,21 +139,22 @@ class MentionHead(BaseEstimator):
 
     def fit(self, texts: np.ndarray, y: np.ndarray) -> "MentionHead":
         # Only classes present in these rows: out-of-fold scores must not know names the fold never saw.
-        self.phrases_: dict[tuple[str, ...], list[int]] = {}
+        # Phrases are keyed by their words joined with spaces (words never contain one): plain data to store.
+        self.phrases_: dict[str, list[int]] = {}
         for code in np.unique(y):
-            words = tuple(mention_words(self.class_names[code]))
+            words = mention_words(self.class_names[code])
             if 0 < len(words) <= self.max_words:
-                self.phrases_.setdefault(words, []).append(int(code))
+                self.phrases_.setdefault(" ".join(words), []).append(int(code))
         return self
 
     def predict(self, texts: np.ndarray) -> np.ndarray:
         out = np.full((len(texts), self.n_outputs), np.nan, dtype=np.float32)
-        longest = max((len(p) for p in self.phrases_), default=0)
+        longest = max((p.count(" ") + 1 for p in self.phrases_), default=0)
         for row, text in enumerate(texts):
             words = mention_words(text)
             for start in range(len(words)):
                 for length in range(1, min(longest, len(words) - start) + 1):
-                    for code in self.phrases_.get(tuple(words[start:start + length]), ()):
+                    for code in self.phrases_.get(" ".join(words[start:start + length]), ()):
                         score = length + 1.0 / (1 + start)
                         if not out[row, code] >= score:
                             out[row, code] = score
@@ -166,15 +167,13 @@ def mention_words(text: str) -> list[str]:
     return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words]
 
 
-def out_of_fold(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, n_jobs: int | None = 1) -> np.ndarray:
+def out_of_fold(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray) -> np.ndarray:
     """Scores of every training row from a clone of `head` fitted on the other folds; NaN where absent."""
     out = np.full((X.shape[0], head.n_outputs), np.nan, dtype=np.float32)
     rows = np.flatnonzero(present)
-    used = np.unique(folds[rows])
-    if len(used) < 2:  # the modality is in one fold only: nothing honest to score it with
+    if len(np.unique(folds[rows])) < 2:  # the modality is in one fold only: nothing honest to score it with
         return out
-    out[rows] = cross_val_predict(head, X[rows], y[rows], cv=PredefinedSplit(folds[rows]),
-                                  n_jobs=n_jobs)
+    out[rows] = cross_val_predict(head, X[rows], y[rows], cv=PredefinedSplit(folds[rows]))
     return out
 
 

@@ -25,7 +25,7 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
 
     def __init__(self, *, categorical_columns=(), numeric_columns=(), rare_category_min_count: int = 5,
                  learning_rate: float = 0.05, num_leaves: int = 31, min_data_in_leaf: int = 20,
-                 max_rounds: int = 2000, early_stopping_rounds: int = 50, valid_fraction: float = 0.1,
+                 max_rounds: int = 2000, early_stopping_rounds: int = 50,
                  lightgbm_params: dict | None = None, n_folds: int = 5, knn_neighbors: int = 20,
                  text_ridge_alpha: float = 0.2, image_components: int = 0, image_alpha: float = 10.0,
                  objective: str = "regression_l1", log_target: bool = False, selection_margin_se: float = 2.0,
@@ -38,7 +38,6 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
         self.min_data_in_leaf = min_data_in_leaf
         self.max_rounds = max_rounds
         self.early_stopping_rounds = early_stopping_rounds
-        self.valid_fraction = valid_fraction
         self.lightgbm_params = lightgbm_params
         self.n_folds = n_folds
         self.knn_neighbors = knn_neighbors
@@ -82,10 +81,13 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
                                    seed=self.seed)
         yield "knn", KnnHead("regression", n_neighbors=self.knn_neighbors)
 
-    def _fit_stacker(self, scores: list[np.ndarray], meta, target: np.ndarray) -> RegressionStacker:
+    def _fit_stacker(self, scores: list[np.ndarray], meta, target: np.ndarray, folds: np.ndarray) -> RegressionStacker:
         return RegressionStacker(list(self.heads_), self._lightgbm_params(self.objective), self.max_rounds,
                                  self.early_stopping_rounds).fit(scores, meta, list(self.categorical_columns), target,
-                                                                 self.valid_)
+                                                                 folds)
+
+    def _stack_oof(self) -> Prediction:
+        return Prediction(values=self.stacker_.oof_)
 
     def _stack_predict(self, scores: list[np.ndarray], meta) -> Prediction:
         return Prediction(values=self.stacker_.predict(scores, meta))

@@ -16,19 +16,24 @@ import numpy as np
 import pandas as pd
 
 
-def fit_lightgbm(params: dict, rounds: int, patience: int, train: pd.DataFrame, y_train: np.ndarray,
-                 valid: pd.DataFrame, y_valid: np.ndarray, categorical: list[str]) -> lgb.Booster:
-    """Train with early stopping on the validation rows; the booster keeps its best iteration."""
-    dtrain = lgb.Dataset(train, y_train, categorical_feature=categorical, free_raw_data=True)
-    dvalid = lgb.Dataset(valid, y_valid, categorical_feature=categorical, reference=dtrain)
-    return lgb.train(
-        params, dtrain, num_boost_round=rounds, valid_sets=[dvalid],
-        callbacks=[lgb.early_stopping(patience, verbose=False)],
-    )
+def cross_fit(params: dict, rounds: int, patience: int, rows: pd.DataFrame, label: np.ndarray, folds: np.ndarray,
+              categorical: list[str]) -> tuple[np.ndarray, lgb.Booster]:
+    """Out-of-fold predictions for every row, each from a booster that never saw its fold, and a booster fitted on
+    all rows with the number of rounds at which the folds' mean validation loss stopped improving.
 
-
-def load_booster(path: str) -> lgb.Booster:
-    return lgb.Booster(model_file=path)
+    Every training product thus gets an honest fused prediction, so the stack is compared with the heads on all
+    of them (not on a 10% slice), and the final stacker learns from every product."""
+    splits = [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in np.unique(folds)]
+    dataset = lgb.Dataset(rows, label, categorical_feature=categorical, free_raw_data=False)
+    cv = lgb.cv(params, dataset, num_boost_round=rounds, folds=splits, return_cvbooster=True,
+                callbacks=[lgb.early_stopping(patience, verbose=False)])
+    boosters = cv["cvbooster"]
+    best = boosters.best_iteration
+    oof = np.empty(len(rows), dtype=np.float64)
+    for (_, held_out), booster in zip(splits, boosters.boosters):
+        oof[held_out] = booster.predict(rows.iloc[held_out], num_iteration=best)
+    final = lgb.train(params, lgb.Dataset(rows, label, categorical_feature=categorical), num_boost_round=best)
+    return oof, final
 
 
 def meta_feature(column: str) -> str:
@@ -66,26 +71,22 @@ class CandidateReranker:
         self.patience = patience
 
     def fit(self, scores: list[np.ndarray], meta: pd.DataFrame, meta_categorical: list[str], y: np.ndarray,
-            valid: np.ndarray, log_prior: np.ndarray) -> "CandidateReranker":
+            folds: np.ndarray, log_prior: np.ndarray) -> "CandidateReranker":
+        """Cross-fitted over the products' `folds`; `oof_` holds every product's out-of-fold (candidates, probs)."""
         self.log_prior_ = log_prior
         self.meta_categorical_ = list(meta_categorical)
         cands, rows = self.candidate_rows(scores, meta)
         label = (cands == y[:, None]).ravel().astype(np.float32)
-        in_valid = np.repeat(valid, cands.shape[1])
         categorical = ["candidate", *(meta_feature(c) for c in self.meta_categorical_)]
-        self.booster_ = fit_lightgbm(
-            self.params, self.rounds, self.patience, rows[~in_valid], label[~in_valid],
-            rows[in_valid], label[in_valid], categorical,
-        )
+        oof, self.booster_ = cross_fit(self.params, self.rounds, self.patience, rows, label,
+                                       np.repeat(folds, cands.shape[1]), categorical)
+        self.oof_ = _ranked(cands, oof.reshape(cands.shape))
         return self
 
     def predict(self, scores: list[np.ndarray], meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(n, k) candidate class codes, best first, and their probabilities (summing to 1 per product)."""
         cands, rows = self.candidate_rows(scores, meta)
-        p = self.booster_.predict(rows, num_iteration=self.booster_.best_iteration or None).reshape(cands.shape)
-        p = p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
-        order = np.argsort(-p, axis=1, kind="stable")
-        return np.take_along_axis(cands, order, axis=1), np.take_along_axis(p, order, axis=1)
+        return _ranked(cands, self.booster_.predict(rows).reshape(cands.shape))
 
     def candidate_rows(self, scores: list[np.ndarray], meta: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
         ranks = [head_ranks(s) for s in scores]
@@ -119,20 +120,24 @@ class RegressionStacker:
         self.patience = patience
 
     def fit(self, scores: list[np.ndarray], meta: pd.DataFrame, meta_categorical: list[str], y: np.ndarray,
-            valid: np.ndarray) -> "RegressionStacker":
+            folds: np.ndarray) -> "RegressionStacker":
+        """Cross-fitted over the products' `folds`; `oof_` holds every product's out-of-fold prediction."""
         self.meta_categorical_ = list(meta_categorical)
-        rows = self.feature_rows(scores, meta)
-        self.booster_ = fit_lightgbm(
-            self.params, self.rounds, self.patience, rows[~valid], y[~valid], rows[valid], y[valid],
-            [meta_feature(c) for c in self.meta_categorical_],
-        )
+        self.oof_, self.booster_ = cross_fit(self.params, self.rounds, self.patience, self.feature_rows(scores, meta),
+                                             y, folds, [meta_feature(c) for c in self.meta_categorical_])
         return self
 
     def predict(self, scores: list[np.ndarray], meta: pd.DataFrame) -> np.ndarray:
-        rows = self.feature_rows(scores, meta)
-        return self.booster_.predict(rows, num_iteration=self.booster_.best_iteration or None)
+        return self.booster_.predict(self.feature_rows(scores, meta))
 
     def feature_rows(self, scores: list[np.ndarray], meta: pd.DataFrame) -> pd.DataFrame:
         cols = {f"{name}.{i}": s[:, i] for name, s in zip(self.head_names, scores) for i in range(s.shape[1])}
         cols.update({meta_feature(c): meta[c].to_numpy() for c in meta.columns})
         return pd.DataFrame(cols)
+
+
+def _ranked(cands: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates re-ordered by the stacker's scores, best first, with the scores normalised per product."""
+    p = p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
+    order = np.argsort(-p, axis=1, kind="stable")
+    return np.take_along_axis(cands, order, axis=1), np.take_along_axis(p, order, axis=1)

@@ -1,9 +1,10 @@
 """The estimators' input for a table of products: every modality read from the feature stores, joined by id.
 
 This is the one read path of the stores, for train, evaluate, predict and the tests alike, and it never writes.
-Text of products that are not in the store (a new `--input` table) is vectorised on the fly with the stored
-vectorizer, which is exactly what extraction would have stored; a missing image stays missing (NaN rows: embedding
-needs the extract step).
+Text of products that are not in the store (a new `--input` table), or whose text differs from what their stored
+row was made from, is vectorised on the fly with the stored vectorizer, which is exactly what extraction would have
+stored. A missing image stays missing (NaN rows: embedding needs the extract step), and so does a photo whose file
+changed since it was embedded (another path, size or time): stale features are never used.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import scipy.sparse as sp
 from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator.products import ProductMatrix
+from mmgbm.features.image_decoding import image_source
+from mmgbm.features.images import image_boundary, image_paths, images_root
 from mmgbm.features.store import FeatureStore
-from mmgbm.features.text import load_vectorizer
+from mmgbm.features.text import content_hashes, load_vectorizer
 from mmgbm.features.text_cleaning import join_columns
 from mmgbm.workdir import colour_store, image_store, text_store
 
@@ -36,16 +39,22 @@ def load_products(cfg: Config, frame: pd.DataFrame) -> tuple[ProductMatrix, dict
             store = text_store(cfg, name, vectorizer)
             matrix, present = store.read_sparse(ids, len(vectorizer.vocabulary_))
             if all(c in frame.columns for c in columns):
-                if not present.all():
-                    fresh = vectorizer.transform(join_columns(frame.loc[~present], columns))
-                    matrix = _replace_rows(matrix, np.flatnonzero(~present), fresh)
-                words[name] = np.array(join_columns(frame, columns), dtype=object)
+                documents = join_columns(frame, columns)
+                usable = present & _unchanged(store.read_sources(ids), content_hashes(documents))
+                if not usable.all():
+                    fresh = vectorizer.transform([documents[i] for i in np.flatnonzero(~usable)])
+                    matrix = _replace_rows(matrix, np.flatnonzero(~usable), fresh)
+                words[name] = np.array(documents, dtype=object)
             text[name] = matrix.astype(np.float32)
             fingerprints[f"text/{name}"] = store.fingerprint
     if images_enabled(cfg):
         embeddings, colours = image_store(cfg), colour_store(cfg)
-        dense["image"] = _read_dense(embeddings, ids)
-        dense["image.colour"] = _read_dense(colours, ids)
+        now = None
+        if cfg.data.image_column in frame.columns:
+            root, inside = images_root(cfg), image_boundary(cfg)
+            now = [image_source(p, root, inside) for p in image_paths(frame[cfg.data.image_column], root)]
+        dense["image"] = _read_dense(embeddings, ids, now)
+        dense["image.colour"] = _read_dense(colours, ids, now)
         fingerprints[f"image/{cfg.features.image.backbone}"] = embeddings.fingerprint
         fingerprints["image/colour"] = colours.fingerprint
     if not text and not dense:
@@ -53,10 +62,20 @@ def load_products(cfg: Config, frame: pd.DataFrame) -> tuple[ProductMatrix, dict
     return ProductMatrix(ids, text, words, dense, frame[_meta_columns(cfg, frame)]), fingerprints
 
 
-def _read_dense(store: FeatureStore, ids: list[str]) -> np.ndarray:
+def _read_dense(store: FeatureStore, ids: list[str], sources: list[str | None] | None) -> np.ndarray:
+    """Stored rows for `ids`; with the current `sources`, NaN rows where the stored ones were made from another file."""
     if not store.shards():
         raise MmgbmError(f"no image features in {store.root}; run `mmgbm extract-images` first")
-    return store.read_dense(ids)[0]
+    matrix = store.read_dense(ids)[0]
+    if sources is not None:
+        matrix[~_unchanged(store.read_sources(ids), sources)] = np.nan
+    return matrix
+
+
+def _unchanged(stored: list[str | None], now: list[str | None]) -> np.ndarray:
+    """Per row: the stored features were made from what the row holds now (rows stored without a record of what
+    they were made from are trusted, as extraction trusts them)."""
+    return np.array([s is None or s == n for s, n in zip(stored, now)], dtype=bool)
 
 
 def _meta_columns(cfg: Config, frame: pd.DataFrame) -> list[str]:

@@ -4,6 +4,9 @@ Catalogue images are whatever sellers uploaded: any format PIL reads, any mode (
 alpha), EXIF-rotated phone photos, truncated downloads and now and then a huge scan. Every such file either comes
 out as a (size, size, 3) array, together with its colour statistics taken from the same decode, or raises
 `UnreadableImage` with one of the fixed reasons below, so one bad file costs one product's features and never the run.
+Only regular files are ever opened (a FIFO would block a reader for ever, a device could be endless), and with an
+`inside` folder, only files that resolve into it after `..` and symbolic links, so a catalogue row cannot make
+mmgbm read /etc/passwd.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mmgbm.features.colour import colour_statistics
 
 NO_PATH = "no image path"
+BAD_PATH = "invalid path"
+OUTSIDE_ROOT = "outside images_root"
 NOT_FOUND = "file not found"
 NOT_A_FILE = "not a file"
 EMPTY = "empty file"
 NOT_AN_IMAGE = "not an image"
 CORRUPT = "corrupt image"
 TOO_LARGE = "too large"
-REASONS = (NO_PATH, NOT_FOUND, NOT_A_FILE, EMPTY, NOT_AN_IMAGE, CORRUPT, TOO_LARGE)
+REASONS = (NO_PATH, BAD_PATH, OUTSIDE_ROOT, NOT_FOUND, NOT_A_FILE, EMPTY, NOT_AN_IMAGE, CORRUPT, TOO_LARGE)
 
 # Decoding is bounded by pixels actually decoded (after JPEG draft scaling): 64 Mpx of RGB is ~200 MB per decode
 # thread, which keeps a few parallel decodes far below the 3 GiB the whole extraction may use.
@@ -47,11 +52,10 @@ class DecodedImage(NamedTuple):
     colour: np.ndarray  # colour statistics (mmgbm.features.colour) of the whole photo
 
 
-def decode_image(path: str | os.PathLike[str], size: int) -> DecodedImage:
-    """The image at `path` squashed to the square as Keras' image loaders do, and its colour statistics."""
-    if not str(path).strip():
-        raise UnreadableImage(NO_PATH)
-    _check_file(Path(path))
+def decode_image(path: str | os.PathLike[str], size: int, inside: Path | None = None) -> DecodedImage:
+    """The image at `path` squashed to the square as Keras' image loaders do, and its colour statistics; with
+    `inside`, a path that resolves outside that folder is refused before anything is opened."""
+    check_image_file(path, inside)
     try:
         with Image.open(path) as im:
             # JPEG can decode at 1/2, 1/4 or 1/8 scale for almost nothing: a 10,000 px photo never exists in full.
@@ -74,17 +78,38 @@ def decode_image(path: str | os.PathLike[str], size: int) -> DecodedImage:
         raise UnreadableImage(CORRUPT, f"{type(exc).__name__}: {exc}") from None
 
 
-def _check_file(path: Path) -> None:
+def check_image_file(path: str | os.PathLike[str], inside: Path | None = None) -> os.stat_result:
+    """The file's stat when it may be opened as an image; UnreadableImage otherwise. Only stats, never opens."""
+    text = str(path)
+    if not text.strip():
+        raise UnreadableImage(NO_PATH)
+    if "\0" in text:  # the OS cannot even be asked about such a name
+        raise UnreadableImage(BAD_PATH, repr(text))
+    if inside is not None and not Path(os.path.realpath(text)).is_relative_to(os.path.realpath(inside)):
+        raise UnreadableImage(OUTSIDE_ROOT, text)
     try:
-        info = path.stat()
+        info = os.stat(text)
     except (FileNotFoundError, NotADirectoryError):
-        raise UnreadableImage(NOT_FOUND, str(path)) from None
-    except OSError as exc:
+        raise UnreadableImage(NOT_FOUND, text) from None
+    except (OSError, ValueError) as exc:
         raise UnreadableImage(NOT_FOUND, str(exc)) from None
     if not stat.S_ISREG(info.st_mode):
-        raise UnreadableImage(NOT_A_FILE, str(path))
+        raise UnreadableImage(NOT_A_FILE, text)
     if info.st_size == 0:
-        raise UnreadableImage(EMPTY, str(path))
+        raise UnreadableImage(EMPTY, text)
+    return info
+
+
+def image_source(path: str | os.PathLike[str], root: Path, inside: Path | None) -> str | None:
+    """What an embedding of this image is made from (path, size, modification time), or None when the file cannot
+    be used (`inside` as for `check_image_file`): a product whose stored source differs has a new photo. The path
+    is taken relative to the images `root`, so machines that mount a shared images folder at different places
+    agree."""
+    try:
+        info = check_image_file(path, inside)
+    except UnreadableImage:
+        return None
+    return f"{os.path.relpath(path, root)}|{info.st_size}|{info.st_mtime_ns}"
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

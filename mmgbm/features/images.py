@@ -5,15 +5,15 @@ seller uploads) while batched graph-mode forward passes run. Each photo is decod
 encoder's input and the colour statistics. A shard is written each time `shard_size` rows are ready, so memory stays
 flat whatever the catalogue size and a killed run loses at most one shard. Products whose image cannot be read get
 neither (a missing value downstream), are listed in `failures.csv` next to the shards, and are retried by the next
-run. This is the only writer of the image stores: training and prediction only read them.
+run. Each row records the image file's path, size and modification time, so a product whose photo changed is
+extracted again (and read as having no image until then). This is the only writer of the image stores: training and
+prediction only read them.
 """
 
 from __future__ import annotations
 
 import csv
-import os
 import time
-import uuid
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -30,7 +30,8 @@ from mmgbm.catalogue import in_part, load_all_products
 from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
 from mmgbm.features import colour
-from mmgbm.features.image_decoding import NO_PATH, UnreadableImage, decode_image
+from mmgbm.features.atomic import write_atomically
+from mmgbm.features.image_decoding import UnreadableImage, check_image_file, decode_image, image_source
 from mmgbm.features.image_encoder import ImageEncoder
 from mmgbm.features.store import FeatureStore, dense_table
 from mmgbm.workdir import colour_store, image_dir, image_failures_path, image_store
@@ -48,6 +49,7 @@ class ImageExtractionSummary:
     seconds: float  # the whole call: reading the catalogue, building the model, embedding
     embedding_seconds: float = 0.0  # the decode + forward + write loop alone: what images/s is measured on
     shards_written: int = 0
+    quarantined: list[Path] = field(default_factory=list)  # damaged shards set aside; their products were redone
 
     @property
     def failed(self) -> int:
@@ -67,6 +69,9 @@ class ImageExtractionSummary:
         ]
         if self.coloured:
             lines.insert(1, f"colour statistics added for {self.coloured:,} products embedded before")
+        if self.quarantined:
+            lines.append(f"{len(self.quarantined)} damaged shard(s) set aside (renamed *.damaged) and their products "
+                         f"extracted again: {', '.join(p.name for p in self.quarantined)}")
         if self.failed:
             reasons = ", ".join(f"{reason}: {n:,}" for reason, n in sorted(self.failures.items(), key=lambda r: -r[1]))
             lines.append(f"failures by reason ({reasons}); listed in {self.failures_path}")
@@ -81,11 +86,13 @@ class _ShardWriter:
     shard_size: int
     ids: list[str] = field(default_factory=list)
     rows: list[np.ndarray] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
     written: int = 0
 
-    def add(self, ids: list[str], matrix: np.ndarray) -> None:
+    def add(self, ids: list[str], matrix: np.ndarray, sources: list[str]) -> None:
         self.ids.extend(ids)
         self.rows.extend(matrix)
+        self.sources.extend(sources)
         while len(self.ids) >= self.shard_size:
             self._write(self.shard_size)
 
@@ -94,8 +101,8 @@ class _ShardWriter:
             self._write(len(self.ids))
 
     def _write(self, n: int) -> None:
-        self.store.write_shard(dense_table(self.ids[:n], np.stack(self.rows[:n])))
-        del self.ids[:n], self.rows[:n]
+        self.store.write_shard(dense_table(self.ids[:n], np.stack(self.rows[:n]), self.sources[:n]))
+        del self.ids[:n], self.rows[:n], self.sources[:n]
         self.written += 1
 
 
@@ -122,15 +129,23 @@ def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = Fal
     if part is not None:
         products = products[in_part(products[cfg.data.id_column], part)].reset_index(drop=True)
     ids = products[cfg.data.id_column].tolist()
-    paths = image_paths(products[cfg.data.image_column], images_root(cfg))
-    embedded, coloured = embeddings.present_ids(), colours.present_ids()
-    needs_embedding = np.array([pid not in embedded for pid in ids], dtype=bool)
-    needs_colour = np.array([pid not in coloured for pid in ids], dtype=bool)
+    root, inside = images_root(cfg), image_boundary(cfg)
+    paths = image_paths(products[cfg.data.image_column], root)
+    sources = [image_source(path, root, inside) for path in paths]
+    needs_embedding = _needs_work(embeddings.prepare_writing(), ids, sources)
+    needs_colour = _needs_work(colours.prepare_writing(), ids, sources)
     todo = np.flatnonzero(needs_embedding | needs_colour)
 
-    # Products without a path fail without any I/O; when no product needs an embedding, no model is even built.
-    failures = [(ids[i], "", NO_PATH) for i in todo if not paths[i]]
-    to_decode = np.array([i for i in todo if paths[i]], dtype=np.int64)
+    # Paths that cannot be opened fail without reading a byte; when no product needs an embedding, no model is even
+    # built.
+    failures, to_decode = [], []
+    for i in todo:
+        try:
+            check_image_file(paths[i], inside)
+            to_decode.append(i)
+        except UnreadableImage as exc:
+            failures.append((ids[i], paths[i], exc.reason))
+    to_decode = np.array(to_decode, dtype=np.int64)
     writers = _ShardWriter(embeddings, image_cfg.shard_size), _ShardWriter(colours, image_cfg.shard_size)
     encoder = ImageEncoder(image_cfg.backbone, image_cfg.weights, image_cfg.image_size, image_cfg.batch_size,
                            image_cfg.precision, image_cfg.runtime)
@@ -143,13 +158,14 @@ def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = Fal
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         advance(len(failures))
         for positions, images, stats, reasons in _decoded_batches([paths[i] for i in to_decode], encoder.size,
-                                                                  image_cfg.batch_size):
+                                                                  image_cfg.batch_size, inside):
             batch = to_decode[positions]
             ok = reasons == ""
             embed, measure = ok & needs_embedding[batch], ok & needs_colour[batch]
             if embed.any():
-                writers[0].add([ids[i] for i in batch[embed]], encoder.embed_batch(images[embed]))
-            writers[1].add([ids[i] for i in batch[measure]], stats[measure])
+                writers[0].add([ids[i] for i in batch[embed]], encoder.embed_batch(images[embed]),
+                               [sources[i] for i in batch[embed]])
+            writers[1].add([ids[i] for i in batch[measure]], stats[measure], [sources[i] for i in batch[measure]])
             new_embeddings += int(embed.sum())
             new_colours += int((ok & ~needs_embedding[batch]).sum())
             failures.extend((ids[i], paths[i], r) for i, r in zip(batch, reasons) if r)
@@ -171,7 +187,15 @@ def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = Fal
         seconds=time.perf_counter() - start,
         embedding_seconds=embedding_seconds,
         shards_written=sum(writer.written for writer in writers),
+        quarantined=embeddings.quarantined + colours.quarantined,
     )
+
+
+def _needs_work(stored: dict[str, str | None], ids: list[str], sources: list[str | None]) -> np.ndarray:
+    """Per product: not stored yet, or stored from another file than the one its row names now (a row stored
+    before sources were recorded is trusted)."""
+    return np.array([pid not in stored or stored[pid] not in (None, source) for pid, source in zip(ids, sources)],
+                    dtype=bool)
 
 
 def image_paths(column: pd.Series, root: Path) -> list[str]:
@@ -188,7 +212,13 @@ def images_root(cfg: Config) -> Path:
     return cfg.data.images_root or cfg.data.splits["train"].parent
 
 
-def _decoded_batches(paths: list[str], size: int, batch_size: int) -> Iterator[tuple[np.ndarray, ...]]:
+def image_boundary(cfg: Config) -> Path | None:
+    """The folder every image must resolve into, or None where the config allows images anywhere."""
+    return None if cfg.data.allow_absolute_image_paths else images_root(cfg)
+
+
+def _decoded_batches(paths: list[str], size: int, batch_size: int,
+                     inside: Path | None) -> Iterator[tuple[np.ndarray, ...]]:
     """(positions, uint8 images, colour statistics, failure reasons) per batch, decoded by parallel tf.data threads
     ahead of use."""
     if not paths:
@@ -199,7 +229,7 @@ def _decoded_batches(paths: list[str], size: int, batch_size: int) -> Iterator[t
 
     def decode(position: np.ndarray, path: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes]:
         try:
-            return position, *decode_image(path.decode(), size), b""
+            return position, *decode_image(path.decode(), size, inside), b""
         except UnreadableImage as exc:
             return position, *unread, exc.reason.encode()
 
@@ -223,13 +253,14 @@ def _decoded_batches(paths: list[str], size: int, batch_size: int) -> Iterator[t
 
 def _write_failures(path: Path, failures: list[tuple[str, str, str]]) -> None:
     """Rewrite the list for this run (atomically), so it names exactly what is still missing after it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        out = csv.writer(fh)
-        out.writerow(["id", "path", "reason"])
-        out.writerows(failures)
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            out = csv.writer(fh)
+            out.writerow(["id", "path", "reason"])
+            out.writerows((pid, shown.replace("\0", "\\0"), reason) for pid, shown, reason in failures)
+
+    write_atomically(path, write)
 
 
 @contextmanager

@@ -1,11 +1,15 @@
 """The feature store: Parquet shards keyed by product id, each stamped with how its features were made.
 
-One feature set lives in one folder of part-NNNNN.parquet files (mmgbm.workdir says which folder). Every shard is
-written to a temporary file and renamed into place, so a crash leaves whole shards or nothing. Every shard carries
-a fingerprint (backbone, weights hash, image size; vectorizer hash ...) in its Parquet metadata; a store opened
-with a different fingerprint refuses to read or extend shards made another way instead of mixing them.
+One feature set lives in one folder of part-*.parquet files (mmgbm.workdir says which folder). Every shard is
+written to a temporary file and renamed into place (mmgbm.features.atomic), so a crash or a full disk leaves whole
+shards or nothing. Shard names carry the writing time and a random part, so concurrent writers (two runs, or several
+machines on a shared workdir) never pick the same name; the time orders them. Every shard carries a fingerprint
+(backbone, weights hash, image size; vectorizer hash ...) in its Parquet metadata; a store opened with a different
+fingerprint refuses to read or extend shards made another way instead of mixing them.
 Rows are found by id, never by position: reading for a list of ids returns one row per id, in that order, with
-missing ids as missing rows.
+missing ids as missing rows. An id stored twice (two concurrent runs, or a product re-extracted after it changed)
+is read from the newest shard. Each row may record its `source`: what its features were made from (a hash of the
+text, the image file's size and time), so products that changed since can be found and re-extracted.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,11 +30,16 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from mmgbm.errors import MmgbmError
+from mmgbm.features.atomic import remove_orphans, write_atomically
 
 ID = "id"
+SOURCE = "source"
 FINGERPRINT_KEY = b"mmgbm.fingerprint"
-# part-00012.parquet, or part-p3of8-00012.parquet when one of several machines writes its part of the products.
-SHARD_RE = re.compile(r"^part-(?:(p\d+of\d+)-)?(\d{5,})\.parquet$")
+# part-<ns since 1970>-<random>.parquet, with p3of8- after part- when one of several machines writes its part of the
+# products; stores written before had part-00012.parquet, which sort first.
+SHARD_RE = re.compile(r"^part-(?:(p\d+of\d+)-)?(\d{5,})(?:-[0-9a-f]{8})?\.parquet$")
+# A shard that cannot be read is renamed with this suffix by the next extraction, which then redoes its products.
+QUARANTINE_SUFFIX = ".damaged"
 
 
 class FeatureStore:
@@ -38,14 +48,17 @@ class FeatureStore:
     def __init__(self, root: Path, fingerprint: dict[str, Any], writer: str | None = None):
         self.root = Path(root)
         self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))  # normalise tuples etc.
-        # Machines extracting different parts into one shared folder each number their own shards (no clashes).
+        # Machines extracting different parts into one shared folder name their shards for their part.
         self.writer = writer
+        self.quarantined: list[Path] = []  # damaged shards prepare_writing() set aside
 
     # ---- shards -------------------------------------------------------------------------------------------
     def shards(self) -> list[Path]:
+        """Oldest first, whichever writer made them, so that "the newest shard wins" means the newest write."""
         if not self.root.is_dir():
             return []
-        return sorted(p for p in self.root.iterdir() if SHARD_RE.match(p.name))
+        found = [(int(m.group(2)), p.name) for p in self.root.iterdir() if (m := SHARD_RE.match(p.name))]
+        return [self.root / name for _, name in sorted(found)]
 
     def check(self) -> None:
         """Refuse shards whose fingerprint differs from ours, naming the shard and what differs."""
@@ -59,32 +72,46 @@ class FeatureStore:
                     f"or delete {self.root}"
                 )
 
-    def present_ids(self) -> set[str]:
-        """Ids already stored (after checking every shard matches), for incremental extraction."""
+    def sources(self) -> dict[str, str | None]:
+        """Every stored id and what its features were made from (None where not recorded), newest shard winning."""
         self.check()
-        ids: set[str] = set()
+        out: dict[str, str | None] = {}
         for shard in self.shards():
-            ids.update(pq.read_table(shard, columns=[ID]).column(ID).to_pylist())
-        return ids
+            table = _read(shard, [ID, SOURCE] if SOURCE in pq.read_schema(shard).names else [ID])
+            sources = table.column(SOURCE).to_pylist() if SOURCE in table.column_names else [None] * len(table)
+            out.update(zip(table.column(ID).to_pylist(), sources))
+        return out
+
+    def present_ids(self) -> set[str]:
+        return set(self.sources())
+
+    def prepare_writing(self) -> dict[str, str | None]:
+        """A writer's first look at the store: remove what killed writers left, set aside shards that cannot be
+        read whole (their products are then extracted again), and return `sources()` for incremental extraction."""
+        remove_orphans(self.root)
+        for shard in self.shards():
+            try:
+                read_fingerprint(shard)
+                _read(shard, None)
+            except MmgbmError:
+                try:
+                    os.replace(shard, shard.with_name(shard.name + QUARANTINE_SUFFIX))
+                    self.quarantined.append(shard)
+                except FileNotFoundError:  # a concurrent writer set it aside first
+                    pass
+        return self.sources()
 
     def write_shard(self, table: pa.Table) -> Path:
-        """Write one shard atomically; the fingerprint goes into its Parquet metadata."""
+        """Write one shard atomically under a name no other writer can pick; the fingerprint goes into its
+        Parquet metadata."""
         if ID not in table.column_names:
             raise ValueError("a feature shard needs an 'id' column")
-        self.root.mkdir(parents=True, exist_ok=True)
-        mine = [SHARD_RE.match(p.name) for p in self.shards()]
-        numbers = [int(m.group(2)) for m in mine if m.group(1) == self.writer]
         prefix = f"part-{self.writer}-" if self.writer else "part-"
-        final = self.root / f"{prefix}{(max(numbers) + 1 if numbers else 0):05d}.parquet"
+        final = self.root / f"{prefix}{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
         meta = dict(table.schema.metadata or {})
         meta[FINGERPRINT_KEY] = json.dumps(self.fingerprint, sort_keys=True).encode()
-        tmp = self.root / f".{final.name}.{uuid.uuid4().hex}.tmp"
-        try:
-            pq.write_table(table.replace_schema_metadata(meta), tmp)
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return final
+        stamped = table.replace_schema_metadata(meta)
+        return write_atomically(final, lambda tmp: pq.write_table(stamped, tmp))
 
     def clear(self) -> None:
         """Remove the whole feature set (used by --overwrite)."""
@@ -97,12 +124,17 @@ class FeatureStore:
         shards = self.shards()
         if not shards:
             raise MmgbmError(f"no features in {self.root}; run the extract command first")
-        return pa.concat_tables([pq.read_table(s, columns=columns) for s in shards])
+        return pa.concat_tables([_read(s, columns) for s in shards])
 
     def _positions(self, stored_ids: list[str], ids: Sequence[str]) -> np.ndarray:
         """Row of each requested id in the stored table (-1 when absent); later shards win on repeats."""
         where = {pid: i for i, pid in enumerate(stored_ids)}
         return np.fromiter((where.get(str(pid), -1) for pid in ids), dtype=np.int64, count=len(ids))
+
+    def read_sources(self, ids: Sequence[str]) -> list[str | None]:
+        """What the stored features of each id were made from (None where absent or not recorded)."""
+        stored = self.sources()
+        return [stored.get(str(pid)) for pid in ids]
 
     def read_dense(self, ids: Sequence[str], column: str = "embedding") -> tuple[np.ndarray, np.ndarray]:
         """(n_ids, dim) float32 aligned to `ids`, NaN rows where an id has no features; and the present mask."""
@@ -140,26 +172,45 @@ def read_fingerprint(shard: Path) -> dict[str, Any]:
     try:
         meta = pq.read_schema(shard).metadata or {}
     except Exception as exc:  # a truncated or foreign file in the store folder
-        raise MmgbmError(f"{shard}: unreadable feature shard ({exc}); delete it and re-run the extract command") from None
+        raise _damaged(shard, exc) from None
     if FINGERPRINT_KEY not in meta:
         raise MmgbmError(f"{shard}: not an mmgbm feature shard (no fingerprint); move it out of {shard.parent}")
     return json.loads(meta[FINGERPRINT_KEY])
 
 
-def dense_table(ids: Sequence[str], matrix: np.ndarray) -> pa.Table:
-    """A shard table for dense features: id + fixed-size float32 list."""
+def _read(shard: Path, columns: list[str] | None) -> pa.Table:
+    try:
+        return pq.read_table(shard, columns=columns)
+    except Exception as exc:  # a damaged page surfaces as OSError, ArrowInvalid ... depending on where it is hit
+        raise _damaged(shard, exc) from None
+
+
+def _damaged(shard: Path, exc: Exception) -> MmgbmError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return MmgbmError(f"{shard}: unreadable feature shard ({first}); delete it and re-run the extract command, "
+                      f"which redoes only the products it held")
+
+
+def dense_table(ids: Sequence[str], matrix: np.ndarray, sources: Sequence[str] | None = None) -> pa.Table:
+    """A shard table for dense features: id + fixed-size float32 list (+ what each row was made from)."""
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
     flat = pa.array(matrix.reshape(-1), type=pa.float32())
-    return pa.table({ID: pa.array([str(i) for i in ids], pa.string()),
-                     "embedding": pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])})
+    return _with_sources({ID: pa.array([str(i) for i in ids], pa.string()),
+                          "embedding": pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])}, sources)
 
 
-def sparse_table(ids: Sequence[str], matrix: sp.csr_matrix) -> pa.Table:
+def sparse_table(ids: Sequence[str], matrix: sp.csr_matrix, sources: Sequence[str] | None = None) -> pa.Table:
     """A shard table for sparse features: id + (indices, values) lists taken straight from CSR, never densified."""
     matrix = sp.csr_matrix(matrix)
     offsets = pa.array(matrix.indptr.astype(np.int32))
-    return pa.table({
+    return _with_sources({
         ID: pa.array([str(i) for i in ids], pa.string()),
         "indices": pa.ListArray.from_arrays(offsets, pa.array(matrix.indices.astype(np.int32))),
         "values": pa.ListArray.from_arrays(offsets, pa.array(matrix.data.astype(np.float32))),
-    })
+    }, sources)
+
+
+def _with_sources(columns: dict[str, pa.Array], sources: Sequence[str] | None) -> pa.Table:
+    if sources is not None:
+        columns[SOURCE] = pa.array(list(sources), pa.string())
+    return pa.table(columns)

@@ -1,27 +1,29 @@
 """Text features: one TF-IDF vectorizer per text field, fitted on the training split only, stored as sparse shards.
 
-Per field, one folder (mmgbm.workdir.text_field_dir) holds the fitted vectorizer and the shards (id, indices,
-values). The shards' fingerprint is derived from the stored vectorizer, so shards can only be read
-with the vectorizer that made them; refitting the vectorizer discards them, since their indices meant other words.
+Per field, one folder (mmgbm.workdir.text_field_dir) holds the fitted vectorizer (plain JSON, never a pickle) and
+the shards (id, indices, values, and a hash of the text each row was made from, so a product whose text changed
+is vectorised again). The shards' fingerprint is derived from the stored vectorizer, so shards can only be read
+with the vectorizer that made them; refitting the vectorizer (--overwrite) discards them, since their indices
+meant other words. Two runs on a fresh workdir fit the same vectorizer from the same data, so they may race: each
+replaces the file atomically with identical content, and a product both store is read once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import shutil
 import time
-import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
 import pandas as pd
 
 from mmgbm.catalogue import load_all_products, load_split
 from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
+from mmgbm.features.atomic import write_atomically
 from mmgbm.features.store import sparse_table
 from mmgbm.features.text_cleaning import join_columns
 from mmgbm.features.text_vectorizer import TextVectorizer
@@ -45,6 +47,7 @@ class FieldExtraction:
     shards: int
     fit_seconds: float
     transform_seconds: float
+    set_aside: int = 0  # damaged shards renamed *.damaged; their products are among the new ones
 
     def describe(self) -> str:
         how = (f"fitted on {self.fitted_on:,} train products" if self.fitted_on is not None
@@ -55,6 +58,7 @@ class FieldExtraction:
             f"{self.new:,} new products in {self.shards} shard(s), {self.empty:,} with empty text, "
             f"{self.already_stored:,} already stored; fit {self.fit_seconds:.1f}s, "
             f"transform {self.transform_seconds:.1f}s{rate}"
+            + (f"; {self.set_aside} damaged shard(s) set aside (*.damaged)" if self.set_aside else "")
         )
 
 
@@ -91,9 +95,9 @@ def load_vectorizer(cfg: Config, field: str) -> TextVectorizer:
     if not path.is_file():
         raise MmgbmError(f"no fitted vectorizer for text field {field!r} at {path}; run `mmgbm extract-text` first")
     try:
-        saved = joblib.load(path)
-        vectorizer, saved_columns = saved["vectorizer"], saved["columns"]
-    except Exception as exc:  # truncated or foreign file: unpickling raises many types
+        saved = json.loads(path.read_text())
+        vectorizer, saved_columns = TextVectorizer.from_data(saved), list(saved["columns"])
+    except Exception as exc:  # truncated, hand-edited or foreign: JSON and the rebuild raise many types
         raise MmgbmError(f"{path}: unreadable vectorizer ({type(exc).__name__}); run `mmgbm extract-text --overwrite`") from None
     wanted = {"columns": columns, **_settings(vectorizer_from_config(cfg))}
     stored = {"columns": saved_columns, **_settings(vectorizer)}
@@ -123,31 +127,40 @@ def _extract_field(cfg: Config, field: str, products: pd.DataFrame, overwrite: b
     started = time.perf_counter()
     fitted_on = None
     if overwrite or not vectorizer_path(cfg, field).is_file():
-        fitted_on = _fit_and_save(cfg, field, columns)
+        fitted_on = _fit_and_save(cfg, field, columns, overwrite)
     vectorizer = load_vectorizer(cfg, field)
     fit_seconds = time.perf_counter() - started
 
     store = text_store(cfg, field, vectorizer)
-    present = store.present_ids()
-    ids = products[cfg.data.id_column]
-    todo = products[~ids.isin(present)]
+    stored = store.prepare_writing()
+    documents = join_columns(products, columns)
+    hashes = content_hashes(documents)
+    # New products, and stored ones whose text changed (rows stored before hashes were recorded are trusted).
+    todo = [i for i, (pid, h) in enumerate(zip(products[cfg.data.id_column], hashes))
+            if pid not in stored or stored[pid] not in (None, h)]
     started = time.perf_counter()
     empty = shards = 0
     step = cfg.features.text.shard_size
     for start in range(0, len(todo), step):
-        chunk = todo.iloc[start:start + step]
-        matrix = vectorizer.transform(join_columns(chunk, columns))
+        rows = todo[start:start + step]
+        matrix = vectorizer.transform([documents[i] for i in rows])
         empty += int((matrix.getnnz(axis=1) == 0).sum())
-        store.write_shard(sparse_table(chunk[cfg.data.id_column].tolist(), matrix))
+        store.write_shard(sparse_table(products[cfg.data.id_column].iloc[rows].tolist(), matrix,
+                                       [hashes[i] for i in rows]))
         shards += 1
     return FieldExtraction(
         field, columns, fitted_on, len(vectorizer.vocabulary_), len(todo), len(products) - len(todo), empty, shards,
-        fit_seconds, time.perf_counter() - started,
+        fit_seconds, time.perf_counter() - started, len(store.quarantined),
     )
 
 
-def _fit_and_save(cfg: Config, field: str, columns: list[str]) -> int:
-    """Fit on the training split only and store the vectorizer; any older shards of the field go first."""
+def content_hashes(documents: Sequence[str]) -> list[str]:
+    """A short hash per document: what a stored TF-IDF row was made from."""
+    return [hashlib.sha256(doc.encode("utf-8", "surrogatepass")).hexdigest()[:16] for doc in documents]
+
+
+def _fit_and_save(cfg: Config, field: str, columns: list[str], overwrite: bool) -> int:
+    """Fit on the training split only and store the vectorizer; with `overwrite`, the field's shards go first."""
     train = load_split(cfg, "train", with_targets=False)
     vectorizer = vectorizer_from_config(cfg)
     try:
@@ -157,16 +170,10 @@ def _fit_and_save(cfg: Config, field: str, columns: list[str]) -> int:
             f"text field {field!r}: cannot fit TF-IDF on {len(train):,} train products ({exc}); "
             f"check features.text (min_df, max_df, token_pattern) and the columns {columns}"
         ) from None
-    path = vectorizer_path(cfg, field)
-    if path.parent.exists():
-        shutil.rmtree(path.parent)
-    path.parent.mkdir(parents=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        joblib.dump({"vectorizer": vectorizer, "columns": list(columns), "fitted_on": len(train)}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    if overwrite:
+        text_store(cfg, field, vectorizer).clear()
+    saved = {**vectorizer.to_data(), "columns": list(columns), "fitted_on": len(train)}
+    write_atomically(vectorizer_path(cfg, field), lambda tmp: tmp.write_text(json.dumps(saved)))
     return len(train)
 
 

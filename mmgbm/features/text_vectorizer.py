@@ -1,7 +1,9 @@
 """`TextVectorizer`: cleaned text -> TF-IDF word n-grams, an sklearn estimator with a fingerprint of what it learned.
 
 The fingerprint (parameters + vocabulary + idf) is stamped on every text feature shard, so shards written by one
-fitted vectorizer are never read with another one's column meanings.
+fitted vectorizer are never read with another one's column meanings. A fitted vectorizer is stored as plain data
+(`to_data` / `from_data`: parameters, terms in column order, idf), never pickled: a shared workdir must not be able
+to run code on whoever reads it.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -50,7 +53,34 @@ class TextVectorizer(TransformerMixin, BaseEstimator):
         return self
 
     def fit_transform(self, docs: Iterable[object], y: object = None) -> sp.csr_matrix:
-        tfidf = TfidfVectorizer(
+        tfidf = self._tfidf()
+        matrix = tfidf.fit_transform(clean_texts(docs, self.strip_html))
+        self._learned(tfidf)
+        return matrix
+
+    def to_data(self) -> dict[str, Any]:
+        """Everything the fitted vectorizer knows, as JSON-ready lists and numbers."""
+        check_is_fitted(self, "tfidf_")
+        return {"params": self.get_params(), "terms": self.tfidf_.get_feature_names_out().tolist(),
+                "idf": self.idf_.tolist()}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> "TextVectorizer":
+        """The vectorizer `to_data` described; it transforms exactly as the one that was fitted."""
+        params = dict(data["params"])
+        params["ngram_range"] = tuple(params["ngram_range"])
+        vectorizer = cls(**params)
+        terms, idf = list(data["terms"]), np.asarray(data["idf"], dtype=np.float64)
+        if len(terms) != len(idf) or len(set(terms)) != len(terms):
+            raise ValueError(f"{len(terms)} terms (some repeated?) for {len(idf)} idf weights")
+        tfidf = vectorizer._tfidf()
+        tfidf.vocabulary_ = {term: i for i, term in enumerate(terms)}
+        tfidf.idf_ = idf
+        vectorizer._learned(tfidf)
+        return vectorizer
+
+    def _tfidf(self) -> TfidfVectorizer:
+        return TfidfVectorizer(
             lowercase=self.lowercase,
             token_pattern=self.token_pattern,
             ngram_range=tuple(self.ngram_range),
@@ -60,12 +90,12 @@ class TextVectorizer(TransformerMixin, BaseEstimator):
             sublinear_tf=self.sublinear_tf,
             dtype=np.float32,
         )
-        matrix = tfidf.fit_transform(clean_texts(docs, self.strip_html))
+
+    def _learned(self, tfidf: TfidfVectorizer) -> None:
         self.tfidf_ = tfidf
         self.vocabulary_ = tfidf.vocabulary_
         self.idf_ = tfidf.idf_
         self.fingerprint_ = self._fingerprint()
-        return matrix
 
     def transform(self, docs: Iterable[object]) -> sp.csr_matrix:
         check_is_fitted(self, "tfidf_")

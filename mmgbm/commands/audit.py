@@ -1,0 +1,165 @@
+"""`mmgbm audit`: the training products whose given label is most likely wrong, ranked, with the evidence.
+
+Every product is judged by out-of-fold probabilities: those of models that never saw it, so a wrong label the model
+memorised cannot vouch for itself. The fitted model keeps them (`oof_proba_`, per modality `oof_proba_by_modality_`);
+a model without them is cross-validated again here with the same settings. cleanlab ranks the labels (its label
+quality score) and flags the likely issues; each suspect names the modalities whose own prediction agrees with the
+suggested label, so a reviewer knows whether to look at the photo or read the title.
+
+    <workdir>/reports/<target>/audit.csv    every product whose label the model disagrees with, most suspect first
+    <workdir>/reports/<target>/audit.html   the top suspects with photo thumbnails embedded: opens offline, anywhere
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps
+from sklearn.base import clone
+from sklearn.model_selection import StratifiedKFold, cross_validate
+
+from mmgbm.catalogue import load_split
+from mmgbm.commands.predict import checked_artifact
+from mmgbm.commands.targets import resolve_targets, target_values
+from mmgbm.config import Config
+from mmgbm.errors import MmgbmError
+from mmgbm.estimator import MMGBMClassifier, ProductMatrix
+from mmgbm.features.design import load_products
+from mmgbm.features.images import image_paths, images_root
+from mmgbm.workdir import report_dir
+
+FUSED_ONLY = "fused"  # no single modality suggests the label: only their combination does
+THUMBNAIL = (96, 128)
+COLUMNS = ["id", "given_label", "suggested_label", "confidence_wrong", "modality", "label_issue", "title"]
+
+
+@dataclass
+class AuditResult:
+    target: str
+    ranked: pd.DataFrame  # every training product, COLUMNS, most suspect first
+    source: str  # where the out-of-fold probabilities came from
+    csv_path: Path
+    html_path: Path
+
+    @property
+    def suspects(self) -> pd.DataFrame:
+        return self.ranked[self.ranked["given_label"] != self.ranked["suggested_label"]]
+
+    def describe(self) -> str:
+        return (f"{self.target}: {len(self.ranked):,} training products; the model disagrees with "
+                f"{len(self.suspects):,} given labels, {int(self.ranked['label_issue'].sum()):,} flagged as label "
+                f"issues ({self.source})\n-> {self.csv_path}\n-> {self.html_path}")
+
+
+def audit(cfg: Config, target: str, report_rows: int = 200) -> AuditResult:
+    """Rank the training split's labels of a classification target and write the CSV and HTML reports."""
+    name = resolve_targets(cfg, [target])[0]
+    frame = load_split(cfg, "train")
+    products, fingerprints = load_products(cfg, frame)
+    model = checked_artifact(cfg, name, fingerprints).model
+    if model.regression:
+        raise MmgbmError(f"target {name!r} is a regression; audit ranks the labels of classification targets")
+    values = target_values(frame, cfg.targets[name], f"{cfg.data.splits['train']} (train)")
+    kept = frame[values.keep].reset_index(drop=True)
+    probs, by_modality, source = out_of_fold(model, products[values.keep], values.y)
+    ranked = rank_labels(model.classes_, values.y, probs, by_modality)
+    ranked.insert(0, "id", kept[cfg.data.id_column].to_numpy())
+    ranked["title"] = kept[cfg.data.text_columns[0]].fillna("").to_numpy() if cfg.data.text_columns else ""
+    ranked = ranked.sort_values("confidence_wrong", ascending=False, kind="stable")[COLUMNS].reset_index(drop=True)
+
+    folder = report_dir(cfg, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    result = AuditResult(name, ranked, source, folder / "audit.csv", folder / "audit.html")
+    result.suspects.to_csv(result.csv_path, index=False)
+    photos = (dict(zip(kept[cfg.data.id_column], image_paths(kept[cfg.data.image_column], images_root(cfg))))
+              if cfg.data.image_column else {})
+    result.html_path.write_text(_html_report(result, photos, report_rows))
+    return result
+
+
+def out_of_fold(model: MMGBMClassifier, X: ProductMatrix, y: np.ndarray) -> tuple[np.ndarray, dict, str]:
+    """(n, len(classes_)) out-of-fold probabilities of the model's predictor, per modality the labels its best
+    head alone predicts out of fold, and where they came from."""
+    if hasattr(model, "oof_proba_"):
+        if not np.array_equal(model.train_ids_, X.ids):
+            raise MmgbmError("the training split changed since the model was trained; retrain it, then audit")
+        by_modality = {m: model.classes_[p.argmax(axis=1)] for m, p in model.oof_proba_by_modality_.items()}
+        return model.oof_proba_, by_modality, "the model's out-of-fold probabilities"
+    folds = StratifiedKFold(model.n_folds, shuffle=True, random_state=model.seed)
+    fitted = cross_validate(clone(model), X, y, cv=folds, return_estimator=True, return_indices=True, scoring=None)
+    probs = np.zeros((len(y), len(model.classes_)))
+    by_modality = {m: np.empty(len(y), dtype=object) for m in model.modalities_}
+    for fold_model, rows in zip(fitted["estimator"], fitted["indices"]["test"]):
+        # A fold's model may lack a rare class: its columns go to their places among all the classes.
+        columns = np.searchsorted(model.classes_, fold_model.classes_)
+        probs[np.ix_(rows, columns)] = fold_model.predict_proba(X[rows])
+        for modality, labels in by_modality.items():
+            if modality in fold_model.modalities_:
+                labels[rows] = fold_model.predict_alone(X[rows], modality)
+    return probs, by_modality, f"{model.n_folds}-fold cross-validated refits"
+
+
+def rank_labels(classes: np.ndarray, given: np.ndarray, probs: np.ndarray, by_modality: dict) -> pd.DataFrame:
+    """Per product: given and suggested label, confidence that the given one is wrong (1 - cleanlab's label quality),
+    cleanlab's issue flag, and which modalities alone suggest the same label."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    # Classes outside a product's re-ranked candidates get 0; cleanlab wants rows that are distributions.
+    totals = probs.sum(axis=1, keepdims=True)
+    probs = np.where(totals > 0, probs / np.where(totals > 0, totals, 1), 1 / probs.shape[1])
+    labels = np.searchsorted(classes, given)
+    quality = get_label_quality_scores(labels, probs, method="self_confidence")
+    issues = find_label_issues(labels, probs, n_jobs=1)
+    suggested = classes[probs.argmax(axis=1)]
+    modality = [
+        "" if s == g else "+".join(m for m, alone in by_modality.items() if alone[i] == s) or FUSED_ONLY
+        for i, (s, g) in enumerate(zip(suggested, given))
+    ]
+    return pd.DataFrame({"given_label": given, "suggested_label": suggested, "confidence_wrong": 1 - quality,
+                         "modality": modality, "label_issue": issues})
+
+
+def _html_report(result: AuditResult, photos: dict[str, str], rows: int) -> str:
+    shown = result.suspects.head(rows)
+    body = "\n".join(
+        f"<tr><td>{i + 1}</td><td>{_thumbnail(photos.get(r.id, ''))}</td><td>{html.escape(str(r.title))}<br>"
+        f"<small>{html.escape(str(r.id))}</small></td><td class=given>{html.escape(str(r.given_label))}</td>"
+        f"<td class=suggested>{html.escape(str(r.suggested_label))}</td><td>{r.confidence_wrong:.2f}</td>"
+        f"<td>{html.escape(r.modality)}</td></tr>"
+        for i, r in enumerate(shown.itertuples())
+    )
+    title = f"mmgbm audit: {html.escape(result.target)}"
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title><style>
+body {{ font-family: sans-serif; margin: 2em; }} table {{ border-collapse: collapse; }}
+td, th {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; vertical-align: middle; }}
+.given {{ color: #b00; text-decoration: line-through; }} .suggested {{ color: #070; font-weight: bold; }}
+</style></head><body>
+<h1>{title}</h1>
+<p>{len(result.suspects):,} of {len(result.ranked):,} training labels disagree with the out-of-fold prediction
+({html.escape(result.source)}); the {len(shown):,} most likely wrong first. The full list is {result.csv_path.name}.</p>
+<table><tr><th>#</th><th>photo</th><th>title / id</th><th>given</th><th>suggested</th><th>confidence wrong</th>
+<th>suggested by</th></tr>
+{body}
+</table></body></html>
+"""
+
+
+def _thumbnail(path: str) -> str:
+    """The photo as a small inline JPEG, so the report is one self-contained file."""
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im).convert("RGB")
+            im.thumbnail(THUMBNAIL)
+            out = io.BytesIO()
+            im.save(out, "JPEG", quality=80)
+    except Exception:  # no path, missing file, anything a decoder raises: the row just has no photo
+        return "<small>no photo</small>"
+    return f'<img src="data:image/jpeg;base64,{base64.b64encode(out.getvalue()).decode()}" alt="photo">'

@@ -1,0 +1,252 @@
+"""`mmgbm serve`: the trained models behind HTTP, for listings that arrive one at a time.
+
+Models, vectorizers and the image encoder are loaded once at startup, so a request costs only its own features and
+predictions. A request is a JSON list of products keyed like the catalogue table (id, text, metadata columns) with
+the photo as a path (`image_column`) or base64 bytes (`image_base64`); `/predict/upload` takes one photo as a file.
+Answers are batch `predict`'s for the same products: the same features (mmgbm.features.online) and the same
+ranking. Whatever a client can get wrong is a 4xx with a one-line `detail`, and the service keeps serving.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations, which name local types.
+import base64
+import binascii
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from mmgbm.commands.artifact import check_fingerprints, load_artifact
+from mmgbm.commands.predict import estimator_call
+from mmgbm.commands.targets import resolve_targets
+from mmgbm.config import Config
+from mmgbm.errors import MmgbmError
+from mmgbm.estimator import ProductMatrix
+from mmgbm.features.online import BadProduct, OnlineFeatures, PostedImage
+from mmgbm.workdir import model_dir
+
+IMAGE_BYTES_FIELD = "image_base64"
+MAX_BODY_BYTES = 16 * 1024 * 1024  # 32 catalogue photos in base64 are ~1 MB; this leaves room for big uploads
+MAX_PRODUCTS = 256
+DEFAULT_TOP_K = 3
+
+
+class PredictionService:
+    """The loaded models and feature makers; `predict` is the whole request, usable without HTTP."""
+
+    def __init__(self, cfg: Config, targets: list[str] | None = None):
+        self.cfg = cfg
+        # Models first: a missing one is a user error best reported before seconds of building the encoder.
+        artifacts = {name: load_artifact(model_dir(cfg, name), name) for name in resolve_targets(cfg, targets)}
+        self.features = OnlineFeatures(cfg)
+        for name, artifact in artifacts.items():
+            check_fingerprints(artifact, self.features.fingerprints, model_dir(cfg, name))
+        self.models = {name: artifact.model for name, artifact in artifacts.items()}
+        self.product_model = product_model(cfg, self.features)
+        # One request at a time: on a few cores parallel requests only fight over them (TensorFlow and LightGBM
+        # each use every core), and the estimators were not written to be shared across threads.
+        self._lock = threading.Lock()
+
+    def predict(self, products: list[BaseModel], images: list[PostedImage], top_k: int) -> list[dict[str, Any]]:
+        rows = [p.model_dump(exclude={self.cfg.data.image_column, IMAGE_BYTES_FIELD}) for p in products]
+        frame = pd.DataFrame(rows, columns=[self.cfg.data.id_column, *self.features.columns])
+        with self._lock:
+            matrix = self.features.products(frame, images)
+            answers = {name: _answers(name, model, matrix, top_k) for name, model in self.models.items()}
+        return [{"id": pid, "targets": {name: per_product[i] for name, per_product in answers.items()}}
+                for i, pid in enumerate(frame[self.cfg.data.id_column])]
+
+
+def product_model(cfg: Config, features: OnlineFeatures) -> type[BaseModel]:
+    """The request schema of one product, from the config: unknown fields and wrong types are refused."""
+    data = cfg.data
+    fields: dict[str, Any] = {data.id_column: (str, ...)}
+    for column in features.columns:
+        kind = float if column in data.numeric_columns else str
+        fields[column] = (Optional[kind], None)
+    if features.encoder is not None:
+        fields[data.image_column] = (Optional[str], None)
+        fields[IMAGE_BYTES_FIELD] = (Optional[str], None)
+    return create_model("Product", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def posted_image(cfg: Config, product: BaseModel) -> PostedImage:
+    path = getattr(product, cfg.data.image_column or "", None)
+    encoded = getattr(product, IMAGE_BYTES_FIELD, None)
+    pid = getattr(product, cfg.data.id_column)
+    if path is not None and encoded is not None:
+        raise BadProduct(f"product {pid!r}: give {cfg.data.image_column!r} or {IMAGE_BYTES_FIELD!r}, not both")
+    if encoded is None:
+        return path
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadProduct(f"product {pid!r}: {IMAGE_BYTES_FIELD} is not valid base64") from None
+
+
+def _answers(name: str, model, products: ProductMatrix, top_k: int) -> list[dict[str, Any]]:
+    """Per product, batch predict's answer for one target as JSON values: the value on the target's own scale, or
+    the label with the top-k ranking it heads (the first is always the label, also when copied from the text)."""
+    if model.regression:
+        return [{"value": float(v)} for v in estimator_call(name, model.predict, products)]
+    labels, probabilities = estimator_call(name, model.predict_top_k, products, top_k)
+    return [{"label": str(ranked[0]), "probability": float(p[0]),
+             "top_k": [{"label": str(label), "probability": float(q)} for label, q in zip(ranked, p)]}
+            for ranked, p in zip(labels, probabilities)]
+
+
+def create_app(service: PredictionService, max_body_bytes: int = MAX_BODY_BYTES):
+    """The FastAPI application over a loaded service."""
+    from fastapi import Body, FastAPI, File, Form, Query, Request, UploadFile
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    Product = service.product_model
+    cfg = service.cfg
+    app = FastAPI(title="mmgbm", version="1", summary="Product attributes from text, photo and metadata.")
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    TopK = Query(DEFAULT_TOP_K, ge=1, le=20, description="Labels ranked per classification target.")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _one_line(exc.errors())}, status_code=422)
+
+    @app.exception_handler(BadProduct)
+    @app.exception_handler(MmgbmError)
+    async def bad_product(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        encoder = service.features.encoder
+        return {"status": "ok", "targets": list(service.models),
+                "image_encoder": None if encoder is None else encoder.backbone}
+
+    @app.post("/predict")
+    def predict(products: list[Product] = Body(..., min_length=1, max_length=MAX_PRODUCTS),  # type: ignore[valid-type]
+                top_k: int = TopK) -> dict[str, Any]:
+        """Predict every served target for a list of products (at most 256)."""
+        images = [posted_image(cfg, p) for p in products]
+        return {"predictions": service.predict(products, images, top_k)}
+
+    if service.features.encoder is not None:
+        @app.post("/predict/upload")
+        def predict_upload(image: UploadFile = File(...), product: str = Form(..., description="The product as JSON"),
+                           top_k: int = TopK) -> dict[str, Any]:
+            """One product with its photo uploaded as a file; `product` holds its other fields as JSON."""
+            try:
+                posted = Product.model_validate(json.loads(product))
+            except ValueError as exc:  # json's and pydantic's errors both derive from it
+                errors = exc.errors() if isinstance(exc, ValidationError) else [{"loc": (), "msg": "not JSON"}]
+                raise RequestValidationError([{**e, "loc": ("product", *e["loc"])} for e in errors]) from None
+            if posted_image(cfg, posted) is not None:
+                raise BadProduct("an uploaded product takes its photo from the file; leave out its image fields")
+            return {"predictions": service.predict([posted], [image.file.read()], top_k)}
+
+    return app
+
+
+def _one_line(errors: list[dict]) -> str:
+    """FastAPI's list of validation errors as the first one, located by product number and field."""
+    first = errors[0]
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    where = ""
+    if loc and loc[0].isdigit():
+        where = f"product {loc[0]}" + (f", field {loc[1]!r}" if len(loc) > 1 else "") + ": "
+    elif loc:
+        where = f"{'.'.join(loc)}: "
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}{first.get('msg', 'invalid')}{more}".replace("\n", " ")
+
+
+class BodyLimit:
+    """ASGI middleware: a body over `limit` bytes gets 413 before any of it is parsed, declared or streamed."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            return await self._refuse(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None  # the client went away
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self._refuse(scope, receive, send)
+            if not message.get("more_body"):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, receive, send) -> None:
+        from fastapi.responses import JSONResponse
+
+        detail = f"request body over {self.limit:,} bytes; send fewer products per request"
+        await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+
+
+def serve(cfg: Config, targets: list[str] | None = None, host: str = "127.0.0.1", port: int = 8000,
+          say=print) -> None:
+    """Load everything once, then serve until interrupted."""
+    import uvicorn
+
+    service = PredictionService(cfg, targets)
+    say(f"serving {', '.join(service.models)} on http://{host}:{port} (API docs at /docs)")
+    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+
+
+@contextmanager
+def service_process(config: Path, targets: list[str], overrides: list[str] = (), startup_s: float = 300,
+                    **popen) -> Iterator[str]:
+    """`mmgbm serve` in a child process on a free 127.0.0.1 port while the block runs (tests, benchmarks): yields its
+    base URL once /health answers, and stops it after."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = [sys.executable, "-m", "mmgbm", "serve", "-c", str(config), "--port", str(port), *overrides]
+    for target in targets:
+        args += ["-t", target]
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(args, **popen)
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"`{' '.join(args[1:])}` exited with status {process.returncode}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5):
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the service did not answer within {startup_s:.0f}s") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=60)

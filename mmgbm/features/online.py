@@ -1,0 +1,110 @@
+"""Features of products that arrive one request at a time, made exactly as extraction and `load_products` make them.
+
+A service cannot run the extract commands per listing, so this builds the same `ProductMatrix` from the posted
+values: text through the stored vectorizers (the ones the models were trained on), the photo through the same
+decode as extraction (one decode gives the encoder's input and the colour statistics) and the same frozen encoder,
+built once per `OnlineFeatures`. It reads no feature store: what a product is, is what was posted. A posted photo
+that cannot be used is the client's error (`BadProduct`), not a missing value: someone is waiting for the answer.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmgbm.config import Config
+from mmgbm.estimator.products import ProductMatrix
+from mmgbm.features import colour
+from mmgbm.features.design import _meta_columns, images_enabled
+from mmgbm.features.image_decoding import UnreadableImage, decode_image
+from mmgbm.features.image_encoder import ImageEncoder
+from mmgbm.features.images import image_paths, images_root
+from mmgbm.features.text import load_vectorizer
+from mmgbm.features.text_cleaning import join_columns
+from mmgbm.workdir import colour_store, image_store, text_store
+
+# A posted image: a path (relative ones resolve against data.images_root, as in the catalogue), the file's bytes,
+# or None for a product without a photo.
+PostedImage = str | bytes | None
+
+
+class BadProduct(ValueError):
+    """A posted product that cannot be turned into features; the message is one line naming the product."""
+
+
+class OnlineFeatures:
+    """The config's feature makers, loaded once: stored vectorizers and, when image features are on, the encoder.
+
+    `fingerprints` are those `load_products` reports for the stores, so a model's artifact can be checked against
+    the features made here exactly as batch predict checks it.
+    """
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.vectorizers = ({name: load_vectorizer(cfg, name) for name in cfg.text_fields}
+                            if cfg.features.text.enabled else {})
+        self.fingerprints = {f"text/{name}": text_store(cfg, name, v).fingerprint
+                             for name, v in self.vectorizers.items()}
+        self.encoder = None
+        if images_enabled(cfg):
+            image = cfg.features.image
+            self.encoder = ImageEncoder(image.backbone, image.weights, image.image_size, image.batch_size,
+                                        image.precision, image.runtime).fit()
+            self.fingerprints[f"image/{image.backbone}"] = image_store(cfg).fingerprint
+            self.fingerprints["image/colour"] = colour_store(cfg).fingerprint
+        self.root = images_root(cfg)
+
+    @property
+    def columns(self) -> list[str]:
+        """The table columns a posted product may carry besides its id and image."""
+        data = self.cfg.data
+        text = [c for name in self.vectorizers for c in self.cfg.text_fields[name]]
+        named = text + data.categorical_columns + data.numeric_columns
+        named += [t.label_in_text for t in self.cfg.targets.values() if t.label_in_text]
+        return [c for c in dict.fromkeys(named) if c != data.id_column]
+
+    def products(self, frame: pd.DataFrame, images: list[PostedImage]) -> ProductMatrix:
+        """The products of `frame` (the id column and any of `columns`, missing ones missing) with their images."""
+        if len(images) != len(frame):
+            raise ValueError(f"{len(images)} images for {len(frame)} products")
+        ids = frame[self.cfg.data.id_column].astype(str).tolist()
+        text, words, dense = {}, {}, {}
+        for name, vectorizer in self.vectorizers.items():
+            documents = join_columns(frame.reindex(columns=self.cfg.text_fields[name]), self.cfg.text_fields[name])
+            text[name] = vectorizer.transform(documents).astype(np.float32)
+            words[name] = np.array(documents, dtype=object)
+        if self.encoder is not None:
+            dense["image"], dense["image.colour"] = self._image_blocks(ids, images)
+        return ProductMatrix(ids, text, words, dense, frame[_meta_columns(self.cfg, frame)])
+
+    def _image_blocks(self, ids: list[str], images: list[PostedImage]) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings, colour statistics), NaN rows for products posted without a photo."""
+        embeddings = np.full((len(ids), self.encoder.dim), np.nan, dtype=np.float32)
+        colours = np.full((len(ids), colour.DIM), np.nan, dtype=np.float32)
+        rows, pixels = [], []
+        for row, (pid, image) in enumerate(zip(ids, images)):
+            if image is None:
+                continue
+            decoded = self._decode(pid, image)
+            rows.append(row)
+            pixels.append(decoded.pixels)
+            colours[row] = decoded.colour
+        if rows:
+            embeddings[rows] = self.encoder.transform(np.stack(pixels))
+        return embeddings, colours
+
+    def _decode(self, pid: str, image: str | bytes):
+        try:
+            if isinstance(image, bytes):
+                # decode_image reads files: the uploaded bytes get one, so they take extraction's exact path.
+                with tempfile.NamedTemporaryFile(prefix="mmgbm-upload-") as tmp:
+                    tmp.write(image)
+                    tmp.flush()
+                    return decode_image(tmp.name, self.encoder.size)
+            return decode_image(image_paths(pd.Series([image]), self.root)[0], self.encoder.size)
+        except UnreadableImage as exc:
+            where = "" if isinstance(image, bytes) else f" {Path(image).name!r}"
+            raise BadProduct(f"product {pid!r}: image{where} unusable ({exc.reason})") from None

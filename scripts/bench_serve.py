@@ -1,0 +1,131 @@
+"""Latency and throughput of `mmgbm serve` on this machine, against the image encoder's own forward-only speed.
+
+Starts the service on 127.0.0.1 (a free port) with the config's trained models, then sends a bounded number of
+requests, every photo posted as base64 bytes as a listing form would:
+  1. single products with a photo, one request at a time: p50 / p99 latency;
+  2. batches of 32 products: products/s, next to the encoder's forward-only bound measured in this process on the
+     same 32-image batches (decoded once beforehand: the bound leaves out decoding and everything else);
+  3. 4 concurrent clients sending single products for --duration seconds: requests, errors, p50 / p99.
+
+    .venv/bin/python scripts/bench_serve.py [--config configs/fashion.yaml] [--workdir DIR] [-t articleType ...]
+
+The targets must be trained first (`mmgbm train -c configs/fashion.yaml -t articleType -t baseColour`); any
+models do, as long as they were trained on the config's features (bench_audit.py leaves some in runs/bench_audit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from mmgbm.catalogue import load_split
+from mmgbm.commands.serve import service_process
+from mmgbm.config import load_config
+from mmgbm.features.image_decoding import decode_image
+from mmgbm.features.image_encoder import ImageEncoder
+from mmgbm.features.images import image_paths, images_root
+
+REPO = Path(__file__).resolve().parents[1]
+BATCH = 32
+
+
+def timed_post(client: httpx.Client, products: list[dict]) -> float:
+    started = time.perf_counter()
+    response = client.post("/predict", json=products)
+    if response.status_code != 200:
+        raise RuntimeError(f"{response.status_code}: {response.text}")
+    return time.perf_counter() - started
+
+
+def describe(seconds: list[float]) -> str:
+    ms = np.array(seconds) * 1000
+    return f"p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms over {len(ms)} requests"
+
+
+def load_products(cfg, n: int) -> tuple[list[dict], list[str]]:
+    """n holdout products with a photo, as the service takes them (photo as base64), and their photo paths."""
+    frame = load_split(cfg, cfg.data.holdout.name if cfg.data.holdout else "train", with_targets=False)
+    frame = frame[frame[cfg.data.image_column].notna()].head(n)
+    paths = image_paths(frame[cfg.data.image_column], images_root(cfg))
+    columns = [cfg.data.id_column, *cfg.data.text_columns, *cfg.data.categorical_columns, *cfg.data.numeric_columns]
+    products = []
+    for row, path in zip(frame[columns].to_dict("records"), paths):
+        product = {k: (str(v) if k != cfg.data.id_column and k not in cfg.data.numeric_columns else v)
+                   for k, v in row.items() if v == v}  # v == v: not NaN
+        product["image_base64"] = base64.b64encode(Path(path).read_bytes()).decode()
+        products.append(product)
+    return products, paths
+
+
+def encoder_bound(cfg, paths: list[str], repeats: int) -> float:
+    """Images/s of the encoder's forward pass alone on batches of 32 already decoded photos."""
+    image = cfg.features.image
+    encoder = ImageEncoder(image.backbone, image.weights, image.image_size, BATCH, image.precision,
+                           image.runtime).fit()
+    batch = np.stack([decode_image(p, encoder.size).pixels for p in paths[:BATCH]])
+    encoder.embed_batch(batch)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        encoder.embed_batch(batch)
+    return repeats * BATCH / (time.perf_counter() - started)
+
+
+def concurrent_load(client: httpx.Client, products: list[dict], clients: int, duration: float) -> None:
+    latencies, errors = [], []
+    stop = time.monotonic() + duration
+
+    def work(offset: int) -> None:
+        i = offset
+        while time.monotonic() < stop:
+            try:
+                latencies.append(timed_post(client, [products[i % len(products)]]))
+            except Exception as exc:  # every failure counts, whatever its kind
+                errors.append(exc)
+            i += clients
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(f"{clients} concurrent clients for {duration:.0f}s: {len(latencies)} answered, {len(errors)} errors; "
+          f"{describe(latencies)}" + (f"; first error: {errors[0]}" if errors else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "fashion.yaml")
+    parser.add_argument("--workdir", type=Path, help="workdir holding the trained models (default: the config's)")
+    parser.add_argument("-t", "--target", action="append", help="targets to serve (default: articleType, baseColour)")
+    parser.add_argument("--singles", type=int, default=200)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--duration", type=float, default=60.0)
+    args = parser.parse_args()
+    targets = args.target or ["articleType", "baseColour"]
+    cfg = load_config(args.config, {"workdir": str(args.workdir)} if args.workdir else None)
+    products, paths = load_products(cfg, max(args.singles, args.batches * BATCH))
+
+    started = time.perf_counter()
+    with service_process(args.config, targets, ["--workdir", str(cfg.workdir)], cwd=REPO) as url, \
+            httpx.Client(base_url=url, timeout=120) as client:
+        print(f"service up in {time.perf_counter() - started:.1f}s serving {', '.join(targets)}")
+        for product in products[:5]:  # warm-up: first calls set up TensorFlow's and LightGBM's caches
+            timed_post(client, [product])
+        singles = [timed_post(client, [p]) for p in products[:args.singles]]
+        print(f"one product with a photo: {describe(singles)}")
+        batches = [timed_post(client, products[i * BATCH:(i + 1) * BATCH]) for i in range(args.batches)]
+        served = BATCH * len(batches) / sum(batches)
+        bound = encoder_bound(cfg, paths, repeats=args.batches)
+        print(f"batches of {BATCH}: {describe(batches)}; {served:.1f} products/s; encoder forward-only bound "
+              f"{bound:.1f} images/s -> {served / bound:.0%} of the bound")
+        concurrent_load(client, products, clients=4, duration=args.duration)
+
+
+if __name__ == "__main__":
+    main()

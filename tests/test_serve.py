@@ -1,0 +1,152 @@
+"""serve: a real uvicorn process on 127.0.0.1 answers as batch predict does for the same products, and refuses bad
+input with a one-line 4xx while it keeps serving. The fast tests serve a text-only project (no TensorFlow); the
+slow one embeds posted photos and compares them with features extracted by the same encoder."""
+
+from __future__ import annotations
+
+import base64
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from mmgbm.commands.predict import predict
+from mmgbm.commands.serve import service_process
+from mmgbm.commands.train import train
+from mmgbm.config import load_config
+from mmgbm.features.image_encoder import BUNDLED_B0_WEIGHTS
+from mmgbm.features.images import extract_images
+from tests.modelling_project import DEMO_TABLE, NO_IMAGE, demo_frame, make_project
+
+REPO = Path(__file__).resolve().parents[1]
+TOP_K = 3
+FIELDS = ["id", "productDisplayName", "season", "usage", "year"]
+
+
+@contextmanager
+def running_service(config: Path, *targets: str):
+    """An HTTP client for `mmgbm serve` running in its own process."""
+    with service_process(config, list(targets), cwd=REPO) as url, httpx.Client(base_url=url, timeout=60) as client:
+        yield client
+
+
+def products_json(table: pd.DataFrame, columns: list[str]) -> list[dict]:
+    """Table rows as the service takes them: missing values left out."""
+    return [{k: v for k, v in row.items() if not pd.isna(v)} for row in table[columns].to_dict("records")]
+
+
+def assert_same_as_batch(answers: list[dict], batch: pd.DataFrame, classification: list[str], regression: list[str]):
+    assert [a["id"] for a in answers] == batch["id"].tolist()
+    for answer, (_, row) in zip(answers, batch.iterrows()):
+        for name in classification:
+            got = answer["targets"][name]
+            assert got["label"] == row[name]
+            assert [t["label"] for t in got["top_k"]] == [row[f"{name}_top{k}"] for k in range(1, TOP_K + 1)]
+            np.testing.assert_allclose([t["probability"] for t in got["top_k"]],
+                                       [row[f"{name}_p{k}"] for k in range(1, TOP_K + 1)], atol=2e-6)
+        for name in regression:
+            np.testing.assert_allclose(answer["targets"][name]["value"], row[name], rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def text_project(tmp_path_factory) -> Path:
+    """The demo-like project with image features off, so the service starts without TensorFlow."""
+    path = make_project(tmp_path_factory.mktemp("serve"))
+    raw = yaml.safe_load(path.read_text())
+    raw["features"]["image"]["enabled"] = False
+    path.write_text(yaml.safe_dump(raw))
+    train(load_config(path), ["articleType", "price"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def service(text_project: Path):
+    with running_service(text_project, "articleType", "price") as client:
+        yield client
+
+
+def test_answers_equal_batch_predict(service: httpx.Client, text_project: Path, tmp_path: Path):
+    frame = demo_frame()
+    stored = frame.iloc[:4]  # in the text store: batch predict reads their stored vectors
+    new = frame.iloc[[50, 51]].assign(id=["new-1", "new-2"])  # vectorised on the fly by both
+    blank = frame.iloc[[52]].assign(id="blank", productDisplayName=None, season=None)
+    table = pd.concat([new, stored, blank])[FIELDS]
+    table.to_csv(tmp_path / "input.csv", index=False)
+    batch = predict(load_config(text_project), ["articleType", "price"], input_path=tmp_path / "input.csv",
+                    top_k=TOP_K)
+    response = service.post("/predict", params={"top_k": TOP_K}, json=products_json(table, FIELDS))
+    assert response.status_code == 200, response.text
+    assert_same_as_batch(response.json()["predictions"], batch, ["articleType"], ["price"])
+
+
+@pytest.mark.parametrize("body, status, reason", [
+    ([{"id": "a", "colour": "red"}], 422, "product 0, field 'colour': Extra inputs are not permitted"),
+    ([{"id": "a", "year": "last year"}], 422, "product 0, field 'year': Input should be a valid number"),
+    ([{"productDisplayName": "no id"}], 422, "product 0, field 'id': Field required"),
+    ([{"id": "a", "image": "x.jpg"}], 422, "field 'image': Extra inputs"),  # image features are off here
+    ([], 422, "at least 1 item"),
+    ({"id": "a"}, 422, "valid list"),
+    ([{"id": str(i)} for i in range(300)], 422, "at most 256 items"),
+])
+def test_bad_input_is_a_one_line_4xx(service: httpx.Client, body, status: int, reason: str):
+    response = service.post("/predict", json=body)
+    assert response.status_code == status
+    detail = response.json()["detail"]
+    assert reason in detail and "\n" not in detail
+    assert service.get("/health").status_code == 200
+
+
+def test_body_over_the_limit_is_refused_and_service_keeps_serving(service: httpx.Client):
+    huge = [{"id": str(i), "productDisplayName": "x" * 100_000} for i in range(200)]  # ~20 MB
+    response = service.post("/predict", json=huge)
+    assert response.status_code == 413
+    assert "request body over" in response.json()["detail"]
+    broken = service.post("/predict", content=b"[{not json", headers={"content-type": "application/json"})
+    assert broken.status_code == 422
+    assert service.post("/predict", json=[{"id": "ok"}]).status_code == 200
+
+
+def test_health_and_openapi(service: httpx.Client):
+    assert service.get("/health").json() == {"status": "ok", "targets": ["articleType", "price"],
+                                             "image_encoder": None}
+    schema = service.get("/openapi.json").json()
+    assert "/predict" in schema["paths"]
+    assert service.get("/docs").status_code == 200
+
+
+@pytest.mark.slow
+def test_posted_photos_are_embedded_as_extraction_embeds_them(tmp_path: Path):
+    """Photos posted as a path, as base64 and as an upload give batch predict's answers on the same products,
+    whose stored embeddings were extracted by the same encoder; an unreadable photo is a 422."""
+    path = make_project(tmp_path, demo_frame().iloc[:120])
+    raw = yaml.safe_load(path.read_text())
+    raw["features"]["image"]["weights"] = str(BUNDLED_B0_WEIGHTS)
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path)
+    extract_images(cfg, overwrite=True)
+    train(cfg, ["baseColour"])
+    table = demo_frame().iloc[NO_IMAGE:NO_IMAGE + 4]
+    table[FIELDS + ["image"]].to_csv(tmp_path / "input.csv", index=False)
+    batch = predict(cfg, ["baseColour"], input_path=tmp_path / "input.csv", top_k=TOP_K)
+    by_path = products_json(table, FIELDS + ["image"])
+    by_bytes = [{**p, "image_base64": base64.b64encode((DEMO_TABLE.parent / p.pop("image")).read_bytes()).decode()}
+                for p in products_json(table, FIELDS + ["image"])]
+    with running_service(path, "baseColour") as client:
+        for products in (by_path, by_bytes):
+            response = client.post("/predict", params={"top_k": TOP_K}, json=products)
+            assert response.status_code == 200, response.text
+            assert_same_as_batch(response.json()["predictions"], batch, ["baseColour"], [])
+        first = by_path[0]
+        upload = client.post("/predict/upload", params={"top_k": TOP_K},
+                             files={"image": (DEMO_TABLE.parent / first["image"]).read_bytes()},
+                             data={"product": json.dumps({k: v for k, v in first.items() if k != "image"})})
+        assert upload.status_code == 200, upload.text
+        assert_same_as_batch(upload.json()["predictions"], batch.iloc[:1], ["baseColour"], [])
+        bad = client.post("/predict", json=[{"id": "x", "image_base64": base64.b64encode(b"not a photo").decode()}])
+        assert bad.status_code == 422 and bad.json()["detail"] == "product 'x': image unusable (not an image)"
+        assert client.get("/health").json()["image_encoder"] == "b0"
