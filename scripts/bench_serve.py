@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0)
     args = parser.parse_args()
     targets = args.target or ["articleType", "baseColour"]
-    cfg = load_config(args.config, {"workdir": str(args.workdir)} if args.workdir else None)
+    cfg = load_config(args.config, {"workdir": str(args.workdir.resolve())} if args.workdir else None)
     products, paths = load_products(cfg, max(args.singles, args.batches * BATCH))
 
     started = time.perf_counter()

@@ -122,7 +122,7 @@ def test_health_and_openapi(service: httpx.Client):
 @pytest.mark.slow
 def test_posted_photos_are_embedded_as_extraction_embeds_them(tmp_path: Path):
     """Photos posted as a path, as base64 and as an upload give batch predict's answers on the same products,
-    whose stored embeddings were extracted by the same encoder; an unreadable photo is a 422."""
+    whose stored embeddings were extracted by the same encoder; an unreadable photo, or a path outside images_root, is a 422."""
     path = make_project(tmp_path, demo_frame().iloc[:120])
     raw = yaml.safe_load(path.read_text())
     raw["features"]["image"]["weights"] = str(BUNDLED_B0_WEIGHTS)
@@ -134,8 +134,9 @@ def test_posted_photos_are_embedded_as_extraction_embeds_them(tmp_path: Path):
     table[FIELDS + ["image"]].to_csv(tmp_path / "input.csv", index=False)
     batch = predict(cfg, ["baseColour"], input_path=tmp_path / "input.csv", top_k=TOP_K)
     by_path = products_json(table, FIELDS + ["image"])
-    by_bytes = [{**p, "image_base64": base64.b64encode((DEMO_TABLE.parent / p.pop("image")).read_bytes()).decode()}
-                for p in products_json(table, FIELDS + ["image"])]
+    by_bytes = [{**products_json(table, FIELDS)[i],
+                 "image_base64": base64.b64encode((DEMO_TABLE.parent / p["image"]).read_bytes()).decode()}
+                for i, p in enumerate(by_path)]
     with running_service(path, "baseColour") as client:
         for products in (by_path, by_bytes):
             response = client.post("/predict", params={"top_k": TOP_K}, json=products)
@@ -149,4 +150,6 @@ def test_posted_photos_are_embedded_as_extraction_embeds_them(tmp_path: Path):
         assert_same_as_batch(upload.json()["predictions"], batch.iloc[:1], ["baseColour"], [])
         bad = client.post("/predict", json=[{"id": "x", "image_base64": base64.b64encode(b"not a photo").decode()}])
         assert bad.status_code == 422 and bad.json()["detail"] == "product 'x': image unusable (not an image)"
+        elsewhere = client.post("/predict", json=[{"id": "y", "image": "/etc/hostname"}])
+        assert elsewhere.json()["detail"] == "product 'y': image 'hostname' unusable (outside images_root)"
         assert client.get("/health").json()["image_encoder"] == "b0"

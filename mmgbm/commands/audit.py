@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,8 @@ from mmgbm.workdir import report_dir
 
 FUSED_ONLY = "fused"  # no single modality suggests the label: only their combination does
 THUMBNAIL = (96, 128)
-COLUMNS = ["id", "given_label", "suggested_label", "confidence_wrong", "modality", "label_issue", "title"]
+COLUMNS = ["id", "given_label", "suggested_label", "suggested_probability", "confidence_wrong", "modality",
+           "label_issue", "title"]
 
 
 @dataclass
@@ -71,7 +73,10 @@ def audit(cfg: Config, target: str, report_rows: int = 200) -> AuditResult:
     ranked = rank_labels(model.classes_, values.y, probs, by_modality)
     ranked.insert(0, "id", kept[cfg.data.id_column].to_numpy())
     ranked["title"] = kept[cfg.data.text_columns[0]].fillna("").to_numpy() if cfg.data.text_columns else ""
-    ranked = ranked.sort_values("confidence_wrong", ascending=False, kind="stable")[COLUMNS].reset_index(drop=True)
+    # Many given labels get probability 0 (outside every re-ranked candidate): among those, the surer the model
+    # is of another label, the likelier the given one is wrong.
+    ranked = ranked.sort_values(["confidence_wrong", "suggested_probability"], ascending=False, kind="stable")
+    ranked = ranked[COLUMNS].reset_index(drop=True)
 
     folder = report_dir(cfg, name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -106,8 +111,8 @@ def out_of_fold(model: MMGBMClassifier, X: ProductMatrix, y: np.ndarray) -> tupl
 
 
 def rank_labels(classes: np.ndarray, given: np.ndarray, probs: np.ndarray, by_modality: dict) -> pd.DataFrame:
-    """Per product: given and suggested label, confidence that the given one is wrong (1 - cleanlab's label quality),
-    cleanlab's issue flag, and which modalities alone suggest the same label."""
+    """Per product: given and suggested label (with its probability), confidence that the given one is wrong
+    (1 - cleanlab's label quality), cleanlab's issue flag, and which modalities alone suggest the same label."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
@@ -116,13 +121,17 @@ def rank_labels(classes: np.ndarray, given: np.ndarray, probs: np.ndarray, by_mo
     probs = np.where(totals > 0, probs / np.where(totals > 0, totals, 1), 1 / probs.shape[1])
     labels = np.searchsorted(classes, given)
     quality = get_label_quality_scores(labels, probs, method="self_confidence")
-    issues = find_label_issues(labels, probs, n_jobs=1)
+    with warnings.catch_warnings():
+        # cleanlab warns per class too rare to estimate its noise rate; those products are still ranked above.
+        warnings.simplefilter("ignore", UserWarning)
+        issues = find_label_issues(labels, probs, n_jobs=1)
     suggested = classes[probs.argmax(axis=1)]
     modality = [
         "" if s == g else "+".join(m for m, alone in by_modality.items() if alone[i] == s) or FUSED_ONLY
         for i, (s, g) in enumerate(zip(suggested, given))
     ]
-    return pd.DataFrame({"given_label": given, "suggested_label": suggested, "confidence_wrong": 1 - quality,
+    return pd.DataFrame({"given_label": given, "suggested_label": suggested,
+                         "suggested_probability": probs.max(axis=1), "confidence_wrong": 1 - quality,
                          "modality": modality, "label_issue": issues})
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import lightgbm as lgb
 import numpy as np
+from sklearn.isotonic import IsotonicRegression
 
 MAX_WORDS = 4
 MODEL = 0  # option 0 keeps the model's label; option k copies the first k words
@@ -76,26 +77,30 @@ class PrefixChooser:
         for f, booster in enumerate(cv["cvbooster"].boosters):
             rows = np.flatnonzero(teach)[folds == f]
             oof[rows] = booster.predict(X[rows], num_iteration=rounds)
-        picked = self._pick(options, oof)
+        picked, confidence = self._pick(options, oof, with_confidence=True)
         gain = (picked == truth).astype(float) - (options[:, MODEL] == truth)
         se = np.std(gain, ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else 0.0
         self.validation_["chooser"] = float(np.mean(picked == truth))
         self.kept_ = bool(gain.mean() > self.margin_se * se)
         if self.kept_:
             self.booster_ = lgb.train(params, lgb.Dataset(X[teach], y[teach]), num_boost_round=rounds)
+            # The chooser's vote share is no probability: map it to the share of its out-of-fold picks that were right.
+            self.calibrator_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
+                confidence, (picked == truth).astype(float))
         return self
 
     def apply(self, texts, labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The ranked labels with the chosen one first: a copied label gets the chooser's confidence in it, and
-        the model's other labels follow in their order, sharing the rest of the probability."""
+        """The ranked labels with the chosen one first, with the chooser's calibrated confidence in it; the model's
+        other labels follow in their order, sharing the rest of the probability."""
         if not self.kept_:
             return labels, probs
         words = leading_words(texts, self.max_words)
         options = self._options(words, labels)
         chosen, confidence = self._pick(options, self.booster_.predict(self._features(words, options, labels, probs)),
                                         with_confidence=True)
+        confidence = self.calibrator_.predict(confidence)
         labels, probs = labels.copy(), probs.astype(np.float64).copy()
-        for row in np.flatnonzero(chosen != labels[:, 0]):
+        for row in range(len(labels)):
             rest = labels[row] != chosen[row]
             kept_labels, kept_probs = labels[row][rest], probs[row][rest]
             share = (1.0 - confidence[row]) / max(kept_probs.sum(), 1e-12)

@@ -59,7 +59,7 @@ def load_products(cfg: Config, frame: pd.DataFrame) -> tuple[ProductMatrix, dict
         fingerprints["image/colour"] = colours.fingerprint
     if not text and not dense:
         raise MmgbmError("no features enabled: enable features.text or features.image in the config")
-    return ProductMatrix(ids, text, words, dense, frame[_meta_columns(cfg, frame)]), fingerprints
+    return ProductMatrix(ids, text, words, dense, frame[meta_columns(cfg, frame)]), fingerprints
 
 
 def _read_dense(store: FeatureStore, ids: list[str], sources: list[str | None] | None) -> np.ndarray:
@@ -78,7 +78,7 @@ def _unchanged(stored: list[str | None], now: list[str | None]) -> np.ndarray:
     return np.array([s is None or s == n for s, n in zip(stored, now)], dtype=bool)
 
 
-def _meta_columns(cfg: Config, frame: pd.DataFrame) -> list[str]:
+def meta_columns(cfg: Config, frame: pd.DataFrame) -> list[str]:
     """The metadata columns the estimators may read, those the frame has: declared ones, and the text columns that
     label_in_text targets take candidate labels from."""
     named = cfg.data.categorical_columns + cfg.data.numeric_columns

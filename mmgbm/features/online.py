@@ -18,10 +18,10 @@ import pandas as pd
 from mmgbm.config import Config
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.features import colour
-from mmgbm.features.design import _meta_columns, images_enabled
+from mmgbm.features.design import meta_columns, images_enabled
 from mmgbm.features.image_decoding import UnreadableImage, decode_image
 from mmgbm.features.image_encoder import ImageEncoder
-from mmgbm.features.images import image_paths, images_root
+from mmgbm.features.images import image_boundary, image_paths, images_root
 from mmgbm.features.text import load_vectorizer
 from mmgbm.features.text_cleaning import join_columns
 from mmgbm.workdir import colour_store, image_store, text_store
@@ -56,6 +56,8 @@ class OnlineFeatures:
             self.fingerprints[f"image/{image.backbone}"] = image_store(cfg).fingerprint
             self.fingerprints["image/colour"] = colour_store(cfg).fingerprint
         self.root = images_root(cfg)
+        # A posted path names a file on the server: only the catalogue's images may be read, as in extraction.
+        self.boundary = image_boundary(cfg)
 
     @property
     def columns(self) -> list[str]:
@@ -78,7 +80,7 @@ class OnlineFeatures:
             words[name] = np.array(documents, dtype=object)
         if self.encoder is not None:
             dense["image"], dense["image.colour"] = self._image_blocks(ids, images)
-        return ProductMatrix(ids, text, words, dense, frame[_meta_columns(self.cfg, frame)])
+        return ProductMatrix(ids, text, words, dense, frame[meta_columns(self.cfg, frame)])
 
     def _image_blocks(self, ids: list[str], images: list[PostedImage]) -> tuple[np.ndarray, np.ndarray]:
         """(embeddings, colour statistics), NaN rows for products posted without a photo."""
@@ -104,7 +106,7 @@ class OnlineFeatures:
                     tmp.write(image)
                     tmp.flush()
                     return decode_image(tmp.name, self.encoder.size)
-            return decode_image(image_paths(pd.Series([image]), self.root)[0], self.encoder.size)
+            return decode_image(image_paths(pd.Series([image]), self.root)[0], self.encoder.size, self.boundary)
         except UnreadableImage as exc:
             where = "" if isinstance(image, bytes) else f" {Path(image).name!r}"
             raise BadProduct(f"product {pid!r}: image{where} unusable ({exc.reason})") from None
