@@ -176,6 +176,7 @@ class ModelConfig(Strict):
     params: dict[str, Any] = Field({}, description="extra LightGBM parameters, passed through")
     # Per-modality heads, fitted out-of-fold on train and stacked under LightGBM.
     n_folds: int = Field(5, ge=2, le=20, description="folds for the heads' out-of-fold scores")
+    stack_folds: int = Field(3, ge=2, le=20, description="folds the LightGBM stacker is cross-fitted over")
     knn_neighbors: int = Field(20, ge=1, description="neighbours of the cosine kNN heads")
     linear_max_weights: int = Field(
         100_000_000, ge=1,

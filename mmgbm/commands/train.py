@@ -23,7 +23,7 @@ from mmgbm.workdir import model_dir
 
 # Settings of `model:` that both estimators take under the same name.
 SHARED_SETTINGS = ("rare_category_min_count", "learning_rate", "num_leaves", "min_data_in_leaf", "max_rounds",
-                   "early_stopping_rounds", "n_folds", "knn_neighbors", "image_components",
+                   "early_stopping_rounds", "n_folds", "stack_folds", "knn_neighbors", "image_components",
                    "image_alpha", "seed", "num_threads")
 
 
@@ -41,7 +41,7 @@ class TrainSummary:
         heads = ", ".join(f"{n} {sign * v:.4f}" for n, v in val.items() if n != FUSED)
         classes = f"{m['classes']} classes" if m["classes"] else "regression"
         return (
-            f"{self.target}: {m['train_rows']:,} products ({m['dropped']}), {classes}; validation {unit}: "
+            f"{self.target}: {m['train_rows']:,} products ({m['dropped']}), {classes}; out-of-fold {unit}: "
             f"fused {sign * val[FUSED]:.4f} | {heads}; predicts with {m['choice']}; {m['seconds']:.1f}s -> {self.folder}"
         )
 

@@ -76,7 +76,10 @@ class MMGBMBase(BaseEstimator):
                 self.heads_[name] = fit_present(head, B, target, present)
         if not self.heads_:
             raise ValueError("no feature block to learn from: give the products text or dense (image) features")
-        self.stacker_ = self._fit_stacker([oof[n] for n in self.heads_], meta, target, folds)
+        # The stacker's own folds: fewer than the heads' (its LightGBM fits are the costly part of training) and
+        # drawn independently of them.
+        stack_folds = fold_ids(target, self.stack_folds, self.seed + 1, self.regression)
+        self.stacker_ = self._fit_stacker([oof[n] for n in self.heads_], meta, target, stack_folds)
         honest = self._select(oof, target)
         self._fit_after_selection(X, honest, oof, target)
         return self

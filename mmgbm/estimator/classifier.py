@@ -27,15 +27,16 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
     """Multimodal classifier over a `ProductMatrix`; see the module docstring. Parameters: metadata roles
     (`categorical_columns`, `numeric_columns`, `rare_category_min_count`), the LightGBM stacker (`learning_rate`,
     `num_leaves`, `min_data_in_leaf`, `max_rounds`, `early_stopping_rounds` on the folds' mean loss,
-    `lightgbm_params` passed through), the heads (`n_folds`, `knn_neighbors`, `linear_c`, `linear_max_weights`, `image_components`,
-    `image_alpha`), `candidates` per product re-ranked, `selection_margin_se` of the stack-vs-head gate,
+    `lightgbm_params` passed through; cross-fitted over `stack_folds` folds), the heads (`n_folds`,
+    `knn_neighbors`, `linear_c`, `linear_max_weights`, `image_components`, `image_alpha`), `candidates` per
+    product re-ranked, `selection_margin_se` of the stack-vs-head gate,
     `label_in_text` (a column of `X.meta`), `seed` and `num_threads` (0 = all cores)."""
 
     def __init__(self, *, categorical_columns=(), numeric_columns=(), rare_category_min_count: int = 5,
                  learning_rate: float = 0.05, num_leaves: int = 31, min_data_in_leaf: int = 20,
                  max_rounds: int = 2000, early_stopping_rounds: int = 50,
-                 lightgbm_params: dict | None = None, n_folds: int = 5, knn_neighbors: int = 20,
-                 linear_c: float = 1.0, linear_max_weights: int = 100_000_000, image_components: int = 0,
+                 lightgbm_params: dict | None = None, n_folds: int = 5, stack_folds: int = 3,
+                 knn_neighbors: int = 20, linear_c: float = 1.0, linear_max_weights: int = 100_000_000, image_components: int = 0,
                  image_alpha: float = 10.0, candidates: int = 20, selection_margin_se: float = 2.0,
                  label_in_text: str | None = None, seed: int = 42, num_threads: int = 0):
         self.categorical_columns = categorical_columns
@@ -48,6 +49,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         self.early_stopping_rounds = early_stopping_rounds
         self.lightgbm_params = lightgbm_params
         self.n_folds = n_folds
+        self.stack_folds = stack_folds
         self.knn_neighbors = knn_neighbors
         self.linear_c = linear_c
         self.linear_max_weights = linear_max_weights

@@ -26,7 +26,8 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
     def __init__(self, *, categorical_columns=(), numeric_columns=(), rare_category_min_count: int = 5,
                  learning_rate: float = 0.05, num_leaves: int = 31, min_data_in_leaf: int = 20,
                  max_rounds: int = 2000, early_stopping_rounds: int = 50,
-                 lightgbm_params: dict | None = None, n_folds: int = 5, knn_neighbors: int = 20,
+                 lightgbm_params: dict | None = None, n_folds: int = 5, stack_folds: int = 3,
+                 knn_neighbors: int = 20,
                  text_ridge_alpha: float = 0.2, image_components: int = 0, image_alpha: float = 10.0,
                  objective: str = "regression_l1", log_target: bool = False, selection_margin_se: float = 2.0,
                  seed: int = 42, num_threads: int = 0):
@@ -40,6 +41,7 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
         self.early_stopping_rounds = early_stopping_rounds
         self.lightgbm_params = lightgbm_params
         self.n_folds = n_folds
+        self.stack_folds = stack_folds
         self.knn_neighbors = knn_neighbors
         self.text_ridge_alpha = text_ridge_alpha
         self.image_components = image_components
