@@ -36,8 +36,9 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
                  learning_rate: float = 0.05, num_leaves: int = 31, min_data_in_leaf: int = 20,
                  max_rounds: int = 2000, early_stopping_rounds: int = 50,
                  lightgbm_params: dict | None = None, n_folds: int = 5, stack_folds: int = 3,
-                 knn_neighbors: int = 20, linear_c: float = 1.0, linear_max_weights: int = 100_000_000, image_components: int = 0,
-                 image_alpha: float = 10.0, candidates: int = 20, selection_margin_se: float = 2.0,
+                 knn_neighbors: int = 20, linear_c: float = 1.0, linear_max_weights: int = 100_000_000,
+                 image_components: int = 0, image_alpha: float = 10.0, candidates: int = 20,
+                 selection_margin_se: float = 2.0,
                  label_in_text: str | None = None, seed: int = 42, num_threads: int = 0):
         self.categorical_columns = categorical_columns
         self.numeric_columns = numeric_columns
