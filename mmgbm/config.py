@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mmgbm.errors import MmgbmError
 
 DEFAULT_CONFIG_NAME = "mmgbm.yaml"
+# A Dask scheduler's address as `dask scheduler` prints it: tcp://host:port (an IPv6 host in brackets).
+SCHEDULER_ADDRESS = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):\d{1,5}")
 
 
 class Strict(BaseModel):
@@ -177,7 +179,12 @@ class ModelConfig(Strict):
     # Per-modality heads, fitted out-of-fold on train and stacked under LightGBM.
     n_folds: int = Field(5, ge=2, le=20, description="folds for the heads' out-of-fold scores")
     stack_folds: int = Field(3, ge=2, le=20, description="folds the LightGBM stacker is cross-fitted over")
+    stack_max_products: int = Field(200_000, ge=100, description="products the stacker learns from, at most")
+    n_jobs: int | None = Field(None, description="heads' folds run at once (joblib: null = one, -1 = all cores)")
     knn_neighbors: int = Field(20, ge=1, description="neighbours of the cosine kNN heads")
+    knn_exact_max_rows: int = Field(
+        100_000, ge=1, description="exact kNN search up to this many training products; approximate (HNSW) above"
+    )
     linear_max_weights: int = Field(
         100_000_000, ge=1,
         description="skip a block's linear head when classes x features exceeds this (its weights' memory)",
@@ -192,6 +199,13 @@ class ModelConfig(Strict):
         20, ge=2, description="classes per product the stacker re-ranks (all classes when there are fewer)"
     )
 
+    @field_validator("n_jobs")
+    @classmethod
+    def _n_jobs(cls, value: int | None) -> int | None:
+        if value is not None and value == 0:
+            raise ValueError("0 runs nothing; use null (one at a time), a count, or -1 (all cores)")
+        return value
+
 
 class Config(Strict):
     workdir: Path = Path("runs/mmgbm")
@@ -199,6 +213,18 @@ class Config(Strict):
     targets: dict[str, TargetConfig] = {}
     features: FeaturesConfig = FeaturesConfig()
     model: ModelConfig = ModelConfig()
+    # Where commands run their work (mmgbm.cluster): here (null), on a Dask cluster started on this machine for the
+    # command ("local") or on the Dask scheduler at an address. "none" lets `--cluster none` undo the file's setting.
+    cluster: str | None = None
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_known(cls, cluster: str | None) -> str | None:
+        if cluster is None or cluster == "none":
+            return None
+        if cluster != "local" and not SCHEDULER_ADDRESS.fullmatch(cluster):
+            raise ValueError("must be 'local', 'none' or a Dask scheduler address such as tcp://10.0.0.5:8786")
+        return cluster
 
     @property
     def text_fields(self) -> dict[str, list[str]]:

@@ -165,7 +165,7 @@ def test_artifact_holds_no_config_object_and_knows_its_target(project: Path):
 
 
 @pytest.mark.parametrize("damage, message", [
-    (lambda folder: _edit_manifest(folder, format_version=1), "format 1; this mmgbm reads format 3"),
+    (lambda folder: _edit_manifest(folder, format_version=1), "format 1; this mmgbm reads format 4"),
     (lambda folder: (folder / "manifest.json").unlink(), "older format"),
     (lambda folder: (folder / "lightgbm.txt").write_text("tree\n"), "lightgbm.txt: missing or changed"),
     (lambda folder: _edit_manifest(folder, target={"name": "is_men", "column": "is_men", "task": "binary"}),

@@ -36,7 +36,7 @@ from mmgbm import __version__
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator.base import MMGBMBase
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
 ESTIMATOR = "estimator.skops"
 BOOSTER = "lightgbm.txt"

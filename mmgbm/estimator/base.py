@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from mmgbm.estimator.folds import fold_ids
+from mmgbm.estimator.folds import cap_rows, fold_ids
 from mmgbm.estimator.heads import apply_head, dense_reducer, fit_present, out_of_fold
 from mmgbm.estimator.metadata import MetadataEncoder
 from mmgbm.estimator.products import ProductMatrix
@@ -72,13 +72,14 @@ class MMGBMBase(BaseEstimator):
         for block, (B, present) in self._blocks(X).items():
             for kind, head in self._new_heads(block, B.shape[1] if B.ndim == 2 else 0):
                 name = f"{block}.{kind}"
-                oof[name] = out_of_fold(head, B, target, folds, present)
+                oof[name] = out_of_fold(head, B, target, folds, present, self.n_jobs)
                 self.heads_[name] = fit_present(head, B, target, present)
         if not self.heads_:
             raise ValueError("no feature block to learn from: give the products text or dense (image) features")
         # The stacker's own folds: fewer than the heads' (its LightGBM fits are the costly part of training) and
-        # drawn independently of them.
-        stack_folds = fold_ids(target, self.stack_folds, self.seed + 1, self.regression)
+        # drawn independently of them; a few dozen features need no more than `stack_max_products` to learn from.
+        stack_folds = cap_rows(fold_ids(target, self.stack_folds, self.seed + 1, self.regression),
+                               self.stack_max_products, self.seed)
         self.stacker_ = self._fit_stacker([oof[n] for n in self.heads_], meta, target, stack_folds)
         honest = self._select(oof, target)
         self._fit_after_selection(X, honest, oof, target)

@@ -27,19 +27,21 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
     """Multimodal classifier over a `ProductMatrix`; see the module docstring. Parameters: metadata roles
     (`categorical_columns`, `numeric_columns`, `rare_category_min_count`), the LightGBM stacker (`learning_rate`,
     `num_leaves`, `min_data_in_leaf`, `max_rounds`, `early_stopping_rounds` on the folds' mean loss,
-    `lightgbm_params` passed through; cross-fitted over `stack_folds` folds), the heads (`n_folds`,
-    `knn_neighbors`, `linear_c`, `linear_max_weights`, `image_components`, `image_alpha`), `candidates` per
-    product re-ranked, `selection_margin_se` of the stack-vs-head gate,
-    `label_in_text` (a column of `X.meta`), `seed` and `num_threads` (0 = all cores)."""
+    `lightgbm_params` passed through; cross-fitted over `stack_folds` folds on at most `stack_max_products`),
+    the heads (`n_folds`, `knn_neighbors`, exact search up to `knn_exact_max_rows` training products, `linear_c`,
+    `linear_max_weights`, `image_components`, `image_alpha`), `candidates` per product re-ranked,
+    `selection_margin_se` of the stack-vs-head gate, `label_in_text` (a column of `X.meta`), `seed`,
+    `num_threads` of LightGBM (0 = all cores) and `n_jobs` for the heads' folds (joblib: None = one at a time,
+    -1 = all cores, or a Dask cluster's workers under `joblib.parallel_config("dask")`)."""
 
     def __init__(self, *, categorical_columns=(), numeric_columns=(), rare_category_min_count: int = 5,
                  learning_rate: float = 0.05, num_leaves: int = 31, min_data_in_leaf: int = 20,
                  max_rounds: int = 2000, early_stopping_rounds: int = 50,
                  lightgbm_params: dict | None = None, n_folds: int = 5, stack_folds: int = 3,
-                 knn_neighbors: int = 20, linear_c: float = 1.0, linear_max_weights: int = 100_000_000,
-                 image_components: int = 0, image_alpha: float = 10.0, candidates: int = 20,
-                 selection_margin_se: float = 2.0,
-                 label_in_text: str | None = None, seed: int = 42, num_threads: int = 0):
+                 stack_max_products: int = 200_000, knn_neighbors: int = 20, knn_exact_max_rows: int = 100_000,
+                 linear_c: float = 1.0, linear_max_weights: int = 100_000_000, image_components: int = 0,
+                 image_alpha: float = 10.0, candidates: int = 20, selection_margin_se: float = 2.0,
+                 label_in_text: str | None = None, seed: int = 42, num_threads: int = 0, n_jobs: int | None = None):
         self.categorical_columns = categorical_columns
         self.numeric_columns = numeric_columns
         self.rare_category_min_count = rare_category_min_count
@@ -51,7 +53,9 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         self.lightgbm_params = lightgbm_params
         self.n_folds = n_folds
         self.stack_folds = stack_folds
+        self.stack_max_products = stack_max_products
         self.knn_neighbors = knn_neighbors
+        self.knn_exact_max_rows = knn_exact_max_rows
         self.linear_c = linear_c
         self.linear_max_weights = linear_max_weights
         self.image_components = image_components
@@ -61,6 +65,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         self.label_in_text = label_in_text
         self.seed = seed
         self.num_threads = num_threads
+        self.n_jobs = n_jobs
 
     # ---- public API ---------------------------------------------------------------------------------------
     def predict(self, X: ProductMatrix) -> np.ndarray:
@@ -145,7 +150,8 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         if n_classes * n_features <= self.linear_max_weights:
             yield "linear", LinearHead("multiclass", n_classes, self.linear_c, dense_alpha=self.image_alpha,
                                        seed=self.seed)
-        yield "knn", KnnHead("multiclass", n_classes, self.knn_neighbors)
+        yield "knn", KnnHead("multiclass", n_classes, self.knn_neighbors, exact_max_rows=self.knn_exact_max_rows,
+                             seed=self.seed)
 
     def _fit_stacker(self, scores: list[np.ndarray], meta, target: np.ndarray, folds: np.ndarray) -> CandidateReranker:
         return CandidateReranker(list(self.heads_), self.candidates, self._lightgbm_params("binary"), self.max_rounds,

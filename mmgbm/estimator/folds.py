@@ -35,3 +35,13 @@ def strata_for(y: np.ndarray, regression: bool) -> np.ndarray:
 def fold_ids(y: np.ndarray, n_folds: int, seed: int, regression: bool = False) -> np.ndarray:
     u = stratified_positions(strata_for(y, regression), seed + 1)
     return np.minimum((u * n_folds).astype(np.int64), n_folds - 1)
+
+
+def cap_rows(folds: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
+    """`folds` with all but a random `max_rows` rows set to -1 (left out of fitting altogether)."""
+    if len(folds) <= max_rows:
+        return folds
+    kept = np.random.default_rng(seed).choice(len(folds), max_rows, replace=False)
+    capped = np.full_like(folds, -1)
+    capped[kept] = folds[kept]
+    return capped

@@ -21,10 +21,11 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Ridge, RidgeClassifier
 from sklearn.model_selection import PredefinedSplit, cross_val_predict
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler, normalize
+from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-KNN_CHUNK = 2048  # queries per similarity block: 2,048 x 12,000 float32 is ~100 MB
+from mmgbm.estimator.neighbours import NeighbourIndex
+
 WORD = re.compile(r"\w+")
 # Measured on 759 Flipkart categories: 30 coordinate-descent passes give the same accuracy as 1,000 in a tenth of
 # the time; the few one-vs-rest problems that never converge (identical titles, different labels) cost the rest.
@@ -90,26 +91,28 @@ class LinearHead(BaseEstimator):
 class KnnHead(BaseEstimator):
     """Cosine nearest neighbours: per class the summed similarity of the k nearest training products; for
     regression the similarity-weighted mean target, the nearest product's target and its similarity.
-    Cheap at any number of classes, and strong where catalogues hold near-duplicate products."""
+    Cheap at any number of classes, and strong where catalogues hold near-duplicate products. Exact up to
+    `exact_max_rows` training products, approximate above (see `neighbours`)."""
 
-    def __init__(self, task: str = "multiclass", n_classes: int = 0, n_neighbors: int = 20):
+    def __init__(self, task: str = "multiclass", n_classes: int = 0, n_neighbors: int = 20,
+                 exact_max_rows: int = 100_000, seed: int = 0):
         self.task = task
         self.n_classes = n_classes
         self.n_neighbors = n_neighbors
+        self.exact_max_rows = exact_max_rows
+        self.seed = seed
 
     @property
     def n_outputs(self) -> int:
         return 3 if self.task == "regression" else self.n_classes
 
     def fit(self, X, y: np.ndarray) -> "KnnHead":
-        # Unit rows stored once: a query is then one matrix product. sklearn's brute cosine search re-normalises
-        # the whole training matrix on every call (~20 ms per request on 12,000 photos, most of a served answer).
-        self.X_ = _unit_rows(X)
+        self.index_ = NeighbourIndex(self.exact_max_rows, seed=self.seed).fit(X)
         self.y_ = np.asarray(y)
         return self
 
     def predict(self, X) -> np.ndarray:
-        sims, neighbours = nearest(_unit_rows(X), self.X_, min(self.n_neighbors, self.X_.shape[0]))
+        sims, neighbours = self.index_.search(X, self.n_neighbors)
         sims = np.clip(sims, 0, None)
         targets = self.y_[neighbours]
         if self.task == "regression":
@@ -162,39 +165,21 @@ class MentionHead(BaseEstimator):
         return out
 
 
-def nearest(Q, X, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(similarities, indices) of the k rows of X most similar to each row of Q (both unit rows), best first;
-    in chunks of queries so memory stays bounded."""
-    sims = np.empty((Q.shape[0], k), dtype=np.float32)
-    index = np.empty((Q.shape[0], k), dtype=np.int64)
-    for start in range(0, Q.shape[0], KNN_CHUNK):
-        block = Q[start:start + KNN_CHUNK] @ X.T
-        block = block.toarray() if sp.issparse(block) else np.asarray(block)
-        top = np.argpartition(-block, k - 1, axis=1)[:, :k] if k < block.shape[1] else np.argsort(-block, axis=1)
-        top_sims = np.take_along_axis(block, top, axis=1)
-        order = np.argsort(-top_sims, axis=1, kind="stable")
-        index[start:start + len(block)] = np.take_along_axis(top, order, axis=1)
-        sims[start:start + len(block)] = np.take_along_axis(top_sims, order, axis=1)
-    return sims, index
-
-
-def _unit_rows(X):
-    return normalize(sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32))
-
-
 def mention_words(text: str) -> list[str]:
     # Lower case, and a crude singular ("Necklaces" in a category, "Necklace" in a title).
     words = WORD.findall(str(text).lower())
     return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words]
 
 
-def out_of_fold(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """Scores of every training row from a clone of `head` fitted on the other folds; NaN where absent."""
+def out_of_fold(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, n_jobs: int | None = None
+                ) -> np.ndarray:
+    """Scores of every training row from a clone of `head` fitted on the other folds; NaN where absent. The folds
+    run as `n_jobs` joblib tasks: on local processes, or on a Dask cluster inside `joblib.parallel_config("dask")`."""
     out = np.full((X.shape[0], head.n_outputs), np.nan, dtype=np.float32)
     rows = np.flatnonzero(present)
     if len(np.unique(folds[rows])) < 2:  # the modality is in one fold only: nothing honest to score it with
         return out
-    out[rows] = cross_val_predict(head, X[rows], y[rows], cv=PredefinedSplit(folds[rows]))
+    out[rows] = cross_val_predict(head, X[rows], y[rows], cv=PredefinedSplit(folds[rows]), n_jobs=n_jobs)
     return out
 
 

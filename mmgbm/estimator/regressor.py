@@ -27,10 +27,10 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
                  learning_rate: float = 0.05, num_leaves: int = 31, min_data_in_leaf: int = 20,
                  max_rounds: int = 2000, early_stopping_rounds: int = 50,
                  lightgbm_params: dict | None = None, n_folds: int = 5, stack_folds: int = 3,
-                 knn_neighbors: int = 20,
+                 stack_max_products: int = 200_000, knn_neighbors: int = 20, knn_exact_max_rows: int = 100_000,
                  text_ridge_alpha: float = 0.2, image_components: int = 0, image_alpha: float = 10.0,
                  objective: str = "regression_l1", log_target: bool = False, selection_margin_se: float = 2.0,
-                 seed: int = 42, num_threads: int = 0):
+                 seed: int = 42, num_threads: int = 0, n_jobs: int | None = None):
         self.categorical_columns = categorical_columns
         self.numeric_columns = numeric_columns
         self.rare_category_min_count = rare_category_min_count
@@ -42,7 +42,9 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
         self.lightgbm_params = lightgbm_params
         self.n_folds = n_folds
         self.stack_folds = stack_folds
+        self.stack_max_products = stack_max_products
         self.knn_neighbors = knn_neighbors
+        self.knn_exact_max_rows = knn_exact_max_rows
         self.text_ridge_alpha = text_ridge_alpha
         self.image_components = image_components
         self.image_alpha = image_alpha
@@ -51,6 +53,7 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
         self.selection_margin_se = selection_margin_se
         self.seed = seed
         self.num_threads = num_threads
+        self.n_jobs = n_jobs
 
     def predict(self, X: ProductMatrix) -> np.ndarray:
         """Predicted values on the target's own scale (prices, not log prices)."""
@@ -81,7 +84,8 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
     def _new_heads(self, block: str, n_features: int):
         yield "linear", LinearHead("regression", sparse_alpha=self.text_ridge_alpha, dense_alpha=self.image_alpha,
                                    seed=self.seed)
-        yield "knn", KnnHead("regression", n_neighbors=self.knn_neighbors)
+        yield "knn", KnnHead("regression", n_neighbors=self.knn_neighbors, exact_max_rows=self.knn_exact_max_rows,
+                             seed=self.seed)
 
     def _fit_stacker(self, scores: list[np.ndarray], meta, target: np.ndarray, folds: np.ndarray) -> RegressionStacker:
         return RegressionStacker(list(self.heads_), self._lightgbm_params(self.objective), self.max_rounds,

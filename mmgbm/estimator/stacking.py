@@ -18,21 +18,30 @@ import pandas as pd
 
 def cross_fit(params: dict, rounds: int, patience: int, rows: pd.DataFrame, label: np.ndarray, folds: np.ndarray,
               categorical: list[str]) -> tuple[np.ndarray, lgb.Booster]:
-    """Out-of-fold predictions for every row, each from a booster that never saw its fold, and a booster fitted on
-    all rows with the number of rounds at which the folds' mean validation loss stopped improving.
+    """Out-of-fold predictions for every row, each from a booster that never saw it, and a booster fitted on all
+    rows with fold >= 0 with the number of rounds at which the folds' mean validation loss stopped improving.
+    Rows with fold -1 are left out of fitting (a bounded sample keeps the stacker's cost flat on large catalogues):
+    the final booster, which never saw them, predicts them.
 
     Every training product thus gets an honest fused prediction, so the stack is compared with the heads on all
-    of them (not on a 10% slice), and the final stacker learns from every product."""
-    splits = [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in np.unique(folds)]
-    dataset = lgb.Dataset(rows, label, categorical_feature=categorical, free_raw_data=False)
+    of them (not on a 10% slice), and the final stacker learns from every sampled product."""
+    inside = np.flatnonzero(folds >= 0)
+    fitted = rows.iloc[inside] if len(inside) < len(rows) else rows
+    fold_of = folds[inside]
+    splits = [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in np.unique(fold_of)]
+    dataset = lgb.Dataset(fitted, label[inside], categorical_feature=categorical, free_raw_data=False)
     cv = lgb.cv(params, dataset, num_boost_round=rounds, folds=splits, return_cvbooster=True,
                 callbacks=[lgb.early_stopping(patience, verbose=False)])
     boosters = cv["cvbooster"]
     best = boosters.best_iteration
     oof = np.empty(len(rows), dtype=np.float64)
     for (_, held_out), booster in zip(splits, boosters.boosters):
-        oof[held_out] = booster.predict(rows.iloc[held_out], num_iteration=best)
-    final = lgb.train(params, lgb.Dataset(rows, label, categorical_feature=categorical), num_boost_round=best)
+        oof[inside[held_out]] = booster.predict(fitted.iloc[held_out], num_iteration=best)
+    final = lgb.train(params, lgb.Dataset(fitted, label[inside], categorical_feature=categorical),
+                      num_boost_round=best)
+    outside = np.flatnonzero(folds < 0)
+    if len(outside):
+        oof[outside] = final.predict(rows.iloc[outside])
     return oof, final
 
 

@@ -1,0 +1,61 @@
+"""The estimator's large-catalogue paths, forced on small data: approximate neighbours, the stacker's bounded
+sample and folds run in parallel give the answers of the exact, serial paths (or close to them)."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from mmgbm.commands.artifact import Artifact, TargetInfo, load_artifact, save_artifact
+from mmgbm.estimator import MMGBMClassifier, MMGBMRegressor
+from mmgbm.estimator.neighbours import NeighbourIndex
+from tests.test_estimator import FAST, products
+
+
+def clustered_rows(n: int, dim: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n // 20, dim))
+    return (centres[rng.integers(0, len(centres), n)] + rng.normal(0, 0.3, (n, dim))).astype(np.float32)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, truth)]))
+
+
+def test_approximate_search_finds_the_exact_neighbours_of_dense_and_sparse_rows():
+    rows = clustered_rows(3000, 64, seed=0)
+    queries = clustered_rows(200, 64, seed=0)[:200]
+    sparse = sp.csr_matrix(np.where(rows > 0.8, rows, 0))
+    for X, Q in ((rows, queries), (sparse, sp.csr_matrix(np.where(queries > 0.8, queries, 0)))):
+        exact = NeighbourIndex(exact_max_rows=10_000).fit(X)
+        approximate = NeighbourIndex(exact_max_rows=1000, components=32).fit(X)
+        assert exact.exact and not approximate.exact
+        truth_sims, truth = exact.search(Q, 10)
+        sims, found = approximate.search(Q, 10)
+        assert found.shape == (200, 10) and (np.diff(sims, axis=1) <= 1e-6).all()  # best first
+        assert recall(found, truth) > 0.6  # a 32-d projection of 64-d rows: most true neighbours found
+
+
+def test_large_catalogue_paths_predict_as_well_and_survive_the_artifact(tmp_path):
+    X, y = products(n=400)
+    small = MMGBMClassifier(**FAST).fit(X[:300], y[:300])
+    large = MMGBMClassifier(**FAST, knn_exact_max_rows=100, stack_max_products=150).fit(X[:300], y[:300])
+    assert not large.heads_["image.knn"].index_.exact
+    # Every training product still has an honest prediction: the bounded sample's rows out of fold, the others
+    # from the final stacker that never saw them.
+    assert np.isfinite(large.oof_proba_).all() and large.oof_proba_.shape == (300, 4)
+    accuracy = [(m.predict(X[300:]) == y[300:]).mean() for m in (small, large)]
+    assert accuracy[1] > 0.9 and accuracy[1] >= accuracy[0] - 0.03
+    save_artifact(tmp_path / "m", Artifact(TargetInfo("t", "t", "classification"), large, {}, {}, {}))
+    loaded = load_artifact(tmp_path / "m", "t").model
+    np.testing.assert_allclose(loaded.predict_proba(X[300:]), large.predict_proba(X[300:]), atol=1e-6)
+
+
+def test_folds_in_parallel_give_the_serial_model():
+    X, y = products(n=200)
+    price = np.where(y == "watch", 500.0, 20.0)
+    for make, target in ((MMGBMClassifier, y), (MMGBMRegressor, price)):
+        serial = make(**FAST).fit(X, target)
+        parallel = make(**FAST, n_jobs=2).fit(X, target)
+        np.testing.assert_allclose(parallel.predict(X) if make is MMGBMRegressor else parallel.predict_proba(X),
+                                   serial.predict(X) if make is MMGBMRegressor else serial.predict_proba(X))
