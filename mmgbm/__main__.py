@@ -1,3 +1,5 @@
 from mmgbm.cli import main
 
-main()
+# Guarded: the worker processes of `--cluster local` import the main module again when they start.
+if __name__ == "__main__":
+    main()

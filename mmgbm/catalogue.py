@@ -118,20 +118,6 @@ def in_holdout(ids: pd.Series, fraction: float, seed: int) -> pd.Series:
     return _id_unit(ids, str(seed)) < fraction
 
 
-def parse_part(text: str) -> tuple[int, int]:
-    """`3/8` -> (3, 8): this machine extracts the third of eight disjoint parts of the catalogue."""
-    i, sep, n = text.partition("/")
-    if not (sep and i.isdigit() and n.isdigit() and 1 <= int(i) <= int(n)):
-        raise MmgbmError(f"--part {text!r}: write it as I/N with 1 <= I <= N, e.g. --part 3/8")
-    return int(i), int(n)
-
-
-def in_part(ids: pd.Series, part: tuple[int, int]) -> pd.Series:
-    """Membership of part I of N, by id hash: parts are disjoint, cover every product and stay put as it grows."""
-    i, n = part
-    return (_id_unit(ids, "part") * n).astype(int) == i - 1
-
-
 def load_split(cfg: Config, split: str, with_targets: bool = True) -> pd.DataFrame:
     """The products of one split, validated against the config's column roles."""
     data = cfg.data

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from mmgbm.cluster import connect
 from mmgbm.config import Config, load_config, parse_overrides
 from mmgbm.errors import MmgbmError
 
@@ -29,6 +30,9 @@ OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 ConfigOpt = Annotated[
     Optional[Path], typer.Option("--config", "-c", help="YAML config (default: ./mmgbm.yaml).", show_default=False)
 ]
+ClusterOpt = Annotated[Optional[str], typer.Option(
+    help="Run on a Dask cluster: 'local' (started on this machine for the command), a scheduler address "
+         "tcp://HOST:8786, or 'none' (default: the config's `cluster`).", show_default=False)]
 
 
 def _config(ctx: typer.Context, path: Optional[Path], **cli_overrides: object) -> Config:
@@ -69,20 +73,18 @@ def extract_images_cmd(
     batch_size: Annotated[Optional[int], typer.Option(help="Images per forward pass.")] = None,
     weights: Annotated[Optional[str], typer.Option(help="Weights file, 'imagenet' or 'none'.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Discard stored image features and start again.")] = False,
-    part: Annotated[Optional[str], typer.Option(
-        help="I/N: extract only the I-th of N disjoint parts of the catalogue (one machine of N sharing a workdir)."
-    )] = None,
+    cluster: ClusterOpt = None,
 ) -> None:
     """Embed every product image with a frozen EfficientNet into the feature store (incremental)."""
-    from mmgbm.catalogue import parse_part
     from mmgbm.features.images import extract_images
 
     cfg = _config(
-        ctx, config,
+        ctx, config, cluster=cluster,
         **{"features.image.backbone": backbone, "features.image.image_size": image_size,
            "features.image.batch_size": batch_size, "features.image.weights": weights},
     )
-    summary = extract_images(cfg, overwrite=overwrite, progress=True, part=parse_part(part) if part else None)
+    with connect(cfg.cluster) as client:
+        summary = extract_images(cfg, overwrite=overwrite, progress=True, client=client)
     console.print(summary.describe())
 
 
@@ -91,12 +93,14 @@ def extract_text_cmd(
     ctx: typer.Context,
     config: ConfigOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Refit the vectorizer on train and rebuild all text features.")] = False,
+    cluster: ClusterOpt = None,
 ) -> None:
     """Fit TF-IDF word n-grams on the training split and store sparse vectors for every product (incremental)."""
     from mmgbm.features.text import extract_text
 
-    cfg = _config(ctx, config)
-    summary = extract_text(cfg, overwrite=overwrite)
+    cfg = _config(ctx, config, cluster=cluster)
+    with connect(cfg.cluster) as client:
+        summary = extract_text(cfg, overwrite=overwrite, client=client)
     console.print(summary.describe())
 
 
@@ -109,23 +113,26 @@ SplitOpt = Annotated[str, typer.Option(help="Split of the config to use.")]
 
 
 @app.command(context_settings=OVERRIDES)
-def train(ctx: typer.Context, config: ConfigOpt = None, target: TargetOpt = None) -> None:
+def train(ctx: typer.Context, config: ConfigOpt = None, target: TargetOpt = None, cluster: ClusterOpt = None) -> None:
     """Fit per-modality heads and a LightGBM stacker per target; save each to <workdir>/models/<target>/."""
     from mmgbm.commands.train import train as train_targets
 
-    cfg = _config(ctx, config)
-    for summary in train_targets(cfg, target):
-        console.print(summary.describe(), highlight=False)
+    cfg = _config(ctx, config, cluster=cluster)
+    with connect(cfg.cluster) as client:
+        for summary in train_targets(cfg, target, client=client):
+            console.print(summary.describe(), highlight=False)
 
 
 @app.command(context_settings=OVERRIDES)
-def evaluate(ctx: typer.Context, config: ConfigOpt = None, target: TargetOpt = None, split: SplitOpt = "test") -> None:
+def evaluate(ctx: typer.Context, config: ConfigOpt = None, target: TargetOpt = None, split: SplitOpt = "test",
+             cluster: ClusterOpt = None) -> None:
     """Score trained models on a labelled split; metrics.json and PNGs go to <workdir>/reports/<target>/."""
     from mmgbm.commands.evaluate import evaluate as evaluate_targets
 
-    cfg = _config(ctx, config)
-    for result in evaluate_targets(cfg, target, split):
-        console.print(result.describe(), highlight=False)
+    cfg = _config(ctx, config, cluster=cluster)
+    with connect(cfg.cluster) as client:
+        for result in evaluate_targets(cfg, target, split, client=client):
+            console.print(result.describe(), highlight=False)
 
 
 @app.command(context_settings=OVERRIDES)
@@ -141,14 +148,16 @@ def predict(
     probabilities: Annotated[bool, typer.Option(help="Also write every class's probability.")] = False,
     min_confidence: Annotated[float, typer.Option(
         help="Leave a label empty when its calibrated probability is below this (fill only what is safe).")] = 0.0,
+    cluster: ClusterOpt = None,
 ) -> None:
     """Predict every target for each product of a split or an input table and write a CSV."""
     from mmgbm.commands.predict import predict as predict_targets
     from mmgbm.commands.predict import write_predictions
 
-    cfg = _config(ctx, config)
-    frame = predict_targets(cfg, target, split, input, probabilities=probabilities, top_k=top_k,
-                            min_confidence=min_confidence)
+    cfg = _config(ctx, config, cluster=cluster)
+    with connect(cfg.cluster) as client:
+        frame = predict_targets(cfg, target, split, input, probabilities=probabilities, top_k=top_k,
+                                min_confidence=min_confidence, client=client)
     path = write_predictions(frame, out)
     console.print(f"{len(frame):,} products x {len(frame.columns) - 1} columns -> {path}", highlight=False)
 
@@ -163,14 +172,16 @@ def demo(
     workdir: Annotated[Optional[Path], typer.Option(
         help="Where features, models and the submission go (default: ./runs/demo for the bundled sample, "
              "the config's own workdir otherwise).", show_default=False)] = None,
+    cluster: ClusterOpt = None,
 ) -> None:
     """Run the whole pipeline on a config (default: the bundled sample): extract, train, evaluate, predict."""
     from mmgbm.commands.pipeline import run_pipeline
 
     if workdir is None and config == DEMO_CONFIG:
         workdir = Path("runs") / "demo"  # never inside the installed package
-    cfg = _config(ctx, config, workdir=None if workdir is None else str(workdir.resolve()))
-    run_pipeline(cfg, say=lambda line: console.print(line, highlight=False))
+    cfg = _config(ctx, config, cluster=cluster, workdir=None if workdir is None else str(workdir.resolve()))
+    with connect(cfg.cluster) as client:
+        run_pipeline(cfg, say=lambda line: console.print(line, highlight=False), client=client)
 
 
 @app.command(context_settings=OVERRIDES)

@@ -1,7 +1,7 @@
 """Every path under the workdir, and the feature stores that live there, in one place.
 
     <workdir>/
-      features/image/<backbone>/   embedding shards, failures.csv (failures-pIofN.csv per part)
+      features/image/<backbone>/   embedding shards, failures.csv
       features/image/colour/       colour statistics of the same photos
       features/text/<field>/       TF-IDF shards and the fitted vectorizer.json (plain data, no pickle)
       models/<target>/             one trained model per target
@@ -34,9 +34,8 @@ def image_dir(cfg: Config) -> Path:
     return features_dir(cfg) / "image"
 
 
-def image_store(cfg: Config, part: tuple[int, int] | None = None) -> FeatureStore:
-    """The embeddings of the config's backbone, stamped with how they are made; with a `part` (I, N) it writes
-    shards named for that part, so several machines can fill one shared folder."""
+def image_store(cfg: Config) -> FeatureStore:
+    """The embeddings of the config's backbone, stamped with how they are made."""
     image = cfg.features.image
     fingerprint = {
         "kind": "image",
@@ -50,18 +49,17 @@ def image_store(cfg: Config, part: tuple[int, int] | None = None) -> FeatureStor
         fingerprint["precision"] = image.precision
     if image.runtime != "tensorflow":  # likewise: another runtime's features are not mixed in silently
         fingerprint["runtime"] = image.runtime
-    return FeatureStore(_embedding_dir(cfg), fingerprint, _writer(part))
+    return FeatureStore(_embedding_dir(cfg), fingerprint)
 
 
-def colour_store(cfg: Config, part: tuple[int, int] | None = None) -> FeatureStore:
+def colour_store(cfg: Config) -> FeatureStore:
     """Colour statistics of the product photos (mmgbm.features.colour), written by the same run as the embeddings."""
-    return FeatureStore(image_dir(cfg) / "colour", colour.FINGERPRINT, _writer(part))
+    return FeatureStore(image_dir(cfg) / "colour", colour.FINGERPRINT)
 
 
-def image_failures_path(cfg: Config, part: tuple[int, int] | None = None) -> Path:
-    """The products whose image could not be read by the last run (of that part), next to the embeddings."""
-    writer = _writer(part)
-    return _embedding_dir(cfg) / (f"failures-{writer}.csv" if writer else "failures.csv")
+def image_failures_path(cfg: Config) -> Path:
+    """The products whose image could not be read by the last run, next to the embeddings."""
+    return _embedding_dir(cfg) / "failures.csv"
 
 
 def text_dir(cfg: Config) -> Path:
@@ -96,7 +94,3 @@ def submission_path(cfg: Config) -> Path:
 
 def _embedding_dir(cfg: Config) -> Path:
     return image_dir(cfg) / cfg.features.image.backbone
-
-
-def _writer(part: tuple[int, int] | None) -> str | None:
-    return f"p{part[0]}of{part[1]}" if part else None

@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mmgbm.catalogue import in_holdout, in_part, load_all_products, load_split, parse_part, read_table
+from mmgbm.catalogue import in_holdout, load_all_products, load_split, read_table
 from mmgbm.config import load_config
 from mmgbm.errors import MmgbmError
 
@@ -86,14 +86,3 @@ def test_unknown_split_lists_the_known_ones(tiny_config: Path):
         load_split(load_config(tiny_config), "valid")
 
 
-def test_parts_are_disjoint_cover_everything_and_are_balanced():
-    ids = pd.Series([f"p{i}" for i in range(3000)])
-    members = [in_part(ids, (i, 3)) for i in (1, 2, 3)]
-    assert (sum(m.astype(int) for m in members) == 1).all()
-    assert all(800 < m.sum() < 1200 for m in members)
-
-
-@pytest.mark.parametrize("text", ["0/3", "4/3", "3", "a/b", "1/0"])
-def test_bad_part_names_the_expected_form(text):
-    with pytest.raises(MmgbmError, match="I/N"):
-        parse_part(text)

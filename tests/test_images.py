@@ -342,23 +342,6 @@ def test_cli_options_override_the_config_and_print_the_summary(tmp_path: Path, i
     assert read_back(cfg, ["gone"]).dense["image"].shape == (1, 1536)
 
 
-def test_parts_run_by_several_machines_fill_one_store_without_overlap(tmp_path: Path, images_dir: Path,
-                                                                     write_config, fake_encoder):
-    config = catalogue(tmp_path, demo_rows(8) + [("lost", "lost.jpg")], write_config)
-    runs = [CliRunner().invoke(app, ["extract-images", "-c", str(config), "--part", f"{i}/2"]) for i in (1, 2)]
-    assert all(r.exit_code == 0 for r in runs), [r.output for r in runs]
-    cfg = load_config(config)
-    for store in (image_store(cfg), colour_store(cfg)):
-        assert {s.name.split("-")[1] for s in store.shards()} == {"p1of2", "p2of2"}
-        assert store.present_ids() == {pid for pid, _ in demo_rows(8)}  # every product once, whichever part
-    assert len(list(image_store(cfg).root.glob("failures-p*of2.csv"))) == 2  # each machine keeps its own list
-    assert extract_images(cfg).extracted == 0  # a later single-machine run sees the parts' work as done
-    with pytest.raises(MmgbmError, match="--overwrite with --part"):
-        extract_images(cfg, overwrite=True, part=(1, 2))
-    bad = CliRunner().invoke(app, ["extract-images", "-c", str(config), "--part", "3/2"])
-    assert bad.exit_code != 0
-
-
 def test_products_without_a_path_need_no_model(tmp_path: Path, images_dir: Path, write_config, fake_encoder):
     summary = extract_images(load_config(catalogue(tmp_path, [("a", ""), ("b", " ")], write_config)))
     assert (summary.extracted, summary.failures) == (0, {"no image path": 2})

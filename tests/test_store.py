@@ -90,16 +90,15 @@ def test_later_shards_win_for_a_repeated_id(tmp_path: Path):
     assert s.read_dense(["a"])[0].tolist() == [[1.0, 1.0]]
 
 
-def test_machines_writing_their_parts_into_one_folder_do_not_clash(tmp_path: Path):
-    one = FeatureStore(tmp_path / "b0", FP, writer="p1of2")
-    two = FeatureStore(tmp_path / "b0", FP, writer="p2of2")
-    one.write_shard(dense_table(["a"], np.ones((1, 2))))
-    two.write_shard(dense_table(["b"], np.full((1, 2), 2.0)))
-    one.write_shard(dense_table(["c"], np.full((1, 2), 3.0)))
-    assert [p.name.split("-")[1] for p in one.shards()] == ["p1of2", "p2of2", "p1of2"]  # in the order written
-    reader = store(tmp_path)  # a reader without a part sees every machine's shards
-    out, present = reader.read_dense(["c", "b", "a"])
-    assert present.all() and out[:, 0].tolist() == [3.0, 2.0, 1.0]
+def test_shards_named_for_a_part_by_older_versions_are_read_in_the_order_written(tmp_path: Path):
+    s = store(tmp_path)
+    for value in (1.0, 2.0):
+        s.write_shard(dense_table(["a"], np.full((1, 2), value)))
+    first, second = s.shards()
+    first.rename(first.with_name(first.name.replace("part-", "part-p2of2-")))  # as `extract-images --part` named them
+    second.rename(second.with_name(second.name.replace("part-", "part-p1of2-")))
+    assert [p.name.split("-")[1] for p in s.shards()] == ["p2of2", "p1of2"]
+    assert s.read_dense(["a"])[0].tolist() == [[2.0, 2.0]]
 
 
 def test_shards_of_older_stores_are_still_read_and_come_first(tmp_path: Path):

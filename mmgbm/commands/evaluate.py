@@ -1,17 +1,21 @@
 """`mmgbm evaluate`: score trained models on a labelled split; write metrics.json and PNG reports per target.
 
 Besides the fused model, each modality is scored alone (its best head), so the report shows what fusing adds.
+On a Dask cluster, parts of the split are scored on the workers (mmgbm.cluster.score_rows).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mmgbm.catalogue import load_split
+from mmgbm.cluster import score_rows
 from mmgbm.commands.artifact import Artifact
 from mmgbm.commands.metrics import calibration_metrics, classification_metrics, headline, regression_metrics
 from mmgbm.commands.predict import checked_artifact, estimator_call
@@ -19,9 +23,14 @@ from mmgbm.commands.reports import confusion_png, importance_png, per_class_f1_p
 from mmgbm.commands.targets import resolve_targets, target_values
 from mmgbm.config import Config, TargetConfig
 from mmgbm.errors import MmgbmError
-from mmgbm.estimator import FUSED
+from mmgbm.estimator import FUSED, ProductMatrix
 from mmgbm.features.design import load_products
 from mmgbm.workdir import report_dir
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+CONFIDENCE = "confidence"
 
 
 @dataclass
@@ -43,7 +52,8 @@ class EvaluationResult:
                 f"fused {headline(m[FUSED])}" + (f"; {alone}" if alone else "") + confidence + f" -> {self.folder}")
 
 
-def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test") -> list[EvaluationResult]:
+def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test",
+             client: Client | None = None) -> list[EvaluationResult]:
     names = resolve_targets(cfg, targets)
     frame = load_split(cfg, split, with_targets=False)
     products, fingerprints = load_products(cfg, frame)
@@ -56,28 +66,35 @@ def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test")
                                f"split {split!r}")
         if not values.keep.any():
             raise MmgbmError(f"split {split!r} has no labelled products for target {name!r} ({info.column!r})")
-        model, sub, truth = artifact.model, products[values.keep], values.y
+        model, truth = artifact.model, values.y
         score = _scorer(artifact)
-        if model.regression:
-            fused = estimator_call(name, model.predict, sub)
-        else:
-            top, confidence = estimator_call(name, model.predict_top_k, sub, 1)
-            fused = top[:, 0]
+        predicted = score_rows(client, partial(_predictions, name=name), products[values.keep], model=model)
+        fused = predicted[FUSED]
         metrics = {
             "target": name, "split": split, "dropped": values.describe(), "predicts_with": model.choice_,
             FUSED: score(truth, fused),
-            "modalities": {m: score(truth, estimator_call(name, model.predict_alone, sub, m))
-                           for m in model.modalities_},
+            "modalities": {m: score(truth, predicted[m]) for m in model.modalities_},
             "importance_by_modality": model.importance_by_modality(),
         }
         if not model.regression:
-            metrics["calibration"] = calibration_metrics(fused == truth, confidence[:, 0])
+            metrics["calibration"] = calibration_metrics(fused == truth, predicted[CONFIDENCE])
         folder = report_dir(cfg, name)
         folder.mkdir(parents=True, exist_ok=True)
         metrics["pictures"] = [p.name for p in _pictures(folder, name, artifact, truth, fused, metrics)]
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         results.append(EvaluationResult(name, folder, metrics))
     return results
+
+
+def _predictions(products: ProductMatrix, *, name: str, model) -> dict[str, np.ndarray]:
+    """The fused prediction (with its confidence, for classes) and each modality's alone, per product."""
+    if model.regression:
+        out = {FUSED: estimator_call(name, model.predict, products)}
+    else:
+        top, confidence = estimator_call(name, model.predict_top_k, products, 1)
+        out = {FUSED: top[:, 0], CONFIDENCE: confidence[:, 0]}
+    out.update({m: estimator_call(name, model.predict_alone, products, m) for m in model.modalities_})
+    return out
 
 
 def _scorer(artifact: Artifact):

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 EVAL_SPLIT = "test"
 
 
-def run_pipeline(cfg: Config, say: Callable[[str], None] = print) -> Path:
+def run_pipeline(cfg: Config, say: Callable[[str], None] = print, client: Client | None = None) -> Path:
     """Extract every enabled modality (incrementally), train all targets, evaluate them on the `test` split and
-    write `<workdir>/submission.csv` for it. Returns the submission's path."""
+    write `<workdir>/submission.csv` for it, every step on the Dask cluster of `client` when given. Returns the
+    submission's path."""
     from mmgbm.commands.evaluate import evaluate
     from mmgbm.commands.predict import predict, write_predictions
     from mmgbm.commands.train import train
@@ -27,13 +32,13 @@ def run_pipeline(cfg: Config, say: Callable[[str], None] = print) -> Path:
     if not cfg.targets:
         raise MmgbmError("the config names no targets; add at least one under targets:")
     if images_enabled(cfg):
-        say(extract_images(cfg, progress=True).describe())
+        say(extract_images(cfg, progress=True, client=client).describe())
     if cfg.features.text.enabled and cfg.text_fields:
-        say(extract_text(cfg).describe())
-    for summary in train(cfg):
+        say(extract_text(cfg, client=client).describe())
+    for summary in train(cfg, client=client):
         say(summary.describe())
-    for result in evaluate(cfg, split=EVAL_SPLIT):
+    for result in evaluate(cfg, split=EVAL_SPLIT, client=client):
         say(result.describe())
-    out = write_predictions(predict(cfg, split=EVAL_SPLIT, top_k=3), submission_path(cfg))
+    out = write_predictions(predict(cfg, split=EVAL_SPLIT, top_k=3, client=client), submission_path(cfg))
     say(f"submission: {out}")
     return out

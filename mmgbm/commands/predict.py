@@ -1,17 +1,21 @@
 """`mmgbm predict`: one row per input product, in input order, with one column per target.
 
 Products without an image or text still get a prediction (the model treats the modality as missing). A model
-is only applied to features made the way it was trained (same backbone, vectorizer, settings).
+is only applied to features made the way it was trained (same backbone, vectorizer, settings). On a Dask cluster,
+parts of the products are scored on the workers, each sent every model once, and put back in input order.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from mmgbm.catalogue import load_split, read_table
+from mmgbm.cluster import score_rows
 from mmgbm.commands.artifact import Artifact, check_fingerprints, load_artifact
 from mmgbm.commands.targets import resolve_targets
 from mmgbm.config import Config
@@ -20,6 +24,9 @@ from mmgbm.estimator import ProductMatrix
 from mmgbm.features.atomic import write_atomically
 from mmgbm.features.design import load_products
 from mmgbm.workdir import model_dir
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 def products_to_score(cfg: Config, split: str | None, input_path: Path | None) -> tuple[pd.DataFrame, str]:
@@ -46,7 +53,8 @@ def estimator_call(name: str, call, *args):
 
 
 def predict(cfg: Config, targets: list[str] | None = None, split: str | None = None, input_path: Path | None = None,
-            probabilities: bool = False, top_k: int = 0, min_confidence: float = 0.0) -> pd.DataFrame:
+            probabilities: bool = False, top_k: int = 0, min_confidence: float = 0.0,
+            client: Client | None = None) -> pd.DataFrame:
     """A frame: the id column, then per target its prediction and, on request, top-k labels with their
     probabilities (`<target>_top1`, `<target>_p1` ...) or every class's probability (`<target>_p_<class>`).
     With `min_confidence`, labels whose calibrated probability is below it are left empty (only what is safe to
@@ -61,11 +69,13 @@ def predict(cfg: Config, targets: list[str] | None = None, split: str | None = N
     out = {cfg.data.id_column: frame[cfg.data.id_column].to_numpy()}
     for name in names:
         artifact = checked_artifact(cfg, name, fingerprints)
-        out.update(_target_columns(name, artifact.model, products, probabilities, top_k, min_confidence))
+        columns = partial(_target_columns, name=name, probabilities=probabilities, top_k=top_k,
+                          min_confidence=min_confidence)
+        out.update(score_rows(client, columns, products, model=artifact.model))
     return pd.DataFrame(out)
 
 
-def _target_columns(name: str, model, products: ProductMatrix, probabilities: bool, top_k: int,
+def _target_columns(products: ProductMatrix, *, name: str, model, probabilities: bool, top_k: int,
                     min_confidence: float) -> dict[str, np.ndarray]:
     """Values on the target's own scale (prices, not log1p), or labels: top-k follows the final label (the first is
     always the predicted one, also when copied from the text); per-class probabilities are the model's own."""

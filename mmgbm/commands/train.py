@@ -8,10 +8,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from mmgbm.catalogue import load_split
+from mmgbm.cluster import joblib_on
 from mmgbm.commands.artifact import Artifact, TargetInfo, save_artifact
 from mmgbm.commands.targets import check_binary, metadata_columns, min_training_rows, resolve_targets, target_values
 from mmgbm.config import Config, TargetConfig
@@ -20,6 +22,9 @@ from mmgbm.estimator import FUSED, MMGBMClassifier, MMGBMRegressor, ProductMatri
 from mmgbm.estimator.base import MMGBMBase
 from mmgbm.features.design import load_products
 from mmgbm.workdir import model_dir
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 # Settings of `model:` that both estimators take under the same name.
 SHARED_SETTINGS = ("rare_category_min_count", "learning_rate", "num_leaves", "min_data_in_leaf", "max_rounds",
@@ -60,16 +65,17 @@ def build_estimator(cfg: Config, target: TargetConfig) -> MMGBMBase:
                            candidates=s.candidates, label_in_text=target.label_in_text)
 
 
-def train(cfg: Config, targets: list[str] | None = None) -> list[TrainSummary]:
-    """Train every named target (default: all), reading the training split and its features once."""
+def train(cfg: Config, targets: list[str] | None = None, client: Client | None = None) -> list[TrainSummary]:
+    """Train every named target (default: all), reading the training split and its features once; with a Dask
+    `client`, the estimators' folds run on its workers."""
     names = resolve_targets(cfg, targets)
     frame = load_split(cfg, "train")
     products, fingerprints = load_products(cfg, frame)
-    return [train_target(cfg, name, frame, products, fingerprints) for name in names]
+    return [train_target(cfg, name, frame, products, fingerprints, client) for name in names]
 
 
 def train_target(cfg: Config, name: str, frame: pd.DataFrame, products: ProductMatrix,
-                 fingerprints: dict[str, dict]) -> TrainSummary:
+                 fingerprints: dict[str, dict], client: Client | None = None) -> TrainSummary:
     started = time.perf_counter()
     target = cfg.targets[name]
     source = f"{cfg.data.splits['train']} (train)"
@@ -85,7 +91,8 @@ def train_target(cfg: Config, name: str, frame: pd.DataFrame, products: ProductM
         raise MmgbmError(f"{source}: no column {target.label_in_text!r} (label_in_text of target {name!r})")
     model = build_estimator(cfg, target)
     try:
-        model.fit(products[values.keep], values.y)
+        with joblib_on(client):
+            model.fit(products[values.keep], values.y)
     except ValueError as exc:  # the estimator's word on bad input, as one line naming the target
         raise MmgbmError(f"{source}: cannot train target {name!r}: {exc}") from None
     metrics = {

@@ -7,12 +7,15 @@ flat whatever the catalogue size and a killed run loses at most one shard. Produ
 neither (a missing value downstream), are listed in `failures.csv` next to the shards, and are retried by the next
 run. Each row records the image file's path, size and modification time, so a product whose photo changed is
 extracted again (and read as having no image until then). This is the only writer of the image stores: training and
-prediction only read them.
+prediction only read them. On a Dask cluster (mmgbm.cluster) the work is cut into parts of `shard_size` products:
+each worker builds its encoder once, extracts the parts it is given and writes their shards itself; this process
+only decides what needs doing and lists the failures.
 """
 
 from __future__ import annotations
 
 import csv
+import threading
 import time
 import warnings
 from collections import Counter
@@ -20,14 +23,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from mmgbm.catalogue import in_part, load_all_products
-from mmgbm.config import Config
+from mmgbm.catalogue import load_all_products
+from mmgbm.cluster import run_parts
+from mmgbm.config import Config, ImageFeaturesConfig
 from mmgbm.errors import MmgbmError
 from mmgbm.features import colour
 from mmgbm.features.atomic import write_atomically
@@ -35,6 +39,9 @@ from mmgbm.features.image_decoding import UnreadableImage, check_image_file, dec
 from mmgbm.features.image_encoder import ImageEncoder
 from mmgbm.features.store import FeatureStore, dense_table
 from mmgbm.workdir import colour_store, image_dir, image_failures_path, image_store
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 @dataclass
@@ -106,28 +113,62 @@ class _ShardWriter:
         self.written += 1
 
 
+@dataclass
+class _Work:
+    """Products to extract, one entry each: id, absolute image path, what the file is now (its source), and whether
+    the embedding store and the colour store lack it. A cluster's workers each take a slice."""
+
+    ids: list[str]
+    paths: list[str]
+    sources: list[str | None]
+    embed: np.ndarray
+    measure: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, rows: slice) -> "_Work":
+        return _Work(self.ids[rows], self.paths[rows], self.sources[rows], self.embed[rows], self.measure[rows])
+
+
+@dataclass
+class _Done:
+    """What extracting some `_Work` did."""
+
+    embedded: int = 0
+    coloured: int = 0  # products that only lacked colour statistics
+    shards: int = 0
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (id, path, reason)
+    seconds: float = 0.0  # the decode + forward + write loop
+
+    @property
+    def products(self) -> int:
+        return self.embedded + self.coloured + len(self.failures)
+
+    @classmethod
+    def total(cls, parts: list["_Done"], seconds: float) -> "_Done":
+        """The parts' sum; they ran side by side, so their loop times do not add up: `seconds` is the wall time."""
+        return cls(sum(p.embedded for p in parts), sum(p.coloured for p in parts), sum(p.shards for p in parts),
+                   [failure for p in parts for failure in p.failures], seconds)
+
+
 def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = False,
-                   part: tuple[int, int] | None = None) -> ImageExtractionSummary:
+                   client: Client | None = None) -> ImageExtractionSummary:
     """Embed the image of every product of every split that the stores do not hold yet, and take its colour
-    statistics from the same decode; with `part` (I, N), only the I-th of N disjoint id-hash parts of the catalogue
-    (one machine's share of a cluster run). A product is work to do when either store lacks it; the forward pass
-    runs only for those without an embedding (a workdir made before colour statistics were extracted gets them)."""
+    statistics from the same decode. A product is work to do when either store lacks it; the forward pass runs only
+    for those without an embedding (a workdir made before colour statistics were extracted gets them). With a Dask
+    `client`, the work is cut into parts of `shard_size` products that the workers extract and store themselves."""
     start = time.perf_counter()
     image_cfg = cfg.features.image
     if not image_cfg.enabled:
         raise MmgbmError("image features are off in this config (features.image.enabled: false); nothing to extract")
     if not cfg.data.image_column:
         raise MmgbmError("the config has no data.image_column; set it to the column that holds image paths")
-    if overwrite and part is not None:
-        raise MmgbmError(f"--overwrite with --part would delete the other parts' shards; delete "
-                         f"{image_store(cfg).root} and {colour_store(cfg).root} once before the parts run instead")
-    embeddings, colours = image_store(cfg, part), colour_store(cfg, part)
+    embeddings, colours = image_store(cfg), colour_store(cfg)
     if overwrite:
         embeddings.clear()
         colours.clear()
     products = load_all_products(cfg)
-    if part is not None:
-        products = products[in_part(products[cfg.data.id_column], part)].reset_index(drop=True)
     ids = products[cfg.data.id_column].tolist()
     root, inside = images_root(cfg), image_boundary(cfg)
     paths = image_paths(products[cfg.data.image_column], root)
@@ -135,60 +176,103 @@ def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = Fal
     needs_embedding = _needs_work(embeddings.prepare_writing(), ids, sources)
     needs_colour = _needs_work(colours.prepare_writing(), ids, sources)
     todo = np.flatnonzero(needs_embedding | needs_colour)
+    work = _Work([ids[i] for i in todo], [paths[i] for i in todo], [sources[i] for i in todo],
+                 needs_embedding[todo], needs_colour[todo])
 
-    # Paths that cannot be opened fail without reading a byte; when no product needs an embedding, no model is even
-    # built.
-    failures, to_decode = [], []
-    for i in todo:
-        try:
-            check_image_file(paths[i], inside)
-            to_decode.append(i)
-        except UnreadableImage as exc:
-            failures.append((ids[i], paths[i], exc.reason))
-    to_decode = np.array(to_decode, dtype=np.int64)
-    writers = _ShardWriter(embeddings, image_cfg.shard_size), _ShardWriter(colours, image_cfg.shard_size)
-    encoder = ImageEncoder(image_cfg.backbone, image_cfg.weights, image_cfg.image_size, image_cfg.batch_size,
-                           image_cfg.precision, image_cfg.runtime)
-    if needs_embedding[to_decode].any():
-        encoder.fit()
-    new_embeddings = new_colours = 0
-    loop_start = time.perf_counter()
-    with _progress_bar(len(todo), enabled=progress) as advance, warnings.catch_warnings():
-        # Big-but-bounded images are decoded at reduced scale or refused in image_decoding; PIL's warning is noise.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        advance(len(failures))
-        for positions, images, stats, reasons in _decoded_batches([paths[i] for i in to_decode], encoder.size,
-                                                                  image_cfg.batch_size, inside):
-            batch = to_decode[positions]
-            ok = reasons == ""
-            embed, measure = ok & needs_embedding[batch], ok & needs_colour[batch]
-            if embed.any():
-                writers[0].add([ids[i] for i in batch[embed]], encoder.embed_batch(images[embed]),
-                               [sources[i] for i in batch[embed]])
-            writers[1].add([ids[i] for i in batch[measure]], stats[measure], [sources[i] for i in batch[measure]])
-            new_embeddings += int(embed.sum())
-            new_colours += int((ok & ~needs_embedding[batch]).sum())
-            failures.extend((ids[i], paths[i], r) for i, r in zip(batch, reasons) if r)
-            advance(len(batch))
-        for writer in writers:
-            writer.flush()
-    embedding_seconds = time.perf_counter() - loop_start
+    with _progress_bar(len(work), enabled=progress) as advance:
+        if client is None:
+            done = _extract(cfg, work, lambda: _new_encoder(image_cfg).fit(), advance)
+        else:
+            step = image_cfg.shard_size
+            parts = [work[i:i + step] for i in range(0, len(work), step)]
+            started = time.perf_counter()
+            done = run_parts(client, _extract_on_worker, parts, lambda part: advance(part.products), cfg=cfg)
+            done = _Done.total(done, time.perf_counter() - started)  # the workers' model builds included
 
-    failures_path = image_failures_path(cfg, part)
-    _write_failures(failures_path, failures)
+    failures_path = image_failures_path(cfg)
+    _write_failures(failures_path, done.failures)
     return ImageExtractionSummary(
         products=len(ids),
-        extracted=new_embeddings,
-        coloured=new_colours,
-        skipped=len(ids) - len(todo),
-        failures=dict(Counter(reason for _, _, reason in failures)),
+        extracted=done.embedded,
+        coloured=done.coloured,
+        skipped=len(ids) - len(work),
+        failures=dict(Counter(reason for _, _, reason in done.failures)),
         failures_path=failures_path,
         store_root=image_dir(cfg),
         seconds=time.perf_counter() - start,
-        embedding_seconds=embedding_seconds,
-        shards_written=sum(writer.written for writer in writers),
+        embedding_seconds=done.seconds,
+        shards_written=done.shards,
         quarantined=embeddings.quarantined + colours.quarantined,
     )
+
+
+def _extract(cfg: Config, work: _Work, encoder: Callable[[], ImageEncoder], advance: Callable[[int], None]) -> _Done:
+    """Decode, embed and measure `work` in one stream, writing shards as they fill: the whole job on one machine, a
+    part of it on a cluster's worker. `encoder()` gives a fitted encoder; it is asked for only when a product whose
+    file can be opened needs an embedding, so when none does, no model is even built."""
+    image_cfg, inside = cfg.features.image, image_boundary(cfg)
+    done, to_decode = _Done(), []
+    for i, path in enumerate(work.paths):  # paths that cannot be opened fail without reading a byte
+        try:
+            check_image_file(path, inside)
+            to_decode.append(i)
+        except UnreadableImage as exc:
+            done.failures.append((work.ids[i], path, exc.reason))
+    to_decode = np.array(to_decode, dtype=np.int64)
+    model = encoder() if work.embed[to_decode].any() else None
+    writers = tuple(_ShardWriter(store, image_cfg.shard_size) for store in (image_store(cfg), colour_store(cfg)))
+    loop_start = time.perf_counter()
+    advance(len(done.failures))
+    with warnings.catch_warnings():
+        # Big-but-bounded images are decoded at reduced scale or refused in image_decoding; PIL's warning is noise.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        for positions, images, stats, reasons in _decoded_batches([work.paths[i] for i in to_decode],
+                                                                  image_cfg.resolved_image_size,
+                                                                  image_cfg.batch_size, inside):
+            batch = to_decode[positions]
+            ok = reasons == ""
+            embed, measure = ok & work.embed[batch], ok & work.measure[batch]
+            if embed.any():
+                writers[0].add([work.ids[i] for i in batch[embed]], model.embed_batch(images[embed]),
+                               [work.sources[i] for i in batch[embed]])
+            writers[1].add([work.ids[i] for i in batch[measure]], stats[measure],
+                           [work.sources[i] for i in batch[measure]])
+            done.embedded += int(embed.sum())
+            done.coloured += int((ok & ~work.embed[batch]).sum())
+            done.failures.extend((work.ids[i], work.paths[i], r) for i, r in zip(batch, reasons) if r)
+            advance(len(batch))
+        for writer in writers:
+            writer.flush()
+    done.shards = sum(writer.written for writer in writers)
+    done.seconds = time.perf_counter() - loop_start
+    return done
+
+
+def _extract_on_worker(work: _Work, cfg: Config) -> _Done:
+    """One part of the work, as a task on a Dask worker."""
+    return _extract(cfg, work, lambda: _worker_encoder(cfg.features.image), lambda n: None)
+
+
+def _new_encoder(image_cfg: ImageFeaturesConfig) -> ImageEncoder:
+    return ImageEncoder(image_cfg.backbone, image_cfg.weights, image_cfg.image_size, image_cfg.batch_size,
+                        image_cfg.precision, image_cfg.runtime)
+
+
+_ENCODERS_LOCK = threading.Lock()
+
+
+def _worker_encoder(image_cfg: ImageFeaturesConfig) -> ImageEncoder:
+    """This Dask worker's fitted encoder: built by the first task that needs it and reused by every later one (a
+    network takes seconds to build). Kept on the worker object, so it goes away with the worker; the lock keeps
+    the worker's threads from building it twice."""
+    from distributed import get_worker
+
+    worker, key = get_worker(), image_cfg.model_dump_json()
+    with _ENCODERS_LOCK:
+        encoders = worker.__dict__.setdefault("mmgbm_image_encoders", {})
+        if key not in encoders:
+            encoders[key] = _new_encoder(image_cfg).fit()
+        return encoders[key]
 
 
 def _needs_work(stored: dict[str, str | None], ids: list[str], sources: list[str | None]) -> np.ndarray:

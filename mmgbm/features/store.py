@@ -2,10 +2,10 @@
 
 One feature set lives in one folder of part-*.parquet files (mmgbm.workdir says which folder). Every shard is
 written to a temporary file and renamed into place (mmgbm.features.atomic), so a crash or a full disk leaves whole
-shards or nothing. Shard names carry the writing time and a random part, so concurrent writers (two runs, or several
-machines on a shared workdir) never pick the same name; the time orders them. Every shard carries a fingerprint
-(backbone, weights hash, image size; vectorizer hash ...) in its Parquet metadata; a store opened with a different
-fingerprint refuses to read or extend shards made another way instead of mixing them.
+shards or nothing. Shard names carry the writing time and a random part, so concurrent writers (two runs, or the
+workers of a Dask cluster on a shared workdir) never pick the same name; the time orders them. Every shard carries a
+fingerprint (backbone, weights hash, image size; vectorizer hash ...) in its Parquet metadata; a store opened with a
+different fingerprint refuses to read or extend shards made another way instead of mixing them.
 Rows are found by id, never by position: reading for a list of ids returns one row per id, in that order, with
 missing ids as missing rows. An id stored twice (two concurrent runs, or a product re-extracted after it changed)
 is read from the newest shard. Each row may record its `source`: what its features were made from (a hash of the
@@ -35,8 +35,8 @@ from mmgbm.features.atomic import remove_orphans, write_atomically
 ID = "id"
 SOURCE = "source"
 FINGERPRINT_KEY = b"mmgbm.fingerprint"
-# part-<ns since 1970>-<random>.parquet, with p3of8- after part- when one of several machines writes its part of the
-# products; stores written before had part-00012.parquet, which sort first.
+# part-<ns since 1970>-<random>.parquet. Older stores also hold part-00012.parquet (which sorts first) and
+# part-p3of8-<ns>-<random>.parquet, written by the machines of the former `extract-images --part 3/8`.
 SHARD_RE = re.compile(r"^part-(?:(p\d+of\d+)-)?(\d{5,})(?:-[0-9a-f]{8})?\.parquet$")
 # A shard that cannot be read is renamed with this suffix by the next extraction, which then redoes its products.
 QUARANTINE_SUFFIX = ".damaged"
@@ -45,11 +45,9 @@ QUARANTINE_SUFFIX = ".damaged"
 class FeatureStore:
     """A folder of shards that share one fingerprint; dense (`embedding`) or sparse (`indices`, `values`)."""
 
-    def __init__(self, root: Path, fingerprint: dict[str, Any], writer: str | None = None):
+    def __init__(self, root: Path, fingerprint: dict[str, Any]):
         self.root = Path(root)
         self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))  # normalise tuples etc.
-        # Machines extracting different parts into one shared folder name their shards for their part.
-        self.writer = writer
         self.quarantined: list[Path] = []  # damaged shards prepare_writing() set aside
 
     # ---- shards -------------------------------------------------------------------------------------------
@@ -106,8 +104,7 @@ class FeatureStore:
         Parquet metadata."""
         if ID not in table.column_names:
             raise ValueError("a feature shard needs an 'id' column")
-        prefix = f"part-{self.writer}-" if self.writer else "part-"
-        final = self.root / f"{prefix}{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+        final = self.root / f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
         meta = dict(table.schema.metadata or {})
         meta[FINGERPRINT_KEY] = json.dumps(self.fingerprint, sort_keys=True).encode()
         stamped = table.replace_schema_metadata(meta)

@@ -5,7 +5,9 @@ the shards (id, indices, values, and a hash of the text each row was made from, 
 is vectorised again). The shards' fingerprint is derived from the stored vectorizer, so shards can only be read
 with the vectorizer that made them; refitting the vectorizer (--overwrite) discards them, since their indices
 meant other words. Two runs on a fresh workdir fit the same vectorizer from the same data, so they may race: each
-replaces the file atomically with identical content, and a product both store is read once.
+replaces the file atomically with identical content, and a product both store is read once. On a Dask cluster
+(mmgbm.cluster) the vectorizer is still fitted here; the workers vectorise a shard's worth of products each and
+write that shard themselves.
 """
 
 from __future__ import annotations
@@ -16,18 +18,22 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from mmgbm.catalogue import load_all_products, load_split
+from mmgbm.cluster import run_parts
 from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
 from mmgbm.features.atomic import write_atomically
-from mmgbm.features.store import sparse_table
+from mmgbm.features.store import FeatureStore, sparse_table
 from mmgbm.features.text_cleaning import join_columns
 from mmgbm.features.text_vectorizer import TextVectorizer
 from mmgbm.workdir import text_dir, text_store, vectorizer_path
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 # The settings of features.text that shape the vectorizer (the rest say what to do, not what it computes).
 VECTORIZER_SETTINGS = (
@@ -110,19 +116,37 @@ def load_vectorizer(cfg: Config, field: str) -> TextVectorizer:
     return vectorizer
 
 
-def extract_text(cfg: Config, *, overwrite: bool = False) -> TextExtractionSummary:
-    """Fit (train split only) or reuse each field's vectorizer, then store vectors for every product not yet stored."""
+def extract_text(cfg: Config, *, overwrite: bool = False, client: Client | None = None) -> TextExtractionSummary:
+    """Fit (train split only) or reuse each field's vectorizer, then store vectors for every product not yet stored,
+    on the Dask cluster of `client` when given."""
     if not cfg.features.text.enabled:
         return TextExtractionSummary([], text_dir(cfg), enabled=False)
     if not cfg.text_fields:
         raise MmgbmError("no text columns configured; set data.text_columns or features.text.fields")
     products = load_all_products(cfg)
     return TextExtractionSummary(
-        [_extract_field(cfg, field, products, overwrite) for field in cfg.text_fields], text_dir(cfg)
+        [_extract_field(cfg, field, products, overwrite, client) for field in cfg.text_fields], text_dir(cfg)
     )
 
 
-def _extract_field(cfg: Config, field: str, products: pd.DataFrame, overwrite: bool) -> FieldExtraction:
+@dataclass
+class _Documents:
+    """The products of one shard to be: ids, their text, and its hashes."""
+
+    ids: list[str]
+    documents: list[str]
+    hashes: list[str]
+
+
+def _store_vectors(part: _Documents, store: FeatureStore, vectorizer: TextVectorizer) -> int:
+    """Vectorise one shard's products and write it; returns how many had no known word."""
+    matrix = vectorizer.transform(part.documents)
+    store.write_shard(sparse_table(part.ids, matrix, part.hashes))
+    return int((matrix.getnnz(axis=1) == 0).sum())
+
+
+def _extract_field(cfg: Config, field: str, products: pd.DataFrame, overwrite: bool,
+                   client: Client | None) -> FieldExtraction:
     columns = field_columns(cfg, field)
     started = time.perf_counter()
     fitted_on = None
@@ -134,23 +158,17 @@ def _extract_field(cfg: Config, field: str, products: pd.DataFrame, overwrite: b
     store = text_store(cfg, field, vectorizer)
     stored = store.prepare_writing()
     documents = join_columns(products, columns)
-    hashes = content_hashes(documents)
+    ids, hashes = products[cfg.data.id_column].tolist(), content_hashes(documents)
     # New products, and stored ones whose text changed (rows stored before hashes were recorded are trusted).
-    todo = [i for i, (pid, h) in enumerate(zip(products[cfg.data.id_column], hashes))
-            if pid not in stored or stored[pid] not in (None, h)]
+    todo = [i for i, (pid, h) in enumerate(zip(ids, hashes)) if pid not in stored or stored[pid] not in (None, h)]
     started = time.perf_counter()
-    empty = shards = 0
     step = cfg.features.text.shard_size
-    for start in range(0, len(todo), step):
-        rows = todo[start:start + step]
-        matrix = vectorizer.transform([documents[i] for i in rows])
-        empty += int((matrix.getnnz(axis=1) == 0).sum())
-        store.write_shard(sparse_table(products[cfg.data.id_column].iloc[rows].tolist(), matrix,
-                                       [hashes[i] for i in rows]))
-        shards += 1
+    parts = [_Documents([ids[i] for i in rows], [documents[i] for i in rows], [hashes[i] for i in rows])
+             for rows in (todo[start:start + step] for start in range(0, len(todo), step))]
+    empty = sum(run_parts(client, _store_vectors, parts, store=store, vectorizer=vectorizer))
     return FieldExtraction(
-        field, columns, fitted_on, len(vectorizer.vocabulary_), len(todo), len(products) - len(todo), empty, shards,
-        fit_seconds, time.perf_counter() - started, len(store.quarantined),
+        field, columns, fitted_on, len(vectorizer.vocabulary_), len(todo), len(products) - len(todo), empty,
+        len(parts), fit_seconds, time.perf_counter() - started, len(store.quarantined),
     )
 
 

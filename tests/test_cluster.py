@@ -1,0 +1,165 @@
+"""Dask as the engine (mmgbm.cluster): the commands on a real LocalCluster on 127.0.0.1 store and predict what a
+run without one does, and bad cluster settings stop with one line.
+
+Predictions must be equal: the same labels, and probabilities within 1e-6 (the workers score parts of the rows;
+matrix products over other row counts may round differently in the last bits, and probabilities are written rounded
+to 6 decimals). Stored TF-IDF rows and fake embeddings must be identical; real TensorFlow embeddings
+made in the workers' processes within 1e-5.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from mmgbm import cluster as cluster_module
+from mmgbm.cli import app
+from mmgbm.config import load_config
+from mmgbm.errors import MmgbmError
+from mmgbm.features.design import load_products
+from mmgbm.features.image_encoder import BUNDLED_B0_WEIGHTS
+from mmgbm.features.images import extract_images
+from tests.conftest import REPO
+from tests.modelling_project import demo_frame, make_project
+from tests.test_images import FakeEncoder, fake_encoder  # noqa: F401 (a fixture)
+
+runner = CliRunner()
+DEMO = REPO / "mmgbm" / "data" / "demo"
+TOLERANCE = 1e-6
+
+
+def start_cluster(processes: bool):
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=2, threads_per_worker=1, processes=processes, host="127.0.0.1", protocol="tcp://",
+                        dashboard_address="127.0.0.1:0")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two workers as threads of this process, which start in a second and need no imports of their own; talking
+    TCP, everything sent to them is pickled as it is to other machines. They see the FakeEncoder tests patch in."""
+    with start_cluster(processes=False) as running:
+        yield running
+
+
+def ran_there(running, task: str) -> bool:
+    """Whether the cluster ran tasks of this function (its prefix, the name without leading underscores)."""
+    return task in running.scheduler.task_prefixes
+
+
+def mmgbm(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    return result.output
+
+
+def test_text_train_evaluate_predict_on_the_cluster_equal_a_local_run(cluster, tmp_path: Path):
+    local = make_project(tmp_path / "local", n_folds=2, stack_folds=2)  # two folds: seconds, not ten
+    shutil.copytree(local.parent, tmp_path / "cluster")
+    remote = tmp_path / "cluster" / local.name
+    shutil.rmtree(load_config(remote).workdir / "features" / "text")  # extracted again, on the cluster
+    on_cluster = ("--cluster", cluster.scheduler_address)
+
+    mmgbm("extract-text", "-c", str(remote), *on_cluster)
+    assert ran_there(cluster, "store_vectors")
+    frame = demo_frame()
+    stored = [load_products(load_config(path), frame)[0].text["text"] for path in (local, remote)]
+    assert (stored[0] != stored[1]).nnz == 0
+
+    for config, where in ((local, ()), (remote, on_cluster)):
+        mmgbm("train", "-c", str(config), "-t", "articleType", *where)
+        mmgbm("evaluate", "-c", str(config), "-t", "articleType", *where)
+        mmgbm("predict", "-c", str(config), "-t", "articleType", "--top-k", "2", "--probabilities",
+              "--out", str(config.parent / "submission.csv"), *where)
+    assert ran_there(cluster, "predictions") and ran_there(cluster, "target_columns")
+    assert any(task.startswith("batch_of_") for task in cluster.scheduler.task_prefixes)  # joblib's: the folds
+
+    here, there = (pd.read_csv(path.parent / "submission.csv", dtype={"id": str}) for path in (local, remote))
+    assert there["id"].tolist() == here["id"].tolist()
+    labels = ["articleType", "articleType_top1", "articleType_top2"]
+    pd.testing.assert_frame_equal(there[labels], here[labels])
+    numbers = [c for c in here.columns if c not in labels + ["id"]]  # top-k and every class's probabilities
+    assert len(numbers) > 10
+    np.testing.assert_allclose(there[numbers].to_numpy(), here[numbers].to_numpy(), rtol=0, atol=TOLERANCE)
+    reports = [json.loads((load_config(path).workdir / "reports" / "articleType" / "metrics.json").read_text())
+               for path in (local, remote)]
+    assert reports[1]["fused"] == reports[0]["fused"] and reports[1]["modalities"] == reports[0]["modalities"]
+    assert reports[1]["calibration"]["ece"] == pytest.approx(reports[0]["calibration"]["ece"], abs=TOLERANCE)
+
+
+def image_catalogue(folder: Path, write_config, rows: int) -> Path:
+    """`rows` demo products with their photos, one whose photo is missing and one without a path."""
+    frame = pd.read_csv(DEMO / "products.csv", dtype={"id": str})[["id", "image"]].head(rows)
+    extra = pd.DataFrame({"id": ["lost", "blank"], "image": ["images/lost.jpg", ""]})
+    pd.concat([frame, extra]).to_csv(folder / "products.csv", index=False)
+    return write_config({
+        "workdir": "work",
+        "data": {"splits": {"train": "products.csv"}, "image_column": "image", "images_root": str(DEMO)},
+        # Real weights: random ones would differ between the workers' processes and this one.
+        "features": {"image": {"weights": str(BUNDLED_B0_WEIGHTS), "image_size": 48, "batch_size": 2, "shard_size": 3},
+                     "text": {"enabled": False}},
+    })
+
+
+def assert_same_images(config: Path, address: str, atol: float) -> None:
+    """extract-images through the cluster stores the embeddings and colour statistics of a local run, lists the
+    same failures in one failures.csv, and leaves nothing for a re-run."""
+    output = mmgbm("extract-images", "-c", str(config), "--cluster", address)
+    assert "8 embedded" in output and "2 failed" in output
+    cfg, here = load_config(config), load_config(config, {"workdir": str(config.parent / "local")})
+    extract_images(here)
+    ids = pd.read_csv(config.parent / "products.csv", dtype={"id": str})
+    there_blocks, here_blocks = (load_products(c, ids)[0].dense for c in (cfg, here))
+    for block in ("image", "image.colour"):
+        np.testing.assert_allclose(there_blocks[block], here_blocks[block], rtol=atol, atol=atol)
+    failures = pd.read_csv(cfg.workdir / "features" / "image" / "b0" / "failures.csv", keep_default_na=False)
+    assert dict(zip(failures["id"], failures["reason"])) == {"lost": "file not found", "blank": "no image path"}
+    assert "0 embedded, 8 already stored" in mmgbm("extract-images", "-c", str(config), "--cluster", address)
+
+
+@pytest.mark.usefixtures("fake_encoder")
+def test_extract_images_parts_run_on_the_workers_with_one_encoder_each(cluster, tmp_path: Path, write_config):
+    assert_same_images(image_catalogue(tmp_path, write_config, 8), cluster.scheduler_address, atol=0)
+    assert ran_there(cluster, "extract_on_worker")
+    # Three parts with photos went to the two workers; each built its encoder once (the local run, one more).
+    assert FakeEncoder.log["fits"] <= 3 and FakeEncoder.log["embedded"] == 16
+
+
+@pytest.mark.slow  # TensorFlow in each worker process
+def test_extract_images_on_worker_processes_equals_a_local_run(tmp_path: Path, write_config):
+    with start_cluster(processes=True) as processes:
+        assert_same_images(image_catalogue(tmp_path, write_config, 8), processes.scheduler_address, atol=1e-5)
+
+
+@pytest.mark.slow  # starts two worker processes of its own
+def test_local_starts_a_cluster_for_the_command_and_stops_it(tiny_config: Path):
+    from distributed import default_client
+
+    assert "1 shard(s)" in mmgbm("extract-text", "-c", str(tiny_config), "--cluster", "local")
+    with pytest.raises(ValueError, match="No clients found"):
+        default_client()
+
+
+def test_bad_cluster_settings_are_one_line_errors(tiny_config: Path, monkeypatch):
+    from distributed import LocalCluster
+
+    monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT_S", 1)
+    idle = LocalCluster(n_workers=0, processes=False, host="127.0.0.1", protocol="tcp://",
+                        dashboard_address="127.0.0.1:0")
+    cases = [("8786", "setting 'cluster'.*tcp://10.0.0.5:8786"),
+             ("tcp://127.0.0.1:9", "cannot reach the Dask scheduler at tcp://127.0.0.1:9 .*dask scheduler"),
+             (idle.scheduler_address, "has no workers; start some with `dask worker tcp://127.0.0.1:")]
+    with idle:
+        for address, expected in cases:
+            result = runner.invoke(app, ["train", "-c", str(tiny_config), "--cluster", address])
+            assert isinstance(result.exception, MmgbmError), result.output
+            message = str(result.exception)
+            assert "\n" not in message and re.search(expected, message), message
