@@ -105,7 +105,8 @@ def test_metadata_levels_rare_bucketed_and_unseen_missing():
     out = enc.transform(pd.DataFrame({"season": ["b", "rare", "never-seen", None], "year": [1, 2, "n/a", 3]}))
     assert out["season"].tolist()[:2] == [1.0, 2.0]  # 'rare' shares the bucket after the kept levels
     assert np.isnan(out["season"].iloc[2]) and np.isnan(out["season"].iloc[3])
-    assert enc.unseen_ == {"season": 1}  # the missing value is not an unseen level
+    new = pd.DataFrame({"season": ["b", "rare", "never-seen", None]})
+    assert enc.count_unseen(new) == {"season": 1}  # the missing value is not an unseen level
     assert np.isnan(out["year"].iloc[2]) and out["year"].iloc[0] == 1.0
     with pytest.raises(ValueError, match="no metadata column"):
         enc.transform(pd.DataFrame({"year": [1]}))

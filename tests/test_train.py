@@ -115,7 +115,7 @@ def test_training_is_deterministic(tmp_path: Path):
     assert p1.equals(p2)
 
 
-def test_unseen_classes_in_evaluation_are_counted_not_crashed_on(tmp_path: Path):
+def test_unseen_classes_and_metadata_levels_in_evaluation_are_counted_not_crashed_on(tmp_path: Path):
     frame = demo_frame()
     cfg_path = make_project(tmp_path, frame)
     cfg = load_config(cfg_path)
@@ -123,6 +123,7 @@ def test_unseen_classes_in_evaluation_are_counted_not_crashed_on(tmp_path: Path)
     # Relabel some held-out products with a colour training never saw.
     test = load_split(cfg, "test")
     frame.loc[frame["id"].isin(test["id"].iloc[:5]), "baseColour"] = "Ultraviolet"
+    frame.loc[frame["id"].isin(test["id"].iloc[:7]), "usage"] = "Space travel"
     frame.to_csv(tmp_path / "products.csv", index=False)
     [result] = evaluate(cfg, ["baseColour"])
     train_colours = set(load_split(cfg, "train")["baseColour"])
@@ -130,6 +131,8 @@ def test_unseen_classes_in_evaluation_are_counted_not_crashed_on(tmp_path: Path)
     unseen = test["baseColour"][~test["baseColour"].isin(train_colours)]
     assert result.metrics[FUSED]["unseen_class_rows"] == len(unseen) >= 5
     assert "Ultraviolet" in result.metrics[FUSED]["unseen_classes"]
+    assert result.metrics["unseen_metadata_levels"] == {"season": 0, "usage": 7}
+    assert "metadata levels unseen in training (read as missing): usage 7" in result.describe()
 
 
 def test_binary_target_needs_exactly_two_values(tmp_path: Path):

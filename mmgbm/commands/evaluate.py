@@ -48,8 +48,11 @@ class EvaluationResult:
             share = next(row for row in c["coverage"] if row["coverage"] == 0.9)
             confidence = (f"; calibration error {c['ece']:.3f}, the 90% most confident at accuracy "
                           f"{share['accuracy']:.4f} (confidence >= {share['min_confidence']:.2f})")
+        unseen = ", ".join(f"{col} {n:,}" for col, n in m["unseen_metadata_levels"].items() if n)
+        unseen = f"; products with metadata levels unseen in training (read as missing): {unseen}" if unseen else ""
         return (f"{self.target} on {m['split']} ({m[FUSED]['rows']:,} products, {m['dropped']}): "
-                f"fused {headline(m[FUSED])}" + (f"; {alone}" if alone else "") + confidence + f" -> {self.folder}")
+                f"fused {headline(m[FUSED])}" + (f"; {alone}" if alone else "") + confidence + unseen
+                + f" -> {self.folder}")
 
 
 def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test",
@@ -75,6 +78,7 @@ def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test",
             FUSED: score(truth, fused),
             "modalities": {m: score(truth, predicted[m]) for m in model.modalities_},
             "importance_by_modality": model.importance_by_modality(),
+            "unseen_metadata_levels": model.unseen_levels(products[values.keep]),
         }
         if not model.regression:
             metrics["calibration"] = calibration_metrics(fused == truth, predicted[CONFIDENCE])

@@ -175,6 +175,11 @@ class MMGBMBase(BaseEstimator):
                 missing[rows] = False
         return prediction
 
+    def unseen_levels(self, X: ProductMatrix) -> dict[str, int]:
+        """Per categorical metadata column, products whose level was never seen in training (read as missing)."""
+        check_is_fitted(self, "metadata_")
+        return self.metadata_.count_unseen(check_products(X).meta)
+
     def importance_by_modality(self) -> dict[str, float]:
         """Share of the stacker's total split gain per modality (image / text / metadata / candidate)."""
         booster = self.stacker_.booster_

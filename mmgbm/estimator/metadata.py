@@ -3,7 +3,7 @@
 Categorical levels seen fewer than `min_count` times in training share one "infrequent" code (scikit-learn's
 `OrdinalEncoder(min_frequency=...)`), so a long tail of brands does not give LightGBM thousands of one-product levels
 to overfit. A level never seen in training is a missing value at predict time (LightGBM sends missing values down
-its learned default branch); `transform` counts them in `unseen_` so commands can report them.
+its learned default branch); `count_unseen` counts them so commands can report them.
 Numeric columns pass through; text in a numeric column ("No rating available") becomes missing.
 """
 
@@ -32,20 +32,23 @@ class MetadataEncoder(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Float32 columns named as the input's; `unseen_` = per categorical column, products whose level was
-        never seen in training (now missing)."""
+        """Float32 columns named as the input's."""
         self._check(frame, "input")
         out = {}
-        self.unseen_ = {}
         if self.categorical:
-            levels = _levels(frame, self.categorical)
-            codes = self.encoder_.transform(levels)
-            for j, col in enumerate(self.categorical):
-                out[col] = codes[:, j]
-                self.unseen_[col] = int((np.isnan(codes[:, j]) & levels[col].notna()).sum())
+            codes = self.encoder_.transform(_levels(frame, self.categorical))
+            out.update({col: codes[:, j] for j, col in enumerate(self.categorical)})
         for col in self.numeric:
             out[col] = pd.to_numeric(frame[col], errors="coerce").astype(np.float32).to_numpy()
         return pd.DataFrame(out, index=range(len(frame)))
+
+    def count_unseen(self, frame: pd.DataFrame) -> dict[str, int]:
+        """Per categorical column, products whose level was never seen in training (predicted as missing)."""
+        if not self.categorical:
+            return {}
+        levels = _levels(frame, self.categorical)
+        codes = self.encoder_.transform(levels)
+        return {col: int((np.isnan(codes[:, j]) & levels[col].notna()).sum()) for j, col in enumerate(self.categorical)}
 
     def _check(self, frame: pd.DataFrame, source: str) -> None:
         missing = [c for c in (*self.categorical, *self.numeric) if c not in frame.columns]
