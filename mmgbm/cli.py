@@ -6,6 +6,7 @@ Any setting can be overridden for one run with dotted options after the command'
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -157,7 +158,8 @@ def predict(
     cfg = _config(ctx, config, cluster=cluster)
     with connect(cfg.cluster) as client:
         frame = predict_targets(cfg, target, split, input, probabilities=probabilities, top_k=top_k,
-                                min_confidence=min_confidence, client=client)
+                                min_confidence=min_confidence, client=client,
+                                say=lambda line: console.print(line, highlight=False))
     path = write_predictions(frame, out)
     console.print(f"{len(frame):,} products x {len(frame.columns) - 1} columns -> {path}", highlight=False)
 
@@ -225,6 +227,11 @@ def main() -> None:
         _fail(exc)
     except OSError as exc:  # what the library does not catch itself: a full disk, a read-only or odd workdir
         _fail(disk_error(exc))
+    except Exception as exc:  # a bug, or a library's error nothing anticipated: still one line, with a way to dig
+        if os.environ.get("MMGBM_DEBUG"):
+            raise
+        _fail(MmgbmError(f"unexpected {type(exc).__name__}: {exc} (set MMGBM_DEBUG=1 to see where; please report "
+                         f"it)"))
 
 
 def _fail(exc: MmgbmError) -> None:

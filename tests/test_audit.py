@@ -4,11 +4,14 @@ self-contained HTML report are written; a model without stored out-of-fold proba
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from mmgbm.catalogue import load_split
@@ -20,7 +23,7 @@ from mmgbm.config import load_config
 from mmgbm.errors import MmgbmError
 from mmgbm.features.design import load_products
 from mmgbm.workdir import model_dir
-from tests.modelling_project import demo_frame, make_project
+from tests.modelling_project import DEMO_TABLE, demo_frame, make_project
 
 runner = CliRunner()
 
@@ -82,3 +85,24 @@ def test_regression_targets_are_refused(project):
     path, _ = project
     with pytest.raises(MmgbmError, match="regression"):
         audit(load_config(path), "price")
+
+
+def test_the_report_never_opens_special_files_or_photos_outside_the_images_folder(project, tmp_path, monkeypatch):
+    """The thumbnails pass the extractor's checks: a FIFO (which would block for ever) and a link out of
+    `images_root` are shown as "no photo", never opened; a plain photo inside it is embedded."""
+    path, _ = project
+    cfg = load_config(path)
+    suspects = audit(cfg, "articleType").suspects
+    photos = load_split(cfg, "train").set_index("id").loc[suspects["id"].head(3), "image"].tolist()
+    fifo, link, plain = (tmp_path / p for p in photos)
+    for p in (fifo, link, plain):
+        p.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(fifo)
+    link.symlink_to(DEMO_TABLE.parent / photos[1])
+    shutil.copy(DEMO_TABLE.parent / photos[2], plain)
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda p, *a, **k: opened.append(str(p)) or real_open(p, *a, **k))
+    result = audit(load_config(path, {"data.images_root": str(tmp_path)}), "articleType", 3)
+    assert opened == [str(plain)]
+    assert result.html_path.read_text().count("data:image/jpeg;base64,") == 1

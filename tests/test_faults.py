@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,17 @@ def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+@contextmanager
+def restored_afterwards(folder: Path, scratch: Path):
+    """The module's trained model folder, to damage in one test and have back whole for the next."""
+    shutil.copytree(folder, scratch / "backup")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+        shutil.copytree(scratch / "backup", folder)
+
+
 @pytest.mark.parametrize("damage, expected", [
     (lambda f: truncate(f / "lightgbm.txt"), "lightgbm.txt: missing or changed since training"),
     (lambda f: (f / "config.json").write_text("{}"), "config.json: missing or changed since training"),
@@ -118,16 +130,10 @@ def truncate(path: Path) -> None:
     (lambda f: truncate(f / "estimator.skops"), "estimator.skops: missing or changed since training"),
 ])
 def test_damaged_model_files_are_refused_before_loading(trained, tmp_path, capsys, monkeypatch, damage, expected):
-    cfg = load_config(trained)
-    backup = tmp_path / "backup"
-    shutil.copytree(model_dir(cfg, TARGET), backup)
-    try:
-        damage(model_dir(cfg, TARGET))
+    with restored_afterwards(model_dir(load_config(trained), TARGET), tmp_path) as folder:
+        damage(folder)
         fails_in_one_line(capsys, monkeypatch, "predict", "--config", str(trained), "--target", TARGET,
                           "--out", str(tmp_path / "out.csv"), expected=expected)
-    finally:
-        shutil.rmtree(model_dir(cfg, TARGET))
-        shutil.copytree(backup, model_dir(cfg, TARGET))
 
 
 def test_a_model_folder_copied_under_another_target_is_refused(trained, tmp_path, capsys, monkeypatch):
@@ -153,8 +159,13 @@ def forge(folder: Path, name: str, write) -> None:
 @pytest.mark.parametrize("name, write, expected", [
     ("estimator.skops", lambda p: sio.dump({"payload": fractions.Fraction(1, 3)}, p),
      r"names types mmgbm does not load \(fractions.Fraction\)"),
+    # A function inside a trusted library that runs the code it is given: a name, not a module, is trusted.
+    ("estimator.skops", lambda p: sio.dump({"payload": np.testing._private.utils.runstring}, p),
+     r"names types mmgbm does not load \(numpy.testing._private.utils.runstring\)"),
     ("estimator.skops", lambda p: p.write_bytes(pickle.dumps({"a": 1})), "unreadable model"),
     ("labels.json", lambda p: p.write_text('{"classes": ["no", "maybe"]}'), "does not match its manifest and labels"),
+    # Half a LightGBM model: LightGBM itself would abort the process on some of these.
+    ("lightgbm.txt", lambda p: p.write_text(p.read_text()[: len(p.read_text()) // 2]), "truncated model"),
 ])
 def test_forged_model_files_are_never_loaded(trained, tmp_path, name, write, expected):
     folder = tmp_path / TARGET
@@ -162,6 +173,14 @@ def test_forged_model_files_are_never_loaded(trained, tmp_path, name, write, exp
     forge(folder, name, write)
     with pytest.raises(MmgbmError, match=expected):
         load_artifact(folder, TARGET)
+
+
+def test_a_forged_empty_fingerprint_record_does_not_switch_the_check_off(trained, tmp_path, capsys, monkeypatch):
+    with restored_afterwards(model_dir(load_config(trained), TARGET), tmp_path) as folder:
+        forge(folder, "fingerprints.json", lambda p: p.write_text("{}"))
+        fails_in_one_line(capsys, monkeypatch, "predict", "--config", str(trained), "--target", TARGET,
+                          "--out", str(tmp_path / "out.csv"),
+                          expected="records no image or text features although the model reads them")
 
 
 def test_artifacts_hold_no_pickle(trained):
@@ -226,6 +245,19 @@ def test_errors_the_library_does_not_expect_are_still_one_line(tiny_config, caps
     monkeypatch.setattr("mmgbm.features.text.extract_text", unwritable)
     fails_in_one_line(capsys, monkeypatch, "extract-text", "--config", str(tiny_config),
                       expected="/somewhere/models: not writable (Permission denied)")
+
+
+def test_an_unexpected_error_is_one_line_unless_debugging(tiny_config, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("something nobody anticipated")
+
+    monkeypatch.setattr("mmgbm.features.text.extract_text", broken)
+    fails_in_one_line(capsys, monkeypatch, "extract-text", "--config", str(tiny_config),
+                      expected="unexpected RuntimeError: something nobody anticipated (set MMGBM_DEBUG=1")
+    monkeypatch.setenv("MMGBM_DEBUG", "1")
+    monkeypatch.setattr(sys, "argv", ["mmgbm", "extract-text", "--config", str(tiny_config)])
+    with pytest.raises(RuntimeError, match="nobody anticipated"):
+        main()
 
 
 # ---- concurrent writers and what killed ones leave -------------------------------------------------------------

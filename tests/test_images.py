@@ -527,3 +527,23 @@ def test_a_changed_photo_is_missing_until_extracted_again(tmp_path: Path, images
     assert products.dense_present("image").all()
     new_pixels = decode_image(changed, 32).pixels[None]
     np.testing.assert_allclose(products.dense["image"][0], fake_embedding(new_pixels, 1280)[0])
+
+
+def test_predict_embeds_photos_the_store_lacks_in_memory_and_writes_nothing(tmp_path: Path, images_dir: Path,
+                                                                             write_config, fake_encoder):
+    rows = demo_rows(3)
+    cfg = load_config(catalogue(tmp_path, rows[:2], write_config))
+    extract_images(cfg)
+    changed = images_dir / rows[0][1]
+    shutil.copy(images_dir / demo_rows(1, start=5)[0][1], changed)  # a new photo under a stored product's name
+    shards = sorted(image_store(cfg).shards())
+    frame = pd.DataFrame({"id": [r[0] for r in rows] + ["no-photo"], "image": [r[1] for r in rows] + [None]})
+    said = []
+    products = load_products(cfg, frame, embed_new_photos=said.append)[0]
+    assert products.dense_present("image").tolist() == [True, True, True, False]
+    assert len(said) == 1 and said[0].startswith("2 products have a photo that is not in the image store")
+    fresh = np.stack([decode_image(images_dir / p, 32).pixels for p in (rows[0][1], rows[2][1])])
+    np.testing.assert_allclose(products.dense["image"][[0, 2]], fake_embedding(fresh, 1280))
+    np.testing.assert_allclose(products.dense["image.colour"][0], decode_image(changed, 32).colour, rtol=1e-5)
+    assert sorted(image_store(cfg).shards()) == shards  # extraction stays the only writer
+    assert not load_products(cfg, frame)[0].dense_present("image")[[0, 2]].any()

@@ -11,9 +11,10 @@
         metrics.json        training summary and validation figures
 
 Nothing is unpickled: a model folder may come from a colleague or a shared workdir, and loading it must not run
-code. The estimator goes through skops, which rebuilds objects only of types it is told to trust; the trusted
-types are those of the modules an estimator is made of (mmgbm.estimator, scikit-learn, NumPy, SciPy sparse), so
-the estimators may gain attributes without this list changing, and a file naming any other type is refused.
+code. The estimator goes through skops, which rebuilds objects only of types it is told to trust: beyond skops's
+own safe defaults (scikit-learn's estimators, NumPy arrays), exactly the classes an mmgbm estimator is made of and
+SciPy's CSR matrix. Trusting whole modules would not do: skops rebuilds some objects by calling a function the file
+names, and NumPy or scikit-learn hold functions that run code. A file naming any other type is refused.
 Every file is checked against the manifest before anything is loaded, and an artifact of another format version
 is refused in one line that says to retrain.
 """
@@ -30,11 +31,18 @@ from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
+import scipy.sparse as sp
 import skops.io as sio
 
 from mmgbm import __version__
 from mmgbm.errors import MmgbmError
-from mmgbm.estimator.base import MMGBMBase
+from mmgbm.estimator import MMGBMClassifier, MMGBMRegressor
+from mmgbm.estimator.base import MMGBMBase, modality_of
+from mmgbm.estimator.heads import KnnHead, LinearHead, MentionHead
+from mmgbm.estimator.label_in_text import PrefixChooser
+from mmgbm.estimator.metadata import MetadataEncoder
+from mmgbm.estimator.neighbours import NeighbourIndex
+from mmgbm.estimator.stacking import CandidateReranker, RegressionStacker
 
 FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
@@ -44,8 +52,10 @@ JSON_FILES = ("labels.json", "config.json", "fingerprints.json", "metrics.json")
 # LightGBM boosters are kept in LightGBM's own text format (skops cannot hold them): file -> the estimator's
 # attribute that holds the booster's owner.
 BOOSTERS = {BOOSTER: "stacker_", "chooser.txt": "chooser_"}
-# Modules whose types an artifact may contain ("builtins" are trusted by skops itself).
-TRUSTED_MODULES = ("mmgbm.estimator.", "sklearn.", "numpy.", "scipy.sparse.")
+# The types an artifact may name beyond skops's defaults: classes, never functions.
+TRUSTED_TYPES = frozenset(f"{t.__module__}.{t.__qualname__}" for t in (
+    MMGBMClassifier, MMGBMRegressor, LinearHead, KnnHead, MentionHead, PrefixChooser, MetadataEncoder,
+    NeighbourIndex, CandidateReranker, RegressionStacker, sp.csr_matrix))
 
 
 @dataclass
@@ -126,10 +136,7 @@ def load_artifact(folder: Path, name: str) -> Artifact:
             raise MmgbmError(f"{path}: missing or changed since training (checksum mismatch); {retrain}")
     read = {f: _read_json(folder / f, retrain) for f in JSON_FILES}
     model = _load_estimator(folder / ESTIMATOR, retrain)
-    try:
-        _attach_boosters(model, {f: lgb.Booster(model_file=str(folder / f)) for f in BOOSTERS if f in files})
-    except Exception as exc:  # a foreign file with a valid checksum: many exception types, one meaning
-        raise MmgbmError(f"{folder}: unreadable model ({type(exc).__name__}); {retrain}") from None
+    _attach_boosters(model, {f: _load_booster(folder / f, retrain) for f in BOOSTERS if f in files})
     if (target.task == "regression") != model.regression or read["labels.json"] != _labels(model, target):
         raise MmgbmError(f"{folder}: the model does not match its manifest and labels.json (a {target.task} target "
                          f"{target.name!r}); {retrain}")
@@ -144,7 +151,13 @@ def _labels(model: MMGBMBase, target: TargetInfo) -> dict[str, Any]:
 
 
 def check_fingerprints(artifact: Artifact, fingerprints: dict[str, dict], folder: Path) -> None:
-    """Refuse features made with another backbone, vectorizer or settings than the model was trained on."""
+    """Refuse features made with another backbone, vectorizer or settings than the model was trained on, and a
+    model that records no fingerprint for a modality it reads (an emptied fingerprints.json checks nothing)."""
+    unrecorded = sorted({modality_of(h) for h in artifact.model.heads_}
+                        - {key.split("/", 1)[0] for key in artifact.fingerprints})
+    if unrecorded:
+        raise MmgbmError(f"{folder / 'fingerprints.json'} records no {' or '.join(unrecorded)} features although the "
+                         f"model reads them; retrain with `mmgbm train --target {artifact.name}`")
     for key, trained in artifact.fingerprints.items():
         now = fingerprints.get(key)
         if now is None:
@@ -176,12 +189,12 @@ def _attach_boosters(model: MMGBMBase, boosters: dict[str, lgb.Booster]) -> None
 
 
 def _load_estimator(path: Path, retrain: str) -> MMGBMBase:
-    """Unpack the skops file, refusing it when it names a type outside the trusted modules."""
+    """Unpack the skops file, refusing it when it names a type outside the trusted ones."""
     try:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:  # not a skops file at all
         raise MmgbmError(f"{path}: unreadable model ({type(exc).__name__}); {retrain}") from None
-    foreign = [t for t in untrusted if not t.startswith(TRUSTED_MODULES)]
+    foreign = [t for t in untrusted if t not in TRUSTED_TYPES]
     if foreign:
         raise MmgbmError(f"{path} names types mmgbm does not load ({', '.join(foreign[:3])}); "
                          f"only models trained by mmgbm are loaded: {retrain}")
@@ -192,6 +205,18 @@ def _load_estimator(path: Path, retrain: str) -> MMGBMBase:
     if not isinstance(model, MMGBMBase):
         raise MmgbmError(f"{path} holds a {type(model).__name__}, not an mmgbm model; {retrain}")
     return model
+
+
+def _load_booster(path: Path, retrain: str) -> lgb.Booster:
+    """A LightGBM text model. LightGBM aborts the whole process on some truncated files (C++ `terminate`, which
+    Python cannot catch), so a file without the end of its trees is refused before LightGBM sees it."""
+    text = path.read_text(errors="replace")
+    if "\nend of trees\n" not in text:
+        raise MmgbmError(f"{path}: truncated model (no end of trees); {retrain}")
+    try:
+        return lgb.Booster(model_str=text)
+    except Exception as exc:  # a foreign file with a valid checksum: many exception types, one meaning
+        raise MmgbmError(f"{path}: unreadable model ({type(exc).__name__}); {retrain}") from None
 
 
 def _sha256(path: Path) -> str:

@@ -32,7 +32,8 @@ from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import MMGBMClassifier, ProductMatrix
 from mmgbm.features.design import load_products
-from mmgbm.features.images import image_paths, images_root
+from mmgbm.features.image_decoding import check_image_file
+from mmgbm.features.images import image_boundary, image_paths, images_root
 from mmgbm.workdir import report_dir
 
 FUSED_ONLY = "fused"  # no single modality suggests the label: only their combination does
@@ -84,7 +85,7 @@ def audit(cfg: Config, target: str, report_rows: int = 200) -> AuditResult:
     result.suspects.to_csv(result.csv_path, index=False)
     photos = (dict(zip(kept[cfg.data.id_column], image_paths(kept[cfg.data.image_column], images_root(cfg))))
               if cfg.data.image_column else {})
-    result.html_path.write_text(_html_report(result, photos, report_rows))
+    result.html_path.write_text(_html_report(result, photos, image_boundary(cfg), report_rows))
     return result
 
 
@@ -135,10 +136,10 @@ def rank_labels(classes: np.ndarray, given: np.ndarray, probs: np.ndarray, by_mo
                          "modality": modality, "label_issue": issues})
 
 
-def _html_report(result: AuditResult, photos: dict[str, str], rows: int) -> str:
+def _html_report(result: AuditResult, photos: dict[str, str], inside: Path | None, rows: int) -> str:
     shown = result.suspects.head(rows)
     body = "\n".join(
-        f"<tr><td>{i + 1}</td><td>{_thumbnail(photos.get(r.id, ''))}</td><td>{html.escape(str(r.title))}<br>"
+        f"<tr><td>{i + 1}</td><td>{_thumbnail(photos.get(r.id, ''), inside)}</td><td>{html.escape(str(r.title))}<br>"
         f"<small>{html.escape(str(r.id))}</small></td><td class=given>{html.escape(str(r.given_label))}</td>"
         f"<td class=suggested>{html.escape(str(r.suggested_label))}</td><td>{r.confidence_wrong:.2f}</td>"
         f"<td>{html.escape(r.modality)}</td></tr>"
@@ -161,14 +162,17 @@ td, th {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; ve
 """
 
 
-def _thumbnail(path: str) -> str:
-    """The photo as a small inline JPEG, so the report is one self-contained file."""
+def _thumbnail(path: str, inside: Path | None) -> str:
+    """The photo as a small inline JPEG, so the report is one self-contained file. The extractor's checks come
+    first: a path outside the images folder or a special file (a FIFO would block) is never opened."""
     try:
+        check_image_file(path, inside)
         with Image.open(path) as im:
+            im.draft("RGB", THUMBNAIL)
             im = ImageOps.exif_transpose(im).convert("RGB")
             im.thumbnail(THUMBNAIL)
             out = io.BytesIO()
             im.save(out, "JPEG", quality=80)
-    except Exception:  # no path, missing file, anything a decoder raises: the row just has no photo
+    except Exception:  # refused, missing, anything a decoder raises: the row just has no photo
         return "<small>no photo</small>"
     return f'<img src="data:image/jpeg;base64,{base64.b64encode(out.getvalue()).decode()}" alt="photo">'

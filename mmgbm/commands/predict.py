@@ -1,12 +1,14 @@
 """`mmgbm predict`: one row per input product, in input order, with one column per target.
 
-Products without an image or text still get a prediction (the model treats the modality as missing). A model
+Products without an image or text still get a prediction (the model treats the modality as missing); a photo that
+is not in the image store as it is now (a new table, a changed file) is embedded on the fly. A model
 is only applied to features made the way it was trained (same backbone, vectorizer, settings). On a Dask cluster,
 parts of the products are scored on the workers, each sent every model once, and put back in input order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,18 +56,19 @@ def estimator_call(name: str, call, *args):
 
 def predict(cfg: Config, targets: list[str] | None = None, split: str | None = None, input_path: Path | None = None,
             probabilities: bool = False, top_k: int = 0, min_confidence: float = 0.0,
-            client: Client | None = None) -> pd.DataFrame:
+            client: Client | None = None, say: Callable[[str], None] = lambda line: None) -> pd.DataFrame:
     """A frame: the id column, then per target its prediction and, on request, top-k labels with their
     probabilities (`<target>_top1`, `<target>_p1` ...) or every class's probability (`<target>_p_<class>`).
     With `min_confidence`, labels whose calibrated probability is below it are left empty (only what is safe to
-    auto-fill is filled) and `<target>_confidence` is written."""
+    auto-fill is filled) and `<target>_confidence` is written. Photos not in the image store as they are now (a new
+    table, a changed file) are embedded on the fly, and `say` is told how many."""
     if top_k < 0:
         raise MmgbmError(f"--top-k must be 0 or more (got {top_k})")
     if not 0.0 <= min_confidence < 1.0:
         raise MmgbmError(f"--min-confidence must be in [0, 1) (got {min_confidence})")
     names = resolve_targets(cfg, targets)
     frame, _ = products_to_score(cfg, split, input_path)
-    products, fingerprints = load_products(cfg, frame)
+    products, fingerprints = load_products(cfg, frame, embed_new_photos=say)
     out = {cfg.data.id_column: frame[cfg.data.id_column].to_numpy()}
     for name in names:
         artifact = checked_artifact(cfg, name, fingerprints)

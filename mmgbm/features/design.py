@@ -3,11 +3,15 @@
 This is the one read path of the stores, for train, evaluate, predict and the tests alike, and it never writes.
 Text of products that are not in the store (a new `--input` table), or whose text differs from what their stored
 row was made from, is vectorised on the fly with the stored vectorizer, which is exactly what extraction would have
-stored. A missing image stays missing (NaN rows: embedding needs the extract step), and so does a photo whose file
-changed since it was embedded (another path, size or time): stale features are never used.
+stored. A photo whose file changed since it was embedded (another path, size or time) is never read from the
+store: stale features are never used. Such photos, and those never embedded, stay missing (NaN rows) unless the
+caller asks for `embed_new_photos`: then they are embedded in memory, as extraction would have (batch predict on a
+new table: the right answer rather than a product silently predicted without its photo).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -17,7 +21,7 @@ from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.features.image_decoding import image_source
-from mmgbm.features.images import image_boundary, image_paths, images_root
+from mmgbm.features.images import embed_images, image_boundary, image_paths, images_root
 from mmgbm.features.store import FeatureStore
 from mmgbm.features.text import content_hashes, load_vectorizer
 from mmgbm.features.text_cleaning import join_columns
@@ -28,9 +32,11 @@ def images_enabled(cfg: Config) -> bool:
     return bool(cfg.features.image.enabled and cfg.data.image_column)
 
 
-def load_products(cfg: Config, frame: pd.DataFrame) -> tuple[ProductMatrix, dict[str, dict]]:
+def load_products(cfg: Config, frame: pd.DataFrame, embed_new_photos: Callable[[str], None] | None = None
+                  ) -> tuple[ProductMatrix, dict[str, dict]]:
     """Every modality the config enables for the products of `frame`, in its row order, and the fingerprints of
-    the stores they came from (keyed "text/<field>", "image/<backbone>", "image/colour")."""
+    the stores they came from (keyed "text/<field>", "image/<backbone>", "image/colour"). With `embed_new_photos`,
+    usable photos that are not in the store as they are now get embedded here, and that callable is told how many."""
     ids = frame[cfg.data.id_column].astype(str).tolist()
     text, words, dense, fingerprints = {}, {}, {}, {}
     if cfg.features.text.enabled:
@@ -55,11 +61,25 @@ def load_products(cfg: Config, frame: pd.DataFrame) -> tuple[ProductMatrix, dict
             now = [image_source(p, root, inside) for p in image_paths(frame[cfg.data.image_column], root)]
         dense["image"] = _read_dense(embeddings, ids, now)
         dense["image.colour"] = _read_dense(colours, ids, now)
+        if embed_new_photos is not None and now is not None:
+            _embed_new(cfg, frame, dense, now, embed_new_photos)
         fingerprints[f"image/{cfg.features.image.backbone}"] = embeddings.fingerprint
         fingerprints["image/colour"] = colours.fingerprint
     if not text and not dense:
         raise MmgbmError("no features enabled: enable features.text or features.image in the config")
     return ProductMatrix(ids, text, words, dense, frame[meta_columns(cfg, frame)]), fingerprints
+
+
+def _embed_new(cfg: Config, frame: pd.DataFrame, dense: dict[str, np.ndarray], now: list[str | None],
+               say: Callable[[str], None]) -> None:
+    """Embed, in place, the products whose photo can be used but has no stored embedding as it is now."""
+    rows = np.flatnonzero(np.isnan(dense["image"]).all(axis=1) & np.array([s is not None for s in now], dtype=bool))
+    if not len(rows):
+        return
+    say(f"{len(rows):,} products have a photo that is not in the image store (new or changed): embedding them now; "
+        f"`mmgbm extract-images` stores them for next time")
+    paths = image_paths(frame[cfg.data.image_column].iloc[rows], images_root(cfg))
+    dense["image"][rows], dense["image.colour"][rows] = embed_images(cfg, paths)
 
 
 def _read_dense(store: FeatureStore, ids: list[str], sources: list[str | None] | None) -> np.ndarray:

@@ -248,6 +248,35 @@ def _extract(cfg: Config, work: _Work, encoder: Callable[[], ImageEncoder], adva
     return done
 
 
+def embed_images(cfg: Config, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, colour statistics) of the images at `paths`, made exactly as extraction makes them but kept in
+    memory, for products predicted before their photo is in the store; NaN rows where an image cannot be used.
+    Writes nothing: the store stays extraction's."""
+    image_cfg, inside = cfg.features.image, image_boundary(cfg)
+    embeddings = np.full((len(paths), image_cfg.dim), np.nan, dtype=np.float32)
+    colours = np.full((len(paths), colour.DIM), np.nan, dtype=np.float32)
+    usable = []
+    for i, path in enumerate(paths):
+        try:
+            check_image_file(path, inside)
+            usable.append(i)
+        except UnreadableImage:
+            pass
+    if not usable:
+        return embeddings, colours
+    model = _new_encoder(image_cfg).fit()
+    usable = np.array(usable, dtype=np.int64)
+    for positions, images, stats, reasons in _decoded_batches([paths[i] for i in usable],
+                                                              image_cfg.resolved_image_size, image_cfg.batch_size,
+                                                              inside):
+        ok = reasons == ""
+        rows = usable[positions[ok]]
+        if len(rows):
+            embeddings[rows] = model.embed_batch(images[ok])
+            colours[rows] = stats[ok]
+    return embeddings, colours
+
+
 def _extract_on_worker(work: _Work, cfg: Config) -> _Done:
     """One part of the work, as a task on a Dask worker."""
     return _extract(cfg, work, lambda: _worker_encoder(cfg.features.image), lambda n: None)
