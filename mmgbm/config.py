@@ -198,6 +198,9 @@ class ModelConfig(Strict):
     candidates: int = Field(
         20, ge=2, description="classes per product the stacker re-ranks (all classes when there are fewer)"
     )
+    selection_min_gain: float = Field(
+        0.003, ge=0, description="least out-of-fold gain (accuracy, or log-scale MAE) for the stack over the best head"
+    )
 
     @field_validator("n_jobs")
     @classmethod

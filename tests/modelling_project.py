@@ -30,6 +30,7 @@ def demo_frame() -> pd.DataFrame:
     frame.loc[[3, 5], "price"] = [0.0, -10.0]
     frame.loc[[7], "price"] = np.nan
     frame["is_men"] = np.where(frame["gender"] == "Men", "yes", "no")
+    frame.loc[: NO_IMAGE - 1, "image"] = ""  # products without a photo (predict would embed a photo it finds)
     return frame
 
 

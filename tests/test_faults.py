@@ -183,6 +183,27 @@ def test_a_forged_empty_fingerprint_record_does_not_switch_the_check_off(trained
                           expected="records no image or text features although the model reads them")
 
 
+def test_killed_trainings_leave_nothing_for_long_and_never_lose_the_only_model(trained, tmp_path, capsys,
+                                                                               monkeypatch):
+    folder = model_dir(load_config(trained), TARGET)
+    old, young = time.time() - 7200, [folder.parent / f".{TARGET}.young.tmp"]
+    leftovers = [folder.parent / f".{TARGET}.{kind}" for kind in ("half.tmp", "aside.old")]
+    for path in leftovers + young:
+        path.mkdir()
+    for path in leftovers:
+        os.utime(path, (old, old))
+    code, err = run(capsys, monkeypatch, "train", "--config", str(trained), "--target", TARGET)
+    assert code == 0, err
+    assert [p.exists() for p in leftovers + young] == [False, False, True]  # a young one may be a live trainer's
+    with restored_afterwards(folder, tmp_path):
+        os.replace(folder, folder.parent / f".{TARGET}.killed.old")  # killed between its two renames
+        err = fails_in_one_line(capsys, monkeypatch, "predict", "--config", str(trained), "--target", TARGET,
+                                "--out", str(tmp_path / "out.csv"), expected="training was interrupted")
+        assert f".{TARGET}.killed.old" in err
+        folder.mkdir()
+    shutil.rmtree(folder.parent / f".{TARGET}.killed.old")
+
+
 def test_artifacts_hold_no_pickle(trained):
     folder = model_dir(load_config(trained), TARGET)
     assert not list(folder.glob("*.joblib")) and not list(folder.glob("*.pkl"))

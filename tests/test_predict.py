@@ -61,6 +61,16 @@ def test_products_without_image_or_text_still_get_predictions(project: Path, tmp
     assert (by_id.loc[["new-1", "new-2"], "articleType"].to_numpy() == new["articleType"].to_numpy()).all()
 
 
+def test_products_with_text_but_no_photo_are_predicted_from_the_text(project: Path, tmp_path: Path):
+    """The fixture's first products have no photo; their names say the article type. A prediction from the class
+    prior would put one type on all of them."""
+    no_photo = demo_frame().iloc[:NO_IMAGE]
+    no_photo.to_csv(tmp_path / "no_photo.csv", index=False)
+    out = predict(load_config(project), ["articleType"], input_path=tmp_path / "no_photo.csv")
+    truth = no_photo["articleType"].to_numpy()
+    assert (out["articleType"].to_numpy() == truth).mean() > 0.8 > no_photo["articleType"].value_counts(True).max()
+
+
 def test_all_targets_and_class_probabilities(project: Path):
     cfg = load_config(project)
     # baseColour is configured but not trained in this project: `all` must say so instead of skipping it.

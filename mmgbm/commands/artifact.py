@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ import skops.io as sio
 
 from mmgbm import __version__
 from mmgbm.errors import MmgbmError
+from mmgbm.features.atomic import ORPHAN_AGE_SECONDS
 from mmgbm.estimator import MMGBMClassifier, MMGBMRegressor
 from mmgbm.estimator.base import MMGBMBase, modality_of
 from mmgbm.estimator.heads import KnnHead, LinearHead, MentionHead
@@ -85,6 +87,7 @@ def save_artifact(folder: Path, artifact: Artifact) -> None:
     """Write into a fresh temporary folder, then swap it in: a crash never leaves half a model."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(folder)
     tmp = folder.parent / f".{folder.name}.{uuid.uuid4().hex}.tmp"
     tmp.mkdir()
     try:
@@ -112,11 +115,28 @@ def save_artifact(folder: Path, artifact: Artifact) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _remove_leftovers(folder: Path) -> None:
+    """Folders killed saves left beside `folder`: half-written ones, and models set aside while a new one was
+    moved in (kept while `folder` is missing: then they are the only model there is)."""
+    cutoff = time.time() - ORPHAN_AGE_SECONDS
+    for path in folder.parent.glob(f".{folder.name}.*"):
+        stale = path.suffix == ".tmp" or (path.suffix == ".old" and folder.is_dir())
+        try:
+            if stale and path.is_dir() and path.stat().st_mtime < cutoff:
+                shutil.rmtree(path)
+        except OSError:  # another trainer removed it first: not ours to fix
+            continue
+
+
 def load_artifact(folder: Path, name: str) -> Artifact:
     """The artifact of target `name`, after checking its format version, its target and every file's checksum."""
     folder = Path(folder)
     retrain = f"retrain with `mmgbm train --target {name}`"
     if not folder.is_dir():
+        previous = sorted(folder.parent.glob(f".{folder.name}.*.old"))
+        if previous:  # killed between setting the old model aside and moving the new one in
+            raise MmgbmError(f"no model in {folder}: training was interrupted while replacing it; the previous "
+                             f"model is {previous[-1]}: rename it to {folder.name} or {retrain}")
         raise MmgbmError(f"no trained model for target {name!r} in {folder}; run `mmgbm train --target {name}`")
     manifest = _read_json(folder / MANIFEST, retrain) if (folder / MANIFEST).is_file() else None
     if manifest is None or manifest.get("format_version") != FORMAT_VERSION:

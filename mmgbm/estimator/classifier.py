@@ -30,7 +30,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
     `lightgbm_params` passed through; cross-fitted over `stack_folds` folds on at most `stack_max_products`),
     the heads (`n_folds`, `knn_neighbors`, exact search up to `knn_exact_max_rows` training products, `linear_c`,
     `linear_max_weights`, `image_components`, `image_alpha`), `candidates` per product re-ranked,
-    `selection_margin_se` of the stack-vs-head gate, `label_in_text` (a column of `X.meta`), `seed`,
+    `selection_margin_se` and `selection_min_gain` of the stack-vs-head gate, `label_in_text` (a column of `X.meta`), `seed`,
     `num_threads` of LightGBM (0 = all cores) and `n_jobs` for the heads' folds (joblib: None = one at a time,
     -1 = all cores, or a Dask cluster's workers under `joblib.parallel_config("dask")`)."""
 
@@ -41,6 +41,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
                  stack_max_products: int = 200_000, knn_neighbors: int = 20, knn_exact_max_rows: int = 100_000,
                  linear_c: float = 1.0, linear_max_weights: int = 100_000_000, image_components: int = 0,
                  image_alpha: float = 10.0, candidates: int = 20, selection_margin_se: float = 2.0,
+                 selection_min_gain: float = 0.003,
                  label_in_text: str | None = None, seed: int = 42, num_threads: int = 0, n_jobs: int | None = None):
         self.categorical_columns = categorical_columns
         self.numeric_columns = numeric_columns
@@ -62,6 +63,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         self.image_alpha = image_alpha
         self.candidates = candidates
         self.selection_margin_se = selection_margin_se
+        self.selection_min_gain = selection_min_gain
         self.label_in_text = label_in_text
         self.seed = seed
         self.num_threads = num_threads

@@ -15,6 +15,8 @@ import lightgbm as lgb
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
+from mmgbm.estimator.selection import clearly_better
+
 MAX_WORDS = 4
 MODEL = 0  # option 0 keeps the model's label; option k copies the first k words
 N_FOLDS = 5
@@ -79,9 +81,8 @@ class PrefixChooser:
             oof[rows] = booster.predict(X[rows], num_iteration=rounds)
         picked, confidence = self._pick(options, oof, with_confidence=True)
         gain = (picked == truth).astype(float) - (options[:, MODEL] == truth)
-        se = np.std(gain, ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else 0.0
         self.validation_["chooser"] = float(np.mean(picked == truth))
-        self.kept_ = bool(gain.mean() > self.margin_se * se)
+        self.kept_ = clearly_better(gain, self.margin_se)
         if self.kept_:
             self.booster_ = lgb.train(params, lgb.Dataset(X[teach], y[teach]), num_boost_round=rounds)
             # The chooser's vote share is no probability: map it to the share of its out-of-fold picks that were right.

@@ -21,7 +21,7 @@ from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.features.image_decoding import image_source
-from mmgbm.features.images import embed_images, image_boundary, image_paths, images_root
+from mmgbm.features.images import embed_images, image_boundary, image_paths, images_root, known_failures
 from mmgbm.features.store import FeatureStore
 from mmgbm.features.text import content_hashes, load_vectorizer
 from mmgbm.features.text_cleaning import join_columns
@@ -72,14 +72,18 @@ def load_products(cfg: Config, frame: pd.DataFrame, embed_new_photos: Callable[[
 
 def _embed_new(cfg: Config, frame: pd.DataFrame, dense: dict[str, np.ndarray], now: list[str | None],
                say: Callable[[str], None]) -> None:
-    """Embed, in place, the products whose photo can be used but has no stored embedding as it is now."""
-    rows = np.flatnonzero(np.isnan(dense["image"]).all(axis=1) & np.array([s is not None for s in now], dtype=bool))
+    """Embed, in place, the products whose photo can be used but has no stored embedding as it is now (photos the
+    last extraction failed on stay missing: decoding them again would fail again)."""
+    paths = image_paths(frame[cfg.data.image_column], images_root(cfg))
+    failed = known_failures(cfg)
+    ids = frame[cfg.data.id_column].astype(str).tolist()
+    rows = np.flatnonzero(np.isnan(dense["image"]).all(axis=1) & np.array(
+        [s is not None and (pid, p) not in failed for s, pid, p in zip(now, ids, paths)], dtype=bool))
     if not len(rows):
         return
     say(f"{len(rows):,} products have a photo that is not in the image store (new or changed): embedding them now; "
         f"`mmgbm extract-images` stores them for next time")
-    paths = image_paths(frame[cfg.data.image_column].iloc[rows], images_root(cfg))
-    dense["image"][rows], dense["image.colour"][rows] = embed_images(cfg, paths)
+    dense["image"][rows], dense["image.colour"][rows] = embed_images(cfg, [paths[i] for i in rows])
 
 
 def _read_dense(store: FeatureStore, ids: list[str], sources: list[str | None] | None) -> np.ndarray:

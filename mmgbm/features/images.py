@@ -364,6 +364,15 @@ def _decoded_batches(paths: list[str], size: int, batch_size: int,
         yield positions, images, stats, np.array([r.decode() for r in reasons], dtype=object)
 
 
+def known_failures(cfg: Config) -> set[tuple[str, str]]:
+    """(id, path) of the products whose image the last extraction could not use: trying again is its job."""
+    try:
+        listed = pd.read_csv(image_failures_path(cfg), dtype=str, keep_default_na=False)
+        return set(zip(listed["id"], listed["path"]))
+    except (OSError, ValueError, KeyError):  # no list yet, or not one extraction wrote
+        return set()
+
+
 def _write_failures(path: Path, failures: list[tuple[str, str, str]]) -> None:
     """Rewrite the list for this run (atomically), so it names exactly what is still missing after it."""
 
