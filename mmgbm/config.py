@@ -195,11 +195,14 @@ class ModelConfig(Strict):
     regression_objective: Literal["regression", "regression_l1", "huber"] = "regression_l1"
     image_components: int = Field(0, ge=0, description="PCA components of image embeddings (0 = keep all)")
     image_alpha: float = Field(10.0, gt=0, description="ridge penalty of the linear image head")
+    image_knn_projection: bool = Field(
+        True, description="also a kNN image head searching in the space of a ridge classifier's class scores"
+    )
     candidates: int = Field(
         20, ge=2, description="classes per product the stacker re-ranks (all classes when there are fewer)"
     )
     selection_min_gain: float = Field(
-        0.003, ge=0, description="least out-of-fold gain (accuracy, or log-scale MAE) for the stack over the best head"
+        0.05, ge=0, lt=1, description="share of the best head's out-of-fold errors the stack must remove to be kept"
     )
 
     @field_validator("n_jobs")

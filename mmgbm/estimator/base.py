@@ -119,7 +119,8 @@ class MMGBMBase(BaseEstimator):
         predictions.update({n: self._head_predict(s) for n, s in oof.items()})
         per_row = {n: self._per_row(p, target) for n, p in predictions.items()}
         self.validation_ = {n: float(np.mean(r)) for n, r in per_row.items()}
-        self.choice_ = choose_predictor(per_row, self.selection_margin_se, self.selection_min_gain)
+        self.choice_ = choose_predictor(per_row, self.selection_margin_se, self.selection_min_gain,
+                                        perfect=0.0 if self.regression else 1.0)
         self.head_order_ = sorted(oof, key=self.validation_.get, reverse=True)
         self.modality_heads_ = {}
         for name in self.head_order_:

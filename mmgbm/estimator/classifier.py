@@ -29,10 +29,11 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
     `num_leaves`, `min_data_in_leaf`, `max_rounds`, `early_stopping_rounds` on the folds' mean loss,
     `lightgbm_params` passed through; cross-fitted over `stack_folds` folds on at most `stack_max_products`),
     the heads (`n_folds`, `knn_neighbors`, exact search up to `knn_exact_max_rows` training products, `linear_c`,
-    `linear_max_weights`, `image_components`, `image_alpha`), `candidates` per product re-ranked,
-    `selection_margin_se` and `selection_min_gain` of the stack-vs-head gate, `label_in_text` (a column of `X.meta`), `seed`,
-    `num_threads` of LightGBM (0 = all cores) and `n_jobs` for the heads' folds (joblib: None = one at a time,
-    -1 = all cores, or a Dask cluster's workers under `joblib.parallel_config("dask")`)."""
+    `linear_max_weights`, `image_components`, `image_alpha`, `image_knn_projection`: a kNN head in the space of
+    a ridge classifier's scores on each image block besides the plain one), `candidates` per product re-ranked,
+    `selection_margin_se` and `selection_min_gain` of the stack-vs-head gate, `label_in_text` (a column of
+    `X.meta`), `seed`, `num_threads` of LightGBM (0 = all cores) and `n_jobs` for the heads' folds (joblib: None =
+    one at a time, -1 = all cores, or a Dask cluster's workers under `joblib.parallel_config("dask")`)."""
 
     def __init__(self, *, categorical_columns=(), numeric_columns=(), rare_category_min_count: int = 5,
                  learning_rate: float = 0.05, num_leaves: int = 31, min_data_in_leaf: int = 20,
@@ -40,8 +41,9 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
                  lightgbm_params: dict | None = None, n_folds: int = 5, stack_folds: int = 3,
                  stack_max_products: int = 200_000, knn_neighbors: int = 20, knn_exact_max_rows: int = 100_000,
                  linear_c: float = 1.0, linear_max_weights: int = 100_000_000, image_components: int = 0,
-                 image_alpha: float = 10.0, candidates: int = 20, selection_margin_se: float = 2.0,
-                 selection_min_gain: float = 0.003,
+                 image_alpha: float = 10.0, image_knn_projection: bool = True, candidates: int = 20,
+                 selection_margin_se: float = 2.0,
+                 selection_min_gain: float = 0.05,
                  label_in_text: str | None = None, seed: int = 42, num_threads: int = 0, n_jobs: int | None = None):
         self.categorical_columns = categorical_columns
         self.numeric_columns = numeric_columns
@@ -61,6 +63,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         self.linear_max_weights = linear_max_weights
         self.image_components = image_components
         self.image_alpha = image_alpha
+        self.image_knn_projection = image_knn_projection
         self.candidates = candidates
         self.selection_margin_se = selection_margin_se
         self.selection_min_gain = selection_min_gain
@@ -154,6 +157,10 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
                                        seed=self.seed)
         yield "knn", KnnHead("multiclass", n_classes, self.knn_neighbors, exact_max_rows=self.knn_exact_max_rows,
                              seed=self.seed)
+        if not block.startswith("text.") and self.image_knn_projection:  # a dense (image) block
+            yield "knn_projected", KnnHead("multiclass", n_classes, self.knn_neighbors,
+                                           exact_max_rows=self.knn_exact_max_rows,
+                                           projection_alpha=self.image_alpha, seed=self.seed)
 
     def _fit_stacker(self, scores: list[np.ndarray], meta, target: np.ndarray, folds: np.ndarray) -> CandidateReranker:
         return CandidateReranker(list(self.heads_), self.candidates, self._lightgbm_params("binary"), self.max_rounds,

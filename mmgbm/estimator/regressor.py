@@ -30,7 +30,7 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
                  stack_max_products: int = 200_000, knn_neighbors: int = 20, knn_exact_max_rows: int = 100_000,
                  text_ridge_alpha: float = 0.2, image_components: int = 0, image_alpha: float = 10.0,
                  objective: str = "regression_l1", log_target: bool = False, selection_margin_se: float = 2.0,
-                 selection_min_gain: float = 0.003,
+                 selection_min_gain: float = 0.05,
                  seed: int = 42, num_threads: int = 0, n_jobs: int | None = None):
         self.categorical_columns = categorical_columns
         self.numeric_columns = numeric_columns
