@@ -33,7 +33,7 @@ from mmgbm.features.design import load_products
 from mmgbm.features.image_decoding import UnreadableImage, decode_image
 from mmgbm.features.image_encoder import BUNDLED_B0_WEIGHTS, ImageEncoder
 from mmgbm.features.images import extract_images
-from mmgbm.workdir import colour_store, image_store
+from mmgbm.workdir import colour_store, image_failures_path, image_store
 from tests.conftest import REPO
 
 DEMO = REPO / "mmgbm" / "data" / "demo"
@@ -63,13 +63,14 @@ def gray16() -> Image.Image:
     return Image.fromarray(np.asarray(photo("L"), np.uint16) * 257)
 
 
-def huge_png_header(path: Path) -> Path:
-    """A valid PNG whose header claims 10,000 x 10,000 pixels (what a decoder must not decode in full)."""
+def huge_png_header(path: Path, side: int = 10_000) -> Path:
+    """A valid PNG whose header claims side x side pixels (what a decoder must not decode in full; from 15,000 on,
+    Pillow refuses even to open it: a decompression bomb)."""
     buf = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buf, "PNG")
     data = bytearray(buf.getvalue())
     ihdr = 8 + 8  # signature, then length + type of the IHDR chunk
-    data[ihdr:ihdr + 8] = struct.pack(">II", 10_000, 10_000)
+    data[ihdr:ihdr + 8] = struct.pack(">II", side, side)
     data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
     path.write_bytes(bytes(data))
     return path
@@ -487,22 +488,28 @@ def test_paths_outside_images_root_and_special_files_are_refused_without_opening
     os.mkfifo(images_dir / "pipe.jpg")  # opening it would block for ever
     (images_dir / "escape.jpg").symlink_to(DEMO / DEMO_PRODUCTS.image[0])  # a photo, but outside images_root
     (images_dir / "inside.jpg").symlink_to(images_dir / DEMO_PRODUCTS.image[1])
+    huge_png_header(images_dir / "bomb.png", 15_000)
     outside = str(DEMO / DEMO_PRODUCTS.image[2])
     rows = [("fifo", "pipe.jpg"), ("nul", "images/a\0b.jpg"), ("dotdot", "../products.csv"), ("absolute", outside),
-            ("symlink", "escape.jpg"), ("inside-link", "inside.jpg"), ("ok", DEMO_PRODUCTS.image[3])]
+            ("symlink", "escape.jpg"), ("inside-link", "inside.jpg"), ("bomb", "bomb.png"),
+            ("ok", DEMO_PRODUCTS.image[3])]
     config = catalogue(tmp_path, rows, write_config)
-    summary = extract_images(load_config(config))
-    listed = pd.read_csv(summary.failures_path, dtype=str, keep_default_na=False)
+    result = CliRunner().invoke(app, ["extract-images", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    listed = pd.read_csv(image_failures_path(load_config(config)), dtype=str, keep_default_na=False)
     assert dict(zip(listed.id, listed.reason)) == {
         "fifo": "not a file", "nul": "invalid path", "dotdot": "outside images_root",
-        "absolute": "outside images_root", "symlink": "outside images_root"}
-    assert summary.extracted == 2
+        "absolute": "outside images_root", "symlink": "outside images_root", "bomb": "too large"}
+    assert fake_encoder["embedded"] == 2
 
-    # Reading for training or prediction never opens an image at all (colour comes from the store), so a FIFO or a
-    # decompression bomb named by a table cannot hang or crash it.
+    # Reading for training or prediction never opens an image of these (colour comes from the store; predict's
+    # on-the-fly embedding leaves out what extraction refused), so a FIFO or a decompression bomb named by a table
+    # cannot hang or crash it.
     monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("an image was opened while reading features"))
     frame = pd.read_csv(tmp_path / "products.csv", dtype=str)
-    assert load_products(load_config(config), frame)[0].dense_present("image").sum() == 2
+    said = []
+    assert load_products(load_config(config), frame, embed_new_photos=said.append)[0].dense_present("image").sum() == 2
+    assert said == []
 
     allowed = load_config(config)
     allowed.data.allow_absolute_image_paths = True

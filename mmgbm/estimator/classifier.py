@@ -39,7 +39,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
                  learning_rate: float = 0.05, num_leaves: int = 31, min_data_in_leaf: int = 20,
                  max_rounds: int = 2000, early_stopping_rounds: int = 50,
                  lightgbm_params: dict | None = None, n_folds: int = 5, stack_folds: int = 3,
-                 stack_max_products: int = 200_000, knn_neighbors: int = 20, knn_exact_max_rows: int = 100_000,
+                 stack_max_products: int = 200_000, knn_neighbors: int = 20, knn_exact_max_rows: int = 20_000,
                  linear_c: float = 1.0, linear_max_weights: int = 100_000_000, image_components: int = 0,
                  image_alpha: float = 10.0, image_knn_projection: bool = True, candidates: int = 20,
                  selection_margin_se: float = 2.0,

@@ -100,7 +100,7 @@ class KnnHead(BaseEstimator):
     image-only kNN from 79.8% to 84.7% (articleType) and from 45.6% to 55.9% (baseColour)."""
 
     def __init__(self, task: str = "multiclass", n_classes: int = 0, n_neighbors: int = 20,
-                 exact_max_rows: int = 100_000, projection_alpha: float | None = None, seed: int = 0):
+                 exact_max_rows: int = 20_000, projection_alpha: float | None = None, seed: int = 0):
         self.task = task
         self.n_classes = n_classes
         self.n_neighbors = n_neighbors

@@ -22,7 +22,7 @@ HNSW_SEARCH_DEPTH = 64
 class NeighbourIndex:
     """`fit(X)` then `search(Q, k)` -> (similarities, indices) of the k most similar rows, best first."""
 
-    def __init__(self, exact_max_rows: int = 100_000, components: int = 128, seed: int = 0):
+    def __init__(self, exact_max_rows: int = 20_000, components: int = 128, seed: int = 0):
         self.exact_max_rows = exact_max_rows
         self.components = components
         self.seed = seed

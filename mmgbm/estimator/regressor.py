@@ -27,7 +27,7 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
                  learning_rate: float = 0.05, num_leaves: int = 31, min_data_in_leaf: int = 20,
                  max_rounds: int = 2000, early_stopping_rounds: int = 50,
                  lightgbm_params: dict | None = None, n_folds: int = 5, stack_folds: int = 3,
-                 stack_max_products: int = 200_000, knn_neighbors: int = 20, knn_exact_max_rows: int = 100_000,
+                 stack_max_products: int = 200_000, knn_neighbors: int = 20, knn_exact_max_rows: int = 20_000,
                  text_ridge_alpha: float = 0.2, image_components: int = 0, image_alpha: float = 10.0,
                  objective: str = "regression_l1", log_target: bool = False, selection_margin_se: float = 2.0,
                  selection_min_gain: float = 0.05,
