@@ -146,7 +146,10 @@ class RegressionStacker:
 
 
 def _ranked(cands: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Candidates re-ordered by the stacker's scores, best first, with the scores normalised per product."""
+    """Candidates re-ordered by the stacker's scores, best first, with the scores normalised per product. Equal
+    scores (coarse trees give many) are ordered by class code, not by where the heads put the candidates: that
+    order can flip with last-bit differences in the heads' scores (another machine, another BLAS), and the
+    second-best label must not."""
     p = p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
-    order = np.argsort(-p, axis=1, kind="stable")
+    order = np.lexsort((cands, -p), axis=1)
     return np.take_along_axis(cands, order, axis=1), np.take_along_axis(p, order, axis=1)
