@@ -89,13 +89,13 @@ class CandidateReranker:
         categorical = ["candidate", *(meta_feature(c) for c in self.meta_categorical_)]
         oof, self.booster_ = cross_fit(self.params, self.rounds, self.patience, rows, label,
                                        np.repeat(folds, cands.shape[1]), categorical)
-        self.oof_ = _ranked(cands, oof.reshape(cands.shape))
+        self.oof_ = _ranked(cands, oof.reshape(cands.shape), log_prior)
         return self
 
     def predict(self, scores: list[np.ndarray], meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(n, k) candidate class codes, best first, and their probabilities (summing to 1 per product)."""
         cands, rows = self.candidate_rows(scores, meta)
-        return _ranked(cands, self.booster_.predict(rows).reshape(cands.shape))
+        return _ranked(cands, self.booster_.predict(rows).reshape(cands.shape), self.log_prior_)
 
     def candidate_rows(self, scores: list[np.ndarray], meta: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
         ranks = [head_ranks(s) for s in scores]
@@ -145,11 +145,11 @@ class RegressionStacker:
         return pd.DataFrame(cols)
 
 
-def _ranked(cands: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _ranked(cands: np.ndarray, p: np.ndarray, log_prior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Candidates re-ordered by the stacker's scores, best first, with the scores normalised per product. Equal
-    scores (coarse trees give many) are ordered by class code, not by where the heads put the candidates: that
-    order can flip with last-bit differences in the heads' scores (another machine, another BLAS), and the
-    second-best label must not."""
+    scores (coarse trees give many) go to the more frequent class, then the lower class code, not by where the
+    heads put the candidates: that order can flip with last-bit differences in the heads' scores (another
+    machine, another BLAS), and the labels must not."""
     p = p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
-    order = np.lexsort((cands, -p), axis=1)
+    order = np.lexsort((cands, -log_prior[cands], -p), axis=1)
     return np.take_along_axis(cands, order, axis=1), np.take_along_axis(p, order, axis=1)
