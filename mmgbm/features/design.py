@@ -55,14 +55,15 @@ def load_products(cfg: Config, frame: pd.DataFrame, embed_new_photos: Callable[[
             fingerprints[f"text/{name}"] = store.fingerprint
     if images_enabled(cfg):
         embeddings, colours = image_store(cfg), colour_store(cfg)
-        now = None
+        now = paths = None
         if cfg.data.image_column in frame.columns:
             root, inside = images_root(cfg), image_boundary(cfg)
-            now = [image_source(p, root, inside) for p in image_paths(frame[cfg.data.image_column], root)]
+            paths = image_paths(frame[cfg.data.image_column], root)
+            now = [image_source(p, root, inside) for p in paths]
         dense["image"] = _read_dense(embeddings, ids, now)
         dense["image.colour"] = _read_dense(colours, ids, now)
         if embed_new_photos is not None and now is not None:
-            _embed_new(cfg, frame, dense, now, embed_new_photos)
+            _embed_new(cfg, ids, paths, now, dense, embed_new_photos)
         fingerprints[f"image/{cfg.features.image.backbone}"] = embeddings.fingerprint
         fingerprints["image/colour"] = colours.fingerprint
     if not text and not dense:
@@ -70,13 +71,11 @@ def load_products(cfg: Config, frame: pd.DataFrame, embed_new_photos: Callable[[
     return ProductMatrix(ids, text, words, dense, frame[meta_columns(cfg, frame)]), fingerprints
 
 
-def _embed_new(cfg: Config, frame: pd.DataFrame, dense: dict[str, np.ndarray], now: list[str | None],
+def _embed_new(cfg: Config, ids: list[str], paths: list[str], now: list[str | None], dense: dict[str, np.ndarray],
                say: Callable[[str], None]) -> None:
-    """Embed, in place, the products whose photo can be used but has no stored embedding as it is now (photos the
-    last extraction failed on stay missing: decoding them again would fail again)."""
-    paths = image_paths(frame[cfg.data.image_column], images_root(cfg))
+    """Embed, in place, the products whose photo can be used (a source `now`) but has no stored embedding as it is
+    now (photos the last extraction failed on stay missing: decoding them again would fail again)."""
     failed = known_failures(cfg)
-    ids = frame[cfg.data.id_column].astype(str).tolist()
     rows = np.flatnonzero(np.isnan(dense["image"]).all(axis=1) & np.array(
         [s is not None and (pid, p) not in failed for s, pid, p in zip(now, ids, paths)], dtype=bool))
     if not len(rows):

@@ -250,30 +250,21 @@ def _extract(cfg: Config, work: _Work, encoder: Callable[[], ImageEncoder], adva
 
 def embed_images(cfg: Config, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings, colour statistics) of the images at `paths`, made exactly as extraction makes them but kept in
-    memory, for products predicted before their photo is in the store; NaN rows where an image cannot be used.
-    Writes nothing: the store stays extraction's."""
-    image_cfg, inside = cfg.features.image, image_boundary(cfg)
+    memory, for products predicted before their photo is in the store; NaN rows where an image cannot be used
+    (the decode refuses it with the extractor's checks). Writes nothing: the store stays extraction's. Callers pass
+    only paths that passed `check_image_file`, so the encoder is built only when there is something to embed."""
+    image_cfg = cfg.features.image
     embeddings = np.full((len(paths), image_cfg.dim), np.nan, dtype=np.float32)
     colours = np.full((len(paths), colour.DIM), np.nan, dtype=np.float32)
-    usable = []
-    for i, path in enumerate(paths):
-        try:
-            check_image_file(path, inside)
-            usable.append(i)
-        except UnreadableImage:
-            pass
-    if not usable:
+    if not paths:
         return embeddings, colours
     model = _new_encoder(image_cfg).fit()
-    usable = np.array(usable, dtype=np.int64)
-    for positions, images, stats, reasons in _decoded_batches([paths[i] for i in usable],
-                                                              image_cfg.resolved_image_size, image_cfg.batch_size,
-                                                              inside):
+    for positions, images, stats, reasons in _decoded_batches(paths, image_cfg.resolved_image_size,
+                                                              image_cfg.batch_size, image_boundary(cfg)):
         ok = reasons == ""
-        rows = usable[positions[ok]]
-        if len(rows):
-            embeddings[rows] = model.embed_batch(images[ok])
-            colours[rows] = stats[ok]
+        if ok.any():
+            embeddings[positions[ok]] = model.embed_batch(images[ok])
+            colours[positions[ok]] = stats[ok]
     return embeddings, colours
 
 
