@@ -17,7 +17,8 @@ from mmgbm.config import load_config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator.metadata import MetadataEncoder
 from mmgbm.features.text import extract_text
-from tests.modelling_project import NO_IMAGE, demo_frame, make_project
+from tests.modelling_project import DEMO_TABLE, NO_IMAGE, demo_frame, make_project
+from tests.test_images import FakeEncoder
 
 runner = CliRunner()
 
@@ -69,6 +70,23 @@ def test_products_with_text_but_no_photo_are_predicted_from_the_text(project: Pa
     out = predict(load_config(project), ["articleType"], input_path=tmp_path / "no_photo.csv")
     truth = no_photo["articleType"].to_numpy()
     assert (out["articleType"].to_numpy() == truth).mean() > 0.8 > no_photo["articleType"].value_counts(True).max()
+
+
+def test_cli_predict_embeds_a_photo_the_store_lacks_and_says_so(project: Path, tmp_path: Path, monkeypatch):
+    """A product of the --input table has a photo that was never extracted: predict embeds it on the fly (the
+    encoder faked, as in test_images) and says how many, instead of predicting it as if it had none."""
+    log = {"fits": 0, "embedded": 0}
+    monkeypatch.setattr(FakeEncoder, "log", log, raising=False)
+    monkeypatch.setattr("mmgbm.features.images.ImageEncoder", FakeEncoder)
+    table = demo_frame().iloc[:3].copy()  # the fixture's products without a photo
+    table.loc[table.index[0], "image"] = pd.read_csv(DEMO_TABLE, dtype=str)["image"].iloc[0]
+    table.to_csv(tmp_path / "input.csv", index=False)
+    result = runner.invoke(app, ["predict", "-c", str(project), "-t", "articleType", "--input",
+                                 str(tmp_path / "input.csv"), "--out", str(tmp_path / "out.csv")])
+    assert result.exit_code == 0, result.output
+    assert "1 products have a photo that is not in the image store" in result.output
+    assert log == {"fits": 1, "embedded": 1}
+    assert pd.read_csv(tmp_path / "out.csv", dtype=str)["id"].tolist() == table["id"].tolist()
 
 
 def test_all_targets_and_class_probabilities(project: Path):
