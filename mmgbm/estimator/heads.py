@@ -39,6 +39,9 @@ def dense_reducer(n_components: int, n_rows: int, n_features: int, seed: int):
     return make_pipeline(StandardScaler(), PCA(n_components=n, random_state=seed)) if n > 0 else StandardScaler()
 
 
+SCORE_STEP = 2.0 ** -12  # a power of two: grid points are exact in float32 for scores below 2048
+
+
 class LinearHead(BaseEstimator):
     """Classification: a linear SVM on sparse text, ridge on dense image blocks; one score per class.
     Regression: ridge, one prediction."""
@@ -195,7 +198,7 @@ def out_of_fold(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, 
     if len(np.unique(folds[rows])) < 2:  # the modality is in one fold only: nothing honest to score it with
         return out
     out[rows] = cross_val_predict(head, X[rows], y[rows], cv=PredefinedSplit(folds[rows]), n_jobs=n_jobs)
-    return out
+    return settled(out)
 
 
 def fit_present(head, X, y: np.ndarray, present: np.ndarray):
@@ -209,4 +212,11 @@ def apply_head(head, X, present: np.ndarray) -> np.ndarray:
     rows = np.flatnonzero(present)
     if len(rows):
         out[rows] = head.predict(X[rows])
-    return out
+    return settled(out)
+
+
+def settled(scores: np.ndarray) -> np.ndarray:
+    """Scores on a grid of SCORE_STEP: the last bits in which machines, BLAS builds and row chunkings (a cluster
+    scores parts of the rows) differ would otherwise break the exact ties of the heads' ranks and move the
+    stacker's bin edges, and with them labels; no tree split needs finer scores."""
+    return (np.round(scores / SCORE_STEP) * SCORE_STEP).astype(np.float32)
