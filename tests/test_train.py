@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from mmgbm.catalogue import load_split
 from mmgbm.cli import app
-from mmgbm.commands.artifact import load_artifact
+from mmgbm.commands.artifact import FORMAT_VERSION, load_artifact
 from mmgbm.commands.evaluate import evaluate
 from mmgbm.commands.predict import predict
 from mmgbm.commands.train import build_estimator, train
@@ -170,7 +170,7 @@ def test_artifact_holds_no_config_object_and_knows_its_target(project: Path):
 
 
 @pytest.mark.parametrize("damage, message", [
-    (lambda folder: _edit_manifest(folder, format_version=1), "format 1; this mmgbm reads format 4"),
+    (lambda folder: _edit_manifest(folder, format_version=1), f"format 1; this mmgbm reads format {FORMAT_VERSION}"),
     (lambda folder: (folder / "manifest.json").unlink(), "older format"),
     (lambda folder: (folder / "lightgbm.txt").write_text("tree\n"), "lightgbm.txt: missing or changed"),
     (lambda folder: _edit_manifest(folder, target={"name": "is_men", "column": "is_men", "task": "binary"}),
