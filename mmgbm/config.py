@@ -189,6 +189,10 @@ class ModelConfig(Strict):
         100_000_000, ge=1,
         description="skip a block's linear head when classes x features exceeds this (its weights' memory)",
     )
+    linear_max_products: int = Field(
+        50_000, ge=100, description="products each linear head (and kNN projection) learns from, at most: a sample "
+        "that keeps rare classes whole"
+    )
     linear_c: float = Field(1.0, gt=0, description="inverse regularisation of the linear SVM text heads")
     text_ridge_alpha: float = Field(0.2, gt=0, description="penalty of the ridge text heads (regression)")
     # MAE is the figure of merit for prices, so by default the stacker minimises it directly.

@@ -1,5 +1,5 @@
 """The estimator's large-catalogue paths, forced on small data: approximate neighbours, the stacker's bounded
-sample and folds run in parallel give the answers of the exact, serial paths (or close to them)."""
+sample, the linear heads' bounded sample and folds run in parallel give the answers of the exact, serial paths (or close to them)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import scipy.sparse as sp
 
 from mmgbm.commands.artifact import Artifact, TargetInfo, load_artifact, save_artifact
 from mmgbm.estimator import MMGBMClassifier, MMGBMRegressor
+from mmgbm.estimator.folds import bounded_rows
+from mmgbm.estimator.heads import LinearHead
 from mmgbm.estimator.neighbours import NeighbourIndex
 from tests.test_estimator import FAST, products
 
@@ -39,7 +41,8 @@ def test_approximate_search_finds_the_exact_neighbours_of_dense_and_sparse_rows(
 def test_large_catalogue_paths_predict_as_well_and_survive_the_artifact(tmp_path):
     X, y = products(n=400)
     small = MMGBMClassifier(**FAST).fit(X[:300], y[:300])
-    large = MMGBMClassifier(**FAST, knn_exact_max_rows=100, stack_max_products=150).fit(X[:300], y[:300])
+    large = MMGBMClassifier(**FAST, knn_exact_max_rows=100, stack_max_products=150, linear_max_products=120
+                            ).fit(X[:300], y[:300])
     assert not large.heads_["image.knn"].index_.exact
     # Every training product still has an honest prediction: the bounded sample's rows out of fold, the others
     # from the final stacker that never saw them.
@@ -59,3 +62,16 @@ def test_folds_in_parallel_give_the_serial_model():
         parallel = make(**FAST, n_jobs=2).fit(X, target)
         np.testing.assert_allclose(parallel.predict(X) if make is MMGBMRegressor else parallel.predict_proba(X),
                                    serial.predict(X) if make is MMGBMRegressor else serial.predict_proba(X))
+
+
+def test_linear_heads_learn_from_a_bounded_sample_that_keeps_rare_classes_whole():
+    y = np.repeat([0, 1, 2, 3], [5000, 300, 20, 3])
+    rows = bounded_rows(y, 1000, seed=0)
+    assert len(rows) == 1000 and len(np.unique(rows)) == 1000
+    assert np.bincount(y[rows]).tolist() == [677, 300, 20, 3]  # only the frequent class is thinned
+    assert len(bounded_rows(y, 10_000, seed=0)) == len(y)
+    rng = np.random.default_rng(0)
+    X = sp.csr_matrix(np.eye(4)[y] + 0.3 * rng.random((len(y), 4)) * (rng.random((len(y), 4)) < 0.1))
+    head = LinearHead("multiclass", 4, max_rows=200).fit(X, y)
+    assert head.model_.classes_.tolist() == [0, 1, 2, 3]  # the 3-product class was learned
+    assert (head.predict(X[y == 3]).argmax(axis=1) == 3).all()

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 # Settings of `model:` that both estimators take under the same name.
 SHARED_SETTINGS = ("rare_category_min_count", "learning_rate", "num_leaves", "min_data_in_leaf", "max_rounds",
                    "early_stopping_rounds", "n_folds", "stack_folds", "stack_max_products", "n_jobs", "knn_neighbors",
-                   "knn_exact_max_rows", "image_components", "image_alpha", "selection_min_gain", "seed",
-                   "num_threads")
+                   "knn_exact_max_rows", "linear_max_products", "image_components", "image_alpha", "selection_min_gain",
+                   "seed", "num_threads")
 
 
 @dataclass

@@ -29,7 +29,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
     `num_leaves`, `min_data_in_leaf`, `max_rounds`, `early_stopping_rounds` on the folds' mean loss,
     `lightgbm_params` passed through; cross-fitted over `stack_folds` folds on at most `stack_max_products`),
     the heads (`n_folds`, `knn_neighbors`, exact search up to `knn_exact_max_rows` training products, `linear_c`,
-    `linear_max_weights`, `image_components`, `image_alpha`, `image_knn_projection`: a kNN head in the space of
+    `linear_max_weights`, `linear_max_products` the linear heads and projections learn from, `image_components`, `image_alpha`, `image_knn_projection`: a kNN head in the space of
     a ridge classifier's scores on each image block besides the plain one), `candidates` per product re-ranked,
     `selection_margin_se` and `selection_min_gain` of the stack-vs-head gate, `label_in_text` (a column of
     `X.meta`), `seed`, `num_threads` of LightGBM (0 = all cores) and `n_jobs` for the heads' folds (joblib: None =
@@ -40,7 +40,8 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
                  max_rounds: int = 2000, early_stopping_rounds: int = 50,
                  lightgbm_params: dict | None = None, n_folds: int = 5, stack_folds: int = 3,
                  stack_max_products: int = 200_000, knn_neighbors: int = 20, knn_exact_max_rows: int = 20_000,
-                 linear_c: float = 1.0, linear_max_weights: int = 100_000_000, image_components: int = 0,
+                 linear_c: float = 1.0, linear_max_weights: int = 100_000_000, linear_max_products: int = 50_000,
+                 image_components: int = 0,
                  image_alpha: float = 10.0, image_knn_projection: bool = True, candidates: int = 20,
                  selection_margin_se: float = 2.0,
                  selection_min_gain: float = 0.05,
@@ -61,6 +62,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         self.knn_exact_max_rows = knn_exact_max_rows
         self.linear_c = linear_c
         self.linear_max_weights = linear_max_weights
+        self.linear_max_products = linear_max_products
         self.image_components = image_components
         self.image_alpha = image_alpha
         self.image_knn_projection = image_knn_projection
@@ -154,13 +156,14 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
             return
         if n_classes * n_features <= self.linear_max_weights:
             yield "linear", LinearHead("multiclass", n_classes, self.linear_c, dense_alpha=self.image_alpha,
-                                       seed=self.seed)
+                                       max_rows=self.linear_max_products, seed=self.seed)
         yield "knn", KnnHead("multiclass", n_classes, self.knn_neighbors, exact_max_rows=self.knn_exact_max_rows,
                              seed=self.seed)
         if not block.startswith("text.") and self.image_knn_projection:  # a dense (image) block
             yield "knn_projected", KnnHead("multiclass", n_classes, self.knn_neighbors,
                                            exact_max_rows=self.knn_exact_max_rows,
-                                           projection_alpha=self.image_alpha, seed=self.seed)
+                                           projection_alpha=self.image_alpha,
+                                           projection_max_rows=self.linear_max_products, seed=self.seed)
 
     def _fit_stacker(self, scores: list[np.ndarray], meta, target: np.ndarray, folds: np.ndarray) -> CandidateReranker:
         return CandidateReranker(list(self.heads_), self.candidates, self._lightgbm_params("binary"), self.max_rounds,

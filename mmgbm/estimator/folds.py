@@ -1,4 +1,4 @@
-"""Seeded, stratified assignment of training rows to folds.
+"""Seeded, stratified assignment of training rows to folds, and bounded samples of them.
 
 Every row gets a position u in [0, 1) that is spread evenly within its class (or, for regression, within its
 quantile bin), with a random offset per class. `floor(u * k)` is then a stratified k-fold that never crashes on
@@ -45,3 +45,22 @@ def cap_rows(folds: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
     capped = np.full_like(folds, -1)
     capped[kept] = folds[kept]
     return capped
+
+
+def bounded_rows(strata: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
+    """Indices of at most `max_rows` rows, sorted: every row while there are no more; above, every stratum keeps
+    min(its size, q) random rows with the largest q that fits, so rare classes keep all their rows and only the
+    frequent ones are thinned (a uniform sample would drop a quarter of the rare classes' few examples too)."""
+    if len(strata) <= max_rows:
+        return np.arange(len(strata))
+    values, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
+    low, high = 0, int(counts.max())
+    while low < high:  # the largest quota q with sum(min(count, q)) <= max_rows
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if np.minimum(counts, mid).sum() <= max_rows else (low, mid - 1)
+    rng = np.random.default_rng(seed)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    kept = [rng.choice(order[start:start + count], min(count, low), replace=False)
+            for start, count in zip(starts, counts)]
+    return np.sort(np.concatenate(kept))

@@ -19,7 +19,7 @@ from mmgbm.estimator.stacking import RegressionStacker
 
 class MMGBMRegressor(RegressorMixin, MMGBMBase):
     """Multimodal regressor over a `ProductMatrix`; parameters as `MMGBMClassifier`'s where they share a name,
-    plus `text_ridge_alpha` (ridge penalty on TF-IDF), `objective` of the stacker and `log_target`."""
+    plus `text_ridge_alpha` (ridge penalty on TF-IDF; `linear_max_products` bounds its rows too), `objective` of the stacker and `log_target`."""
 
     regression = True
 
@@ -28,7 +28,8 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
                  max_rounds: int = 2000, early_stopping_rounds: int = 50,
                  lightgbm_params: dict | None = None, n_folds: int = 5, stack_folds: int = 3,
                  stack_max_products: int = 200_000, knn_neighbors: int = 20, knn_exact_max_rows: int = 20_000,
-                 text_ridge_alpha: float = 0.2, image_components: int = 0, image_alpha: float = 10.0,
+                 linear_max_products: int = 50_000, text_ridge_alpha: float = 0.2, image_components: int = 0,
+                 image_alpha: float = 10.0,
                  objective: str = "regression_l1", log_target: bool = False, selection_margin_se: float = 2.0,
                  selection_min_gain: float = 0.05,
                  seed: int = 42, num_threads: int = 0, n_jobs: int | None = None):
@@ -46,6 +47,7 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
         self.stack_max_products = stack_max_products
         self.knn_neighbors = knn_neighbors
         self.knn_exact_max_rows = knn_exact_max_rows
+        self.linear_max_products = linear_max_products
         self.text_ridge_alpha = text_ridge_alpha
         self.image_components = image_components
         self.image_alpha = image_alpha
@@ -85,7 +87,7 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
 
     def _new_heads(self, block: str, n_features: int):
         yield "linear", LinearHead("regression", sparse_alpha=self.text_ridge_alpha, dense_alpha=self.image_alpha,
-                                   seed=self.seed)
+                                   max_rows=self.linear_max_products, seed=self.seed)
         yield "knn", KnnHead("regression", n_neighbors=self.knn_neighbors, exact_max_rows=self.knn_exact_max_rows,
                              seed=self.seed)
 

@@ -9,7 +9,9 @@ that cannot be used is the client's error (`BadProduct`), not a missing value: s
 
 from __future__ import annotations
 
+import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,7 @@ class OnlineFeatures:
         self.root = images_root(cfg)
         # A posted path names a file on the server: only the catalogue's images may be read, as in extraction.
         self.boundary = image_boundary(cfg)
+        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="mmgbm-decode")
 
     @property
     def columns(self) -> list[str]:
@@ -86,19 +89,18 @@ class OnlineFeatures:
         """(embeddings, colour statistics), NaN rows for products posted without a photo."""
         embeddings = np.full((len(ids), self.encoder.dim), np.nan, dtype=np.float32)
         colours = np.full((len(ids), colour.DIM), np.nan, dtype=np.float32)
-        rows, pixels = [], []
-        for row, (pid, image) in enumerate(zip(ids, images)):
-            if image is None:
-                continue
-            decoded = self._decode(pid, image)
-            rows.append(row)
-            pixels.append(decoded.pixels)
-            colours[row] = decoded.colour
+        # Decoded in threads (PIL lets go of the GIL while it decodes and resizes); the first bad photo, in order,
+        # is the one reported.
+        decoded = list(self._pool.map(self._decode, ids, images))
+        rows = [row for row, d in enumerate(decoded) if d is not None]
         if rows:
-            embeddings[rows] = self.encoder.transform(np.stack(pixels))
+            colours[rows] = [decoded[row].colour for row in rows]
+            embeddings[rows] = self.encoder.transform(np.stack([decoded[row].pixels for row in rows]))
         return embeddings, colours
 
-    def _decode(self, pid: str, image: str | bytes):
+    def _decode(self, pid: str, image: PostedImage):
+        if image is None:
+            return None
         try:
             if isinstance(image, bytes):
                 # decode_image reads files: the uploaded bytes get one, so they take extraction's exact path.
