@@ -87,8 +87,10 @@ def nearest(Q, X, k: int) -> tuple[np.ndarray, np.ndarray]:
     sims = np.empty((Q.shape[0], k), dtype=np.float32)
     index = np.empty((Q.shape[0], k), dtype=np.int64)
     for start in range(0, Q.shape[0], KNN_CHUNK):
-        block = Q[start:start + KNN_CHUNK] @ X.T
-        block = block.toarray() if sp.issparse(block) else np.asarray(block)
+        if sp.issparse(X):  # X @ Q.T: `Q @ X.T` would convert all of X to another sparse layout on every call
+            block = (X @ Q[start:start + KNN_CHUNK].T).T.toarray()
+        else:
+            block = Q[start:start + KNN_CHUNK] @ X.T
         top = np.argpartition(-block, k - 1, axis=1)[:, :k] if k < block.shape[1] else np.argsort(-block, axis=1)
         top_sims = np.take_along_axis(block, top, axis=1)
         order = np.argsort(-top_sims, axis=1, kind="stable")
@@ -98,4 +100,10 @@ def nearest(Q, X, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def unit_rows(X):
-    return normalize(sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, dtype=np.float32))
+    """Rows scaled to unit length (zero rows stay zero)."""
+    if sp.issparse(X):
+        return normalize(sp.csr_matrix(X, dtype=np.float32))
+    # numpy's own, not sklearn's normalize: its input validation costs more than the division on one-row queries.
+    X = np.asarray(X, dtype=np.float32)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norms > 0, norms, 1)

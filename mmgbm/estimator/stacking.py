@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 
-def cross_fit(params: dict, rounds: int, patience: int, rows: pd.DataFrame, label: np.ndarray, folds: np.ndarray,
-              categorical: list[str]) -> tuple[np.ndarray, lgb.Booster]:
+def cross_fit(params: dict, rounds: int, patience: int, rows: np.ndarray, names: list[str], label: np.ndarray,
+              folds: np.ndarray, categorical: list[str]) -> tuple[np.ndarray, lgb.Booster]:
     """Out-of-fold predictions for every row, each from a booster that never saw it, and a booster fitted on all
     rows with fold >= 0 with the number of rounds at which the folds' mean validation loss stopped improving.
     Rows with fold -1 are left out of fitting (a bounded sample keeps the stacker's cost flat on large catalogues):
@@ -26,22 +26,23 @@ def cross_fit(params: dict, rounds: int, patience: int, rows: pd.DataFrame, labe
     Every training product thus gets an honest fused prediction, so the stack is compared with the heads on all
     of them (not on a 10% slice), and the final stacker learns from every sampled product."""
     inside = np.flatnonzero(folds >= 0)
-    fitted = rows.iloc[inside] if len(inside) < len(rows) else rows
+    fitted = rows[inside] if len(inside) < len(rows) else rows
     fold_of = folds[inside]
     splits = [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in np.unique(fold_of)]
-    dataset = lgb.Dataset(fitted, label[inside], categorical_feature=categorical, free_raw_data=False)
+    dataset = lgb.Dataset(fitted, label[inside], feature_name=names, categorical_feature=categorical,
+                          free_raw_data=False)
     cv = lgb.cv(params, dataset, num_boost_round=rounds, folds=splits, return_cvbooster=True,
                 callbacks=[lgb.early_stopping(patience, verbose=False)])
     boosters = cv["cvbooster"]
     best = boosters.best_iteration
     oof = np.empty(len(rows), dtype=np.float64)
     for (_, held_out), booster in zip(splits, boosters.boosters):
-        oof[inside[held_out]] = booster.predict(fitted.iloc[held_out], num_iteration=best)
-    final = lgb.train(params, lgb.Dataset(fitted, label[inside], categorical_feature=categorical),
+        oof[inside[held_out]] = booster.predict(fitted[held_out], num_iteration=best)
+    final = lgb.train(params, lgb.Dataset(fitted, label[inside], feature_name=names, categorical_feature=categorical),
                       num_boost_round=best)
     outside = np.flatnonzero(folds < 0)
     if len(outside):
-        oof[outside] = final.predict(rows.iloc[outside])
+        oof[outside] = final.predict(rows[outside])
     return oof, final
 
 
@@ -87,8 +88,8 @@ class CandidateReranker:
         cands, rows = self.candidate_rows(scores, meta)
         label = (cands == y[:, None]).ravel().astype(np.float32)
         categorical = ["candidate", *(meta_feature(c) for c in self.meta_categorical_)]
-        oof, self.booster_ = cross_fit(self.params, self.rounds, self.patience, rows, label,
-                                       np.repeat(folds, cands.shape[1]), categorical)
+        oof, self.booster_ = cross_fit(self.params, self.rounds, self.patience, rows, self.feature_names(meta),
+                                       label, np.repeat(folds, cands.shape[1]), categorical)
         self.oof_ = _ranked(cands, oof.reshape(cands.shape), log_prior)
         return self
 
@@ -97,26 +98,35 @@ class CandidateReranker:
         cands, rows = self.candidate_rows(scores, meta)
         return _ranked(cands, self.booster_.predict(rows).reshape(cands.shape), self.log_prior_)
 
-    def candidate_rows(self, scores: list[np.ndarray], meta: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    def feature_names(self, meta: pd.DataFrame) -> list[str]:
+        """The columns of `candidate_rows`, in order."""
+        per_head = [f"{name}.{kind}" for name in self.head_names for kind in ("score", "rank", "gap")]
+        return ["candidate", "candidate_position", "class_log_prior", *per_head, "heads_ranking_first",
+                *(meta_feature(c) for c in meta.columns)]
+
+    def candidate_rows(self, scores: list[np.ndarray], meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(n, k) candidates and their (n * k, features) float32 rows, filled in place: n x k rows through pandas
+        would be copied column by column (and cost milliseconds on the one-product requests of a service)."""
         ranks = [head_ranks(s) for s in scores]
         cands = choose_candidates(ranks, self.n_candidates)
         n, k = cands.shape
-        cols: dict[str, np.ndarray] = {
-            "candidate": cands.ravel().astype(np.float32),
-            "candidate_position": np.tile(np.arange(k, dtype=np.float32), n),
-            "class_log_prior": self.log_prior_[cands].ravel().astype(np.float32),
-        }
-        for name, s, r in zip(self.head_names, scores, ranks):
+        rows = np.empty((n * k, 4 + 3 * len(scores) + meta.shape[1]), dtype=np.float32)
+        rows[:, 0] = cands.ravel()
+        rows[:, 1] = np.tile(np.arange(k), n)
+        rows[:, 2] = self.log_prior_[cands].ravel()
+        column = 3
+        for s, r in zip(scores, ranks):
             at = np.take_along_axis(s, cands, axis=1)
-            cols[f"{name}.score"] = at.ravel()
-            cols[f"{name}.rank"] = np.take_along_axis(r, cands, axis=1).ravel().astype(np.float32)
             with np.errstate(invalid="ignore"):
                 row_best = np.nanmax(np.where(np.isnan(s).all(axis=1, keepdims=True), 0, s), axis=1)
-            cols[f"{name}.gap"] = (at - row_best[:, None]).ravel()
-        cols["heads_ranking_first"] = np.sum([np.take_along_axis(r, cands, axis=1) == 0 for r in ranks],
-                                             axis=0).ravel().astype(np.float32)
-        cols.update({meta_feature(c): np.repeat(meta[c].to_numpy(), k) for c in meta.columns})
-        return cands, pd.DataFrame(cols)
+            rows[:, column] = at.ravel()
+            rows[:, column + 1] = np.take_along_axis(r, cands, axis=1).ravel()
+            rows[:, column + 2] = (at - row_best[:, None]).ravel()
+            column += 3
+        rows[:, column] = np.sum([np.take_along_axis(r, cands, axis=1) == 0 for r in ranks], axis=0).ravel()
+        for j, c in enumerate(meta.columns, start=column + 1):
+            rows[:, j] = np.repeat(meta[c].to_numpy(), k)
+        return cands, rows
 
 
 class RegressionStacker:
@@ -133,16 +143,20 @@ class RegressionStacker:
         """Cross-fitted over the products' `folds`; `oof_` holds every product's out-of-fold prediction."""
         self.meta_categorical_ = list(meta_categorical)
         self.oof_, self.booster_ = cross_fit(self.params, self.rounds, self.patience, self.feature_rows(scores, meta),
-                                             y, folds, [meta_feature(c) for c in self.meta_categorical_])
+                                             self.feature_names(scores, meta), y, folds,
+                                             [meta_feature(c) for c in self.meta_categorical_])
         return self
 
     def predict(self, scores: list[np.ndarray], meta: pd.DataFrame) -> np.ndarray:
         return self.booster_.predict(self.feature_rows(scores, meta))
 
-    def feature_rows(self, scores: list[np.ndarray], meta: pd.DataFrame) -> pd.DataFrame:
-        cols = {f"{name}.{i}": s[:, i] for name, s in zip(self.head_names, scores) for i in range(s.shape[1])}
-        cols.update({meta_feature(c): meta[c].to_numpy() for c in meta.columns})
-        return pd.DataFrame(cols)
+    def feature_names(self, scores: list[np.ndarray], meta: pd.DataFrame) -> list[str]:
+        return [*(f"{name}.{i}" for name, s in zip(self.head_names, scores) for i in range(s.shape[1])),
+                *(meta_feature(c) for c in meta.columns)]
+
+    def feature_rows(self, scores: list[np.ndarray], meta: pd.DataFrame) -> np.ndarray:
+        return np.column_stack([*scores, *(meta[c].to_numpy(dtype=np.float32) for c in meta.columns)]
+                               ).astype(np.float32, copy=False)
 
 
 def _ranked(cands: np.ndarray, p: np.ndarray, log_prior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
