@@ -3,6 +3,7 @@ unseen metadata levels, and refusal of features made differently from the model'
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from mmgbm.errors import MmgbmError
 from mmgbm.estimator.metadata import MetadataEncoder
 from mmgbm.features.text import extract_text
 from tests.modelling_project import DEMO_TABLE, NO_IMAGE, demo_frame, make_project
-from tests.test_images import FakeEncoder
+from tests.test_images import fake_encoder  # noqa: F401 (a fixture: predict's on-the-fly embedding, faked)
 
 runner = CliRunner()
 
@@ -27,6 +28,17 @@ runner = CliRunner()
 def project(tmp_path_factory) -> Path:
     path = make_project(tmp_path_factory.mktemp("predict"))
     result = runner.invoke(app, ["train", "--config", str(path), "-t", "articleType", "-t", "price", "-t", "is_men"])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+@pytest.fixture(scope="module")
+def with_colour(project: Path, tmp_path_factory) -> Path:
+    """The project with baseColour trained too: every configured target has a model."""
+    folder = tmp_path_factory.mktemp("predict-all") / "project"
+    shutil.copytree(project.parent, folder)
+    path = folder / project.name
+    result = runner.invoke(app, ["train", "--config", str(path), "-t", "baseColour"])
     assert result.exit_code == 0, result.output
     return path
 
@@ -47,7 +59,7 @@ def test_cli_writes_one_row_per_product_in_input_order_with_topk(project: Path, 
     assert (sub["articleType"] == test["articleType"]).mean() > 0.85
 
 
-def test_products_without_image_or_text_still_get_predictions(project: Path, tmp_path: Path):
+def test_products_without_image_or_text_still_get_predictions(project: Path, tmp_path: Path, fake_encoder):
     frame = demo_frame()
     no_image = frame.iloc[:3]  # the fixture stores no embedding for the first products
     new = frame.iloc[[NO_IMAGE + 1, NO_IMAGE + 2]].assign(id=["new-1", "new-2"])  # not in any store
@@ -72,12 +84,9 @@ def test_products_with_text_but_no_photo_are_predicted_from_the_text(project: Pa
     assert (out["articleType"].to_numpy() == truth).mean() > 0.8 > no_photo["articleType"].value_counts(True).max()
 
 
-def test_cli_predict_embeds_a_photo_the_store_lacks_and_says_so(project: Path, tmp_path: Path, monkeypatch):
+def test_cli_predict_embeds_a_photo_the_store_lacks_and_says_so(project: Path, tmp_path: Path, fake_encoder):
     """A product of the --input table has a photo that was never extracted: predict embeds it on the fly (the
     encoder faked, as in test_images) and says how many, instead of predicting it as if it had none."""
-    log = {"fits": 0, "embedded": 0}
-    monkeypatch.setattr(FakeEncoder, "log", log, raising=False)
-    monkeypatch.setattr("mmgbm.features.images.ImageEncoder", FakeEncoder)
     table = demo_frame().iloc[:3].copy()  # the fixture's products without a photo
     table.loc[table.index[0], "image"] = pd.read_csv(DEMO_TABLE, dtype=str)["image"].iloc[0]
     table.to_csv(tmp_path / "input.csv", index=False)
@@ -85,7 +94,7 @@ def test_cli_predict_embeds_a_photo_the_store_lacks_and_says_so(project: Path, t
                                  str(tmp_path / "input.csv"), "--out", str(tmp_path / "out.csv")])
     assert result.exit_code == 0, result.output
     assert "1 products have a photo that is not in the image store" in result.output
-    assert log == {"fits": 1, "embedded": 1}
+    assert fake_encoder == {"fits": 1, "embedded": 1}
     assert pd.read_csv(tmp_path / "out.csv", dtype=str)["id"].tolist() == table["id"].tolist()
 
 
@@ -100,10 +109,8 @@ def test_all_targets_and_class_probabilities(project: Path):
     assert set(out["is_men"]) <= {"yes", "no"}
 
 
-def test_all_means_every_configured_target(tmp_path: Path):
-    path = make_project(tmp_path)
-    assert runner.invoke(app, ["train", "--config", str(path)]).exit_code == 0
-    out = predict(load_config(path), ["all"])
+def test_all_means_every_configured_target(with_colour: Path):
+    out = predict(load_config(with_colour), ["all"])
     assert list(out.columns) == ["id", "articleType", "baseColour", "price", "is_men"]
 
 
@@ -140,12 +147,10 @@ def test_metadata_levels_rare_bucketed_and_unseen_missing():
         enc.transform(pd.DataFrame({"year": [1]}))
 
 
-def test_products_with_a_photo_but_no_text_are_predicted_from_the_photo(project: Path, tmp_path: Path):
+def test_products_with_a_photo_but_no_text_are_predicted_from_the_photo(with_colour: Path, tmp_path: Path):
     """The synthetic photos carry the colour; with the names blanked, a model that fell back to the class prior
     would predict one colour for all. Whatever the model predicts with (stack or a text head), the photo decides."""
-    path = make_project(tmp_path / "p")
-    assert runner.invoke(app, ["train", "--config", str(path), "-t", "baseColour"]).exit_code == 0
-    cfg = load_config(path)
+    cfg = load_config(with_colour)
     test = load_split(cfg, "test")
     blank = test[~test["id"].isin(demo_frame()["id"].iloc[:NO_IMAGE])].assign(productDisplayName="")
     blank.to_csv(tmp_path / "blank.csv", index=False)
