@@ -53,7 +53,7 @@ def bounded_rows(strata: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
     frequent ones are thinned (a uniform sample would drop a quarter of the rare classes' few examples too)."""
     if len(strata) <= max_rows:
         return np.arange(len(strata))
-    values, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
     low, high = 0, int(counts.max())
     while low < high:  # the largest quota q with sum(min(count, q)) <= max_rows
         mid = (low + high + 1) // 2
