@@ -1,11 +1,13 @@
 """Dask as the engine (mmgbm.cluster): the commands on a real LocalCluster on 127.0.0.1 store and predict what a
 run without one does, and bad cluster settings stop with one line.
 
-Predictions must be equal: the same ids and labels (a second label may name another class of equal probability),
-and probabilities within one step of the 6 decimals they are
-written with (the workers score parts of the rows, and matrix products over other row counts may round differently
-in the last bits, which can move a rounded value by 1e-6). Stored TF-IDF rows must be identical; TensorFlow
-embeddings made in the workers' processes within 1e-5.
+Predictions must be equal: the same ids and labels (a second label may name another class of equal probability)
+and probabilities within 1e-4. The workers train and score on copies and parts of the rows, and float32 products
+over other memory layouts and row counts can differ in the last bits. The heads' scores are settled on a grid
+before they are stacked, but a score within a bit of a grid point can still land on the other side: with 1-3 float32
+steps of noise on every out-of-fold score of this project, probabilities moved by at most 3.3e-5 over ten draws and
+no label moved (before the grid, noise of 1e-12 flipped the stack-or-head choice and 61% of the second labels).
+Stored TF-IDF rows must be identical; TensorFlow embeddings made in the workers' processes within 1e-5.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from tests.modelling_project import demo_frame, make_project
 
 runner = CliRunner()
 DEMO = REPO / "mmgbm" / "data" / "demo"
-TOLERANCE = 1.5e-6  # one 1e-6 step of the rounding, and the float error of subtracting two rounded values
+TOLERANCE = 1e-4  # see the module docstring
 
 
 def start_cluster(processes: bool):
