@@ -60,8 +60,12 @@ def test_folds_in_parallel_give_the_serial_model():
     for make, target in ((MMGBMClassifier, y), (MMGBMRegressor, price)):
         serial = make(**FAST).fit(X, target)
         parallel = make(**FAST, n_jobs=2).fit(X, target)
+        # Worker processes get copies of the rows: float32 products may differ in their last bits, which the
+        # heads' settled scores absorb (to ~1e-5 at worst: test_cluster.py).
         np.testing.assert_allclose(parallel.predict(X) if make is MMGBMRegressor else parallel.predict_proba(X),
-                                   serial.predict(X) if make is MMGBMRegressor else serial.predict_proba(X))
+                                   serial.predict(X) if make is MMGBMRegressor else serial.predict_proba(X),
+                                   rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(parallel.choice_, serial.choice_)
 
 
 def test_linear_heads_learn_from_a_bounded_sample_that_keeps_rare_classes_whole():
