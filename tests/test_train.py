@@ -107,7 +107,7 @@ def test_image_modality_carries_the_colour(project: Path):
 
 
 def test_training_is_deterministic(tmp_path: Path):
-    path = make_project(tmp_path)
+    path = make_project(tmp_path, demo_frame().head(270), n_folds=2, stack_folds=2)
     cfg = load_config(path)
     first = [s.metrics["validation"] for s in train(cfg, ["baseColour"])]
     p1 = predict(cfg, ["baseColour"], probabilities=True)
