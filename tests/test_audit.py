@@ -74,6 +74,7 @@ def test_without_stored_out_of_fold_probabilities_the_model_is_cross_validated(p
     stored, stored_by_modality, _ = out_of_fold(model, X, y)
     bare = copy.copy(model)
     del bare.oof_candidates_, bare.oof_probabilities_, bare.oof_by_modality_  # as a model fitted before they were
+    bare.set_params(n_folds=2)  # two refits of two folds each: the same path in half the time
     probs, by_modality, source = out_of_fold(bare, X, y)
     assert "cross-validated" in source and probs.shape == stored.shape
     assert set(by_modality) == set(stored_by_modality)
