@@ -22,7 +22,7 @@ demo: install
 NO_TESTS_IS_A_WARNING = rc=$$?; if [ $$rc -eq 5 ]; then echo "WARNING: pytest collected no tests"; exit 0; fi; exit $$rc
 
 # The fast suite (pyproject's pytest options leave out tests marked slow); test-slow runs the real models.
-# Two workers, one per core, each taking whole modules (their fixtures train once): ~55 s instead of ~70 s.
+# Two workers, one per core, each taking whole modules (their fixtures train once): ~60 s instead of ~100 s.
 test: install
 	$(BIN)/pytest -q -n 2 --dist loadscope; $(NO_TESTS_IS_A_WARNING)
 
