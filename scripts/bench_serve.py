@@ -119,7 +119,7 @@ def main() -> None:
             timed_post(client, [product])
         singles = [timed_post(client, [p]) for p in products[:args.singles]]
         print(f"one product with a photo: {describe(singles)}")
-        timed_post(client, products[:BATCH])  # warm-up: TensorFlow traces its graph once per new batch shape
+        timed_post(client, products[:BATCH])  # warm-up: the first batch of a new size sets up TensorFlow's kernels
         batches = [timed_post(client, products[i * BATCH:(i + 1) * BATCH]) for i in range(args.batches)]
         served = BATCH * len(batches) / sum(batches)
         bound = encoder_bound(cfg, paths, repeats=args.batches)

@@ -29,8 +29,9 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
     `num_leaves`, `min_data_in_leaf`, `max_rounds`, `early_stopping_rounds` on the folds' mean loss,
     `lightgbm_params` passed through; cross-fitted over `stack_folds` folds on at most `stack_max_products`),
     the heads (`n_folds`, `knn_neighbors`, exact search up to `knn_exact_max_rows` training products, `linear_c`,
-    `linear_max_weights`, `linear_max_products` the linear heads and projections learn from, `image_components`, `image_alpha`, `image_knn_projection`: a kNN head in the space of
-    a ridge classifier's scores on each image block besides the plain one), `candidates` per product re-ranked,
+    `linear_max_weights`, `linear_max_products` the linear heads and projections learn from, `image_components`,
+    `image_alpha`, `image_knn_projection`: a kNN head in the space of a ridge classifier's scores on each image
+    block besides the plain one), `candidates` per product re-ranked,
     `selection_margin_se` and `selection_min_gain` of the stack-vs-head gate, `label_in_text` (a column of
     `X.meta`), `seed`, `num_threads` of LightGBM (0 = all cores) and `n_jobs` for the heads' folds (joblib: None =
     one at a time, -1 = all cores, or a Dask cluster's workers under `joblib.parallel_config("dask")`)."""

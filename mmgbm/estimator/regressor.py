@@ -19,7 +19,8 @@ from mmgbm.estimator.stacking import RegressionStacker
 
 class MMGBMRegressor(RegressorMixin, MMGBMBase):
     """Multimodal regressor over a `ProductMatrix`; parameters as `MMGBMClassifier`'s where they share a name,
-    plus `text_ridge_alpha` (ridge penalty on TF-IDF; `linear_max_products` bounds its rows too), `objective` of the stacker and `log_target`."""
+    plus `text_ridge_alpha` (ridge penalty on TF-IDF; `linear_max_products` bounds its rows too), `objective` of
+    the stacker and `log_target`."""
 
     regression = True
 

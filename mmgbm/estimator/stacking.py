@@ -110,7 +110,7 @@ class CandidateReranker:
         ranks = [head_ranks(s) for s in scores]
         cands = choose_candidates(ranks, self.n_candidates)
         n, k = cands.shape
-        rows = np.empty((n * k, 4 + 3 * len(scores) + meta.shape[1]), dtype=np.float32)
+        rows = np.empty((n * k, len(self.feature_names(meta))), dtype=np.float32)
         rows[:, 0] = cands.ravel()
         rows[:, 1] = np.tile(np.arange(k), n)
         rows[:, 2] = self.log_prior_[cands].ravel()

@@ -57,10 +57,10 @@ class OnlineFeatures:
                                         image.precision, image.runtime).fit()
             self.fingerprints[f"image/{image.backbone}"] = image_store(cfg).fingerprint
             self.fingerprints["image/colour"] = colour_store(cfg).fingerprint
+            self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="mmgbm-decode")
         self.root = images_root(cfg)
         # A posted path names a file on the server: only the catalogue's images may be read, as in extraction.
         self.boundary = image_boundary(cfg)
-        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="mmgbm-decode")
 
     @property
     def columns(self) -> list[str]:
