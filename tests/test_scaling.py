@@ -1,13 +1,18 @@
 """The estimator's large-catalogue paths, forced on small data: approximate neighbours, the stacker's bounded
-sample, the linear heads' bounded sample and folds run in parallel give the answers of the exact, serial paths (or close to them)."""
+sample, the linear heads' bounded sample and folds run in parallel give the answers of the exact, serial paths (or
+close to them)."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import numpy as np
 import scipy.sparse as sp
 
 from mmgbm.commands.artifact import Artifact, TargetInfo, load_artifact, save_artifact
 from mmgbm.estimator import MMGBMClassifier, MMGBMRegressor
+from mmgbm.estimator import heads
 from mmgbm.estimator.folds import bounded_rows
 from mmgbm.estimator.heads import LinearHead
 from mmgbm.estimator.neighbours import NeighbourIndex
@@ -79,3 +84,26 @@ def test_linear_heads_learn_from_a_bounded_sample_that_keeps_rare_classes_whole(
     head = LinearHead("multiclass", 4, max_rows=200).fit(X, y)
     assert head.model_.classes_.tolist() == [0, 1, 2, 3]  # the 3-product class was learned
     assert (head.predict(X[y == 3]).argmax(axis=1) == 3).all()
+
+
+def test_linear_svm_fits_in_threads_of_one_process_run_one_at_a_time(monkeypatch):
+    """liblinear's generator is process-wide: concurrent fits (a Dask worker's threads) would each get another
+    model than their seed gives, so LinearHead runs them one at a time."""
+    running, most = [0], [0]
+
+    class Watched(heads.LinearSVC):
+        def fit(self, X, y, sample_weight=None):
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            time.sleep(0.05)  # long enough for the other thread to arrive
+            running[0] -= 1
+            return super().fit(X, y, sample_weight)
+
+    monkeypatch.setattr(heads, "LinearSVC", Watched)
+    X, y = products(n=120)
+    fits = [threading.Thread(target=LinearHead("multiclass", 4).fit, args=(X.text["title"], y)) for _ in range(3)]
+    for thread in fits:
+        thread.start()
+    for thread in fits:
+        thread.join()
+    assert most[0] == 1
