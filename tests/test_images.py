@@ -30,7 +30,7 @@ from mmgbm.errors import MmgbmError
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.features import colour
 from mmgbm.features.design import load_products
-from mmgbm.features.image_decoding import UnreadableImage, decode_image
+from mmgbm.features.image_decoding import UnreadableImage, decode_image, decode_image_bytes
 from mmgbm.features.image_encoder import BUNDLED_B0_WEIGHTS, ImageEncoder
 from mmgbm.features.images import extract_images
 from mmgbm.workdir import colour_store, image_failures_path, image_store
@@ -117,6 +117,23 @@ def test_every_kind_of_file_decodes_or_fails_with_its_reason(zoo: Path, name: st
         with pytest.raises(UnreadableImage) as info:
             decode_image(zoo / name, 48)
         assert info.value.reason == expected
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("name", sorted(n for n, (_, reason) in CASES.items() if reason not in ("file not found",
+                                                                                                "not a file")))
+def test_posted_bytes_decode_exactly_as_their_file(zoo: Path, name: str):
+    """The service decodes a posted photo's bytes without writing a file: same pixels, colours and reasons."""
+    data = (zoo / name).read_bytes()
+    try:
+        expected = decode_image(zoo / name, 48)
+    except UnreadableImage as exc:
+        with pytest.raises(UnreadableImage) as info:
+            decode_image_bytes(data, 48)
+        assert info.value.reason == exc.reason
+        return
+    posted = decode_image_bytes(data, 48)
+    assert np.array_equal(posted.pixels, expected.pixels) and np.array_equal(posted.colour, expected.colour)
 
 
 def test_alpha_becomes_white_background_and_cmyk_keeps_colour(tmp_path: Path):

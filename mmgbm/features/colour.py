@@ -10,6 +10,8 @@ embedding anyway.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from PIL import Image
 
@@ -25,10 +27,22 @@ def colour_statistics(photo: Image.Image) -> np.ndarray:
     """DIM float32 numbers describing the colours of an RGB photo."""
     small = photo.resize(SIZE)
     rgb = np.asarray(small, dtype=np.float32) / 255
-    hsv = np.asarray(small.convert("HSV"), dtype=np.float32) / 255
+    hsv = np.asarray(small.convert("HSV"))
     foreground = rgb.min(axis=2) <= BACKGROUND
     if foreground.sum() < 10:  # a white product on white: use every pixel
         foreground = np.ones_like(foreground)
-    hist = np.histogramdd(hsv[foreground], bins=HSV_BINS, range=((0, 1),) * 3)[0].ravel() / foreground.sum()
+    h, s, v = (lut[channel] for lut, channel in zip(_hsv_bins(), np.moveaxis(hsv[foreground], 1, 0)))
+    cells = (h * HSV_BINS[1] + s) * HSV_BINS[2] + v
+    hist = np.bincount(cells, minlength=DIM - 7) / foreground.sum()
     pixels = rgb[foreground]
     return np.concatenate([hist, pixels.mean(axis=0), pixels.std(axis=0), [foreground.mean()]]).astype(np.float32)
+
+
+@functools.cache
+def _hsv_bins() -> tuple[np.ndarray, ...]:
+    """Per HSV channel, the histogram bin of each of its 256 levels: exactly the bin `np.histogramdd` gives the
+    level / 255 over (0, 1) (the stored features were made with it), at a tenth of its cost per photo. Levels are
+    sorted, so their bins follow from histogramdd's counts."""
+    levels = (np.arange(256, dtype=np.uint8).astype(np.float32) / 255)[:, None]
+    return tuple(np.repeat(np.arange(bins), np.histogramdd(levels, bins=[bins], range=[(0, 1)])[0].astype(int))
+                 for bins in HSV_BINS)

@@ -11,6 +11,7 @@ mmgbm read /etc/passwd.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from pathlib import Path
@@ -56,8 +57,19 @@ def decode_image(path: str | os.PathLike[str], size: int, inside: Path | None = 
     """The image at `path` squashed to the square as Keras' image loaders do, and its colour statistics; with
     `inside`, a path that resolves outside that folder is refused before anything is opened."""
     check_image_file(path, inside)
+    return _decoded(path, size)
+
+
+def decode_image_bytes(data: bytes, size: int) -> DecodedImage:
+    """`decode_image` of a file's bytes (a photo posted to the service): the same decode, with no file."""
+    if not data:
+        raise UnreadableImage(EMPTY)
+    return _decoded(io.BytesIO(data), size)
+
+
+def _decoded(source: str | os.PathLike[str] | io.BytesIO, size: int) -> DecodedImage:
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             # JPEG can decode at 1/2, 1/4 or 1/8 scale for almost nothing: a 10,000 px photo never exists in full.
             im.draft("RGB", (size, size))
             width, height = im.size

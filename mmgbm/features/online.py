@@ -10,7 +10,6 @@ that cannot be used is the client's error (`BadProduct`), not a missing value: s
 from __future__ import annotations
 
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from mmgbm.config import Config
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.features import colour
 from mmgbm.features.design import meta_columns, images_enabled
-from mmgbm.features.image_decoding import UnreadableImage, decode_image
+from mmgbm.features.image_decoding import UnreadableImage, decode_image, decode_image_bytes
 from mmgbm.features.image_encoder import ImageEncoder
 from mmgbm.features.images import image_boundary, image_paths, images_root
 from mmgbm.features.text import load_vectorizer
@@ -103,11 +102,7 @@ class OnlineFeatures:
             return None
         try:
             if isinstance(image, bytes):
-                # decode_image reads files: the uploaded bytes get one, so they take extraction's exact path.
-                with tempfile.NamedTemporaryFile(prefix="mmgbm-upload-") as tmp:
-                    tmp.write(image)
-                    tmp.flush()
-                    return decode_image(tmp.name, self.encoder.size)
+                return decode_image_bytes(image, self.encoder.size)
             return decode_image(image_paths(pd.Series([image]), self.root)[0], self.encoder.size, self.boundary)
         except UnreadableImage as exc:
             where = "" if isinstance(image, bytes) else f" {Path(image).name!r}"
