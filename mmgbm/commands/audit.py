@@ -112,7 +112,8 @@ def out_of_fold(model: MMGBMClassifier, X: ProductMatrix, y: np.ndarray) -> tupl
 
 def rank_labels(classes: np.ndarray, given: np.ndarray, probs: np.ndarray, by_modality: dict) -> pd.DataFrame:
     """Per product: given and suggested label (with its probability), confidence that the given one is wrong
-    (1 - cleanlab's normalised-margin label quality), cleanlab's issue flag, and which modalities alone suggest the same label."""
+    (1 - cleanlab's normalised-margin label quality), cleanlab's issue flag, and which modalities alone suggest
+    the same label."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
