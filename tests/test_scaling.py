@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from mmgbm.commands.artifact import Artifact, TargetInfo, load_artifact, save_artifact
 from mmgbm.estimator import MMGBMClassifier, MMGBMRegressor
-from mmgbm.estimator import heads
+from mmgbm.estimator import classifier, heads, stacking
 from mmgbm.estimator.folds import bounded_rows
 from mmgbm.estimator.heads import LinearHead
 from mmgbm.estimator.neighbours import NeighbourIndex
@@ -107,3 +107,23 @@ def test_linear_svm_fits_in_threads_of_one_process_run_one_at_a_time(monkeypatch
     for thread in fits:
         thread.join()
     assert most[0] == 1
+
+
+def test_row_blocks_leave_the_stacker_and_the_heads_predictions_unchanged(monkeypatch):
+    """Ranking classes a block of products at a time bounds memory on large catalogues; it must not change a
+    single candidate, feature, probability or label."""
+    X, y = products(240)
+    params = {"categorical_columns": ("season",), "numeric_columns": ("year",), **FAST}
+    whole = MMGBMClassifier(**params).fit(X[:200], y[:200])
+    scores, meta = list(whole.head_scores(X[200:]).values()), whole.metadata_.transform(X[200:].meta)
+    rows, probabilities = whole.stacker_.candidate_rows(scores, meta), whole.predict_proba(X[200:])
+    monkeypatch.setattr(stacking, "ROW_BLOCK", 7)
+    monkeypatch.setattr(classifier, "ROW_BLOCK", 7)
+    for got, expected in zip(whole.stacker_.candidate_rows(scores, meta), rows):
+        assert np.array_equal(got, expected, equal_nan=True)
+    blocked = MMGBMClassifier(**params).fit(X[:200], y[:200])
+    assert np.array_equal(whole.oof_proba_, blocked.oof_proba_)
+    for modality, (candidates, oof) in whole.oof_by_modality_.items():
+        assert np.array_equal(candidates, blocked.oof_by_modality_[modality][0])
+        assert np.array_equal(oof, blocked.oof_by_modality_[modality][1])
+    assert np.array_equal(blocked.predict_proba(X[200:]), probabilities)

@@ -20,7 +20,7 @@ from mmgbm.estimator.calibration import apply_temperature, fit_temperature
 from mmgbm.estimator.heads import KnnHead, LinearHead, MentionHead
 from mmgbm.estimator.label_in_text import PrefixChooser
 from mmgbm.estimator.products import ProductMatrix
-from mmgbm.estimator.stacking import CandidateReranker
+from mmgbm.estimator.stacking import ROW_BLOCK, CandidateReranker
 
 
 class MMGBMClassifier(ClassifierMixin, MMGBMBase):
@@ -198,16 +198,24 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         return self._ranked(*self.stacker_.predict(scores, meta))
 
     def _head_predict(self, scores: np.ndarray) -> Prediction:
-        """One head alone; products it cannot score get the class prior."""
+        """One head alone; products it cannot score get the class prior. ROW_BLOCK products at a time."""
+        k = min(self.candidates, scores.shape[1])
+        order = np.empty((len(scores), k), dtype=np.intp)
+        top = np.empty((len(scores), k))
+        for start in range(0, len(scores), ROW_BLOCK):
+            block = slice(start, start + ROW_BLOCK)
+            order[block], top[block] = self._head_top(scores[block], k)
+        return self._ranked(order, top)
+
+    def _head_top(self, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         missing = np.isnan(scores).all(axis=1)
         logits = np.where(np.isnan(scores), -np.inf, scores).astype(np.float64)
         logits[missing] = self.log_prior_
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         probs /= probs.sum(axis=1, keepdims=True)
-        k = min(self.candidates, probs.shape[1])
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        return self._ranked(order, np.take_along_axis(probs, order, axis=1))
+        return order, np.take_along_axis(probs, order, axis=1)
 
     def _ranked(self, cands: np.ndarray, probs: np.ndarray) -> Prediction:
         return Prediction(candidates=cands, probabilities=probs, labels=self.classes_[cands].astype(object),
