@@ -20,7 +20,8 @@ HSV_BINS = (12, 4, 4)
 BACKGROUND = 0.92  # pixels with every channel above this are the white studio background
 FINGERPRINT = {"kind": "colour", "size": list(SIZE), "hsv_bins": list(HSV_BINS), "background": BACKGROUND,
                "version": 1}
-DIM = int(np.prod(HSV_BINS)) + 7
+HISTOGRAM_CELLS = int(np.prod(HSV_BINS))
+DIM = HISTOGRAM_CELLS + 7
 
 
 def colour_statistics(photo: Image.Image) -> np.ndarray:
@@ -31,9 +32,8 @@ def colour_statistics(photo: Image.Image) -> np.ndarray:
     foreground = rgb.min(axis=2) <= BACKGROUND
     if foreground.sum() < 10:  # a white product on white: use every pixel
         foreground = np.ones_like(foreground)
-    h, s, v = (lut[channel] for lut, channel in zip(_hsv_bins(), np.moveaxis(hsv[foreground], 1, 0)))
-    cells = (h * HSV_BINS[1] + s) * HSV_BINS[2] + v
-    hist = np.bincount(cells, minlength=DIM - 7) / foreground.sum()
+    bins = [lut[channel] for lut, channel in zip(_hsv_bins(), np.moveaxis(hsv[foreground], 1, 0))]
+    hist = np.bincount(np.ravel_multi_index(bins, HSV_BINS), minlength=HISTOGRAM_CELLS) / foreground.sum()
     pixels = rgb[foreground]
     return np.concatenate([hist, pixels.mean(axis=0), pixels.std(axis=0), [foreground.mean()]]).astype(np.float32)
 
