@@ -114,6 +114,8 @@ class TextFeaturesConfig(Strict):
     # Vocabulary controls (sklearn TfidfVectorizer meaning): an int df is a document count, a float a fraction.
     # The default token pattern keeps one-character tokens: sizes and variants ("s", "xl", "4") matter in titles.
     ngram_range: tuple[int, int] = (1, 2)
+    # Character n-grams within words beside the word n-grams (null: words only): titles spell one thing many ways.
+    char_ngram_range: tuple[int, int] | None = (2, 5)
     min_df: int | float = 2
     max_df: int | float = 1.0
     max_features: int | None = Field(200_000, ge=1)
@@ -133,10 +135,10 @@ class TextFeaturesConfig(Strict):
                 raise ValueError(f"field {name!r} needs at least one text column")
         return fields
 
-    @field_validator("ngram_range")
+    @field_validator("ngram_range", "char_ngram_range")
     @classmethod
-    def _ngrams_ordered(cls, ngrams: tuple[int, int]) -> tuple[int, int]:
-        if not 1 <= ngrams[0] <= ngrams[1]:
+    def _ngrams_ordered(cls, ngrams: tuple[int, int] | None) -> tuple[int, int] | None:
+        if ngrams is not None and not 1 <= ngrams[0] <= ngrams[1]:
             raise ValueError("needs 1 <= min_n <= max_n, e.g. [1, 2]")
         return ngrams
 

@@ -41,7 +41,7 @@ def bench_vectorizer(names: list[str], label: str) -> None:
     vectorizer = vectorizer_from_config(load_config(FLIPKART_CONFIG))
     timed(f"{label}: fit", len(names), lambda: vectorizer.fit(names))
     matrix = timed(f"{label}: transform", len(names), lambda: vectorizer.transform(names))
-    print(f"{'':<44} vocabulary {len(vectorizer.vocabulary_):,}, {matrix.nnz / len(names):.1f} non-zeros per doc")
+    print(f"{'':<44} {vectorizer.n_columns_:,} columns, {matrix.nnz / len(names):.1f} non-zeros per doc")
 
 
 def bench_extract(frame: pd.DataFrame, id_column: str) -> None:

@@ -1,5 +1,6 @@
 """extract-text: cleaning, the vectorizer, sparse shards aligned by id, no leakage, incremental and stale runs."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
+import scipy.sparse.linalg  # noqa: F401  (sp.linalg.norm)
 from typer.testing import CliRunner
 
 from mmgbm.cli import app
@@ -91,8 +93,29 @@ def test_vectorizer_learns_only_from_fit_and_gives_empty_rows_for_empty_text():
     before = (vec.fingerprint_, dict(vec.vocabulary_))
     out = vec.transform(["green shirt", "", None, "zebra"])
     assert (vec.fingerprint_, vec.vocabulary_) == before  # transforming learns nothing
-    assert isinstance(out, sp.csr_matrix) and out.dtype == np.float32 and out.shape == (4, len(vec.vocabulary_))
-    assert out.getnnz(axis=1).tolist() == [1, 0, 0, 0]
+    assert isinstance(out, sp.csr_matrix) and out.dtype == np.float32 and out.shape == (4, vec.n_columns_)
+    assert out.getnnz(axis=1)[1:3].tolist() == [0, 0]
+    assert np.allclose(sp.linalg.norm(out[0]), 1.0)  # words and character n-grams together: one unit row
+    words_only = TextVectorizer(min_df=1, char_ngram_range=None).fit(["red shirt", "blue shirt"])
+    assert words_only.transform(["green shirt", "", None, "zebra"]).getnnz(axis=1).tolist() == [1, 0, 0, 0]
+
+
+def test_character_ngrams_match_spellings_the_words_never_saw():
+    docs = ["Nike Men Tshirt", "Puma Women Shoes"]
+    with_chars = TextVectorizer(min_df=1).fit(docs)
+    words_only = TextVectorizer(min_df=1, char_ngram_range=None).fit(docs)
+    query = ["Adidas T-Shirts"]  # no word of it was seen in training
+    assert words_only.transform(query).nnz == 0
+    similarity = (with_chars.transform(query) @ with_chars.transform(docs).T).toarray()[0]
+    assert similarity[0] > 0.2 and similarity[0] > 3 * similarity[1]  # the tshirt, not the shoes
+
+
+def test_a_stored_vectorizer_transforms_exactly_as_the_fitted_one():
+    docs = ["red shirt", "blue <b>shirt</b>", "Tshirt XL", ""]
+    for fitted in (TextVectorizer(min_df=1).fit(docs), TextVectorizer(min_df=1, char_ngram_range=None).fit(docs)):
+        restored = TextVectorizer.from_data(json.loads(json.dumps(fitted.to_data())))
+        assert restored.fingerprint_ == fitted.fingerprint_
+        assert (restored.transform(docs + ["T-shirts"]) != fitted.transform(docs + ["T-shirts"])).nnz == 0
 
 
 def test_fingerprint_follows_params_and_data():
@@ -100,6 +123,7 @@ def test_fingerprint_follows_params_and_data():
     base = TextVectorizer(min_df=1).fit(docs).fingerprint_
     assert TextVectorizer(min_df=1).fit(docs).fingerprint_ == base
     assert TextVectorizer(min_df=1, sublinear_tf=False).fit(docs).fingerprint_ != base
+    assert TextVectorizer(min_df=1, char_ngram_range=(3, 5)).fit(docs).fingerprint_ != base
     assert TextVectorizer(min_df=1).fit(docs + ["red shirt"]).fingerprint_ != base
 
 
@@ -114,7 +138,7 @@ def test_round_trip_matches_the_vectorizer_and_aligns_by_id(text_config):
     products, fingerprints = load_products(cfg, pd.DataFrame({"pid": ids}))
     matrix = products.text["text"]
     vec = load_vectorizer(cfg, "text")
-    assert matrix.dtype == np.float32 and matrix.shape == (6, len(vec.vocabulary_))
+    assert matrix.dtype == np.float32 and matrix.shape == (6, vec.n_columns_)
     assert products.text_present("text").tolist() == [True, False, True, True, False, False]  # t2's text is ""
     expected = vec.transform(["Red zebraprint Shirt", "", "Red Silk Dress", "Red Cotton Shirt", "", ""])
     assert abs(matrix - expected).max() < 1e-6
@@ -133,7 +157,8 @@ def test_vectorizer_is_fitted_on_train_only(text_config):
     vec = load_vectorizer(cfg, "text")
     assert "zebraprint" not in vec.vocabulary_ and "cotton" in vec.vocabulary_  # test-only words stay out
     matrix = read_text(cfg, ["t1"])["text"]  # "Red zebraprint Shirt", a test product
-    assert set(vec.get_feature_names_out()[matrix.indices]) == {"red", "shirt"}
+    words = {name for name in vec.get_feature_names_out()[matrix.indices] if not name.startswith("chars:")}
+    assert words == {"red", "shirt"}
 
 
 def test_products_not_in_the_store_are_vectorised_on_the_fly_without_writing(text_config):
@@ -155,7 +180,7 @@ def test_several_fields_each_with_its_own_vectorizer(text_config):
     assert set(feats) == {"title", "desc", "all"}
     desc = load_vectorizer(cfg, "desc").vocabulary_
     assert {"soft", "cotton", "lace"} <= set(desc) and not {"p", "b", "nbsp", "amp"} & set(desc)
-    assert feats["desc"].getnnz(axis=1).tolist() == [5, 0]  # p2 has no description: an empty vector
+    assert feats["desc"].getnnz(axis=1)[1] == 0 < feats["desc"].getnnz(axis=1)[0]  # p2 has no description
     assert "denim" in load_vectorizer(cfg, "all").vocabulary_ and "lace" in load_vectorizer(cfg, "all").vocabulary_
 
 
@@ -186,7 +211,7 @@ def test_changed_settings_are_refused_until_overwrite_refits(text_config):
     summary = extract_text(changed, overwrite=True).fields[0]
     assert summary.fitted_on == 5 and summary.new == 7 and summary.already_stored == 0
     assert len(stored(changed).shards()) == 1  # the shards of the old vocabulary are gone
-    assert all(" " not in term for term in load_vectorizer(changed, "text").get_feature_names_out())
+    assert all(" " not in term for term in load_vectorizer(changed, "text").vocabulary_)
 
 
 def test_shards_of_another_vectorizer_are_refused(text_config):

@@ -43,7 +43,7 @@ def load_products(cfg: Config, frame: pd.DataFrame, embed_new_photos: Callable[[
         for name, columns in cfg.text_fields.items():
             vectorizer = load_vectorizer(cfg, name)
             store = text_store(cfg, name, vectorizer)
-            matrix, present = store.read_sparse(ids, len(vectorizer.vocabulary_))
+            matrix, present = store.read_sparse(ids, vectorizer.n_columns_)
             if all(c in frame.columns for c in columns):
                 documents = join_columns(frame, columns)
                 usable = present & _unchanged(store.read_sources(ids), content_hashes(documents))

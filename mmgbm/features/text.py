@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 # The settings of features.text that shape the vectorizer (the rest say what to do, not what it computes).
 VECTORIZER_SETTINGS = (
-    "ngram_range", "min_df", "max_df", "max_features", "sublinear_tf", "lowercase", "token_pattern", "strip_html"
+    "ngram_range", "char_ngram_range", "min_df", "max_df", "max_features", "sublinear_tf", "lowercase",
+    "token_pattern", "strip_html",
 )
 
 
@@ -167,7 +168,7 @@ def _extract_field(cfg: Config, field: str, products: pd.DataFrame, overwrite: b
              for rows in (todo[start:start + step] for start in range(0, len(todo), step))]
     empty = sum(run_parts(client, _store_vectors, parts, store=store, vectorizer=vectorizer))
     return FieldExtraction(
-        field, columns, fitted_on, len(vectorizer.vocabulary_), len(todo), len(products) - len(todo), empty,
+        field, columns, fitted_on, vectorizer.n_columns_, len(todo), len(products) - len(todo), empty,
         len(parts), fit_seconds, time.perf_counter() - started, len(store.quarantined),
     )
 
