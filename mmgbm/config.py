@@ -189,8 +189,7 @@ class ModelConfig(Strict):
     )
     linear_max_weights: int = Field(
         100_000_000, ge=1,
-        description="classes x features of a linear head at most (its weights' memory): a text head learns from the "
-        "columns most products use within it, an image block's head is left out above it",
+        description="skip a block's linear head when classes x features exceeds this (its weights' memory)",
     )
     linear_max_products: int = Field(
         50_000, ge=100, description="products each linear head (and kNN projection) learns from, at most: a sample "

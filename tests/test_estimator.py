@@ -11,7 +11,7 @@ from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
 
 from mmgbm.estimator import FUSED, MMGBMClassifier, MMGBMRegressor, ProductMatrix
-from mmgbm.estimator.heads import KnnHead, LinearHead, MentionHead, out_of_fold
+from mmgbm.estimator.heads import KnnHead, MentionHead, out_of_fold
 from mmgbm.estimator.selection import choose_predictor
 
 FAST = {"n_folds": 3, "max_rounds": 60, "early_stopping_rounds": 10, "learning_rate": 0.2, "num_threads": 1}
@@ -213,19 +213,3 @@ def test_calibrated_confidence_matches_accuracy_out_of_fold():
     confidence = model.oof_proba_.max(axis=1)
     accuracy = np.mean(model.classes_[model.oof_proba_.argmax(axis=1)] == y)
     assert abs(confidence.mean() - accuracy) < 0.05
-
-
-def test_a_linear_text_head_over_its_weight_budget_learns_from_the_most_used_columns():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 4, 400)
-    words = text_block(y, rng, vocabulary=40)  # columns 0-3 name the class; 10-39 are filler words
-    rare = sp.random(400, 400, density=0.002, format="csr", dtype=np.float32, random_state=0)  # columns few rows use
-    X = sp.hstack([words, rare], format="csr")
-    head = LinearHead("multiclass", 4, max_weights=4 * 40).fit(X, y)
-    assert head.model_.coef_.size <= 4 * 40 and set(range(4)) <= set(head.columns_)  # within budget, class words kept
-    assert (head.predict(X).argmax(axis=1) == y).mean() > 0.95
-    # The classifier keeps a linear head on text with more classes x columns than its budget; image blocks lose it.
-    X_products, labels = products()
-    model = MMGBMClassifier(**FAST, linear_max_weights=4 * 6).fit(X_products, labels)  # image: 4 x 8
-    assert "text.title.linear" in model.heads_ and "image.linear" not in model.heads_
-    assert model.heads_["text.title.linear"].columns_ is not None

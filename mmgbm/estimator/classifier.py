@@ -29,7 +29,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
     `num_leaves`, `min_data_in_leaf`, `max_rounds`, `early_stopping_rounds` on the folds' mean loss,
     `lightgbm_params` passed through; cross-fitted over `stack_folds` folds on at most `stack_max_products`),
     the heads (`n_folds`, `knn_neighbors`, exact search up to `knn_exact_max_rows` training products, `linear_c`,
-    `linear_max_weights` (classes x features of a linear head: text heads keep their most used columns within it, image blocks above it get none), `linear_max_products` the linear heads and projections learn from, `image_components`,
+    `linear_max_weights`, `linear_max_products` the linear heads and projections learn from, `image_components`,
     `image_alpha`, `image_knn_projection`: a kNN head in the space of a ridge classifier's scores on each image
     block besides the plain one), `candidates` per product re-ranked,
     `selection_margin_se` and `selection_min_gain` of the stack-vs-head gate, `label_in_text` (a column of
@@ -155,14 +155,12 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         if block.endswith(WORDS):
             yield "mention", MentionHead(tuple(str(c) for c in self.classes_))
             return
-        sparse = block.startswith("text.")
-        if sparse or n_classes * n_features <= self.linear_max_weights:  # a sparse block's head drops rare columns
+        if n_classes * n_features <= self.linear_max_weights:
             yield "linear", LinearHead("multiclass", n_classes, self.linear_c, dense_alpha=self.image_alpha,
-                                       max_rows=self.linear_max_products, max_weights=self.linear_max_weights,
-                                       seed=self.seed)
+                                       max_rows=self.linear_max_products, seed=self.seed)
         yield "knn", KnnHead("multiclass", n_classes, self.knn_neighbors, exact_max_rows=self.knn_exact_max_rows,
                              seed=self.seed)
-        if not sparse and self.image_knn_projection:  # a dense (image) block
+        if not block.startswith("text.") and self.image_knn_projection:  # a dense (image) block
             yield "knn_projected", KnnHead("multiclass", n_classes, self.knn_neighbors,
                                            exact_max_rows=self.knn_exact_max_rows,
                                            projection_alpha=self.image_alpha,

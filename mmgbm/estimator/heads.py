@@ -54,20 +54,16 @@ class LinearHead(BaseEstimator):
     """Classification: a linear SVM on sparse text, ridge on dense image blocks; one score per class.
     Regression: ridge, one prediction. Fitted on at most `max_rows` rows (`bounded_sample`): a one-vs-rest SVM
     costs rows x classes x iterations, 6.1x for 3x the rows at 750 classes (12,000 -> 36,000 products), while the
-    kNN heads and the stacker keep reading every row (capped at 20,000 of 36,000: SVM 102 s -> 61 s, -0.18 points).
-    With `max_weights`, a classifier on sparse features learns from the columns most products use, as many as keep
-    classes x columns within it: the weights' memory (and the model file) stays bounded at thousands of classes,
-    where leaving the head out cost flipkart brand 0.7 points."""
+    kNN heads and the stacker keep reading every row (capped at 20,000 of 36,000: SVM 102 s -> 61 s, -0.18 points)."""
 
     def __init__(self, task: str = "multiclass", n_classes: int = 0, c: float = 1.0, sparse_alpha: float = 0.2,
-                 dense_alpha: float = 10.0, max_rows: int = 50_000, max_weights: int | None = None, seed: int = 0):
+                 dense_alpha: float = 10.0, max_rows: int = 50_000, seed: int = 0):
         self.task = task
         self.n_classes = n_classes
         self.c = c
         self.sparse_alpha = sparse_alpha
         self.dense_alpha = dense_alpha
         self.max_rows = max_rows
-        self.max_weights = max_weights
         self.seed = seed
 
     @property
@@ -76,11 +72,6 @@ class LinearHead(BaseEstimator):
 
     def fit(self, X, y: np.ndarray) -> "LinearHead":
         X, y = bounded_sample(X, y, self.max_rows, self.task == "regression", self.seed)
-        self.columns_ = None
-        if sp.issparse(X) and self.max_weights is not None and self.n_outputs * X.shape[1] > self.max_weights:
-            keep = max(1, self.max_weights // self.n_outputs)
-            self.columns_ = np.sort(np.argsort(-X.getnnz(axis=0), kind="stable")[:keep])
-            X = X[:, self.columns_]
         alpha = self.sparse_alpha if sp.issparse(X) else self.dense_alpha
         self.only_class_ = None
         if self.task == "regression":
@@ -99,8 +90,6 @@ class LinearHead(BaseEstimator):
         return self
 
     def predict(self, X) -> np.ndarray:
-        if self.columns_ is not None:
-            X = X[:, self.columns_]
         if self.task == "regression":
             return self.model_.predict(X).astype(np.float32)[:, None]
         out = np.full((X.shape[0], self.n_classes), np.nan, dtype=np.float32)
