@@ -227,6 +227,9 @@ def test_last_bit_differences_in_the_features_leave_the_model_unchanged(tmp_path
     # Here nothing moves at all; elsewhere a settled score within a bit of a grid point may still cross it, which
     # can move a probability by ~1e-5 (test_cluster.py), never by the 0.03 of unsettled scores.
     assert models[0].choice_ == models[1].choice_
-    assert all(abs(models[0].validation_[n] - models[1].validation_[n]) <= 1 / len(X) for n in models[0].validation_)
+    # At most one training product's out-of-fold verdict may change (counted in products: the shares' float
+    # difference for exactly one product can exceed 1 / n by a rounding step).
+    moved = {n: round(abs(models[0].validation_[n] - models[1].validation_[n]) * len(X)) for n in models[0].validation_}
+    assert max(moved.values()) <= 1, moved
     np.testing.assert_allclose(models[1].predict_proba(new), models[0].predict_proba(new), rtol=0, atol=1e-4)
     np.testing.assert_array_equal(models[1].predict(new), models[0].predict(new))
