@@ -127,3 +127,14 @@ def test_row_blocks_leave_the_stacker_and_the_heads_predictions_unchanged(monkey
         assert np.array_equal(candidates, blocked.oof_by_modality_[modality][0])
         assert np.array_equal(oof, blocked.oof_by_modality_[modality][1])
     assert np.array_equal(blocked.predict_proba(X[200:]), probabilities)
+
+
+def test_exact_search_on_sparse_text_finds_the_true_cosine_neighbours():
+    rng = np.random.default_rng(0)
+    X = sp.random(500, 300, density=0.05, format="csr", dtype=np.float32, random_state=rng)
+    Q = sp.random(40, 300, density=0.05, format="csr", dtype=np.float32, random_state=rng)
+    sims, found = NeighbourIndex().fit(X).search(Q, 5)
+    dense = lambda m: m.toarray() / np.maximum(np.linalg.norm(m.toarray(), axis=1, keepdims=True), 1e-12)  # noqa: E731
+    truth = dense(Q) @ dense(X).T
+    np.testing.assert_allclose(sims, -np.sort(-truth, axis=1)[:, :5], atol=1e-6)
+    assert (np.take_along_axis(truth, found, axis=1) >= truth.max(axis=1, keepdims=True) - 1e-6)[:, 0].all()

@@ -35,21 +35,21 @@ class NeighbourIndex:
         self.n_rows_ = X.shape[0]
         self.projection_ = None
         if self.n_rows_ <= self.exact_max_rows:
-            # Unit rows stored once: a query is then one matrix product. sklearn's brute cosine search re-normalises
-            # the whole training matrix on every call (~20 ms per request on 12,000 photos).
-            self.rows_ = unit_rows(X)
+            # Unit rows stored once, as columns: a query is then one matrix product. sklearn's brute cosine search
+            # re-normalises the whole training matrix on every call (~20 ms per request on 12,000 photos).
+            self.columns_ = transposed(unit_rows(X))
             return self
         n_components = min(self.components, X.shape[1] - 1)
         svd = TruncatedSVD(n_components, algorithm="randomized", n_iter=3, random_state=self.seed).fit(X)
         self.projection_ = svd.components_.T.astype(np.float32)
-        self.rows_ = None
+        self.columns_ = None
         self.index_bytes_ = _build_hnsw(self._project(X))
         return self
 
     def search(self, Q, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, self.n_rows_)
         if self.exact:
-            return nearest(unit_rows(Q), self.rows_, k)
+            return nearest(unit_rows(Q), self.columns_, k)
         index = self._index()
         index.hnsw.efSearch = max(HNSW_SEARCH_DEPTH, k)
         sims, found = index.search(self._project(Q), k)
@@ -81,16 +81,22 @@ def _build_hnsw(rows: np.ndarray) -> np.ndarray:
     return faiss.serialize_index(index)
 
 
-def nearest(Q, X, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(similarities, indices) of the k rows of X most similar to each row of Q (both unit rows), best first;
-    in chunks of queries so memory stays bounded."""
+def transposed(X):
+    """X.T in the layout `nearest` multiplies by: for sparse rows, CSR of the transpose, where a query's product
+    reads only the columns (terms) it uses. Character n-grams put ~110 terms in a title: multiplying the rows by
+    the query instead cost 4.9 ms per query on 9,600 titles, against 0.4 ms."""
+    return X.T.tocsr() if sp.issparse(X) else X.T
+
+
+def nearest(Q, XT, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, indices) of the k rows of X most similar to each row of Q (both unit rows), best first,
+    given `XT = transposed(X)`; in chunks of queries so memory stays bounded."""
     sims = np.empty((Q.shape[0], k), dtype=np.float32)
     index = np.empty((Q.shape[0], k), dtype=np.int64)
     for start in range(0, Q.shape[0], KNN_CHUNK):
-        if sp.issparse(X):  # X @ Q.T: `Q @ X.T` would convert all of X to another sparse layout on every call
-            block = (X @ Q[start:start + KNN_CHUNK].T).T.toarray()
-        else:
-            block = Q[start:start + KNN_CHUNK] @ X.T
+        block = Q[start:start + KNN_CHUNK] @ XT
+        if sp.issparse(block):
+            block = block.toarray()
         top = np.argpartition(-block, k - 1, axis=1)[:, :k] if k < block.shape[1] else np.argsort(-block, axis=1)
         top_sims = np.take_along_axis(block, top, axis=1)
         order = np.argsort(-top_sims, axis=1, kind="stable")
