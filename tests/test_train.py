@@ -224,8 +224,9 @@ def test_last_bit_differences_in_the_features_leave_the_model_unchanged(tmp_path
     nudged = ProductMatrix(X.ids, text, X.words, dense, X.meta)
     models = [build_estimator(cfg, cfg.targets["articleType"]).fit(m, train["articleType"].to_numpy())
               for m in (X, nudged)]
-    # Here nothing moves at all; elsewhere a settled score within a bit of a grid point may still cross it, which
-    # can move a probability by ~1e-5 (test_cluster.py), never by the 0.03 of unsettled scores.
+    # Here the heads' verdicts do not move and the stack's move for one product; a settled score within a bit of a
+    # grid point may still cross it, which can move a probability by ~1e-5 (test_cluster.py), never by the 0.03 of
+    # unsettled scores.
     assert models[0].choice_ == models[1].choice_
     # At most one training product's out-of-fold verdict may change (counted in products: the shares' float
     # difference for exactly one product can exceed 1 / n by a rounding step).

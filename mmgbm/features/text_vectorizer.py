@@ -28,6 +28,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from mmgbm.features.text_cleaning import clean_texts
 
+# Per block (words, characters): the prefix of its keys in `to_data` and of its feature names.
+STORED_AS = ("", "char_")
+NAMED_AS = ("", "chars:")
+
 
 class TextVectorizer(TransformerMixin, BaseEstimator):
     """TF-IDF over word n-grams (columns first) and, unless `char_ngram_range` is None, character n-grams (then)
@@ -64,19 +68,17 @@ class TextVectorizer(TransformerMixin, BaseEstimator):
 
     def fit_transform(self, docs: Iterable[object], y: object = None) -> sp.csr_matrix:
         docs = clean_texts(docs, self.strip_html)
-        tfidf, chars = self._tfidf(), self._char_tfidf()
-        blocks = [tfidf.fit_transform(docs), *([chars.fit_transform(docs)] if chars is not None else [])]
-        self._learned(tfidf, chars)
-        return _joined(blocks)
+        blocks = self._new_blocks()
+        matrix = _joined([block.fit_transform(docs) for block in blocks])
+        self._learned(blocks)
+        return matrix
 
     def to_data(self) -> dict[str, Any]:
         """Everything the fitted vectorizer knows, as JSON-ready lists and numbers."""
-        check_is_fitted(self, "tfidf_")
-        data = {"params": self.get_params(), "terms": self.tfidf_.get_feature_names_out().tolist(),
-                "idf": self.idf_.tolist()}
-        if self.char_tfidf_ is not None:
-            data.update(char_terms=self.char_tfidf_.get_feature_names_out().tolist(),
-                        char_idf=self.char_tfidf_.idf_.tolist())
+        check_is_fitted(self, "blocks_")
+        data = {"params": self.get_params()}
+        for prefix, block in zip(STORED_AS, self.blocks_):
+            data.update({f"{prefix}terms": block.get_feature_names_out().tolist(), f"{prefix}idf": block.idf_.tolist()})
         return data
 
     @classmethod
@@ -88,66 +90,49 @@ class TextVectorizer(TransformerMixin, BaseEstimator):
         chars = params.get("char_ngram_range")
         params["char_ngram_range"] = tuple(chars) if chars is not None else None
         vectorizer = cls(**params)
-        tfidf, char_tfidf = vectorizer._tfidf(), vectorizer._char_tfidf()
-        _restore(tfidf, data["terms"], data["idf"])
-        if char_tfidf is not None:
-            _restore(char_tfidf, data["char_terms"], data["char_idf"])
-        vectorizer._learned(tfidf, char_tfidf)
+        blocks = vectorizer._new_blocks()
+        for prefix, block in zip(STORED_AS, blocks):
+            _restore(block, data[f"{prefix}terms"], data[f"{prefix}idf"])
+        vectorizer._learned(blocks)
         return vectorizer
 
-    def _tfidf(self) -> TfidfVectorizer:
-        return TfidfVectorizer(
-            lowercase=self.lowercase,
-            token_pattern=self.token_pattern,
-            ngram_range=tuple(self.ngram_range),
-            min_df=self.min_df,
-            max_df=self.max_df,
-            max_features=self.max_features,
-            sublinear_tf=self.sublinear_tf,
-            dtype=np.float32,
-        )
+    def _new_blocks(self) -> list[TfidfVectorizer]:
+        """Unfitted TF-IDF blocks: word n-grams, then (unless switched off) character n-grams within words."""
+        shared = dict(lowercase=self.lowercase, min_df=self.min_df, max_df=self.max_df,
+                      max_features=self.max_features, sublinear_tf=self.sublinear_tf, dtype=np.float32)
+        blocks = [TfidfVectorizer(token_pattern=self.token_pattern, ngram_range=tuple(self.ngram_range), **shared)]
+        if self.char_ngram_range is not None:
+            blocks.append(TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(self.char_ngram_range), **shared))
+        return blocks
 
-    def _char_tfidf(self) -> TfidfVectorizer | None:
-        if self.char_ngram_range is None:
-            return None
-        return TfidfVectorizer(
-            analyzer="char_wb",
-            lowercase=self.lowercase,
-            ngram_range=tuple(self.char_ngram_range),
-            min_df=self.min_df,
-            max_df=self.max_df,
-            max_features=self.max_features,
-            sublinear_tf=self.sublinear_tf,
-            dtype=np.float32,
-        )
-
-    def _learned(self, tfidf: TfidfVectorizer, char_tfidf: TfidfVectorizer | None) -> None:
-        self.tfidf_ = tfidf
-        self.char_tfidf_ = char_tfidf
-        self.vocabulary_ = tfidf.vocabulary_  # the word terms
-        self.idf_ = tfidf.idf_
-        self.n_columns_ = len(tfidf.vocabulary_) + (len(char_tfidf.vocabulary_) if char_tfidf is not None else 0)
+    def _learned(self, blocks: list[TfidfVectorizer]) -> None:
+        self.blocks_ = blocks
+        self.vocabulary_ = blocks[0].vocabulary_  # the word terms
+        self.idf_ = blocks[0].idf_
         self.fingerprint_ = self._fingerprint()
 
+    @property
+    def n_columns_(self) -> int:
+        """Width of the vectors: every block's terms."""
+        check_is_fitted(self, "blocks_")
+        return sum(len(block.vocabulary_) for block in self.blocks_)
+
     def transform(self, docs: Iterable[object]) -> sp.csr_matrix:
-        check_is_fitted(self, "tfidf_")
+        check_is_fitted(self, "blocks_")
         docs = clean_texts(docs, self.strip_html)
-        return _joined([self.tfidf_.transform(docs),
-                        *([self.char_tfidf_.transform(docs)] if self.char_tfidf_ is not None else [])])
+        return _joined([block.transform(docs) for block in self.blocks_])
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         """Word terms, then character n-grams as "chars:<n-gram>"."""
-        check_is_fitted(self, "tfidf_")
-        names = self.tfidf_.get_feature_names_out()
-        if self.char_tfidf_ is None:
-            return names
-        return np.concatenate([names, "chars:" + self.char_tfidf_.get_feature_names_out().astype(object)])
+        check_is_fitted(self, "blocks_")
+        return np.concatenate([name + block.get_feature_names_out().astype(object)
+                               for name, block in zip(NAMED_AS, self.blocks_)])
 
     def _fingerprint(self) -> str:
         digest = hashlib.sha256(json.dumps(self.get_params(), sort_keys=True, default=list).encode())
-        for tfidf in filter(None, (self.tfidf_, self.char_tfidf_)):
-            digest.update("\n".join(tfidf.get_feature_names_out()).encode())
-            digest.update(np.ascontiguousarray(tfidf.idf_, dtype=np.float64).tobytes())
+        for block in self.blocks_:
+            digest.update("\n".join(block.get_feature_names_out()).encode())
+            digest.update(np.ascontiguousarray(block.idf_, dtype=np.float64).tobytes())
         return digest.hexdigest()[:16]
 
 
