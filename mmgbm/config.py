@@ -207,9 +207,19 @@ class ModelConfig(Strict):
     candidates: int = Field(
         20, ge=2, description="classes per product the stacker re-ranks (all classes when there are fewer)"
     )
+    head_top_k: int = Field(
+        32, ge=2, description="classes each classification head keeps per product (its best; at least candidates)"
+    )
     selection_min_gain: float = Field(
         0.05, ge=0, lt=1, description="share of the best head's out-of-fold errors the stack must remove to be kept"
     )
+
+    @model_validator(mode="after")
+    def _heads_keep_the_candidates(self) -> "ModelConfig":
+        if self.head_top_k < self.candidates:
+            raise ValueError(f"head_top_k ({self.head_top_k}) must be at least candidates ({self.candidates}): the "
+                             "stacker's candidates are drawn from the classes the heads keep")
+        return self
 
     @field_validator("n_jobs")
     @classmethod

@@ -11,7 +11,7 @@ from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
 
 from mmgbm.estimator import FUSED, MMGBMClassifier, MMGBMRegressor, ProductMatrix
-from mmgbm.estimator.heads import KnnHead, MentionHead, out_of_fold
+from mmgbm.estimator.heads import KnnHead, MentionHead, out_of_fold, settled
 from mmgbm.estimator.selection import choose_predictor
 
 FAST = {"n_folds": 3, "max_rounds": 60, "early_stopping_rounds": 10, "learning_rate": 0.2, "num_threads": 1}
@@ -213,3 +213,48 @@ def test_calibrated_confidence_matches_accuracy_out_of_fold():
     confidence = model.oof_proba_.max(axis=1)
     accuracy = np.mean(model.classes_[model.oof_proba_.argmax(axis=1)] == y)
     assert abs(confidence.mean() - accuracy) < 0.05
+
+
+def many_class_products(n: int = 360, n_classes: int = 60, seed: int = 0) -> tuple[ProductMatrix, np.ndarray]:
+    """Each class a word of its own in the title (plus two filler words) and a noisy image direction."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % n_classes
+    rows = np.repeat(np.arange(n), 3)
+    cols = np.column_stack([y, n_classes + rng.integers(0, 20, (n, 2))]).ravel()
+    text = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n_classes + 20))
+    X = ProductMatrix(np.arange(n).astype(str), {"title": text}, {},
+                      {"image": one_hot_block(y, n_classes, rng, noise=0.8)})
+    return X, np.array([f"class {c:02d}" for c in range(n_classes)])[y]
+
+
+def test_heads_hand_on_only_each_products_best_classes():
+    """However many classes, a head keeps `head_top_k` per product (what lets a million products of hundreds of
+    classes train in bounded memory): its best ones, best first, with the scores it gives them."""
+    X, y = many_class_products()
+    model = MMGBMClassifier(head_top_k=24, **FAST).fit(X, y)
+    scores = model.head_scores(X)
+    top = scores["text.title.linear"]
+    assert top.classes.shape == (len(y), 24) and top.n_classes == 60
+    dense = settled(model.heads_["text.title.linear"].predict(X.text["title"]))  # the grid scores are kept on
+    order = np.argsort(-dense, axis=1, kind="stable")[:, :24]
+    assert np.array_equal(top.classes, order)
+    assert np.array_equal(top.scores, np.take_along_axis(dense, order, axis=1))
+    assert np.mean(model.predict(X) == y) > 0.95
+    with pytest.raises(ValueError, match="head_top_k"):
+        MMGBMClassifier(head_top_k=10, candidates=20, **FAST).fit(X, y)
+
+
+def test_a_head_that_scores_few_classes_still_ranks_distinct_labels():
+    """A kNN head scores only its neighbours' classes; the ranked labels past those are other classes (with no
+    probability), never a repeat, so top-k lists and probability tables stay well formed."""
+    X, y = many_class_products()
+    model = MMGBMClassifier(linear_max_weights=1, image_knn_projection=False, knn_neighbors=3, **FAST)
+    model.fit(X[:300], y[:300])
+    assert set(model.heads_) == {"text.title.knn", "image.knn"}
+    labels, probabilities = model.predict_top_k(X[300:], 20)
+    assert all(len(set(row)) == 20 for row in labels)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1)
+    assert (probabilities[:, 3:] == 0).all() or model.choice_ == FUSED
+    for alone in model.oof_proba_by_modality_.values():
+        np.testing.assert_allclose(alone.sum(axis=1), 1)
+    np.testing.assert_allclose(model.predict_proba(X[300:]).sum(axis=1), 1)

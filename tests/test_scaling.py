@@ -119,6 +119,7 @@ def test_row_blocks_leave_the_stacker_and_the_heads_predictions_unchanged(monkey
     rows, probabilities = whole.stacker_.candidate_rows(scores, meta), whole.predict_proba(X[200:])
     monkeypatch.setattr(stacking, "ROW_BLOCK", 7)
     monkeypatch.setattr(classifier, "ROW_BLOCK", 7)
+    monkeypatch.setattr(heads, "ROW_BLOCK", 7)
     for got, expected in zip(whole.stacker_.candidate_rows(scores, meta), rows):
         assert np.array_equal(got, expected, equal_nan=True)
     blocked = MMGBMClassifier(**params).fit(X[:200], y[:200])

@@ -46,7 +46,7 @@ from mmgbm.estimator.metadata import MetadataEncoder
 from mmgbm.estimator.neighbours import NeighbourIndex
 from mmgbm.estimator.stacking import CandidateReranker, RegressionStacker
 
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 MANIFEST = "manifest.json"
 ESTIMATOR = "estimator.skops"
 BOOSTER = "lightgbm.txt"

@@ -20,10 +20,11 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from mmgbm.estimator.folds import cap_rows, fold_ids
-from mmgbm.estimator.heads import apply_head, dense_reducer, fit_present, out_of_fold
+from mmgbm.estimator.heads import apply_head, dense_reducer, fit_present, out_of_fold, unscored
 from mmgbm.estimator.metadata import MetadataEncoder
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.estimator.selection import FUSED, choose_predictor
+from mmgbm.estimator.top_scores import TopScores
 
 WORDS = ".words"
 
@@ -45,6 +46,7 @@ class MMGBMBase(BaseEstimator):
     """Not for direct use: `MMGBMClassifier` and `MMGBMRegressor` hold the parameters."""
 
     regression = False
+    _top_k: int | None = None  # classes a head keeps per product (`TopScores`); None: its dense outputs
 
     # ---- fitting ------------------------------------------------------------------------------------------
     def fit(self, X: ProductMatrix, y) -> "MMGBMBase":
@@ -72,7 +74,7 @@ class MMGBMBase(BaseEstimator):
         for block, (B, present) in self._blocks(X).items():
             for kind, head in self._new_heads(block, B.shape[1] if B.ndim == 2 else 0):
                 name = f"{block}.{kind}"
-                oof[name] = out_of_fold(head, B, target, folds, present, self.n_jobs)
+                oof[name] = out_of_fold(head, B, target, folds, present, self.n_jobs, self._top_k)
                 self.heads_[name] = fit_present(head, B, target, present)
         if not self.heads_:
             raise ValueError("no feature block to learn from: give the products text or dense (image) features")
@@ -139,14 +141,15 @@ class MMGBMBase(BaseEstimator):
         check_is_fitted(self, "modality_heads_")
         return list(self.modality_heads_)
 
-    def head_scores(self, X: ProductMatrix) -> dict[str, np.ndarray]:
+    def head_scores(self, X: ProductMatrix) -> dict[str, np.ndarray | TopScores]:
+        """Head name -> its scores of the products: each product's best classes (classification) or its outputs."""
         blocks = self._blocks(X)
         scores = {}
         for name, head in self.heads_.items():
             block = blocks.get(name.rsplit(".", 1)[0])
             # A block the input cannot provide (no text columns in an --input table) is a missing modality.
-            scores[name] = (apply_head(head, *block) if block is not None
-                            else np.full((len(X), head.n_outputs), np.nan, dtype=np.float32))
+            scores[name] = (apply_head(head, *block, self._top_k) if block is not None
+                            else unscored(head, len(X), self._top_k))
         return scores
 
     def _prediction(self, X: ProductMatrix, modality: str | None = None) -> Prediction:
@@ -165,9 +168,9 @@ class MMGBMBase(BaseEstimator):
     def _with_fallback(self, head: str, scores: dict[str, np.ndarray], prediction: Prediction) -> Prediction:
         """Products the head cannot score (its modality is missing) take the best head that can score them, so a
         photo without text is predicted from the photo, never from the prior while any modality is there."""
-        missing = np.isnan(scores[head]).all(axis=1)
+        missing = unscorable(scores[head])
         for other in self.head_order_:
-            rows = np.flatnonzero(missing & ~np.isnan(scores[other]).all(axis=1))
+            rows = np.flatnonzero(missing & ~unscorable(scores[other]))
             if len(rows):
                 filler = self._head_predict(scores[other][rows])
                 for name, values in vars(filler).items():
@@ -195,6 +198,11 @@ def check_products(X) -> ProductMatrix:
     if not isinstance(X, ProductMatrix):
         raise ValueError(f"X must be a ProductMatrix (ids, text, words, dense blocks, meta), not {type(X).__name__}")
     return X
+
+
+def unscorable(scores: np.ndarray | TopScores) -> np.ndarray:
+    """Products a head has no score for."""
+    return scores.absent if isinstance(scores, TopScores) else np.isnan(scores).all(axis=1)
 
 
 def modality_of(feature_or_head: str) -> str:

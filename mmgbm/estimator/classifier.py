@@ -20,7 +20,8 @@ from mmgbm.estimator.calibration import apply_temperature, fit_temperature
 from mmgbm.estimator.heads import KnnHead, LinearHead, MentionHead
 from mmgbm.estimator.label_in_text import PrefixChooser
 from mmgbm.estimator.products import ProductMatrix
-from mmgbm.estimator.stacking import ROW_BLOCK, CandidateReranker
+from mmgbm.estimator.stacking import CandidateReranker
+from mmgbm.estimator.top_scores import ROW_BLOCK, TopScores
 
 
 class MMGBMClassifier(ClassifierMixin, MMGBMBase):
@@ -31,7 +32,8 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
     the heads (`n_folds`, `knn_neighbors`, exact search up to `knn_exact_max_rows` training products, `linear_c`,
     `linear_max_weights`, `linear_max_products` the linear heads and projections learn from, `image_components`,
     `image_alpha`, `image_knn_projection`: a kNN head in the space of a ridge classifier's scores on each image
-    block besides the plain one), `candidates` per product re-ranked,
+    block besides the plain one; `head_top_k` classes each head keeps per product, at least `candidates`),
+    `candidates` per product re-ranked,
     `selection_margin_se` and `selection_min_gain` of the stack-vs-head gate, `label_in_text` (a column of
     `X.meta`), `seed`, `num_threads` of LightGBM (0 = all cores) and `n_jobs` for the heads' folds (joblib: None =
     one at a time, -1 = all cores, or a Dask cluster's workers under `joblib.parallel_config("dask")`)."""
@@ -43,7 +45,8 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
                  stack_max_products: int = 200_000, knn_neighbors: int = 20, knn_exact_max_rows: int = 20_000,
                  linear_c: float = 1.0, linear_max_weights: int = 100_000_000, linear_max_products: int = 50_000,
                  image_components: int = 0,
-                 image_alpha: float = 10.0, image_knn_projection: bool = True, candidates: int = 20,
+                 image_alpha: float = 10.0, image_knn_projection: bool = True, head_top_k: int = 32,
+                 candidates: int = 20,
                  selection_margin_se: float = 2.0,
                  selection_min_gain: float = 0.05,
                  label_in_text: str | None = None, seed: int = 42, num_threads: int = 0, n_jobs: int | None = None):
@@ -67,6 +70,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         self.image_components = image_components
         self.image_alpha = image_alpha
         self.image_knn_projection = image_knn_projection
+        self.head_top_k = head_top_k
         self.candidates = candidates
         self.selection_margin_se = selection_margin_se
         self.selection_min_gain = selection_min_gain
@@ -138,7 +142,14 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         return prediction
 
     # ---- what the base class asks of a task ---------------------------------------------------------------
+    @property
+    def _top_k(self) -> int:
+        return self.head_top_k
+
     def _encode_target(self, y: np.ndarray) -> np.ndarray:
+        if self.head_top_k < self.candidates:
+            raise ValueError(f"head_top_k ({self.head_top_k}) must be at least candidates ({self.candidates}): "
+                             "the stacker's candidates come from the heads' best classes")
         if pd.isna(y).any():
             raise ValueError("y has missing labels; drop those products or fill them in")
         self.classes_, target = np.unique(y, return_inverse=True)
@@ -197,25 +208,22 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
     def _stack_predict(self, scores: list[np.ndarray], meta) -> Prediction:
         return self._ranked(*self.stacker_.predict(scores, meta))
 
-    def _head_predict(self, scores: np.ndarray) -> Prediction:
-        """One head alone; products it cannot score get the class prior. ROW_BLOCK products at a time."""
-        k = min(self.candidates, scores.shape[1])
-        order = np.empty((len(scores), k), dtype=np.intp)
-        top = np.empty((len(scores), k))
-        for start in range(0, len(scores), ROW_BLOCK):
-            block = slice(start, start + ROW_BLOCK)
-            order[block], top[block] = self._head_top(scores[block], k)
-        return self._ranked(order, top)
-
-    def _head_top(self, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        missing = np.isnan(scores).all(axis=1)
-        logits = np.where(np.isnan(scores), -np.inf, scores).astype(np.float64)
-        logits[missing] = self.log_prior_
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        probs /= probs.sum(axis=1, keepdims=True)
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        return order, np.take_along_axis(probs, order, axis=1)
+    def _head_predict(self, scores: TopScores) -> Prediction:
+        """One head alone: a softmax over the classes it kept (the calibration renormalises over the candidates
+        anyway); products it cannot score get the class prior."""
+        k = min(self.candidates, scores.classes.shape[1])
+        logits = scores.scores[:, :k].astype(np.float64)
+        probs = np.exp(logits - logits[:, :1])
+        probs[np.isnan(probs)] = 0.0  # classes past the last one scored
+        probs /= np.clip(probs.sum(axis=1, keepdims=True), 1e-300, None)
+        cands = scores.classes[:, :k].astype(np.intp)
+        missing = scores.absent
+        prior = np.argsort(-self.log_prior_, kind="stable")[:k]
+        cands[missing], probs[missing] = prior, np.exp(self.log_prior_[prior])
+        short = np.flatnonzero((cands < 0).any(axis=1))
+        if len(short):  # fewer than k classes scored: the rest, with no probability, in prior order
+            cands[short] = _padded(cands[short], np.argsort(-self.log_prior_, kind="stable"))
+        return self._ranked(cands, probs)
 
     def _ranked(self, cands: np.ndarray, probs: np.ndarray) -> Prediction:
         return Prediction(candidates=cands, probabilities=probs, labels=self.classes_[cands].astype(object),
@@ -224,3 +232,18 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
     @staticmethod
     def _per_row(prediction: Prediction, target: np.ndarray) -> np.ndarray:
         return (prediction.candidates[:, 0] == target).astype(np.float64)
+
+
+def _padded(cands: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Rows of distinct class codes whose -1 slots are filled, in turn, by the first classes of `order` the row does
+    not hold yet; ROW_BLOCK rows at a time. A row holds at most k classes, so the first 2k of `order` suffice."""
+    out = cands.copy()
+    pool = order[:2 * cands.shape[1]]
+    for start in range(0, len(out), ROW_BLOCK):
+        block = out[start:start + ROW_BLOCK]
+        free = ~(pool[None, :, None] == block[:, None, :]).any(axis=2)
+        fill = pool[np.argsort(~free, axis=1, kind="stable")]  # per row its free classes first, in `order`
+        holes = block < 0
+        nth_hole = np.where(holes, np.cumsum(holes, axis=1) - 1, 0)
+        block[holes] = np.take_along_axis(fill, nth_hole, axis=1)[holes]
+    return out

@@ -4,8 +4,9 @@ LightGBM is poor at reading a 100,000-column sparse TF-IDF directly (slow, and i
 a linear model or a cosine kNN on the same block is fast and strong. Each head turns its block into a few dense,
 meaningful columns: one score per class for classification, one or a few predictions for regression.
 Products without the modality get NaN rows, which LightGBM treats as missing.
-Heads are scikit-learn estimators (parameters in the constructor, learned state in `_` attributes), so `clone` and
-`cross_val_predict` handle them; `predict` gives their score columns.
+Heads are scikit-learn estimators (parameters in the constructor, learned state in `_` attributes), so `clone`
+handles them; `predict` gives their score columns, which a classifier keeps as each product's best classes
+(`TopScores`).
 """
 
 from __future__ import annotations
@@ -17,17 +18,18 @@ from contextlib import nullcontext
 
 import numpy as np
 import scipy.sparse as sp
+from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, clone
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Ridge, RidgeClassifier
-from sklearn.model_selection import PredefinedSplit, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from mmgbm.estimator.folds import bounded_rows, strata_for
 from mmgbm.estimator.neighbours import NeighbourIndex
+from mmgbm.estimator.top_scores import ROW_BLOCK, TopScores
 
 WORD = re.compile(r"\w+")
 # Measured on 759 Flipkart categories: 30 coordinate-descent passes give the same accuracy as 1,000 in a tenth of
@@ -213,16 +215,29 @@ def bounded_sample(X, y: np.ndarray, max_rows: int, regression: bool, seed: int)
     return X[rows], y[rows]
 
 
-def out_of_fold(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, n_jobs: int | None = None
-                ) -> np.ndarray:
-    """Scores of every training row from a clone of `head` fitted on the other folds; NaN where absent. The folds
-    run as `n_jobs` joblib tasks: on local processes, or on a Dask cluster inside `joblib.parallel_config("dask")`."""
-    out = np.full((X.shape[0], head.n_outputs), np.nan, dtype=np.float32)
+def out_of_fold(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, n_jobs: int | None = None,
+                top_k: int | None = None):
+    """Scores of every training row from a clone of `head` fitted on the other folds (unscored where absent), as
+    `scored` gives them. The folds run as `n_jobs` joblib tasks: on local processes, or on a Dask cluster inside
+    `joblib.parallel_config("dask")`."""
+    out = unscored(head, X.shape[0], top_k)
     rows = np.flatnonzero(present)
-    if len(np.unique(folds[rows])) < 2:  # the modality is in one fold only: nothing honest to score it with
+    fold_of = folds[rows]
+    names = np.unique(fold_of)
+    if len(names) < 2:  # the modality is in one fold only: nothing honest to score it with
         return out
-    out[rows] = cross_val_predict(head, X[rows], y[rows], cv=PredefinedSplit(folds[rows]), n_jobs=n_jobs)
-    return settled(out)
+    if len(rows) < X.shape[0]:  # text blocks are present for every product: no copy of them
+        X, y = X[rows], y[rows]
+    parts = Parallel(n_jobs=n_jobs)(
+        delayed(_fold_scores)(clone(head), X, y, np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f), top_k)
+        for f in names)
+    for f, part in zip(names, parts):
+        out[rows[fold_of == f]] = part
+    return out
+
+
+def _fold_scores(head, X, y: np.ndarray, train: np.ndarray, test: np.ndarray, top_k: int | None):
+    return scored(head.fit(X[train], y[train]), X[test], top_k)
 
 
 def fit_present(head, X, y: np.ndarray, present: np.ndarray):
@@ -231,12 +246,29 @@ def fit_present(head, X, y: np.ndarray, present: np.ndarray):
     return clone(head).fit(X[rows], y[rows])
 
 
-def apply_head(head, X, present: np.ndarray) -> np.ndarray:
-    out = np.full((X.shape[0], head.n_outputs), np.nan, dtype=np.float32)
+def apply_head(head, X, present: np.ndarray, top_k: int | None = None):
+    """`scored` on the rows that have the modality; the others unscored."""
+    out = unscored(head, X.shape[0], top_k)
     rows = np.flatnonzero(present)
     if len(rows):
-        out[rows] = head.predict(X[rows])
-    return settled(out)
+        out[rows] = scored(head, X[rows], top_k)
+    return out
+
+
+def scored(head, X, top_k: int | None):
+    """`head.predict(X)`, settled; with `top_k` (classification), each product's best `top_k` classes, predicted
+    ROW_BLOCK products at a time so that every class's score exists for one block only."""
+    if top_k is None:
+        return settled(head.predict(X))
+    return TopScores.concatenate([TopScores.from_dense(settled(head.predict(X[start:start + ROW_BLOCK])), top_k)
+                                  for start in range(0, X.shape[0], ROW_BLOCK)])
+
+
+def unscored(head, n: int, top_k: int | None):
+    """Scores of n products the head cannot score: no class kept, or NaN outputs."""
+    if top_k is None:
+        return np.full((n, head.n_outputs), np.nan, dtype=np.float32)
+    return TopScores.unscored(n, top_k, head.n_outputs)
 
 
 def settled(scores: np.ndarray) -> np.ndarray:

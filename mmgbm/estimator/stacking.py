@@ -15,9 +15,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-# Products per block where every class of every head is ranked or normalised at once: 8,192 x 750 classes is
-# ~50 MB per array, where a whole catalogue's (48,000 products) held several GiB at the peak of training.
-ROW_BLOCK = 8192
+from mmgbm.estimator.top_scores import ROW_BLOCK, TopScores
+
 
 
 def cross_fit(params: dict, rounds: int, patience: int, rows: np.ndarray, names: list[str], label: np.ndarray,
@@ -55,15 +54,6 @@ def meta_feature(column: str) -> str:
     return f"meta.{column}"
 
 
-def head_ranks(scores: np.ndarray) -> np.ndarray:
-    """Rank of every class per row (0 = best); classes without a score rank last."""
-    filled = np.where(np.isnan(scores), -np.inf, scores)
-    order = np.argsort(-filled, axis=1, kind="stable")
-    ranks = np.empty_like(order, dtype=np.int32)
-    np.put_along_axis(ranks, order, np.arange(scores.shape[1], dtype=np.int32)[None, :], axis=1)
-    return ranks
-
-
 def choose_candidates(ranks: list[np.ndarray], k: int) -> np.ndarray:
     """(n, k) class codes: the best classes by their best rank in any head, ties broken by mean rank."""
     n_classes = ranks[0].shape[1]
@@ -84,7 +74,7 @@ class CandidateReranker:
         self.rounds = rounds
         self.patience = patience
 
-    def fit(self, scores: list[np.ndarray], meta: pd.DataFrame, meta_categorical: list[str], y: np.ndarray,
+    def fit(self, scores: list[TopScores], meta: pd.DataFrame, meta_categorical: list[str], y: np.ndarray,
             folds: np.ndarray, log_prior: np.ndarray) -> "CandidateReranker":
         """Cross-fitted over the products' `folds`; `oof_` holds every product's out-of-fold (candidates, probs)."""
         self.log_prior_ = log_prior
@@ -97,7 +87,7 @@ class CandidateReranker:
         self.oof_ = _ranked(cands, oof.reshape(cands.shape), log_prior)
         return self
 
-    def predict(self, scores: list[np.ndarray], meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, scores: list[TopScores], meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(n, k) candidate class codes, best first, and their probabilities (summing to 1 per product)."""
         cands, rows = self.candidate_rows(scores, meta)
         return _ranked(cands, self.booster_.predict(rows).reshape(cands.shape), self.log_prior_)
@@ -108,11 +98,11 @@ class CandidateReranker:
         return ["candidate", "candidate_position", "class_log_prior", *per_head, "heads_ranking_first",
                 *(meta_feature(c) for c in meta.columns)]
 
-    def candidate_rows(self, scores: list[np.ndarray], meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def candidate_rows(self, scores: list[TopScores], meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(n, k) candidates and their (n * k, features) float32 rows, filled in place: n x k rows through pandas
         would be copied column by column (and cost milliseconds on the one-product requests of a service). Built
         ROW_BLOCK products at a time: every head's ranks of every class exist for one block only."""
-        n, n_classes = scores[0].shape
+        n, n_classes = len(scores[0]), scores[0].n_classes
         k = min(self.n_candidates, n_classes)
         cands = np.empty((n, k), dtype=np.intp)
         rows = np.empty((n * k, len(self.feature_names(meta))), dtype=np.float32)
@@ -123,22 +113,20 @@ class CandidateReranker:
                                       [m[block] for m in metadata])
         return cands, rows
 
-    def _fill(self, rows: np.ndarray, scores: list[np.ndarray], metadata: list[np.ndarray]) -> np.ndarray:
+    def _fill(self, rows: np.ndarray, top: list[TopScores], metadata: list[np.ndarray]) -> np.ndarray:
         """One block's candidates, its rows written into `rows`."""
-        ranks = [head_ranks(s) for s in scores]
+        ranks = [t.ranks() for t in top]
         cands = choose_candidates(ranks, self.n_candidates)
         n, k = cands.shape
         rows[:, 0] = cands.ravel()
         rows[:, 1] = np.tile(np.arange(k), n)
         rows[:, 2] = self.log_prior_[cands].ravel()
         column = 3
-        for s, r in zip(scores, ranks):
-            at = np.take_along_axis(s, cands, axis=1)
-            with np.errstate(invalid="ignore"):
-                row_best = np.nanmax(np.where(np.isnan(s).all(axis=1, keepdims=True), 0, s), axis=1)
+        for t, r in zip(top, ranks):
+            at = np.take_along_axis(t.dense(), cands, axis=1)
             rows[:, column] = at.ravel()
             rows[:, column + 1] = np.take_along_axis(r, cands, axis=1).ravel()
-            rows[:, column + 2] = (at - row_best[:, None]).ravel()
+            rows[:, column + 2] = (at - t.scores[:, :1]).ravel()  # the gap to the head's best
             column += 3
         rows[:, column] = np.sum([np.take_along_axis(r, cands, axis=1) == 0 for r in ranks], axis=0).ravel()
         for j, values in enumerate(metadata, start=column + 1):
