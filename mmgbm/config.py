@@ -195,6 +195,10 @@ class ModelConfig(Strict):
         50_000, ge=100, description="products each linear head (and kNN projection) learns from, at most: a sample "
         "that keeps rare classes whole"
     )
+    linear_shortlist: int = Field(
+        30, ge=0, description="above twice this many classes, each class's text SVM learns from the products whose "
+        "nearest class centroids include it (0 = one-vs-rest on every product)"
+    )
     linear_c: float = Field(1.0, gt=0, description="inverse regularisation of the linear SVM text heads")
     text_ridge_alpha: float = Field(0.2, gt=0, description="penalty of the ridge text heads (regression)")
     # MAE is the figure of merit for prices, so by default the stacker minimises it directly.

@@ -11,11 +11,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from mmgbm.commands.artifact import Artifact, TargetInfo, load_artifact, save_artifact
-from mmgbm.estimator import MMGBMClassifier, MMGBMRegressor
+from mmgbm.estimator import MMGBMClassifier, MMGBMRegressor, ProductMatrix
 from mmgbm.estimator import classifier, heads, stacking
 from mmgbm.estimator.folds import bounded_rows
 from mmgbm.estimator.heads import LinearHead
 from mmgbm.estimator.neighbours import NeighbourIndex
+from mmgbm.estimator.shortlist import ShortlistSVM
 from tests.test_estimator import FAST, products
 
 
@@ -139,3 +140,40 @@ def test_exact_search_on_sparse_text_finds_the_true_cosine_neighbours():
     truth = dense(Q) @ dense(X).T
     np.testing.assert_allclose(sims, -np.sort(-truth, axis=1)[:, :5], atol=1e-6)
     assert (np.take_along_axis(truth, found, axis=1) >= truth.max(axis=1, keepdims=True) - 1e-6)[:, 0].all()
+
+
+def grouped_titles(n: int, n_classes: int, seed: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Titles of many classes in groups of ten: each names its group, its own class in 70% of titles (a wrong
+    class of the group otherwise), and two of 3,000 filler words; rows of unit length, as TF-IDF gives."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % n_classes
+    own = np.where(rng.random(n) < 0.7, y, y // 10 * 10 + rng.integers(0, 10, n))
+    words = np.column_stack([n_classes + y // 10, own, n_classes + n_classes // 10 + rng.integers(0, 3000, (n, 2))])
+    X = sp.csr_matrix((np.ones(words.size, np.float32), (np.repeat(np.arange(n), 4), words.ravel())),
+                      shape=(n, n_classes + n_classes // 10 + 3000))
+    return sp.csr_matrix(X.multiply(1 / np.sqrt(X.multiply(X).sum(axis=1)))), y
+
+
+def test_a_shortlisted_text_svm_scores_like_one_vs_rest_with_sparse_weights(tmp_path):
+    """Above 2 x `shortlist` classes each class's SVM learns only from the products near it: as accurate as
+    one-vs-rest, a product scored for its shortlisted classes only, and weights only on the terms those use."""
+    X, y = grouped_titles(3000, 150, seed=0)
+    Q, truth = grouped_titles(600, 150, seed=1)
+    shortlisted = LinearHead("multiclass", 150, shortlist=20).fit(X, y)
+    one_vs_rest = LinearHead("multiclass", 150, shortlist=0).fit(X, y)
+    assert isinstance(shortlisted.model_, ShortlistSVM) and not isinstance(one_vs_rest.model_, ShortlistSVM)
+    scores = shortlisted.predict(Q)
+    assert (np.isfinite(scores).sum(axis=1) <= 20).all()
+    accuracy = [np.mean(np.nanargmax(h.predict(Q), axis=1) == truth) for h in (shortlisted, one_vs_rest)]
+    assert accuracy[0] > 0.6 and accuracy[0] >= accuracy[1] - 0.02
+    assert shortlisted.model_.weights_.nnz < 0.25 * one_vs_rest.model_.coef_.size  # a dense classes x terms
+    # Through the classifier and its artifact (skops must trust the shortlisted SVM, and only it).
+    labels = np.array([f"c{c:03d}" for c in range(150)])
+    model = MMGBMClassifier(**FAST, linear_shortlist=20, image_knn_projection=False).fit(
+        ProductMatrix(np.arange(3000).astype(str), {"title": X}), labels[y])
+    assert isinstance(model.heads_["text.title.linear"].model_, ShortlistSVM)
+    test = ProductMatrix(np.arange(600).astype(str), {"title": Q})
+    assert np.mean(model.predict(test) == labels[truth]) >= accuracy[0] - 0.02
+    save_artifact(tmp_path / "m", Artifact(TargetInfo("t", "t", "classification"), model, {}, {}, {}))
+    np.testing.assert_array_equal(load_artifact(tmp_path / "m", "t").model.predict_proba(test),
+                                  model.predict_proba(test))

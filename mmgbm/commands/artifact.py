@@ -44,6 +44,7 @@ from mmgbm.estimator.heads import KnnHead, LinearHead, MentionHead
 from mmgbm.estimator.label_in_text import PrefixChooser
 from mmgbm.estimator.metadata import MetadataEncoder
 from mmgbm.estimator.neighbours import NeighbourIndex
+from mmgbm.estimator.shortlist import ShortlistSVM
 from mmgbm.estimator.stacking import CandidateReranker, RegressionStacker
 
 FORMAT_VERSION = 7
@@ -57,7 +58,7 @@ BOOSTERS = {BOOSTER: "stacker_", "chooser.txt": "chooser_"}
 # The types an artifact may name beyond skops's defaults: classes, never functions.
 TRUSTED_TYPES = frozenset(f"{t.__module__}.{t.__qualname__}" for t in (
     MMGBMClassifier, MMGBMRegressor, LinearHead, KnnHead, MentionHead, PrefixChooser, MetadataEncoder,
-    NeighbourIndex, CandidateReranker, RegressionStacker, sp.csr_matrix))
+    NeighbourIndex, ShortlistSVM, CandidateReranker, RegressionStacker, sp.csr_matrix))
 
 
 @dataclass

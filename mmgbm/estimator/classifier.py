@@ -30,7 +30,8 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
     `num_leaves`, `min_data_in_leaf`, `max_rounds`, `early_stopping_rounds` on the folds' mean loss,
     `lightgbm_params` passed through; cross-fitted over `stack_folds` folds on at most `stack_max_products`),
     the heads (`n_folds`, `knn_neighbors`, exact search up to `knn_exact_max_rows` training products, `linear_c`,
-    `linear_max_weights`, `linear_max_products` the linear heads and projections learn from, `image_components`,
+    `linear_max_weights` (dense weights; a text SVM over 2 x `linear_shortlist` classes is a `ShortlistSVM`, whose
+    weights are sparse), `linear_max_products` the linear heads and projections learn from, `image_components`,
     `image_alpha`, `image_knn_projection`: a kNN head in the space of a ridge classifier's scores on each image
     block besides the plain one; `head_top_k` classes each head keeps per product, at least `candidates`),
     `candidates` per product re-ranked,
@@ -44,6 +45,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
                  lightgbm_params: dict | None = None, n_folds: int = 5, stack_folds: int = 3,
                  stack_max_products: int = 200_000, knn_neighbors: int = 20, knn_exact_max_rows: int = 20_000,
                  linear_c: float = 1.0, linear_max_weights: int = 100_000_000, linear_max_products: int = 50_000,
+                 linear_shortlist: int = 30,
                  image_components: int = 0,
                  image_alpha: float = 10.0, image_knn_projection: bool = True, head_top_k: int = 32,
                  candidates: int = 20,
@@ -67,6 +69,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         self.linear_c = linear_c
         self.linear_max_weights = linear_max_weights
         self.linear_max_products = linear_max_products
+        self.linear_shortlist = linear_shortlist
         self.image_components = image_components
         self.image_alpha = image_alpha
         self.image_knn_projection = image_knn_projection
@@ -166,9 +169,11 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         if block.endswith(WORDS):
             yield "mention", MentionHead(tuple(str(c) for c in self.classes_))
             return
-        if n_classes * n_features <= self.linear_max_weights:
+        sparse_weights = block.startswith("text.") and LinearHead.shortlisted(n_classes, self.linear_shortlist)
+        if sparse_weights or n_classes * n_features <= self.linear_max_weights:
             yield "linear", LinearHead("multiclass", n_classes, self.linear_c, dense_alpha=self.image_alpha,
-                                       max_rows=self.linear_max_products, seed=self.seed)
+                                       max_rows=self.linear_max_products, shortlist=self.linear_shortlist,
+                                       seed=self.seed)
         yield "knn", KnnHead("multiclass", n_classes, self.knn_neighbors, exact_max_rows=self.knn_exact_max_rows,
                              seed=self.seed)
         if not block.startswith("text.") and self.image_knn_projection:  # a dense (image) block

@@ -29,6 +29,7 @@ from sklearn.svm import LinearSVC
 
 from mmgbm.estimator.folds import bounded_rows, strata_for
 from mmgbm.estimator.neighbours import NeighbourIndex
+from mmgbm.estimator.shortlist import ShortlistSVM
 from mmgbm.estimator.top_scores import ROW_BLOCK, TopScores
 
 WORD = re.compile(r"\w+")
@@ -53,15 +54,17 @@ SCORE_STEP = 2.0 ** -12  # a power of two: grid points are exact in float32 for 
 
 
 class LinearHead(BaseEstimator):
-    """Classification: a linear SVM on sparse text, ridge on dense image blocks; one score per class.
-    Regression: ridge, one prediction. Fitted on at most `max_rows` rows (`bounded_sample`): a one-vs-rest SVM
-    costs rows x classes x iterations, 6.1x for 3x the rows at 750 classes (12,000 -> 36,000 products), while the
-    kNN heads and the stacker keep reading every row (capped at 20,000 of 36,000: SVM 102 s -> 61 s, -0.18 points)."""
+    """Classification: a linear SVM on sparse text, ridge on dense image blocks; one score per class. Above
+    2 x `shortlist` classes the SVM is a `ShortlistSVM` (each class learns from the products near it; the others
+    unscored), one-vs-rest below. Regression: ridge, one prediction. Fitted on at most `max_rows` rows
+    (`bounded_sample`): a one-vs-rest SVM costs rows x classes x iterations, 6.1x for 3x the rows at 750 classes
+    (12,000 -> 36,000 products), while the kNN heads and the stacker keep reading every row."""
 
     def __init__(self, task: str = "multiclass", n_classes: int = 0, c: float = 1.0, sparse_alpha: float = 0.2,
-                 dense_alpha: float = 10.0, max_rows: int = 50_000, seed: int = 0):
+                 dense_alpha: float = 10.0, max_rows: int = 50_000, shortlist: int = 30, seed: int = 0):
         self.task = task
         self.n_classes = n_classes
+        self.shortlist = shortlist
         self.c = c
         self.sparse_alpha = sparse_alpha
         self.dense_alpha = dense_alpha
@@ -81,15 +84,22 @@ class LinearHead(BaseEstimator):
         elif len(np.unique(y)) == 1:
             self.only_class_ = int(y[0])  # one class only: nothing to separate
             return self
+        elif sp.issparse(X) and self.shortlisted(self.n_classes, self.shortlist):
+            self.model_ = ShortlistSVM(self.shortlist, self.c, SVM_TOL, SVM_MAX_ITER, self.seed)
         elif sp.issparse(X):
             self.model_ = LinearSVC(C=self.c, tol=SVM_TOL, max_iter=SVM_MAX_ITER, random_state=self.seed)
         else:
             self.model_ = RidgeClassifier(alpha=alpha)
-        with warnings.catch_warnings(), (LIBLINEAR if isinstance(self.model_, LinearSVC) else nullcontext()):
+        with warnings.catch_warnings(), (LIBLINEAR if isinstance(self.model_, (LinearSVC, ShortlistSVM)) else nullcontext()):
             # The iteration cap is plenty for stacking features; full convergence buys nothing here.
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.model_.fit(X, y)
         return self
+
+    @staticmethod
+    def shortlisted(n_classes: int, shortlist: int) -> bool:
+        """Whether a sparse block's SVM is a `ShortlistSVM` (whose weights are sparse) rather than one-vs-rest."""
+        return 0 < 2 * shortlist < n_classes
 
     def predict(self, X) -> np.ndarray:
         if self.task == "regression":
