@@ -242,8 +242,7 @@ def out_of_fold(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, 
     names = np.unique(fold_of)
     if len(names) < 2:  # the modality is in one fold only: nothing honest to score it with
         return out
-    if len(rows) < X.shape[0]:  # text blocks are present for every product: no copy of them
-        X, y = X[rows], y[rows]
+    X, y = with_modality(X, y, rows)
     parts = Parallel(n_jobs=n_jobs)(
         delayed(_fold_scores)(clone(head), X, y, np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f), top_k)
         for f in names)
@@ -258,8 +257,12 @@ def _fold_scores(head, X, y: np.ndarray, train: np.ndarray, test: np.ndarray, to
 
 def fit_present(head, X, y: np.ndarray, present: np.ndarray):
     """A clone of `head` fitted on the rows that have the modality."""
-    rows = np.flatnonzero(present)
-    return clone(head).fit(X[rows], y[rows])
+    return clone(head).fit(*with_modality(X, y, np.flatnonzero(present)))
+
+
+def with_modality(X, y: np.ndarray, rows: np.ndarray):
+    """(X, y) on `rows`; without a copy where every product has the modality (text; a catalogue's photos)."""
+    return (X, y) if len(rows) == X.shape[0] else (X[rows], y[rows])
 
 
 def apply_head(head, X, present: np.ndarray, top_k: int | None = None):
