@@ -223,11 +223,11 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         probs /= np.clip(probs.sum(axis=1, keepdims=True), 1e-300, None)
         cands = scores.classes[:, :k].astype(np.intp)
         missing = scores.absent
-        prior = np.argsort(-self.log_prior_, kind="stable")[:k]
-        cands[missing], probs[missing] = prior, np.exp(self.log_prior_[prior])
+        by_prior = np.argsort(-self.log_prior_, kind="stable")
+        cands[missing], probs[missing] = by_prior[:k], np.exp(self.log_prior_[by_prior[:k]])
         short = np.flatnonzero((cands < 0).any(axis=1))
         if len(short):  # fewer than k classes scored: the rest, with no probability, in prior order
-            cands[short] = _padded(cands[short], np.argsort(-self.log_prior_, kind="stable"))
+            cands[short] = _padded(cands[short], by_prior)
         return self._ranked(cands, probs)
 
     def _ranked(self, cands: np.ndarray, probs: np.ndarray) -> Prediction:

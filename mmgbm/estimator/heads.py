@@ -90,7 +90,8 @@ class LinearHead(BaseEstimator):
             self.model_ = LinearSVC(C=self.c, tol=SVM_TOL, max_iter=SVM_MAX_ITER, random_state=self.seed)
         else:
             self.model_ = RidgeClassifier(alpha=alpha)
-        with warnings.catch_warnings(), (LIBLINEAR if isinstance(self.model_, (LinearSVC, ShortlistSVM)) else nullcontext()):
+        liblinear = isinstance(self.model_, (LinearSVC, ShortlistSVM))
+        with warnings.catch_warnings(), (LIBLINEAR if liblinear else nullcontext()):
             # The iteration cap is plenty for stacking features; full convergence buys nothing here.
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.model_.fit(X, y)
@@ -242,7 +243,7 @@ def out_of_fold(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, 
     names = np.unique(fold_of)
     if len(names) < 2:  # the modality is in one fold only: nothing honest to score it with
         return out
-    X, y = with_modality(X, y, rows)
+    X, y = on_rows(X, rows), on_rows(y, rows)
     parts = Parallel(n_jobs=n_jobs)(
         delayed(_fold_scores)(clone(head), X, y, np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f), top_k)
         for f in names)
@@ -257,12 +258,14 @@ def _fold_scores(head, X, y: np.ndarray, train: np.ndarray, test: np.ndarray, to
 
 def fit_present(head, X, y: np.ndarray, present: np.ndarray):
     """A clone of `head` fitted on the rows that have the modality."""
-    return clone(head).fit(*with_modality(X, y, np.flatnonzero(present)))
+    rows = np.flatnonzero(present)
+    return clone(head).fit(on_rows(X, rows), on_rows(y, rows))
 
 
-def with_modality(X, y: np.ndarray, rows: np.ndarray):
-    """(X, y) on `rows`; without a copy where every product has the modality (text; a catalogue's photos)."""
-    return (X, y) if len(rows) == X.shape[0] else (X[rows], y[rows])
+def on_rows(X, rows: np.ndarray):
+    """X[rows]; X itself, not a copy, where the rows are all of it (text, a catalogue whose products all have
+    photos): a copy of a million products' image block is 4 GB."""
+    return X if len(rows) == X.shape[0] else X[rows]
 
 
 def apply_head(head, X, present: np.ndarray, top_k: int | None = None):
@@ -270,7 +273,7 @@ def apply_head(head, X, present: np.ndarray, top_k: int | None = None):
     out = unscored(head, X.shape[0], top_k)
     rows = np.flatnonzero(present)
     if len(rows):
-        out[rows] = scored(head, X[rows], top_k)
+        out[rows] = scored(head, on_rows(X, rows), top_k)
     return out
 
 

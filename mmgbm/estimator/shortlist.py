@@ -34,9 +34,10 @@ class ShortlistSVM:
         self.classes_, codes = np.unique(y, return_inverse=True)
         n, n_classes = X.shape[0], len(self.classes_)
         members = sp.csr_matrix((np.ones(n, dtype=np.float32), (codes, np.arange(n))), shape=(n_classes, n))
-        self.centroids_ = transposed(unit_rows(members @ unit_rows(X)))
+        units = unit_rows(X)
+        self.centroids_ = transposed(unit_rows(members @ units))
         # (class, product) pairs, sorted by class: every product's shortlist and its own class, once each.
-        pairs = np.unique(np.column_stack([self._shortlisted(X), codes]).astype(np.int64) * n
+        pairs = np.unique(np.column_stack([self._shortlisted(units), codes]).astype(np.int64) * n
                           + np.arange(n)[:, None])
         pair_class, pair_row = pairs // n, pairs % n
         bounds = np.searchsorted(pair_class, np.arange(n_classes + 1))
@@ -55,7 +56,7 @@ class ShortlistSVM:
         return self
 
     def decision_function(self, X: sp.csr_matrix) -> np.ndarray:
-        short = self._shortlisted(X)
+        short = self._shortlisted(unit_rows(X))
         scores = np.full((X.shape[0], len(self.classes_)), np.nan, dtype=np.float32)
         for start in range(0, X.shape[0], KNN_CHUNK):
             block = slice(start, start + KNN_CHUNK)
@@ -63,13 +64,13 @@ class ShortlistSVM:
             np.put_along_axis(scores[block], short[block], np.take_along_axis(full, short[block], axis=1), axis=1)
         return scores
 
-    def _shortlisted(self, X: sp.csr_matrix) -> np.ndarray:
-        """(n, m) codes of each row's m most similar class centroids, m = min(shortlist, classes)."""
+    def _shortlisted(self, units: sp.csr_matrix) -> np.ndarray:
+        """(n, m) codes of each unit row's m most similar class centroids, m = min(shortlist, classes)."""
         n_classes = self.centroids_.shape[1]
         m = min(self.shortlist, n_classes)
-        out = np.empty((X.shape[0], m), dtype=np.int64)
-        for start in range(0, X.shape[0], KNN_CHUNK):
-            sims = (unit_rows(X[start:start + KNN_CHUNK]) @ self.centroids_).toarray()
+        out = np.empty((units.shape[0], m), dtype=np.int64)
+        for start in range(0, units.shape[0], KNN_CHUNK):
+            sims = (units[start:start + KNN_CHUNK] @ self.centroids_).toarray()
             out[start:start + len(sims)] = (np.argpartition(-sims, m - 1, axis=1)[:, :m] if m < n_classes
                                             else np.arange(n_classes))
         return out

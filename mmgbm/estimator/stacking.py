@@ -18,7 +18,6 @@ import pandas as pd
 from mmgbm.estimator.top_scores import ROW_BLOCK, TopScores
 
 
-
 def cross_fit(params: dict, rounds: int, patience: int, rows: np.ndarray, names: list[str], label: np.ndarray,
               folds: np.ndarray, categorical: list[str]) -> tuple[np.ndarray, lgb.Booster]:
     """Out-of-fold predictions for every row, each from a booster that never saw it, and a booster fitted on all
