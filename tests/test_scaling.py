@@ -14,7 +14,7 @@ from mmgbm.commands.artifact import Artifact, TargetInfo, load_artifact, save_ar
 from mmgbm.estimator import MMGBMClassifier, MMGBMRegressor, ProductMatrix
 from mmgbm.estimator import classifier, heads, stacking
 from mmgbm.estimator.folds import bounded_rows
-from mmgbm.estimator.heads import LinearHead
+from mmgbm.estimator.heads import KnnHead, LinearHead, fit_and_score, out_of_fold
 from mmgbm.estimator.neighbours import NeighbourIndex
 from mmgbm.estimator.shortlist import ShortlistSVM
 from tests.test_estimator import FAST, products
@@ -42,6 +42,31 @@ def test_approximate_search_finds_the_exact_neighbours_of_dense_and_sparse_rows(
         sims, found = approximate.search(Q, 10)
         assert found.shape == (200, 10) and (np.diff(sims, axis=1) <= 1e-6).all()  # best first
         assert recall(found, truth) > 0.6  # a 32-d projection of 64-d rows: most true neighbours found
+
+
+def test_one_index_across_folds_scores_out_of_fold_like_an_index_per_fold():
+    rng = np.random.default_rng(0)
+    classes = rng.integers(0, 12, 600)
+    rows = (rng.normal(size=(12, 32))[classes] + rng.normal(0, 0.8, (600, 32))).astype(np.float32)
+    # Every product listed twice, both copies in one fold: a twin seen out of fold would be a leak.
+    X, folds = np.repeat(rows, 2, axis=0), np.repeat(np.arange(600) % 5, 2)
+    present = np.ones(len(X), dtype=bool)
+    head = KnnHead("multiclass", 12, n_neighbors=5, exact_max_rows=100)
+    assert head.searches_across_folds(len(X))
+
+    def accuracy(scores, y):
+        return float(np.mean(np.nanargmax(np.nan_to_num(scores, nan=-1.0), axis=1) == y))
+
+    noise = np.repeat(rng.integers(0, 12, 600), 2)  # labels the features know nothing of, shared by twins
+    fitted, oof = fit_and_score(head, X, noise, folds, present)
+    assert accuracy(fitted.predict(X), noise) > 0.85  # in sample, its twin gives every product away
+    assert accuracy(oof, noise) < 0.2  # out of fold, chance (1/12): neither the product nor its twin is seen
+    y = np.repeat(classes, 2)
+    shared = fit_and_score(head, X, y, folds, present)[1]
+    per_fold = out_of_fold(KnnHead("multiclass", 12, n_neighbors=5, exact_max_rows=100_000), X, y, folds, present)
+    assert abs(accuracy(shared, y) - accuracy(per_fold, y)) < 0.03 and accuracy(per_fold, y) > 0.8
+    price = fit_and_score(KnnHead("regression", exact_max_rows=100), X, y * 10.0, folds, present)[1]
+    assert np.isfinite(price).all() and np.mean(np.abs(price[:, 0] - y * 10.0)) < np.mean(np.abs(y * 10.0 - 55))
 
 
 def test_large_catalogue_paths_predict_as_well_and_survive_the_artifact(tmp_path):

@@ -20,7 +20,8 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from mmgbm.estimator.folds import cap_rows, fold_ids
-from mmgbm.estimator.heads import apply_head, dense_reducer, fit_present, out_of_fold, unscored
+from mmgbm.estimator.heads import (apply_head, dense_reducer, fit_and_score, fit_reducer, reduce_block,
+                                   unscored)
 from mmgbm.estimator.metadata import MetadataEncoder
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.estimator.selection import FUSED, choose_predictor
@@ -68,14 +69,14 @@ class MMGBMBase(BaseEstimator):
             present = X.dense_present(name)
             if present.any():
                 reducer = dense_reducer(self.image_components, int(present.sum()), block.shape[1], self.seed)
-                self.reducers_[name] = reducer.fit(block[present])
+                self.reducers_[name] = fit_reducer(reducer, block, present)
         self.heads_ = {}
         oof = {}
         for block, (B, present) in self._blocks(X).items():
             for kind, head in self._new_heads(block, B.shape[1] if B.ndim == 2 else 0):
                 name = f"{block}.{kind}"
-                oof[name] = out_of_fold(head, B, target, folds, present, self.n_jobs, self._top_k)
-                self.heads_[name] = fit_present(head, B, target, present)
+                self.heads_[name], oof[name] = fit_and_score(head, B, target, folds, present, self.n_jobs,
+                                                             self._top_k)
         if not self.heads_:
             raise ValueError("no feature block to learn from: give the products text or dense (image) features")
         # The stacker's own folds: fewer than the heads' (its LightGBM fits are the costly part of training) and
@@ -97,11 +98,7 @@ class MMGBMBase(BaseEstimator):
         for name, block in X.dense.items():
             if name in self.reducers_:
                 present = X.dense_present(name)
-                width = len(self.reducers_[name].get_feature_names_out())
-                reduced = np.full((len(X), width), np.nan, dtype=np.float32)
-                if present.any():
-                    reduced[present] = self.reducers_[name].transform(block[present])
-                blocks[name] = (reduced, present)
+                blocks[name] = (reduce_block(self.reducers_[name], block, present), present)
         return blocks
 
     def _lightgbm_params(self, objective: str) -> dict:

@@ -45,6 +45,28 @@ def dense_reducer(n_components: int, n_rows: int, n_features: int, seed: int):
     return make_pipeline(StandardScaler(), PCA(n_components=n, random_state=seed)) if n > 0 else StandardScaler()
 
 
+def fit_reducer(reducer, block: np.ndarray, present: np.ndarray):
+    """`reducer` fitted on the rows present; a plain scaler ROW_BLOCK rows at a time (`partial_fit`, the same
+    statistics): a copy of a million photos' B0 embeddings is 4.8 GB, and float64 statistics of it twice that."""
+    if not isinstance(reducer, StandardScaler):
+        return reducer.fit(block[present])
+    for start in range(0, len(block), ROW_BLOCK):
+        rows = np.flatnonzero(present[start:start + ROW_BLOCK])
+        if len(rows):
+            reducer.partial_fit(block[start + rows])
+    return reducer
+
+
+def reduce_block(reducer, block: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """The rows present transformed by the fitted `reducer`, NaN elsewhere, float32; ROW_BLOCK rows at a time."""
+    out = np.full((len(block), len(reducer.get_feature_names_out())), np.nan, dtype=np.float32)
+    for start in range(0, len(block), ROW_BLOCK):
+        rows = start + np.flatnonzero(present[start:start + ROW_BLOCK])
+        if len(rows):
+            out[rows] = reducer.transform(block[rows])
+    return out
+
+
 # liblinear (LinearSVC) draws its coordinate order from one process-wide generator (sklearn's newrand.h): two
 # fits in threads of one process (a Dask worker with threads, joblib's threading backend) interleave its draws and
 # each gets another model than its seed gives (0.0017 apart in a cluster test's out-of-fold scores, 5 of 40
@@ -164,14 +186,33 @@ class KnnHead(BaseEstimator):
             out[start:start + len(scores)] = np.column_stack([-scores, scores]) if scores.ndim == 1 else scores
         return out
 
-    def predict(self, X) -> np.ndarray:
-        sims, neighbours = self.index_.search(self._project(X), self.n_neighbors)
+    def searches_across_folds(self, n_rows: int) -> bool:
+        """Whether out-of-fold scores come from the one index of all `n_rows` training rows, each row's neighbours
+        in its own fold skipped (`predict` with `folds`), instead of an index per fold: for approximate search
+        without a projection (which learns from labels, so per fold). Building the folds' indexes was a third of
+        training at 60,000 products."""
+        return self.projection_alpha is None and n_rows > self.exact_max_rows
+
+    def predict(self, X, folds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Scores of the rows of X; with `folds` (the rows' folds, the training rows' folds), from neighbours
+        outside each row's own fold only (some 2k + 1 are searched; slots past the last one outside stay empty)."""
+        k = self.n_neighbors
+        sims, neighbours = self.index_.search(self._project(X), k if folds is None else 2 * k + 1)
         sims = np.clip(sims, 0, None)
+        found = np.ones(sims.shape, dtype=bool)
+        if folds is not None:
+            outside = folds[1][neighbours] != folds[0][:, None]
+            first = np.argsort(~outside, axis=1, kind="stable")[:, :k]
+            found = np.take_along_axis(outside, first, axis=1)
+            sims = np.where(found, np.take_along_axis(sims, first, axis=1), 0)
+            neighbours = np.take_along_axis(neighbours, first, axis=1)
         targets = self.y_[neighbours]
         if self.task == "regression":
-            weights = sims + 1e-6
-            return np.column_stack([(weights * targets).sum(axis=1) / weights.sum(axis=1), targets[:, 0],
-                                    sims[:, 0]]).astype(np.float32)
+            weights = np.where(found, sims + 1e-6, 0)
+            with np.errstate(invalid="ignore"):  # no neighbour outside the row's fold: NaN, unscored
+                mean = (weights * targets).sum(axis=1) / weights.sum(axis=1)
+            nearest = np.where(found[:, 0], targets[:, 0], np.nan)
+            return np.column_stack([mean, nearest, np.where(found[:, 0], sims[:, 0], np.nan)]).astype(np.float32)
         out = np.zeros((X.shape[0], self.n_classes), dtype=np.float32)
         rows = np.repeat(np.arange(X.shape[0]), sims.shape[1])
         np.add.at(out, (rows, targets.ravel()), sims.ravel())
@@ -262,6 +303,20 @@ def fit_present(head, X, y: np.ndarray, present: np.ndarray):
     return clone(head).fit(on_rows(X, rows), on_rows(y, rows))
 
 
+def fit_and_score(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, n_jobs: int | None = None,
+                  top_k: int | None = None):
+    """(`fit_present`, `out_of_fold`): a kNN head that searches across folds gets both from its one index."""
+    fitted = fit_present(head, X, y, present)
+    rows = np.flatnonzero(present)
+    if not (isinstance(head, KnnHead) and head.searches_across_folds(len(rows))):
+        return fitted, out_of_fold(head, X, y, folds, present, n_jobs, top_k)
+    out = unscored(head, X.shape[0], top_k)
+    fold_of = folds[rows]
+    if len(np.unique(fold_of)) > 1:  # as `out_of_fold`: one fold alone has nothing honest to score it with
+        out[rows] = scored(fitted, on_rows(X, rows), top_k, (fold_of, fold_of))
+    return fitted, out
+
+
 def on_rows(X, rows: np.ndarray):
     """X[rows]; X itself, not a copy, where the rows are all of it (text, a catalogue whose products all have
     photos): a copy of a million products' image block is 4 GB."""
@@ -277,12 +332,17 @@ def apply_head(head, X, present: np.ndarray, top_k: int | None = None):
     return out
 
 
-def scored(head, X, top_k: int | None):
+def scored(head, X, top_k: int | None, folds: tuple[np.ndarray, np.ndarray] | None = None):
     """`head.predict(X)`, settled; with `top_k` (classification), each product's best `top_k` classes, predicted
-    ROW_BLOCK products at a time so that every class's score exists for one block only."""
+    ROW_BLOCK products at a time so that every class's score exists for one block only. `folds` (the rows' folds,
+    the head's training rows' folds) are handed on to a kNN head's `predict` with each block's own."""
+    def predict(start: int, stop: int) -> np.ndarray:
+        block = X[start:stop]
+        return settled(head.predict(block) if folds is None else head.predict(block, (folds[0][start:stop], folds[1])))
+
     if top_k is None:
-        return settled(head.predict(X))
-    return TopScores.concatenate([TopScores.from_dense(settled(head.predict(X[start:start + ROW_BLOCK])), top_k)
+        return predict(0, X.shape[0])
+    return TopScores.concatenate([TopScores.from_dense(predict(start, start + ROW_BLOCK), top_k)
                                   for start in range(0, X.shape[0], ROW_BLOCK)])
 
 

@@ -32,6 +32,10 @@ class ShortlistSVM:
 
     def fit(self, X: sp.csr_matrix, y: np.ndarray) -> "ShortlistSVM":
         self.classes_, codes = np.unique(y, return_inverse=True)
+        if not X.has_canonical_format:
+            # Sorted once here, not by LinearSVC's input check on every class's rows (21 s of a 60,000-product fit).
+            X = X.copy()
+            X.sum_duplicates()
         n, n_classes = X.shape[0], len(self.classes_)
         members = sp.csr_matrix((np.ones(n, dtype=np.float32), (codes, np.arange(n))), shape=(n_classes, n))
         units = unit_rows(X)
