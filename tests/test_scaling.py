@@ -15,7 +15,9 @@ from mmgbm.estimator import MMGBMClassifier, MMGBMRegressor, ProductMatrix
 from mmgbm.estimator import classifier, heads, stacking
 from mmgbm.estimator.folds import bounded_rows
 from mmgbm.estimator.heads import KnnHead, LinearHead, fit_and_score, out_of_fold
+from mmgbm.estimator import neighbours
 from mmgbm.estimator.neighbours import NeighbourIndex
+from mmgbm.estimator.row_view import RowView
 from mmgbm.estimator.shortlist import ShortlistSVM
 from tests.test_estimator import FAST, products
 
@@ -83,6 +85,33 @@ def test_large_catalogue_paths_predict_as_well_and_survive_the_artifact(tmp_path
     save_artifact(tmp_path / "m", Artifact(TargetInfo("t", "t", "classification"), large, {}, {}, {}))
     loaded = load_artifact(tmp_path / "m", "t").model
     np.testing.assert_allclose(loaded.predict_proba(X[300:]), large.predict_proba(X[300:]), atol=1e-6)
+
+
+def test_a_large_catalogue_never_copies_its_image_block_whole(monkeypatch):
+    """Standardising the image block and taking each fold's rows made two copies of it at the peak of training
+    (4.8 GB each at a million photos): above the heads' sample sizes they read it a block of rows at a time."""
+    X, y = products(n=400)
+    price = np.where(y == "watch", 500.0, 20.0)
+    reads, read = [], RowView.__getitem__
+
+    def recorded(view, key):
+        rows = read(view, key)
+        reads.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(RowView, "__getitem__", recorded)
+    for module, name in ((heads, "ROW_BLOCK"), (neighbours, "KNN_CHUNK")):
+        monkeypatch.setattr(module, name, 50)
+    monkeypatch.setattr(neighbours, "SVD_MAX_ROWS", 100)
+    large = {"knn_exact_max_rows": 100, "linear_max_products": 100, **FAST}
+    classifier_, regressor_ = MMGBMClassifier(**large).fit(X, y), MMGBMRegressor(**large).fit(X, price)
+    assert (classifier_.predict(X) == y).mean() > 0.9 and np.mean(np.abs(regressor_.predict(X) - price)) < 100
+    # Samples of 100 rows and blocks of 50: never a fold's 267 training rows, nor all 400.
+    assert reads and max(reads) <= 100
+    rows = np.array([5, 0, 399])
+    view = RowView(X.dense["image"], transform=lambda r: r * 2).take(np.arange(400)[::-1]).take(rows)
+    np.testing.assert_array_equal(view[:], X.dense["image"][399 - rows] * 2)  # a view of a view, transformed
+    np.testing.assert_array_equal(np.asarray(view), view[:])
 
 
 def test_folds_in_parallel_give_the_serial_model():

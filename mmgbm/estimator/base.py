@@ -20,10 +20,10 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from mmgbm.estimator.folds import cap_rows, fold_ids
-from mmgbm.estimator.heads import (apply_head, dense_reducer, fit_and_score, fit_reducer, reduce_block,
-                                   unscored)
+from mmgbm.estimator.heads import apply_head, dense_reducer, fit_and_score, fit_reducer, unscored
 from mmgbm.estimator.metadata import MetadataEncoder
 from mmgbm.estimator.products import ProductMatrix
+from mmgbm.estimator.row_view import RowView
 from mmgbm.estimator.selection import FUSED, choose_predictor
 from mmgbm.estimator.top_scores import TopScores
 
@@ -97,8 +97,10 @@ class MMGBMBase(BaseEstimator):
                 blocks[f"text.{name}{WORDS}"] = (words, np.ones(len(words), dtype=bool))
         for name, block in X.dense.items():
             if name in self.reducers_:
-                present = X.dense_present(name)
-                blocks[name] = (reduce_block(self.reducers_[name], block, present), present)
+                # Standardised as the heads read it: a copy of a million photos' embeddings is 4.8 GB.
+                reducer = self.reducers_[name]
+                view = RowView(block, transform=reducer.transform, width=len(reducer.get_feature_names_out()))
+                blocks[name] = (view, X.dense_present(name))
         return blocks
 
     def _lightgbm_params(self, objective: str) -> dict:

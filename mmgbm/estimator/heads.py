@@ -29,6 +29,7 @@ from sklearn.svm import LinearSVC
 
 from mmgbm.estimator.folds import bounded_rows, strata_for
 from mmgbm.estimator.neighbours import NeighbourIndex
+from mmgbm.estimator.row_view import take_rows
 from mmgbm.estimator.shortlist import ShortlistSVM
 from mmgbm.estimator.top_scores import ROW_BLOCK, TopScores
 
@@ -55,16 +56,6 @@ def fit_reducer(reducer, block: np.ndarray, present: np.ndarray):
         if len(rows):
             reducer.partial_fit(block[start + rows])
     return reducer
-
-
-def reduce_block(reducer, block: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """The rows present transformed by the fitted `reducer`, NaN elsewhere, float32; ROW_BLOCK rows at a time."""
-    out = np.full((len(block), len(reducer.get_feature_names_out())), np.nan, dtype=np.float32)
-    for start in range(0, len(block), ROW_BLOCK):
-        rows = start + np.flatnonzero(present[start:start + ROW_BLOCK])
-        if len(rows):
-            out[rows] = reducer.transform(block[rows])
-    return out
 
 
 # liblinear (LinearSVC) draws its coordinate order from one process-wide generator (sklearn's newrand.h): two
@@ -294,7 +285,7 @@ def out_of_fold(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, 
 
 
 def _fold_scores(head, X, y: np.ndarray, train: np.ndarray, test: np.ndarray, top_k: int | None):
-    return scored(head.fit(X[train], y[train]), X[test], top_k)
+    return scored(head.fit(take_rows(X, train), y[train]), take_rows(X, test), top_k)
 
 
 def fit_present(head, X, y: np.ndarray, present: np.ndarray):
@@ -319,8 +310,8 @@ def fit_and_score(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray
 
 def on_rows(X, rows: np.ndarray):
     """X[rows]; X itself, not a copy, where the rows are all of it (text, a catalogue whose products all have
-    photos): a copy of a million products' image block is 4 GB."""
-    return X if len(rows) == X.shape[0] else X[rows]
+    photos): a copy of a million products' image block is 4 GB. A `RowView` (a dense block) is never copied."""
+    return X if len(rows) == X.shape[0] else take_rows(X, rows)
 
 
 def apply_head(head, X, present: np.ndarray, top_k: int | None = None):
@@ -333,17 +324,18 @@ def apply_head(head, X, present: np.ndarray, top_k: int | None = None):
 
 
 def scored(head, X, top_k: int | None, folds: tuple[np.ndarray, np.ndarray] | None = None):
-    """`head.predict(X)`, settled; with `top_k` (classification), each product's best `top_k` classes, predicted
-    ROW_BLOCK products at a time so that every class's score exists for one block only. `folds` (the rows' folds,
+    """`head.predict(X)`, settled, ROW_BLOCK products at a time (every class's score, and a dense block's rows read
+    through a `RowView`, exist for one block only); with `top_k` (classification), each product's best `top_k`
+    classes. `folds` (the rows' folds,
     the head's training rows' folds) are handed on to a kNN head's `predict` with each block's own."""
     def predict(start: int, stop: int) -> np.ndarray:
         block = X[start:stop]
         return settled(head.predict(block) if folds is None else head.predict(block, (folds[0][start:stop], folds[1])))
 
+    starts = range(0, X.shape[0], ROW_BLOCK)
     if top_k is None:
-        return predict(0, X.shape[0])
-    return TopScores.concatenate([TopScores.from_dense(predict(start, start + ROW_BLOCK), top_k)
-                                  for start in range(0, X.shape[0], ROW_BLOCK)])
+        return np.concatenate([predict(start, start + ROW_BLOCK) for start in starts])
+    return TopScores.concatenate([TopScores.from_dense(predict(start, start + ROW_BLOCK), top_k) for start in starts])
 
 
 def unscored(head, n: int, top_k: int | None):
