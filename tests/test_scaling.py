@@ -71,15 +71,17 @@ def test_one_index_across_folds_scores_out_of_fold_like_an_index_per_fold():
     assert np.isfinite(price).all() and np.mean(np.abs(price[:, 0] - y * 10.0)) < np.mean(np.abs(y * 10.0 - 55))
 
 
-def test_large_catalogue_paths_predict_as_well_and_survive_the_artifact(tmp_path):
+def test_large_catalogue_paths_predict_as_well_and_survive_the_artifact(tmp_path, monkeypatch):
     X, y = products(n=400)
     small = MMGBMClassifier(**FAST).fit(X[:300], y[:300])
-    large = MMGBMClassifier(**FAST, knn_exact_max_rows=100, stack_max_products=150, linear_max_products=120
-                            ).fit(X[:300], y[:300])
+    params = {**FAST, "knn_exact_max_rows": 100, "stack_max_products": 150, "linear_max_products": 120}
+    large = MMGBMClassifier(**params).fit(X[:300], y[:300])
     assert not large.heads_["image.knn"].index_.exact
     # Every training product still has an honest prediction: the bounded sample's rows out of fold, the others
-    # from the final stacker that never saw them.
+    # from the final stacker that never saw them, which predicts them a block of rows at a time.
     assert np.isfinite(large.oof_proba_).all() and large.oof_proba_.shape == (300, 4)
+    monkeypatch.setattr(stacking, "PREDICT_ROWS", 7)
+    assert np.array_equal(MMGBMClassifier(**params).fit(X[:300], y[:300]).oof_proba_, large.oof_proba_)
     accuracy = [(m.predict(X[300:]) == y[300:]).mean() for m in (small, large)]
     assert accuracy[1] > 0.9 and accuracy[1] >= accuracy[0] - 0.03
     save_artifact(tmp_path / "m", Artifact(TargetInfo("t", "t", "classification"), large, {}, {}, {}))

@@ -326,11 +326,12 @@ def apply_head(head, X, present: np.ndarray, top_k: int | None = None):
 def scored(head, X, top_k: int | None, folds: tuple[np.ndarray, np.ndarray] | None = None):
     """`head.predict(X)`, settled, ROW_BLOCK products at a time (every class's score, and a dense block's rows read
     through a `RowView`, exist for one block only); with `top_k` (classification), each product's best `top_k`
-    classes. `folds` (the rows' folds,
-    the head's training rows' folds) are handed on to a kNN head's `predict` with each block's own."""
+    classes. `folds` (the rows' folds, the training rows' folds) go to a kNN head's `predict`, each block's own."""
     def predict(start: int, stop: int) -> np.ndarray:
         block = X[start:stop]
-        return settled(head.predict(block) if folds is None else head.predict(block, (folds[0][start:stop], folds[1])))
+        if folds is None:
+            return settled(head.predict(block))
+        return settled(head.predict(block, (folds[0][start:stop], folds[1])))
 
     starts = range(0, X.shape[0], ROW_BLOCK)
     if top_k is None:

@@ -3,7 +3,7 @@
 Exact search is one matrix product per block of queries: the fastest and exact up to ~100,000 products, but its
 cost grows with n^2 and the out-of-fold scheme runs it once per fold. Above `exact_max_rows` the rows are
 projected to `components` dimensions (a truncated SVD: the same for sparse TF-IDF and dense embeddings) and searched
-with faiss's HNSW graph, whose cost grows with n log n. The index is kept as bytes (faiss's own serialisation),
+with faiss's HNSW graph, whose cost grows with n log n. The index is pickled as bytes (faiss's own serialisation),
 so a fitted model stays plain arrays for the artifact.
 """
 
@@ -49,7 +49,7 @@ class NeighbourIndex:
         svd = TruncatedSVD(n_components, algorithm="randomized", n_iter=3, random_state=self.seed).fit(sample)
         self.projection_ = svd.components_.T.astype(np.float32)
         self.columns_ = None
-        self.index_bytes_ = _build_hnsw(self._project(X))
+        self._hnsw = _build_hnsw(self._project(X))
         return self
 
     def search(self, Q, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,21 +74,27 @@ class NeighbourIndex:
     def _index(self):
         import faiss
 
-        if getattr(self, "_hnsw", None) is None:  # rebuilt once per process from the stored bytes
-            self._hnsw = faiss.deserialize_index(self.index_bytes_)
+        if getattr(self, "_hnsw", None) is None:  # rebuilt once per process from the stored bytes, then dropped
+            self._hnsw, self.index_bytes_ = faiss.deserialize_index(self.index_bytes_), None
         return self._hnsw
 
     def __getstate__(self) -> dict:
-        # The live faiss object is not data: artifacts and worker processes get the bytes and rebuild it.
-        return {k: v for k, v in self.__dict__.items() if k != "_hnsw"}
+        # The live faiss object is not data: artifacts and worker processes get its bytes and rebuild it. The bytes
+        # exist only then: beside the live index they were a second copy (0.6 GB at 800,000 products).
+        import faiss
+
+        state = {k: v for k, v in self.__dict__.items() if k != "_hnsw"}
+        if getattr(self, "_hnsw", None) is not None:
+            state["index_bytes_"] = faiss.serialize_index(self._hnsw)
+        return state
 
 
-def _build_hnsw(rows: np.ndarray) -> np.ndarray:
+def _build_hnsw(rows: np.ndarray):
     import faiss
 
     index = faiss.IndexHNSWFlat(rows.shape[1], HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
     index.add(rows)
-    return faiss.serialize_index(index)
+    return index
 
 
 def transposed(X):

@@ -32,7 +32,8 @@ class ProductMatrix:
         n = len(self.ids)
         if self.meta is None:
             self.meta = pd.DataFrame(index=range(n))
-        blocks = {**{f"text[{k}]": v for k, v in self.text.items()}, **{f"words[{k}]": v for k, v in self.words.items()},
+        blocks = {**{f"text[{k}]": v for k, v in self.text.items()},
+                  **{f"words[{k}]": v for k, v in self.words.items()},
                   **{f"dense[{k}]": v for k, v in self.dense.items()}, "meta": self.meta}
         for name, block in blocks.items():
             if block.shape[0] != n:

@@ -17,6 +17,8 @@ import pandas as pd
 
 from mmgbm.estimator.top_scores import ROW_BLOCK, TopScores
 
+PREDICT_ROWS = 2**18  # rows the final booster predicts at once: ~35 MB of features
+
 
 def cross_fit(params: dict, rounds: int, patience: int, rows: np.ndarray, names: list[str], label: np.ndarray,
               folds: np.ndarray, categorical: list[str]) -> tuple[np.ndarray, lgb.Booster]:
@@ -43,8 +45,9 @@ def cross_fit(params: dict, rounds: int, patience: int, rows: np.ndarray, names:
     final = lgb.train(params, lgb.Dataset(fitted, label[inside], feature_name=names, categorical_feature=categorical),
                       num_boost_round=best)
     outside = np.flatnonzero(folds < 0)
-    if len(outside):
-        oof[outside] = final.predict(rows[outside])
+    for start in range(0, len(outside), PREDICT_ROWS):  # not a copy of every row left out at once
+        block = outside[start:start + PREDICT_ROWS]
+        oof[block] = final.predict(rows[block])
     return oof, final
 
 
