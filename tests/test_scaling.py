@@ -80,8 +80,12 @@ def test_large_catalogue_paths_predict_as_well_and_survive_the_artifact(tmp_path
     # Every training product still has an honest prediction: the bounded sample's rows out of fold, the others
     # from the final stacker that never saw them, which predicts them a block of rows at a time.
     assert np.isfinite(large.oof_proba_).all() and large.oof_proba_.shape == (300, 4)
+    price = np.where(y[:300] == "watch", 500.0, 20.0)
+    regressor_ = MMGBMRegressor(**params).fit(X[:300], price)
+    monkeypatch.setattr(stacking, "ROW_BLOCK", 7)
     monkeypatch.setattr(stacking, "PREDICT_ROWS", 7)
     assert np.array_equal(MMGBMClassifier(**params).fit(X[:300], y[:300]).oof_proba_, large.oof_proba_)
+    assert np.array_equal(MMGBMRegressor(**params).fit(X[:300], price).stacker_.oof_, regressor_.stacker_.oof_)
     accuracy = [(m.predict(X[300:]) == y[300:]).mean() for m in (small, large)]
     assert accuracy[1] > 0.9 and accuracy[1] >= accuracy[0] - 0.03
     save_artifact(tmp_path / "m", Artifact(TargetInfo("t", "t", "classification"), large, {}, {}, {}))

@@ -78,21 +78,37 @@ class CandidateReranker:
 
     def fit(self, scores: list[TopScores], meta: pd.DataFrame, meta_categorical: list[str], y: np.ndarray,
             folds: np.ndarray, log_prior: np.ndarray) -> "CandidateReranker":
-        """Cross-fitted over the products' `folds`; `oof_` holds every product's out-of-fold (candidates, probs)."""
+        """Cross-fitted over the products' `folds`; `oof_` holds every product's out-of-fold (candidates, probs),
+        from the final booster for the products left out of fitting (fold -1), which it predicts as `predict` does:
+        the candidate rows of every product at once were 2.2 GB at 800,000 training products."""
         self.log_prior_ = log_prior
         self.meta_categorical_ = list(meta_categorical)
-        cands, rows = self.candidate_rows(scores, meta)
-        label = (cands == y[:, None]).ravel().astype(np.float32)
+        inside, outside = np.flatnonzero(folds >= 0), np.flatnonzero(folds < 0)
+        sample = (scores, meta) if not len(outside) else ([s[inside] for s in scores], meta.iloc[inside])
+        cands, rows = self.candidate_rows(*sample)
+        label = (cands == y[inside, None]).ravel().astype(np.float32)
         categorical = ["candidate", *(meta_feature(c) for c in self.meta_categorical_)]
         oof, self.booster_ = cross_fit(self.params, self.rounds, self.patience, rows, self.feature_names(meta),
-                                       label, np.repeat(folds, cands.shape[1]), categorical)
-        self.oof_ = _ranked(cands, oof.reshape(cands.shape), log_prior)
+                                       label, np.repeat(folds[inside], cands.shape[1]), categorical)
+        del rows
+        shape = (len(folds), cands.shape[1])
+        self.oof_ = (np.empty(shape, dtype=np.intp), np.empty(shape))
+        self.oof_[0][inside], self.oof_[1][inside] = _ranked(cands, oof.reshape(cands.shape), log_prior)
+        if len(outside):
+            self.oof_[0][outside], self.oof_[1][outside] = self.predict([s[outside] for s in scores],
+                                                                        meta.iloc[outside])
         return self
 
     def predict(self, scores: list[TopScores], meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(n, k) candidate class codes, best first, and their probabilities (summing to 1 per product)."""
-        cands, rows = self.candidate_rows(scores, meta)
-        return _ranked(cands, self.booster_.predict(rows).reshape(cands.shape), self.log_prior_)
+        """(n, k) candidate class codes, best first, and their probabilities (summing to 1 per product); ROW_BLOCK
+        products at a time."""
+        n, k = len(scores[0]), min(self.n_candidates, scores[0].n_classes)
+        cands, probs = np.empty((n, k), dtype=np.intp), np.empty((n, k))
+        for start in range(0, n, ROW_BLOCK):
+            block = slice(start, start + ROW_BLOCK)
+            c, rows = self.candidate_rows([s[block] for s in scores], meta.iloc[block])
+            cands[block], probs[block] = _ranked(c, self.booster_.predict(rows).reshape(c.shape), self.log_prior_)
+        return cands, probs
 
     def feature_names(self, meta: pd.DataFrame) -> list[str]:
         """The columns of `candidate_rows`, in order."""
