@@ -264,10 +264,11 @@ def bounded_sample(X, y: np.ndarray, max_rows: int, regression: bool, seed: int)
 
 
 def out_of_fold(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, n_jobs: int | None = None,
-                top_k: int | None = None):
+                top_k: int | None = None, across=None):
     """Scores of every training row from a clone of `head` fitted on the other folds (unscored where absent), as
     `scored` gives them. The folds run as `n_jobs` joblib tasks: on local processes, or on a Dask cluster inside
-    `joblib.parallel_config("dask")`."""
+    `joblib.parallel_config("dask")`. With `across`, a kNN head fitted on every row present, each row is scored by
+    it from its neighbours outside its own fold instead (`KnnHead.searches_across_folds`)."""
     out = unscored(head, X.shape[0], top_k)
     rows = np.flatnonzero(present)
     fold_of = folds[rows]
@@ -275,6 +276,9 @@ def out_of_fold(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, 
     if len(names) < 2:  # the modality is in one fold only: nothing honest to score it with
         return out
     X, y = on_rows(X, rows), on_rows(y, rows)
+    if across is not None:
+        out[rows] = scored(across, X, top_k, (fold_of, fold_of))
+        return out
     parts = Parallel(n_jobs=n_jobs)(
         delayed(_fold_scores)(clone(head), X, y, np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f), top_k)
         for f in names)
@@ -297,14 +301,8 @@ def fit_and_score(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray
                   top_k: int | None = None):
     """(`fit_present`, `out_of_fold`): a kNN head that searches across folds gets both from its one index."""
     fitted = fit_present(head, X, y, present)
-    rows = np.flatnonzero(present)
-    if not (isinstance(head, KnnHead) and head.searches_across_folds(len(rows))):
-        return fitted, out_of_fold(head, X, y, folds, present, n_jobs, top_k)
-    out = unscored(head, X.shape[0], top_k)
-    fold_of = folds[rows]
-    if len(np.unique(fold_of)) > 1:  # as `out_of_fold`: one fold alone has nothing honest to score it with
-        out[rows] = scored(fitted, on_rows(X, rows), top_k, (fold_of, fold_of))
-    return fitted, out
+    across = isinstance(head, KnnHead) and head.searches_across_folds(int(present.sum()))
+    return fitted, out_of_fold(head, X, y, folds, present, n_jobs, top_k, across=fitted if across else None)
 
 
 def on_rows(X, rows: np.ndarray):

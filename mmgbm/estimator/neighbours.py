@@ -9,6 +9,8 @@ so a fitted model stays plain arrays for the artifact.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import scipy.sparse as sp
 from sklearn.decomposition import TruncatedSVD
@@ -20,6 +22,7 @@ HNSW_SEARCH_DEPTH = 64
 # Rows the projection is learned from: 128 directions of a sample this size match those of every row (the SVD cost
 # 69 of 386 s of a 60,000-product fit, 30 fits on all their rows, and grows linearly with them).
 SVD_MAX_ROWS = 50_000
+_REBUILD = threading.Lock()  # a service's request threads may be first to search a loaded index together
 
 
 class NeighbourIndex:
@@ -74,8 +77,11 @@ class NeighbourIndex:
     def _index(self):
         import faiss
 
-        if getattr(self, "_hnsw", None) is None:  # rebuilt once per process from the stored bytes, then dropped
-            self._hnsw, self.index_bytes_ = faiss.deserialize_index(self.index_bytes_), None
+        if getattr(self, "_hnsw", None) is None:
+            with _REBUILD:  # once per process from the stored bytes, which are then dropped: one thread only
+                if getattr(self, "_hnsw", None) is None:
+                    self._hnsw = faiss.deserialize_index(self.index_bytes_)
+                    self.index_bytes_ = None
         return self._hnsw
 
     def __getstate__(self) -> dict:
