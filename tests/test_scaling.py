@@ -8,6 +8,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from mmgbm.commands.artifact import Artifact, TargetInfo, load_artifact, save_artifact
@@ -46,14 +47,17 @@ def test_approximate_search_finds_the_exact_neighbours_of_dense_and_sparse_rows(
         assert recall(found, truth) > 0.6  # a 32-d projection of 64-d rows: most true neighbours found
 
 
-def test_one_index_across_folds_scores_out_of_fold_like_an_index_per_fold():
+@pytest.mark.parametrize("projection_alpha", [None, 1.0], ids=["one index", "projected: two halves"])
+def test_a_shared_index_scores_out_of_fold_like_an_index_per_fold(projection_alpha):
     rng = np.random.default_rng(0)
     classes = rng.integers(0, 12, 600)
-    rows = (rng.normal(size=(12, 32))[classes] + rng.normal(0, 0.8, (600, 32))).astype(np.float32)
+    # 256 dimensions: enough for a projection that saw a product's label to place it by that label (OOF accuracy
+    # 0.74 on the noise labels below when the halves' projections learn from every row).
+    rows = (rng.normal(size=(12, 256))[classes] + rng.normal(0, 0.8, (600, 256))).astype(np.float32)
     # Every product listed twice, both copies in one fold: a twin seen out of fold would be a leak.
     X, folds = np.repeat(rows, 2, axis=0), np.repeat(np.arange(600) % 5, 2)
     present = np.ones(len(X), dtype=bool)
-    head = KnnHead("multiclass", 12, n_neighbors=5, exact_max_rows=100)
+    head = KnnHead("multiclass", 12, n_neighbors=5, exact_max_rows=100, projection_alpha=projection_alpha)
     assert head.searches_across_folds(len(X))
 
     def accuracy(scores, y):
@@ -65,7 +69,8 @@ def test_one_index_across_folds_scores_out_of_fold_like_an_index_per_fold():
     assert accuracy(oof, noise) < 0.2  # out of fold, chance (1/12): neither the product nor its twin is seen
     y = np.repeat(classes, 2)
     shared = fit_and_score(head, X, y, folds, present)[1]
-    per_fold = out_of_fold(KnnHead("multiclass", 12, n_neighbors=5, exact_max_rows=100_000), X, y, folds, present)
+    exact = KnnHead("multiclass", 12, n_neighbors=5, exact_max_rows=100_000, projection_alpha=projection_alpha)
+    per_fold = out_of_fold(exact, X, y, folds, present)
     assert abs(accuracy(shared, y) - accuracy(per_fold, y)) < 0.03 and accuracy(per_fold, y) > 0.8
     price = fit_and_score(KnnHead("regression", exact_max_rows=100), X, y * 10.0, folds, present)[1]
     assert np.isfinite(price).all() and np.mean(np.abs(price[:, 0] - y * 10.0)) < np.mean(np.abs(y * 10.0 - 55))
