@@ -242,3 +242,16 @@ def test_a_shortlisted_text_svm_scores_like_one_vs_rest_with_sparse_weights(tmp_
     save_artifact(tmp_path / "m", Artifact(TargetInfo("t", "t", "classification"), model, {}, {}, {}))
     np.testing.assert_array_equal(load_artifact(tmp_path / "m", "t").model.predict_proba(test),
                                   model.predict_proba(test))
+
+
+def test_a_projected_head_whose_products_sit_in_one_half_of_the_folds_is_scored_fold_by_fold():
+    # Photos only in the even folds: the odd half has no rows to learn a projection from, so the folds' own heads
+    # score the products, as below knn_exact_max_rows, never a head without its projection.
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(400, 16)).astype(np.float32), rng.integers(0, 4, 400)
+    folds = np.arange(400) % 5
+    present = folds % 2 == 0
+    head = KnnHead("multiclass", 4, n_neighbors=5, exact_max_rows=50, projection_alpha=1.0)
+    fitted, oof = fit_and_score(head, X, y, folds, present)
+    assert fitted.projector_ is not None
+    np.testing.assert_array_equal(oof, out_of_fold(head, X, y, folds, present))

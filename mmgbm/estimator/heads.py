@@ -320,14 +320,16 @@ def halves_fit_and_score(head, X, y: np.ndarray, folds: np.ndarray, present: np.
     larger half (folds 0, 2, 4) is the fitted head: above `projection_max_rows` / 0.6 rows its projection learns
     from as many rows as one fitted on all of them. Two index builds where a fold each and a final one were six
     (10 of the 15 builds of a 120,000-product fit, the largest part of its time)."""
-    out = unscored(head, X.shape[0], top_k)
     rows = np.flatnonzero(present)
     fold_of = folds[rows]
-    X, y = on_rows(X, rows), on_rows(y, rows)
     half = fold_of % 2
+    if len(np.unique(half)) < 2:  # the modality is in one half only: no half to learn each one's projection
+        return fit_present(head, X, y, present), out_of_fold(head, X, y, folds, present, n_jobs, top_k)
+    out = unscored(head, X.shape[0], top_k)
+    X, y = on_rows(X, rows), on_rows(y, rows)
     parts = Parallel(n_jobs=n_jobs)(
         delayed(_half_scores)(clone(head), X, y, fold_of, np.flatnonzero(half == h), np.flatnonzero(half != h),
-                              top_k)
+                              top_k, keep=h == 0)
         for h in (0, 1))
     for h, (_, part) in enumerate(parts):
         out[rows[half != h]] = part
@@ -335,9 +337,10 @@ def halves_fit_and_score(head, X, y: np.ndarray, folds: np.ndarray, present: np.
 
 
 def _half_scores(head, X, y: np.ndarray, fold_of: np.ndarray, learn: np.ndarray, score: np.ndarray,
-                 top_k: int | None):
+                 top_k: int | None, keep: bool):
+    """(the fitted head if `keep`, else None: a worker would send back its index for nothing; the scores)."""
     head.fit(X, y, projector_rows=learn)
-    return head, scored(head, take_rows(X, score), top_k, (fold_of[score], fold_of))
+    return head if keep else None, scored(head, take_rows(X, score), top_k, (fold_of[score], fold_of))
 
 
 def on_rows(X, rows: np.ndarray):
