@@ -17,6 +17,7 @@ from mmgbm.estimator import classifier, heads, stacking
 from mmgbm.estimator.folds import bounded_rows
 from mmgbm.estimator.heads import KnnHead, LinearHead, fit_and_score, out_of_fold
 from mmgbm.estimator import neighbours
+from mmgbm.estimator import products as products_module
 from mmgbm.estimator.neighbours import NeighbourIndex
 from mmgbm.estimator.row_view import RowView
 from mmgbm.estimator.shortlist import ShortlistSVM
@@ -123,6 +124,22 @@ def test_a_large_catalogue_never_copies_its_image_block_whole(monkeypatch):
     view = RowView(X.dense["image"], transform=lambda r: r * 2).take(np.arange(400)[::-1]).take(rows)
     np.testing.assert_array_equal(view[:], X.dense["image"][399 - rows] * 2)  # a view of a view, transformed
     np.testing.assert_array_equal(np.asarray(view), view[:])
+
+
+def test_image_blocks_are_held_in_half_the_memory_and_missing_photos_stay_missing(monkeypatch):
+    """A million products' B0 embeddings are 4.8 GB in float32: a ProductMatrix holds them as float16, read back in
+    blocks of rows; a block float16 cannot hold (values past 65,504) stays exact."""
+    monkeypatch.setattr(products_module, "PRESENT_ROWS", 7)  # blocks of rows that do not divide the products
+    rng = np.random.default_rng(0)
+    photos = rng.normal(0, 3, (50, 16)).astype(np.float32)
+    photos[[3, 20, 49]] = np.nan  # products without a photo
+    prices = rng.uniform(0, 1e6, (50, 2))
+    X = ProductMatrix(np.arange(50).astype(str), dense={"image": photos, "prices": prices})
+    assert X.dense["image"].dtype == np.float16 and X.dense["image"].nbytes == photos.nbytes // 2
+    np.testing.assert_allclose(X.dense["image"], photos, rtol=2.0**-11)
+    assert np.flatnonzero(~X.dense_present("image")).tolist() == [3, 20, 49]
+    assert X.dense["prices"].dtype == np.float64 and np.array_equal(X.dense["prices"], prices)
+    assert X[10:30].dense["image"].dtype == np.float16  # rows taken stay half the size
 
 
 def test_folds_in_parallel_give_the_serial_model():

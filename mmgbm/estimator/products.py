@@ -14,12 +14,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+PRESENT_ROWS = 65_536  # rows of a dense block checked or converted at once
+
 
 @dataclass
 class ProductMatrix:
     """`text[field]`: (n, vocabulary) CSR TF-IDF; `words[field]`: (n,) the text itself (mention heads tokenise
     it); `dense[name]`: (n, d) float blocks whose name's first dotted part is their modality ("image",
-    "image.colour"); `meta`: metadata columns, of which the estimator reads the ones its parameters name."""
+    "image.colour"), held as float16 where their values fit it; `meta`: metadata columns, of which the estimator
+    reads the ones its parameters name."""
 
     ids: np.ndarray
     text: dict[str, sp.csr_matrix] = field(default_factory=dict)
@@ -41,6 +44,7 @@ class ProductMatrix:
         for name, block in self.dense.items():
             if np.ndim(block) != 2:
                 raise ValueError(f"ProductMatrix: dense[{name}] must be 2-d (products x features)")
+        self.dense = {name: half_precision(block) for name, block in self.dense.items()}
         self.meta = self.meta.reset_index(drop=True)
 
     def __len__(self) -> int:
@@ -71,4 +75,25 @@ class ProductMatrix:
         return self.text[name].getnnz(axis=1) > 0
 
     def dense_present(self, name: str) -> np.ndarray:
-        return ~np.isnan(self.dense[name]).any(axis=1)
+        # A block of rows at a time: a whole block's NaN mask was 1.3 GB at a million photos.
+        block = self.dense[name]
+        return np.concatenate([~np.isnan(block[start:start + PRESENT_ROWS]).any(axis=1)
+                               for start in range(0, max(len(block), 1), PRESENT_ROWS)])
+
+
+def half_precision(block) -> np.ndarray:
+    """A dense block as float16, which halves the largest part of a catalogue in memory (a million products' B0
+    embeddings: 2.4 GB instead of 4.8): its 11 significant bits are far finer than the heads need, which read
+    rows back as float32 before standardising them (`RowView`). A block with values beyond float16's range
+    (65,504) stays as it is."""
+    block = np.asarray(block)
+    if block.dtype == np.float16:
+        return block
+    out = np.empty(block.shape, dtype=np.float16)
+    with np.errstate(over="ignore"):
+        for start in range(0, len(block), PRESENT_ROWS):
+            chunk = block[start:start + PRESENT_ROWS]
+            out[start:start + len(chunk)] = chunk
+            if np.isinf(out[start:start + len(chunk)]).sum() > np.isinf(chunk).sum():
+                return block
+    return out

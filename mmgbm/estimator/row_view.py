@@ -41,7 +41,9 @@ class RowView:
             raw = self.block[key] if self.rows is None else self.block[self.rows[key]]
         else:
             raw = self.block[np.asarray(key) if self.rows is None else self.rows[key]]
-        return (raw if self.transform is None else self.transform(raw)).astype(np.float32, copy=False)
+        # float32 before the transform: a float16 block (`ProductMatrix`) standardised in float16 would lose digits.
+        raw = raw.astype(np.float32, copy=False)
+        return raw if self.transform is None else self.transform(raw).astype(np.float32, copy=False)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         rows = self[:]
