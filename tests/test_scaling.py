@@ -21,6 +21,7 @@ from mmgbm.estimator import products as products_module
 from mmgbm.estimator.neighbours import NeighbourIndex
 from mmgbm.estimator.row_view import RowView
 from mmgbm.estimator.shortlist import ShortlistSVM
+from mmgbm.estimator.top_scores import TopScores
 from tests.test_estimator import FAST, products
 
 
@@ -140,6 +141,18 @@ def test_image_blocks_are_held_in_half_the_memory_and_missing_photos_stay_missin
     assert np.flatnonzero(~X.dense_present("image")).tolist() == [3, 20, 49]
     assert X.dense["prices"].dtype == np.float64 and np.array_equal(X.dense["prices"], prices)
     assert X[10:30].dense["image"].dtype == np.float16  # rows taken stay half the size
+
+
+def test_a_heads_best_classes_break_ties_at_the_cut_by_the_lowest_class_code():
+    """Which of several classes tied at the k-th best score a head keeps must not depend on how a machine
+    partitions: the lowest codes, also among hundreds of ties (counted in narrow integers)."""
+    nan = np.nan
+    scores = np.array([[0.5, 0.9, 0.5, 0.5, nan, 0.1], [nan] * 6, [3, 2, nan, 0, -1, -2]], dtype=np.float32)
+    top = TopScores.from_dense(scores, 3)
+    assert top.classes.tolist() == [[1, 0, 2], [-1, -1, -1], [0, 1, 3]]
+    np.testing.assert_array_equal(top.scores, np.array([[0.9, 0.5, 0.5], [nan] * 3, [3, 2, 0]], dtype=np.float32))
+    many = TopScores.from_dense(np.ones((2, 300), dtype=np.float32), 32)
+    assert many.classes.tolist() == [list(range(32))] * 2
 
 
 def test_folds_in_parallel_give_the_serial_model():

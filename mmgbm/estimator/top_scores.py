@@ -36,13 +36,16 @@ class TopScores:
         """The best `k` of (n, classes) scores, NaN meaning unscored."""
         n, n_classes = dense.shape
         k = min(k, n_classes)
-        filled = np.where(np.isnan(dense), -np.inf, dense).astype(np.float32)
+        filled = np.where(np.isnan(dense), -np.inf, dense).astype(np.float32, copy=False)
         if k < n_classes:
             # The k-th best score per product; of the classes tied at it, the lower codes are kept (argpartition
             # alone would keep any), so the kept set does not depend on how a machine partitions.
             kth = -np.partition(-filled, k - 1, axis=1)[:, k - 1:k]
             above, tied = filled > kth, filled == kth
-            keep = above | (tied & (np.cumsum(tied, axis=1) <= k - above.sum(axis=1, keepdims=True)))
+            # Counted in the narrowest integers that hold the classes: numpy's default int64 counts were half the
+            # cost of a head's scores at 750 classes (a fifth of that in int16).
+            counts = np.cumsum(tied, axis=1, dtype=np.min_scalar_type(n_classes))
+            keep = above | (tied & (counts <= k - above.sum(axis=1, keepdims=True)))
             top = np.nonzero(keep)[1].reshape(n, k)
         else:
             top = np.broadcast_to(np.arange(n_classes), (n, n_classes))
