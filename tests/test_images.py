@@ -440,8 +440,9 @@ def test_openvino_runtime_gives_the_tensorflow_features_and_its_own_fingerprint(
     on_tensorflow = load_config(config, {"workdir": "work-tf"})
     extract_images(on_tensorflow)
     ids = [pid for pid, _ in demo_rows(5)]
-    ov_features = read_back(on_openvino, ids).dense["image"]
-    tf_features = read_back(on_tensorflow, ids).dense["image"]
+    # Held as float16: the cosine is computed in float32 (float16 sums alone are off by ~5e-4).
+    ov_features = read_back(on_openvino, ids).dense["image"].astype(np.float32)
+    tf_features = read_back(on_tensorflow, ids).dense["image"].astype(np.float32)
     norms = np.linalg.norm(ov_features, axis=1) * np.linalg.norm(tf_features, axis=1)
     cosine = (ov_features * tf_features).sum(1) / norms
     assert cosine.min() > 0.9999

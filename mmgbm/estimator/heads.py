@@ -50,7 +50,8 @@ def fit_reducer(reducer, block: np.ndarray, present: np.ndarray):
     """`reducer` fitted on the rows present; a plain scaler ROW_BLOCK rows at a time (`partial_fit`, the same
     statistics): a copy of a million photos' B0 embeddings is 4.8 GB, and float64 statistics of it twice that."""
     if not isinstance(reducer, StandardScaler):
-        return reducer.fit(block[present])
+        # float32 first: a pipeline's scaler would standardise a float16 block (`ProductMatrix`) in float16.
+        return reducer.fit(block[present].astype(np.float32))
     for start in range(0, len(block), ROW_BLOCK):
         rows = np.flatnonzero(present[start:start + ROW_BLOCK])
         if len(rows):
