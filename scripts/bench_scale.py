@@ -166,7 +166,7 @@ def reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def peak_gib(field: str = "VmHWM") -> float:
+def memory_gib(field: str = "VmHWM") -> float:
     """Peak resident memory (VmHWM), or with "VmRSS" the present one."""
     kib = re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)
     return int(kib) * 1024 / GIB
@@ -190,8 +190,8 @@ def run_size(n: int, seed: int, images: bool) -> None:
     X_test = product_matrix(test_rows, vectorizer.transform(test_rows[TITLE]), photos, rng)
     del real, photos, catalogue
     report({"stage": "catalogue", "seconds": time.perf_counter() - started, "train": len(X_train),
-            "test": len(X_test), "classes": int(train_rows[CLASS].nunique()), "peak_gib": peak_gib(),
-            "resident_gib": peak_gib("VmRSS")})
+            "test": len(X_test), "classes": int(train_rows[CLASS].nunique()), "peak_gib": memory_gib(),
+            "resident_gib": memory_gib("VmRSS")})
     print(f"[{n:,}] catalogue and TF-IDF ready in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     # As configs/flipkart.yaml: the category target does not read the other levels of its own path.
     for target, column, model in (
@@ -210,7 +210,7 @@ def run_size(n: int, seed: int, images: bool) -> None:
         score = (float(np.mean(predicted == truth)) if target == CLASSIFIER
                  else float(np.mean(np.abs(np.log1p(predicted) - np.log1p(truth)))))
         report({"target": target, "train_s": trained - began, "predict_per_s": len(X_test) / predict_s,
-                "peak_gib": peak_gib(), "score": score})
+                "peak_gib": memory_gib(), "score": score})
         print(f"[{n:,}] {target} trained in {trained - began:.0f} s", file=sys.stderr)
         del model, predicted
 
