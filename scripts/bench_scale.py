@@ -24,7 +24,7 @@ largest size reached, when that size did not finish). Accuracy at larger sizes i
 each real title is then reused many times.
 
     .venv/bin/python scripts/bench_scale.py [--sizes 15000,60000,250000,1000000] [--time-limit 3600] [--seed 0]
-                                            [--no-images] [--reference-accuracy A]
+                                            [--no-images] [--classifier-only] [--reference-accuracy A]
 
 Linux only (peak RSS from /proc). The full run takes hours on two cores; --sizes 3000,6000 checks the script.
 """
@@ -176,8 +176,9 @@ def report(record: dict) -> None:
     print(json.dumps(record), flush=True)
 
 
-def run_size(n: int, seed: int, images: bool) -> None:
-    """Grow, split, vectorise, then train and predict each target; one JSON line on stdout per finished stage."""
+def run_size(n: int, seed: int, images: bool, classifier_only: bool = False) -> None:
+    """Grow, split, vectorise, then train and predict each target (the classifier only, with `classifier_only`);
+    one JSON line on stdout per finished stage."""
     started = time.perf_counter()
     real = real_products()
     photos = real_photos() if images else {}
@@ -194,11 +195,10 @@ def run_size(n: int, seed: int, images: bool) -> None:
             "resident_gib": memory_gib("VmRSS")})
     print(f"[{n:,}] catalogue and TF-IDF ready in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     # As configs/flipkart.yaml: the category target does not read the other levels of its own path.
-    for target, column, model in (
-        (CLASSIFIER, CLASS, MMGBMClassifier(categorical_columns=("brand",), numeric_columns=RATINGS)),
-        (REGRESSOR, PRICE, MMGBMRegressor(categorical_columns=("brand", "cat_l1", "cat_l2", CLASS),
-                                          numeric_columns=RATINGS, log_target=True)),
-    ):
+    targets = [(CLASSIFIER, CLASS, MMGBMClassifier(categorical_columns=("brand",), numeric_columns=RATINGS)),
+               (REGRESSOR, PRICE, MMGBMRegressor(categorical_columns=("brand", "cat_l1", "cat_l2", CLASS),
+                                                 numeric_columns=RATINGS, log_target=True))]
+    for target, column, model in targets[:1] if classifier_only else targets:
         gc.collect()
         reset_peak()
         began = time.perf_counter()
@@ -219,8 +219,8 @@ def measure(n: int, args: argparse.Namespace) -> tuple[list[dict], str | None]:
     """One size in a child process: its reports, and why it stopped short (None when it finished)."""
     command = [sys.executable, __file__, "--child-size", str(n), "--seed", str(args.seed)]
     # Its own process group, so a time-out also ends any worker processes the estimator started.
-    child = subprocess.Popen(command + (["--no-images"] if args.no_images else []), stdout=subprocess.PIPE,
-                             text=True, start_new_session=True)
+    command += ["--no-images"] * args.no_images + ["--classifier-only"] * args.classifier_only
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
     problem = None
     try:
         out, _ = child.communicate(timeout=args.time_limit)
@@ -258,7 +258,7 @@ def print_size(n: int, records: list[dict], problem: str | None) -> None:
     for target, metric in ((CLASSIFIER, "accuracy"), (REGRESSOR, "MAE log1p")):
         r = stages.get(target)
         if r is None:
-            print(f"  {target:<7} {problem}")
+            print(f"  {target:<7} {problem or 'not run (--classifier-only)'}")
             continue
         print(f"  {target:<7} train {r['train_s']:>8.1f} s  predict {r['predict_per_s']:>9,.0f} products/s  "
               f"peak {r['peak_gib']:>6.2f} GiB  {metric} {r['score']:.4f}")
@@ -308,12 +308,14 @@ def main() -> None:
                         help="seconds per size (catalogue, both targets) before its child is killed")
     parser.add_argument("--seed", type=int, default=0, help="seeds the grown catalogue and the held-out split")
     parser.add_argument("--no-images", action="store_true", help="leave the image blocks out")
+    parser.add_argument("--classifier-only", action="store_true",
+                        help="train the ~750-class classifier only (the goals' target), not the price regressor")
     parser.add_argument("--reference-accuracy", type=float, default=TODAY_15K_ACCURACY,
                         help="today's classifier accuracy at 15,000 products (default: measured at --seed 0)")
     parser.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_size:
-        run_size(args.child_size, args.seed, not args.no_images)
+        run_size(args.child_size, args.seed, not args.no_images, args.classifier_only)
         return
 
     ensure_photos(args.no_images)

@@ -47,6 +47,9 @@ def test_approximate_search_finds_the_exact_neighbours_of_dense_and_sparse_rows(
         sims, found = approximate.search(Q, 10)
         assert found.shape == (200, 10) and (np.diff(sims, axis=1) <= 1e-6).all()  # best first
         assert recall(found, truth) > 0.6  # a 32-d projection of 64-d rows: most true neighbours found
+    # An indexed product reads its own cell first: it is always its own nearest neighbour, as in exact search.
+    dense = NeighbourIndex(exact_max_rows=1000, components=32).fit(rows)
+    assert np.array_equal(dense.search(rows[:500], 1)[1][:, 0], np.arange(500))
 
 
 @pytest.mark.parametrize("projection_alpha", [None, 1.0], ids=["one index", "projected: two halves"])
