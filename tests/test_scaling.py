@@ -4,6 +4,7 @@ close to them)."""
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 
@@ -50,6 +51,20 @@ def test_approximate_search_finds_the_exact_neighbours_of_dense_and_sparse_rows(
     # An indexed product reads its own cell first: it is always its own nearest neighbour, as in exact search.
     dense = NeighbourIndex(exact_max_rows=1000, components=32).fit(rows)
     assert np.array_equal(dense.search(rows[:500], 1)[1][:, 0], np.arange(500))
+
+
+def test_a_model_saved_with_an_hnsw_graph_still_finds_neighbours():
+    """Models trained before inverted files stored an HNSW graph's bytes: they must keep predicting."""
+    import faiss
+
+    rows = clustered_rows(3000, 64, seed=0)
+    index = NeighbourIndex(exact_max_rows=1000, components=32).fit(rows)
+    graph = faiss.IndexHNSWFlat(32, 32, faiss.METRIC_INNER_PRODUCT)
+    graph.add(index._project(rows))
+    old = pickle.loads(pickle.dumps(index))  # as loaded from an artifact: the index's bytes, rebuilt on first use
+    old.index_bytes_ = faiss.serialize_index(graph)
+    sims, found = old.search(rows[:200], 41)
+    assert np.array_equal(found[:, 0], np.arange(200)) and (found >= 0).all() and (np.diff(sims, axis=1) <= 1e-6).all()
 
 
 @pytest.mark.parametrize("projection_alpha", [None, 1.0], ids=["one index", "projected: two halves"])

@@ -66,9 +66,7 @@ class NeighbourIndex:
         k = min(k, self.n_rows_)
         if self.exact:
             return nearest(unit_rows(Q), self.columns_, k)
-        index = self._index()
-        index.nprobe = IVF_PROBES
-        sims, found = index.search(self._project(Q), k)
+        sims, found = self._index().search(self._project(Q), k)
         # The cells read may hold fewer than k rows (-1): such slots point at row 0 with no similarity.
         missing = found < 0
         return np.where(missing, 0, sims).astype(np.float32), np.where(missing, 0, found)
@@ -115,6 +113,9 @@ def _build_ivf(rows: np.ndarray, seed: int):
     sample = min(n, CELL_SAMPLE * cells)
     index.train(rows[np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))])
     index.add(rows)
+    # Stored with the index, not set per search: request threads share it, and a model saved with an HNSW graph
+    # (mmgbm before 2026-12-04) still searches (faiss reads at least k of its candidates) instead of failing here.
+    index.nprobe = IVF_PROBES
     return index
 
 
