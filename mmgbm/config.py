@@ -185,7 +185,8 @@ class ModelConfig(Strict):
     n_jobs: int | None = Field(None, description="heads' folds run at once (joblib: null = one, -1 = all cores)")
     knn_neighbors: int = Field(20, ge=1, description="neighbours of the cosine kNN heads")
     knn_exact_max_rows: int = Field(
-        20_000, ge=1, description="exact kNN search up to this many training products; approximate (an inverted file) above"
+        20_000, ge=1,
+        description="exact kNN search up to this many training products; approximate (an inverted file) above",
     )
     linear_max_weights: int = Field(
         100_000_000, ge=1,

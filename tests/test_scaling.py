@@ -48,9 +48,8 @@ def test_approximate_search_finds_the_exact_neighbours_of_dense_and_sparse_rows(
         sims, found = approximate.search(Q, 10)
         assert found.shape == (200, 10) and (np.diff(sims, axis=1) <= 1e-6).all()  # best first
         assert recall(found, truth) > 0.6  # a 32-d projection of 64-d rows: most true neighbours found
-    # An indexed product reads its own cell first: it is always its own nearest neighbour, as in exact search.
-    dense = NeighbourIndex(exact_max_rows=1000, components=32).fit(rows)
-    assert np.array_equal(dense.search(rows[:500], 1)[1][:, 0], np.arange(500))
+        if X is rows:  # an indexed product reads its own cell first: its own nearest neighbour, as in exact search
+            assert np.array_equal(approximate.search(rows[:500], 1)[1][:, 0], np.arange(500))
 
 
 def test_a_model_saved_with_an_hnsw_graph_still_finds_neighbours():

@@ -7,8 +7,8 @@ with faiss's inverted file: k-means cells of ~sqrt(n) / 4 rows, a query reading 
 the rows stored as float16 (half the memory, and searches read half the bytes: 6.6 s against 11.2 s in float32).
 On 200,000 grown products (128 dimensions, 41 neighbours of every row) it built and searched their image rows in
 10 s where faiss's HNSW graph of 32 links took 63 s, its neighbours voting the row's class as often (an HNSW graph
-is built one insertion at a time; k-means cells are matrix products). The
-index is pickled as bytes (faiss's own serialisation), so a fitted model stays plain arrays for the artifact.
+is built one insertion at a time; k-means cells are matrix products). The index is pickled as bytes (faiss's own
+serialisation), so a fitted model stays plain arrays for the artifact.
 """
 
 from __future__ import annotations
