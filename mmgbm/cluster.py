@@ -3,8 +3,8 @@
 `connect(cfg.cluster)` yields None (work here), a client of a LocalCluster started on 127.0.0.1 for the command
 ("local"), or a client of the scheduler at an address (tcp://host:8786). Commands hand the cluster whole parts of
 their work (`run_parts`, `score_rows`) or let joblib's loops inside the estimators run there (`joblib_on`); Dask
-does the scheduling, retries and work stealing. Workers read and write the workdir themselves, so it must lie on a
-file system every worker sees at the same path.
+does the scheduling, retries and work stealing. Workers read photos and write the feature store themselves, so the
+photos must lie on a file system every worker sees at the same path, and the store there too or on object storage.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def connect(address: str | None) -> Iterator[Client | None]:
             client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
         except TimeoutError:
             raise MmgbmError(f"the Dask scheduler at {address} has no workers; start some with "
-                             f"`dask worker {address}` on machines that see the workdir") from None
+                             f"`dask worker {address}` on machines that see the photos and the feature store") from None
         yield client
 
 

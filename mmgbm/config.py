@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mmgbm.errors import MmgbmError
+from mmgbm.features.folder import check_url, is_url
 
 DEFAULT_CONFIG_NAME = "mmgbm.yaml"
 # A Dask scheduler's address as `dask scheduler` prints it: tcp://host:port (an IPv6 host in brackets).
@@ -236,6 +237,10 @@ class ModelConfig(Strict):
 
 class Config(Strict):
     workdir: Path = Path("runs/mmgbm")
+    # The feature store (mmgbm.workdir): <workdir>/features unless a folder or an fsspec URL (s3://bucket/path) is
+    # given; `store_options` are the object store's fsspec options (endpoint_url, profile ...).
+    store: str | None = None
+    store_options: dict[str, Any] = {}
     data: DataConfig
     targets: dict[str, TargetConfig] = {}
     features: FeaturesConfig = FeaturesConfig()
@@ -345,6 +350,11 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
         return p if p.is_absolute() else (base / p).resolve()
 
     cfg.workdir = resolve(cfg.workdir)
+    if cfg.store is not None:
+        if is_url(cfg.store):
+            check_url(cfg.store)
+        else:
+            cfg.store = str(resolve(Path(cfg.store)))
     cfg.data.splits = {name: resolve(p) for name, p in cfg.data.splits.items()}
     if cfg.data.images_root is not None:
         cfg.data.images_root = resolve(cfg.data.images_root)

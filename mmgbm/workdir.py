@@ -1,14 +1,18 @@
 """Every path under the workdir, and the feature stores that live there, in one place.
 
     <workdir>/
-      features/image/<backbone>/   embedding shards, failures.csv
-      features/image/colour/       colour statistics of the same photos
-      features/text/<field>/       TF-IDF shards and the fitted vectorizer.json (plain data, no pickle)
+      features/                    the feature store, unless the config's `store` puts it elsewhere:
+        image/<backbone>/          embedding shards, failures.csv
+        image/colour/              colour statistics of the same photos
+        text/<field>/              TF-IDF shards and the fitted vectorizer.json (plain data, no pickle)
       models/<target>/             one trained model per target
       reports/<target>/            evaluation metrics and plots
       submission.csv               the demo's predictions
 
-A store's fingerprint says how its features were made, so it is built here from the config too.
+The feature store may lie on object storage (`store: s3://bucket/path`, mmgbm.features.folder): it is what a
+cluster's workers write, and the bulk of the data. Models, reports and predictions stay in the workdir of the
+machine that runs the command. A store's fingerprint says how its features were made, so it is built here from
+the config too.
 """
 
 from __future__ import annotations
@@ -17,19 +21,24 @@ from pathlib import Path
 
 from mmgbm.config import Config
 from mmgbm.features import colour
+from mmgbm.features.folder import LocalFolder, ObjectFolder, folder
 from mmgbm.features.image_encoder import weights_fingerprint
 from mmgbm.features.store import FeatureStore
 from mmgbm.features.text_vectorizer import TextVectorizer
 
 IMAGE_FORMAT_VERSION = 1
 VECTORIZER_FILE = "vectorizer.json"
+FAILURES_FILE = "failures.csv"
 
 
-def features_dir(cfg: Config) -> Path:
-    return Path(cfg.workdir) / "features"
+Folder = LocalFolder | ObjectFolder
 
 
-def image_dir(cfg: Config) -> Path:
+def features_dir(cfg: Config) -> Folder:
+    return folder(cfg.store if cfg.store is not None else Path(cfg.workdir) / "features", cfg.store_options)
+
+
+def image_dir(cfg: Config) -> Folder:
     """Every image feature (embeddings of each backbone, colour statistics): what sibling workdirs may share."""
     return features_dir(cfg) / "image"
 
@@ -57,21 +66,17 @@ def colour_store(cfg: Config) -> FeatureStore:
     return FeatureStore(image_dir(cfg) / "colour", colour.FINGERPRINT)
 
 
-def image_failures_path(cfg: Config) -> Path:
+def image_failures(cfg: Config) -> tuple[Folder, str]:
     """The products whose image could not be read by the last run, next to the embeddings."""
-    return _embedding_dir(cfg) / "failures.csv"
+    return _embedding_dir(cfg), FAILURES_FILE
 
 
-def text_dir(cfg: Config) -> Path:
+def text_dir(cfg: Config) -> Folder:
     return features_dir(cfg) / "text"
 
 
-def text_field_dir(cfg: Config, field: str) -> Path:
+def text_field_dir(cfg: Config, field: str) -> Folder:
     return text_dir(cfg) / field
-
-
-def vectorizer_path(cfg: Config, field: str) -> Path:
-    return text_field_dir(cfg, field) / VECTORIZER_FILE
 
 
 def text_store(cfg: Config, field: str, vectorizer: TextVectorizer) -> FeatureStore:
@@ -92,5 +97,5 @@ def submission_path(cfg: Config) -> Path:
     return Path(cfg.workdir) / "submission.csv"
 
 
-def _embedding_dir(cfg: Config) -> Path:
+def _embedding_dir(cfg: Config) -> Folder:
     return image_dir(cfg) / cfg.features.image.backbone

@@ -102,7 +102,7 @@ def colour_free(cfg: Config, config_path: Path) -> Config:
     table.to_csv(csv, index=False)
     images = folder / "features" / "image"
     if not images.exists():
-        images.symlink_to(image_dir(cfg), target_is_directory=True)
+        images.symlink_to(image_dir(cfg).root, target_is_directory=True)
     return load_config(config_path, {"workdir": str(folder), "data.splits.train": str(csv),
                                      "data.holdout.seed": cfg.data.holdout.seed})
 
@@ -175,8 +175,8 @@ def split_config(path: Path, seed: int) -> Config:
     folder = base.parent / f"{base.name}-seed{seed}"
     (folder / "features").mkdir(parents=True, exist_ok=True)
     images = folder / "features" / "image"
-    if image_dir(cfg).exists() and not images.exists():
-        images.symlink_to(image_dir(cfg), target_is_directory=True)
+    if image_dir(cfg).root.exists() and not images.exists():
+        images.symlink_to(image_dir(cfg).root, target_is_directory=True)
     return load_config(path, {"workdir": str(folder), "data.holdout.seed": seed})
 
 

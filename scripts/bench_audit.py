@@ -39,9 +39,9 @@ CONFUSED_SHARE = 0.75  # of the flips, those that go to a class the model confus
 def bench_config(base: Path, workdir: Path, table: Path) -> Config:
     """The config reading `table` as its catalogue, with everything it writes under `workdir`; the image features
     are the base config's, linked in (flipping a label does not change a photo)."""
-    source = image_dir(load_config(base))
+    source = image_dir(load_config(base)).root
     cfg = load_config(base, {"workdir": str(workdir), "data.splits.train": str(table)})
-    link = image_dir(cfg)
+    link = image_dir(cfg).root
     if not link.exists():
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(source.resolve(), target_is_directory=True)

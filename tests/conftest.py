@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +23,19 @@ def write_config(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture
+def object_store():
+    """The URL of an empty prefix on fsspec's in-memory object storage (what s3:// and gs:// offer, in this
+    process), removed after the test."""
+    import fsspec
+
+    url = f"memory://mmgbm-tests/{uuid.uuid4().hex}"
+    yield url
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 @pytest.fixture

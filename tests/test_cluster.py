@@ -17,6 +17,7 @@ import re
 import shutil
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pandas as pd
 import pytest
@@ -30,6 +31,8 @@ from mmgbm.errors import MmgbmError
 from mmgbm.features.design import load_products
 from mmgbm.features.image_encoder import BUNDLED_B0_WEIGHTS
 from mmgbm.features.images import extract_images
+from mmgbm.features.text import load_vectorizer
+from mmgbm.workdir import colour_store, image_store, text_store
 from tests.conftest import REPO
 from tests.modelling_project import demo_frame, make_project
 
@@ -53,6 +56,10 @@ def cluster():
         yield running
 
 
+def text_store_of(cfg):
+    return text_store(cfg, "text", load_vectorizer(cfg, "text"))
+
+
 def ran_there(running, task: str) -> bool:
     """Whether the cluster ran tasks of this function (its prefix, the name without leading underscores)."""
     return task in running.scheduler.task_prefixes
@@ -64,16 +71,24 @@ def mmgbm(*args: str) -> str:
     return result.output
 
 
-def test_text_train_evaluate_predict_on_the_cluster_equal_a_local_run(cluster, tmp_path: Path):
+def test_text_train_evaluate_predict_on_the_cluster_equal_a_local_run(cluster, tmp_path: Path, object_store: str):
+    """The cluster's project keeps its feature store on object storage, as a cluster without a shared file system
+    would: its workers write the text shards there, train and predict read them from there."""
     # Half the demo products and two folds: seconds, not ten.
     local = make_project(tmp_path / "local", demo_frame().head(270), n_folds=2, stack_folds=2)
     shutil.copytree(local.parent, tmp_path / "cluster")
     remote = tmp_path / "cluster" / local.name
-    shutil.rmtree(load_config(remote).workdir / "features" / "text")  # extracted again, on the cluster
+    features = load_config(remote).workdir / "features"
+    fs, prefix = fsspec.core.url_to_fs(object_store)
+    fs.put(str(features / "image"), f"{prefix}/image", recursive=True)
+    shutil.rmtree(features)  # text: extracted again, on the cluster
+    remote.write_text(f"store: {object_store}\n{remote.read_text()}")
+    uploaded = load_config(remote)
+    assert image_store(uploaded).present_ids() == colour_store(uploaded).present_ids() != set()
     on_cluster = ("--cluster", cluster.scheduler_address)
 
     mmgbm("extract-text", "-c", str(remote), *on_cluster)
-    assert ran_there(cluster, "store_vectors")
+    assert ran_there(cluster, "store_vectors") and text_store_of(load_config(remote)).shards()
     frame = pd.read_csv(local.parent / "products.csv", dtype={"id": str})
     stored = [load_products(load_config(path), frame)[0].text["text"] for path in (local, remote)]
     assert (stored[0] != stored[1]).nnz == 0
@@ -99,6 +114,7 @@ def test_text_train_evaluate_predict_on_the_cluster_equal_a_local_run(cluster, t
     report = json.loads((load_config(remote).workdir / "reports" / "articleType" / "metrics.json").read_text())
     truth = load_split(load_config(local), "test").set_index("id").loc[here["id"], "articleType"].to_numpy()
     assert report["fused"]["accuracy"] == pytest.approx((here["articleType"].to_numpy() == truth).mean())
+    assert not features.exists()  # the cluster's workdir holds models and reports, no features
 
 
 def image_catalogue(folder: Path, write_config) -> Path:

@@ -1,9 +1,13 @@
+import importlib.util
+import re
 from pathlib import Path
 
 import pytest
+from fsspec.registry import known_implementations
 
 from mmgbm.config import load_config, parse_overrides
 from mmgbm.errors import MmgbmError
+from mmgbm.workdir import features_dir
 from tests.conftest import DEMO_CONFIG, REPO
 
 
@@ -12,6 +16,18 @@ def test_relative_paths_resolve_against_the_config_folder(tiny_config: Path, mon
     cfg = load_config(tiny_config)
     assert cfg.workdir == tiny_config.parent / "work"
     assert cfg.data.splits["train"] == tiny_config.parent / "products.csv"
+
+
+def test_the_feature_store_is_the_workdirs_unless_a_folder_or_url_says_otherwise(tiny_config: Path):
+    assert str(features_dir(load_config(tiny_config))) == str(tiny_config.parent / "work" / "features")
+    moved = load_config(tiny_config, {"store": "../shared-features"})  # relative to the config, as every path
+    assert str(features_dir(moved)) == str(tiny_config.parent.parent / "shared-features")
+    assert str(features_dir(load_config(tiny_config, {"store": "s3://bucket/catalogue/"}))) == "s3://bucket/catalogue"
+    # A storage whose package is not installed here (fsspec knows dozens): the package is named, not a traceback.
+    protocol, spec = next((protocol, spec) for protocol, spec in known_implementations.items()
+                          if "err" in spec and importlib.util.find_spec(spec["class"].split(".")[0]) is None)
+    with pytest.raises(MmgbmError, match=f"store {protocol}://bucket/x: .*{re.escape(spec['err'])}"):
+        load_config(tiny_config, {"store": f"{protocol}://bucket/x"})
 
 
 def test_found_as_mmgbm_yaml_in_the_working_directory(tiny_config: Path, monkeypatch):
@@ -43,6 +59,7 @@ def test_overrides_change_one_run_and_are_typed(tiny_config: Path):
         (["--features.image.backbone", "b7"], "'b0' or 'b3'"),
         (["--model.learning_rate", "-1"], "greater than 0"),
         (["--model.candidates", "40"], "head_top_k \\(32\\) must be at least candidates \\(40\\)"),
+        (["--store", "nope://bucket/features"], "store nope://bucket/features: unknown storage 'nope'; give a folder"),
     ],
 )
 def test_bad_settings_are_one_line_errors_with_hints(tiny_config: Path, override, expected):

@@ -33,7 +33,7 @@ from mmgbm.features.design import load_products
 from mmgbm.features.image_decoding import UnreadableImage, decode_image, decode_image_bytes
 from mmgbm.features.image_encoder import BUNDLED_B0_WEIGHTS, ImageEncoder
 from mmgbm.features.images import extract_images
-from mmgbm.workdir import colour_store, image_failures_path, image_store
+from mmgbm.workdir import colour_store, image_failures, image_store
 from tests.conftest import REPO
 
 DEMO = REPO / "mmgbm" / "data" / "demo"
@@ -194,13 +194,15 @@ def fake_encoder(monkeypatch) -> dict[str, int]:
     return log
 
 
-def catalogue(folder: Path, rows: list[tuple[str, str]], write_config, **image_settings) -> Path:
+def catalogue(folder: Path, rows: list[tuple[str, str]], write_config, store: str | None = None,
+              **image_settings) -> Path:
     pd.DataFrame({"id": [r[0] for r in rows], "image": [r[1] for r in rows]}).to_csv(folder / "products.csv",
                                                                                    index=False)
     image = {"backbone": "b0", "weights": "none", "image_size": 32, "batch_size": 4, "shard_size": 3,
              **image_settings}
     return write_config({
         "workdir": "work",
+        **({"store": store} if store else {}),
         "data": {"splits": {"train": "products.csv"}, "image_column": "image", "images_root": "imgs"},
         "features": {"image": image, "text": {"enabled": False}},
     })
@@ -257,14 +259,19 @@ def test_bad_inputs_never_stop_a_run_and_are_listed(tmp_path: Path, images_dir: 
         assert [len(pd.read_parquet(s)) for s in store.shards()] == [3, 3, 3, 3, 2]
 
 
+@pytest.mark.parametrize("on_object_storage", [False, True], ids=["folder", "object-storage"])
 def test_reruns_do_only_new_and_previously_failed_products(tmp_path: Path, images_dir: Path, write_config,
-                                                          fake_encoder):
-    config = catalogue(tmp_path, demo_rows(4) + [("late", "later.jpg")], write_config)
+                                                          fake_encoder, object_store: str, on_object_storage: bool):
+    store = object_store if on_object_storage else None
+    config = catalogue(tmp_path, demo_rows(4) + [("late", "later.jpg")], write_config, store)
     first = extract_images(load_config(config))
     assert (first.extracted, first.failures) == (4, {"file not found": 1})
+    if on_object_storage:  # shards and the failures list are objects under the URL; the workdir holds no features
+        assert str(first.failures_path) == f"{object_store}/image/b0/failures.csv"
+        assert len(image_store(load_config(config)).shards()) == 2 and not (tmp_path / "work").exists()
 
     shutil.copy(images_dir / "ok.png", images_dir / "later.jpg")  # the user fixes the missing file
-    config = catalogue(tmp_path, demo_rows(4) + [("late", "later.jpg")] + demo_rows(2, start=10), write_config)
+    config = catalogue(tmp_path, demo_rows(4) + [("late", "later.jpg")] + demo_rows(2, start=10), write_config, store)
     second = extract_images(load_config(config))
     assert (second.skipped, second.extracted, second.failed) == (4, 3, 0)
     assert pd.read_csv(second.failures_path).empty  # rewritten: nothing is missing any more
@@ -517,7 +524,8 @@ def test_paths_outside_images_root_and_special_files_are_refused_without_opening
     config = catalogue(tmp_path, rows, write_config)
     result = CliRunner().invoke(app, ["extract-images", "--config", str(config)])
     assert result.exit_code == 0, result.output
-    listed = pd.read_csv(image_failures_path(load_config(config)), dtype=str, keep_default_na=False)
+    where, name = image_failures(load_config(config))
+    listed = pd.read_csv(where.address(name), dtype=str, keep_default_na=False)
     assert dict(zip(listed.id, listed.reason)) == {
         "fifo": "not a file", "nul": "invalid path", "dotdot": "outside images_root",
         "absolute": "outside images_root", "symlink": "outside images_root", "bomb": "too large"}

@@ -115,3 +115,59 @@ def test_sources_record_what_each_row_was_made_from(tmp_path: Path):
     s.write_shard(dense_table(["b", "c"], np.zeros((2, 2)), sources=["s-b", "s-c"]))
     assert s.sources() == {"a": None, "b": "s-b", "c": "s-c"}
     assert s.read_sources(["c", "zzz", "a"]) == ["s-c", None, None]
+
+
+# ---- on object storage -------------------------------------------------------------------------------------------
+
+
+def test_a_store_on_object_storage_reads_and_writes_as_a_folder_does(object_store: str):
+    s = FeatureStore(f"{object_store}/b0", FP)
+    assert s.shards() == [] and s.present_ids() == set()
+    s.write_shard(dense_table(["a", "b"], np.array([[1, 2], [3, 4]]), sources=["s-a", "s-b"]))
+    s.write_shard(dense_table(["a"], np.array([[5, 6]])))  # newer: wins
+    out, present = s.read_dense(["b", "new", "a"])
+    assert present.tolist() == [True, False, True] and out[[0, 2]].tolist() == [[3, 4], [5, 6]]
+    assert [str(p).rsplit("/", 1)[0] for p in s.shards()] == [f"{object_store}/b0"] * 2
+    assert s.read_sources(["b", "a"]) == ["s-b", None]
+
+    text = FeatureStore(f"{object_store}/title", {"kind": "text"})
+    text.write_shard(sparse_table(["x", "y"], sp.csr_matrix(np.array([[0, 0.5], [1, 0]], dtype=np.float32))))
+    rows, _ = text.read_sparse(["y", "x"], n_features=2)
+    np.testing.assert_allclose(rows.toarray(), [[1, 0], [0, 0.5]])
+
+    with pytest.raises(MmgbmError, match=f"{object_store}/b0/part-.*weights: stored 'abc' vs now 'def'"):
+        FeatureStore(f"{object_store}/b0", {**FP, "weights": "def"}).present_ids()
+    s.clear()
+    assert s.shards() == [] and text.present_ids() == {"x", "y"}
+
+
+def test_on_object_storage_a_crash_leaves_no_object_and_a_damaged_one_is_set_aside(object_store: str, monkeypatch):
+    import fsspec
+
+    s = FeatureStore(f"{object_store}/b0", FP)
+    s.write_shard(dense_table(["a"], np.ones((1, 2))))
+    with monkeypatch.context() as patched:
+        patched.setattr(pq, "write_table", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            s.write_shard(dense_table(["b"], np.ones((1, 2))))
+    fs, prefix = fsspec.core.url_to_fs(f"{object_store}/b0")
+    assert len(fs.ls(prefix)) == 1 and s.present_ids() == {"a"}  # nothing half-uploaded, nothing left to clean
+
+    fs.pipe_file(f"{prefix}/part-00001.parquet", b"truncated")  # as a foreign or broken upload would leave it
+    with pytest.raises(MmgbmError, match=f"{object_store}/b0/part-00001.parquet: unreadable feature shard"):
+        s.present_ids()
+    assert s.prepare_writing() == {"a": None}  # set aside: the next extraction redoes what it held
+    names = {p.rsplit("/", 1)[1] for p in fs.ls(prefix, detail=False)}
+    assert "part-00001.parquet.damaged" in names and "part-00001.parquet" not in names
+
+
+def test_an_object_store_that_cannot_be_reached_stops_the_run_and_sets_nothing_aside(object_store: str, monkeypatch):
+    s = FeatureStore(f"{object_store}/b0", FP)
+    s.write_shard(dense_table(["a"], np.ones((1, 2))))
+    later = FeatureStore(f"{object_store}/b0", FP)  # a new run: it has read nothing of the store yet
+    monkeypatch.setattr(later.folder.fs, "open", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("reset")))
+    with pytest.raises(MmgbmError, match=r"b0/part-\d+-[0-9a-f]+\.parquet: the object store failed \(ConnectionError: "
+                                         r"reset\); check the `store` URL"):
+        later.prepare_writing()
+    monkeypatch.undo()
+    assert later.quarantined == [] and s.present_ids() == {"a"}  # the shard is where it was, still read

@@ -21,7 +21,7 @@ from mmgbm.features.store import FeatureStore, sparse_table
 from mmgbm.features.text import extract_text, load_vectorizer
 from mmgbm.features.text_cleaning import clean_text, join_columns
 from mmgbm.features.text_vectorizer import TextVectorizer
-from mmgbm.workdir import text_store, vectorizer_path
+from mmgbm.workdir import VECTORIZER_FILE, text_field_dir, text_store
 
 TRAIN = pd.DataFrame(
     {
@@ -232,7 +232,7 @@ def test_missing_or_broken_vectorizer_is_a_clear_error(text_config):
     with pytest.raises(MmgbmError, match="no fitted vectorizer for text field 'text'.*mmgbm extract-text"):
         read_text(cfg, ["p1"])
     extract_text(cfg)
-    vectorizer_path(cfg, "text").write_text("garbage")
+    text_field_dir(cfg, "text").address(VECTORIZER_FILE).write_text("garbage")
     with pytest.raises(MmgbmError, match="unreadable vectorizer"):
         load_vectorizer(cfg, "text")
 

@@ -34,11 +34,10 @@ from mmgbm.cluster import run_parts
 from mmgbm.config import Config, ImageFeaturesConfig
 from mmgbm.errors import MmgbmError
 from mmgbm.features import colour
-from mmgbm.features.atomic import write_atomically
 from mmgbm.features.image_decoding import UnreadableImage, check_image_file, decode_image, image_source
 from mmgbm.features.image_encoder import ImageEncoder
 from mmgbm.features.store import FeatureStore, dense_table
-from mmgbm.workdir import colour_store, image_dir, image_failures_path, image_store
+from mmgbm.workdir import Folder, colour_store, image_dir, image_failures, image_store
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -51,12 +50,12 @@ class ImageExtractionSummary:
     coloured: int  # colour statistics added to embeddings stored before extraction made them
     skipped: int
     failures: dict[str, int]
-    failures_path: Path
-    store_root: Path  # holds the embeddings' and the colour statistics' stores
+    failures_path: Path | str
+    store_root: Path | str  # holds the embeddings' and the colour statistics' stores
     seconds: float  # the whole call: reading the catalogue, building the model, embedding
     embedding_seconds: float = 0.0  # the decode + forward + write loop alone: what images/s is measured on
     shards_written: int = 0
-    quarantined: list[Path] = field(default_factory=list)  # damaged shards set aside; their products were redone
+    quarantined: list[Path | str] = field(default_factory=list)  # damaged shards set aside; their products were redone
 
     @property
     def failed(self) -> int:
@@ -189,16 +188,16 @@ def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = Fal
             done = run_parts(client, _extract_on_worker, parts, lambda part: advance(part.products), cfg=cfg)
             done = _Done.total(done, time.perf_counter() - started)  # the workers' model builds included
 
-    failures_path = image_failures_path(cfg)
-    _write_failures(failures_path, done.failures)
+    failures_folder, failures_file = image_failures(cfg)
+    _write_failures(failures_folder, failures_file, done.failures)
     return ImageExtractionSummary(
         products=len(ids),
         extracted=done.embedded,
         coloured=done.coloured,
         skipped=len(ids) - len(work),
         failures=dict(Counter(reason for _, _, reason in done.failures)),
-        failures_path=failures_path,
-        store_root=image_dir(cfg),
+        failures_path=failures_folder.address(failures_file),
+        store_root=image_dir(cfg).root,
         seconds=time.perf_counter() - start,
         embedding_seconds=done.seconds,
         shards_written=done.shards,
@@ -357,14 +356,16 @@ def _decoded_batches(paths: list[str], size: int, batch_size: int,
 
 def known_failures(cfg: Config) -> set[tuple[str, str]]:
     """(id, path) of the products whose image the last extraction could not use: trying again is its job."""
+    where, name = image_failures(cfg)
     try:
-        listed = pd.read_csv(image_failures_path(cfg), dtype=str, keep_default_na=False)
+        with where.open(name) as source:
+            listed = pd.read_csv(source, dtype=str, keep_default_na=False)
         return set(zip(listed["id"], listed["path"]))
     except (OSError, ValueError, KeyError):  # no list yet, or not one extraction wrote
         return set()
 
 
-def _write_failures(path: Path, failures: list[tuple[str, str, str]]) -> None:
+def _write_failures(where: Folder, name: str, failures: list[tuple[str, str, str]]) -> None:
     """Rewrite the list for this run (atomically), so it names exactly what is still missing after it."""
 
     def write(tmp: Path) -> None:
@@ -373,7 +374,7 @@ def _write_failures(path: Path, failures: list[tuple[str, str, str]]) -> None:
             out.writerow(["id", "path", "reason"])
             out.writerows((pid, shown.replace("\0", "\\0"), reason) for pid, shown, reason in failures)
 
-    write_atomically(path, write)
+    where.write(name, write)
 
 
 @contextmanager

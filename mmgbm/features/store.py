@@ -1,8 +1,8 @@
 """The feature store: Parquet shards keyed by product id, each stamped with how its features were made.
 
-One feature set lives in one folder of part-*.parquet files (mmgbm.workdir says which folder). Every shard is
-written to a temporary file and renamed into place (mmgbm.features.atomic), so a crash or a full disk leaves whole
-shards or nothing. Shard names carry the writing time and a random part, so concurrent writers (two runs, or the
+One feature set lives in one folder of part-*.parquet files (mmgbm.workdir says which folder), on a file system or
+on object storage (mmgbm.features.folder). Every shard appears whole or not at all (written to a temporary file and
+renamed into place, or uploaded in one piece), so a crash or a full disk leaves whole shards or nothing. Shard names carry the writing time and a random part, so concurrent writers (two runs, or the
 workers of a Dask cluster on a shared workdir) never pick the same name; the time orders them. Every shard carries a
 fingerprint (backbone, weights hash, image size; vectorizer hash ...) in its Parquet metadata; a store opened with a
 different fingerprint refuses to read or extend shards made another way instead of mixing them.
@@ -15,12 +15,12 @@ text, the image file's size and time), so products that changed since can be fou
 from __future__ import annotations
 
 import json
-import os
+import posixpath
 import re
-import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from mmgbm.errors import MmgbmError
-from mmgbm.features.atomic import remove_orphans, write_atomically
+from mmgbm.features.folder import LocalFolder, ObjectFolder, StorageError, folder
 
 ID = "id"
 SOURCE = "source"
@@ -45,23 +45,24 @@ QUARANTINE_SUFFIX = ".damaged"
 class FeatureStore:
     """A folder of shards that share one fingerprint; dense (`embedding`) or sparse (`indices`, `values`)."""
 
-    def __init__(self, root: Path, fingerprint: dict[str, Any]):
-        self.root = Path(root)
+    def __init__(self, root: Path | str | LocalFolder | ObjectFolder, fingerprint: dict[str, Any]):
+        self.folder = root if isinstance(root, (LocalFolder, ObjectFolder)) else folder(root)
+        self.root = self.folder.root  # a Path, or the URL of a prefix on object storage
         self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))  # normalise tuples etc.
-        self.quarantined: list[Path] = []  # damaged shards prepare_writing() set aside
+        self.quarantined: list[Path | str] = []  # damaged shards prepare_writing() set aside
+        self._schemas: dict[str, pa.Schema] = {}
 
     # ---- shards -------------------------------------------------------------------------------------------
-    def shards(self) -> list[Path]:
+    def shards(self) -> list[Path | str]:
         """Oldest first, whichever writer made them, so that "the newest shard wins" means the newest write."""
-        if not self.root.is_dir():
-            return []
-        found = [(int(m.group(2)), p.name) for p in self.root.iterdir() if (m := SHARD_RE.match(p.name))]
-        return [self.root / name for _, name in sorted(found)]
+        found = [(int(m.group(2)), name) for name in self.folder.names() if (m := SHARD_RE.match(name))]
+        return [self.folder.address(name) for _, name in sorted(found)]
 
-    def check(self) -> None:
-        """Refuse shards whose fingerprint differs from ours, naming the shard and what differs."""
-        for shard in self.shards():
-            theirs = read_fingerprint(shard)
+    def check(self) -> list[Path | str]:
+        """The shards, once each is known to carry our fingerprint; refuses one that does not, naming the shard and
+        what differs."""
+        shards = self.shards()
+        for shard, theirs in zip(shards, self._map(self._fingerprint_of, shards)):
             if theirs != self.fingerprint:
                 keys = sorted(k for k in set(theirs) | set(self.fingerprint) if theirs.get(k) != self.fingerprint.get(k))
                 diff = "; ".join(f"{k}: stored {theirs.get(k)!r} vs now {self.fingerprint.get(k)!r}" for k in keys[:3])
@@ -69,13 +70,13 @@ class FeatureStore:
                     f"{shard} was made differently ({diff}); re-run the extract command with --overwrite "
                     f"or delete {self.root}"
                 )
+        return shards
 
     def sources(self) -> dict[str, str | None]:
         """Every stored id and what its features were made from (None where not recorded), newest shard winning."""
-        self.check()
         out: dict[str, str | None] = {}
-        for shard in self.shards():
-            table = _read(shard, [ID, SOURCE] if SOURCE in pq.read_schema(shard).names else [ID])
+        for table in self._map(lambda shard: self._read(shard, [ID, SOURCE] if SOURCE in self._schema(shard).names
+                                                        else [ID]), self.check()):
             sources = table.column(SOURCE).to_pylist() if SOURCE in table.column_names else [None] * len(table)
             out.update(zip(table.column(ID).to_pylist(), sources))
         return out
@@ -85,43 +86,51 @@ class FeatureStore:
 
     def prepare_writing(self) -> dict[str, str | None]:
         """A writer's first look at the store: remove what killed writers left, set aside shards that cannot be
-        read whole (their products are then extracted again), and return `sources()` for incremental extraction."""
-        remove_orphans(self.root)
-        for shard in self.shards():
+        read (whole, on a file system; their products are then extracted again), and return `sources()` for
+        incremental extraction."""
+        self.folder.remove_orphans()
+
+        def damaged(shard: Path | str) -> bool:
             try:
-                read_fingerprint(shard)
-                _read(shard, None)
+                self._fingerprint_of(shard)
+                if self.folder.verify_whole_files:
+                    self._read(shard, None)
+                return False
+            except StorageError:  # the store cannot be reached: nothing is known of the shard
+                raise
             except MmgbmError:
-                try:
-                    os.replace(shard, shard.with_name(shard.name + QUARANTINE_SUFFIX))
-                    self.quarantined.append(shard)
-                except FileNotFoundError:  # a concurrent writer set it aside first
-                    pass
+                return True
+
+        shards = self.shards()
+        for shard in (shard for shard, bad in zip(shards, self._map(damaged, shards)) if bad):
+            try:
+                self.folder.rename(_name(shard), _name(shard) + QUARANTINE_SUFFIX)
+                self.quarantined.append(shard)
+            except FileNotFoundError:  # a concurrent writer set it aside first
+                pass
         return self.sources()
 
-    def write_shard(self, table: pa.Table) -> Path:
+    def write_shard(self, table: pa.Table) -> Path | str:
         """Write one shard atomically under a name no other writer can pick; the fingerprint goes into its
         Parquet metadata."""
         if ID not in table.column_names:
             raise ValueError("a feature shard needs an 'id' column")
-        final = self.root / f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
         meta = dict(table.schema.metadata or {})
         meta[FINGERPRINT_KEY] = json.dumps(self.fingerprint, sort_keys=True).encode()
         stamped = table.replace_schema_metadata(meta)
-        return write_atomically(final, lambda tmp: pq.write_table(stamped, tmp))
+        return self.folder.write(f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet",
+                                 lambda tmp: pq.write_table(stamped, tmp))
 
     def clear(self) -> None:
         """Remove the whole feature set (used by --overwrite)."""
-        if self.root.exists():
-            shutil.rmtree(self.root)
+        self.folder.remove()
 
     # ---- reading ------------------------------------------------------------------------------------------
     def read_table(self, columns: list[str] | None = None) -> pa.Table:
-        self.check()
-        shards = self.shards()
+        shards = self.check()
         if not shards:
             raise MmgbmError(f"no features in {self.root}; run the extract command first")
-        return pa.concat_tables([_read(s, columns) for s in shards])
+        return pa.concat_tables(self._map(lambda shard: self._read(shard, columns), shards))
 
     def _positions(self, stored_ids: list[str], ids: Sequence[str]) -> np.ndarray:
         """Row of each requested id in the stored table (-1 when absent); later shards win on repeats."""
@@ -165,24 +174,48 @@ class FeatureStore:
         return padded[np.where(present, pos, len(table))], present
 
 
-def read_fingerprint(shard: Path) -> dict[str, Any]:
-    try:
-        meta = pq.read_schema(shard).metadata or {}
-    except Exception as exc:  # a truncated or foreign file in the store folder
-        raise _damaged(shard, exc) from None
-    if FINGERPRINT_KEY not in meta:
-        raise MmgbmError(f"{shard}: not an mmgbm feature shard (no fingerprint); move it out of {shard.parent}")
-    return json.loads(meta[FINGERPRINT_KEY])
+    # ---- one shard ----------------------------------------------------------------------------------------
+    def _map(self, fn: Callable[[Path | str], Any], shards: list[Path | str]) -> list[Any]:
+        """`fn` of every shard, in order; on object storage many at once, each waiting on its own requests."""
+        if self.folder.read_threads == 1 or len(shards) < 2:
+            return [fn(shard) for shard in shards]
+        with ThreadPoolExecutor(self.folder.read_threads) as pool:
+            return list(pool.map(fn, shards))
+
+    def _schema(self, shard: Path | str) -> pa.Schema:
+        """Its Parquet schema, read once per store object: a shard is never rewritten under its name."""
+        name = _name(shard)
+        if name not in self._schemas:
+            try:
+                with self.folder.open(name) as source:
+                    self._schemas[name] = pq.read_schema(source)
+            except StorageError:
+                raise
+            except Exception as exc:  # a truncated or foreign file in the store folder
+                raise _damaged(shard, exc) from None
+        return self._schemas[name]
+
+    def _fingerprint_of(self, shard: Path | str) -> dict[str, Any]:
+        meta = self._schema(shard).metadata or {}
+        if FINGERPRINT_KEY not in meta:
+            raise MmgbmError(f"{shard}: not an mmgbm feature shard (no fingerprint); move it out of {self.root}")
+        return json.loads(meta[FINGERPRINT_KEY])
+
+    def _read(self, shard: Path | str, columns: list[str] | None) -> pa.Table:
+        try:
+            with self.folder.open(_name(shard)) as source:
+                return pq.read_table(source, columns=columns)
+        except StorageError:
+            raise
+        except Exception as exc:  # a damaged page surfaces as OSError, ArrowInvalid ... depending on where it is hit
+            raise _damaged(shard, exc) from None
 
 
-def _read(shard: Path, columns: list[str] | None) -> pa.Table:
-    try:
-        return pq.read_table(shard, columns=columns)
-    except Exception as exc:  # a damaged page surfaces as OSError, ArrowInvalid ... depending on where it is hit
-        raise _damaged(shard, exc) from None
+def _name(shard: Path | str) -> str:
+    return posixpath.basename(str(shard))
 
 
-def _damaged(shard: Path, exc: Exception) -> MmgbmError:
+def _damaged(shard: Path | str, exc: Exception) -> MmgbmError:
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return MmgbmError(f"{shard}: unreadable feature shard ({first}); delete it and re-run the extract command, "
                       f"which redoes only the products it held")

@@ -1,6 +1,6 @@
 """Text features: one TF-IDF vectorizer per text field, fitted on the training split only, stored as sparse shards.
 
-Per field, one folder (mmgbm.workdir.text_field_dir) holds the fitted vectorizer (plain JSON, never a pickle) and
+Per field, one folder of the store (mmgbm.workdir.text_field_dir) holds the fitted vectorizer (plain JSON, never a pickle) and
 the shards (id, indices, values, and a hash of the text each row was made from, so a product whose text changed
 is vectorised again). The shards' fingerprint is derived from the stored vectorizer, so shards can only be read
 with the vectorizer that made them; refitting the vectorizer (--overwrite) discards them, since their indices
@@ -26,11 +26,10 @@ from mmgbm.catalogue import load_all_products, load_split
 from mmgbm.cluster import run_parts
 from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
-from mmgbm.features.atomic import write_atomically
 from mmgbm.features.store import FeatureStore, sparse_table
 from mmgbm.features.text_cleaning import join_columns
 from mmgbm.features.text_vectorizer import TextVectorizer
-from mmgbm.workdir import text_dir, text_store, vectorizer_path
+from mmgbm.workdir import VECTORIZER_FILE, text_dir, text_field_dir, text_store
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -72,7 +71,7 @@ class FieldExtraction:
 @dataclass
 class TextExtractionSummary:
     fields: list[FieldExtraction]
-    root: Path
+    root: Path | str
     enabled: bool = True
 
     def describe(self) -> str:
@@ -98,11 +97,12 @@ def field_columns(cfg: Config, field: str) -> list[str]:
 def load_vectorizer(cfg: Config, field: str) -> TextVectorizer:
     """The fitted vectorizer stored for a field, checked against what the config asks for now."""
     columns = field_columns(cfg, field)
-    path = vectorizer_path(cfg, field)
-    if not path.is_file():
+    where = text_field_dir(cfg, field)
+    path = where.address(VECTORIZER_FILE)
+    if not where.has(VECTORIZER_FILE):
         raise MmgbmError(f"no fitted vectorizer for text field {field!r} at {path}; run `mmgbm extract-text` first")
     try:
-        saved = json.loads(path.read_text())
+        saved = json.loads(where.read_text(VECTORIZER_FILE))
         vectorizer, saved_columns = TextVectorizer.from_data(saved), list(saved["columns"])
     except Exception as exc:  # truncated, hand-edited or foreign: JSON and the rebuild raise many types
         raise MmgbmError(f"{path}: unreadable vectorizer ({type(exc).__name__}); run `mmgbm extract-text --overwrite`") from None
@@ -121,12 +121,12 @@ def extract_text(cfg: Config, *, overwrite: bool = False, client: Client | None 
     """Fit (train split only) or reuse each field's vectorizer, then store vectors for every product not yet stored,
     on the Dask cluster of `client` when given."""
     if not cfg.features.text.enabled:
-        return TextExtractionSummary([], text_dir(cfg), enabled=False)
+        return TextExtractionSummary([], text_dir(cfg).root, enabled=False)
     if not cfg.text_fields:
         raise MmgbmError("no text columns configured; set data.text_columns or features.text.fields")
     products = load_all_products(cfg)
     return TextExtractionSummary(
-        [_extract_field(cfg, field, products, overwrite, client) for field in cfg.text_fields], text_dir(cfg)
+        [_extract_field(cfg, field, products, overwrite, client) for field in cfg.text_fields], text_dir(cfg).root
     )
 
 
@@ -151,7 +151,7 @@ def _extract_field(cfg: Config, field: str, products: pd.DataFrame, overwrite: b
     columns = field_columns(cfg, field)
     started = time.perf_counter()
     fitted_on = None
-    if overwrite or not vectorizer_path(cfg, field).is_file():
+    if overwrite or not text_field_dir(cfg, field).has(VECTORIZER_FILE):
         fitted_on = _fit_and_save(cfg, field, columns, overwrite)
     vectorizer = load_vectorizer(cfg, field)
     fit_seconds = time.perf_counter() - started
@@ -192,7 +192,7 @@ def _fit_and_save(cfg: Config, field: str, columns: list[str], overwrite: bool) 
     if overwrite:
         text_store(cfg, field, vectorizer).clear()
     saved = {**vectorizer.to_data(), "columns": list(columns), "fitted_on": len(train)}
-    write_atomically(vectorizer_path(cfg, field), lambda tmp: tmp.write_text(json.dumps(saved)))
+    text_field_dir(cfg, field).write(VECTORIZER_FILE, lambda tmp: tmp.write_text(json.dumps(saved)))
     return len(train)
 
 

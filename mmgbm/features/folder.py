@@ -1,0 +1,184 @@
+"""A folder of the feature store: a directory on a file system, or a prefix on object storage named by an fsspec
+URL (`s3://bucket/catalogue`, `gs://...`, `memory://` in tests).
+
+Either way a file appears under its name whole or not at all. On a file system it is written to a temporary name
+beside its place and renamed over it (mmgbm.features.atomic). Object storage has no atomic rename, and needs none:
+an upload becomes visible only once complete, so a file is written to a local temporary file first and uploaded in
+one piece; a killed writer leaves nothing behind in the bucket.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from mmgbm.errors import MmgbmError
+from mmgbm.features.atomic import disk_error, remove_orphans, write_atomically
+
+
+class StorageError(MmgbmError):
+    """The object store could not be reached or refused a request: nothing is known of the file asked for."""
+
+
+def is_url(where: str | Path) -> bool:
+    return "://" in str(where)
+
+
+def check_url(url: str) -> None:
+    """Refuse, in one line, a URL whose storage fsspec does not know or whose package is not installed."""
+    import fsspec
+
+    protocol = url.split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:  # fsspec says which package: "Install s3fs to access S3"
+        raise MmgbmError(f"store {url}: {exc} (on every machine that runs mmgbm or a Dask worker)") from None
+    except ValueError:
+        raise MmgbmError(f"store {url}: unknown storage {protocol!r}; give a folder or an fsspec URL such as "
+                         f"s3://bucket/path") from None
+
+
+def folder(where: str | Path, options: dict[str, Any] | None = None) -> LocalFolder | ObjectFolder:
+    """The folder at a path or URL; `options` are the object store's (fsspec storage options: endpoint, profile)."""
+    return ObjectFolder(str(where), options or {}) if is_url(where) else LocalFolder(Path(where))
+
+
+class LocalFolder:
+    read_threads = 1  # the disk is fastest read in order
+    # A file copied in by hand or damaged on disk may be whole up to its last page: reading it all is what tells.
+    verify_whole_files = True
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def __truediv__(self, name: str) -> LocalFolder:
+        return LocalFolder(self.root / name)
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def address(self, name: str) -> Path:
+        return self.root / name
+
+    def names(self) -> list[str]:
+        return [p.name for p in self.root.iterdir()] if self.root.is_dir() else []
+
+    def has(self, name: str) -> bool:
+        return (self.root / name).is_file()
+
+    @contextmanager
+    def open(self, name: str) -> Iterator[Path]:
+        yield self.root / name
+
+    def read_text(self, name: str) -> str:
+        return (self.root / name).read_text()
+
+    def write(self, name: str, write: Callable[[Path], None]) -> Path:
+        """`write(tmp)` fills a local file that then takes `name`'s place whole."""
+        return write_atomically(self.root / name, write)
+
+    def rename(self, name: str, new_name: str) -> None:
+        (self.root / name).replace(self.root / new_name)
+
+    def remove(self) -> None:
+        if self.root.exists():
+            shutil.rmtree(self.root)
+
+    def remove_orphans(self) -> None:
+        remove_orphans(self.root)
+
+
+class ObjectFolder:
+    read_threads = 16  # objects read at once: each read waits on the network's latency, not on this machine
+    # Objects appear only when their upload is complete; the footer (read anyway, for the fingerprint) tells a
+    # foreign or truncated one, and downloading the whole store to find damage would cost more than redoing it.
+    verify_whole_files = False
+
+    def __init__(self, url: str, options: dict[str, Any]):
+        import fsspec
+
+        self.root, self.options = url.rstrip("/"), options
+        self.fs, self.path = fsspec.core.url_to_fs(self.root, **options)
+
+    def __truediv__(self, name: str) -> ObjectFolder:
+        return ObjectFolder(f"{self.root}/{name}", self.options)
+
+    def __str__(self) -> str:
+        return self.root
+
+    def address(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def names(self) -> list[str]:
+        # Listings are cached per process (s3fs, gcsfs) and other machines' writes do not invalidate them.
+        self.fs.invalidate_cache(self.path)
+        with self._reaching(self.root):
+            try:
+                return [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.path, detail=False)]
+            except FileNotFoundError:  # a prefix nothing was written under yet
+                return []
+
+    def has(self, name: str) -> bool:
+        self.fs.invalidate_cache(self.path)
+        with self._reaching(self.address(name)):
+            return self.fs.isfile(self._key(name))
+
+    @contextmanager
+    def open(self, name: str) -> Iterator[IO[bytes]]:
+        with self._reaching(self.address(name)):
+            fh = self.fs.open(self._key(name), "rb")
+        with fh:  # reads fetch byte ranges as the reader asks for them; their failures are the reader's to name
+            yield fh
+
+    def read_text(self, name: str) -> str:
+        with self._reaching(self.address(name)):
+            return self.fs.cat_file(self._key(name)).decode()
+
+    def write(self, name: str, write: Callable[[Path], None]) -> str:
+        """`write(tmp)` fills a local temporary file, uploaded whole as `name`."""
+        with tempfile.TemporaryDirectory(prefix="mmgbm-") as tmp:
+            local = Path(tmp) / name
+            try:
+                write(local)
+            except OSError as exc:  # the local temporary file: a full or read-only temporary folder
+                raise disk_error(exc, local) from None
+            with self._reaching(self.address(name)):
+                try:
+                    self.fs.put_file(str(local), self._key(name))
+                except FileNotFoundError as exc:  # what s3fs, gcsfs ... say of a bucket that is not there
+                    raise MmgbmError(f"{self.address(name)}: cannot be written ({exc}); create the bucket or fix "
+                                     f"the `store` URL") from None
+        return self.address(name)
+
+    def rename(self, name: str, new_name: str) -> None:
+        with self._reaching(self.address(name)):  # a copy and a delete: readers skip either name
+            self.fs.mv(self._key(name), self._key(new_name))
+
+    def remove(self) -> None:
+        with self._reaching(self.root):
+            if self.fs.exists(self.path):
+                self.fs.rm(self.path, recursive=True)
+
+    def remove_orphans(self) -> None:
+        """Uploads that did not finish never became objects: nothing to remove."""
+
+    def _key(self, name: str) -> str:
+        return f"{self.path}/{name}"
+
+    @contextmanager
+    def _reaching(self, where: str) -> Iterator[None]:
+        """The object store's failures (no connection, no such bucket, access denied: each client library has its
+        own exceptions) as one line naming `where`; a missing object stays FileNotFoundError for the caller."""
+        try:
+            yield
+        except (FileNotFoundError, MmgbmError):
+            raise
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise StorageError(f"{where}: the object store failed ({type(exc).__name__}: {first}); check the `store` "
+                             f"URL, `store_options` (endpoint_url ...) and the credentials") from None
