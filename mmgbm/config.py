@@ -41,7 +41,8 @@ class DataConfig(Strict):
     holdout: HoldoutConfig | None = None
     text_columns: list[str] = []
     image_column: str | None = None
-    images_root: Path | None = None
+    # A folder, or an fsspec URL (s3://bucket/photos) whose keys the image column names.
+    images_root: str | Path | None = None
     # Image paths must resolve into images_root (after `..` and symbolic links) unless this is set: a catalogue from
     # elsewhere must not make mmgbm read any file the user can read.
     allow_absolute_image_paths: bool = False
@@ -352,12 +353,15 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     cfg.workdir = resolve(cfg.workdir)
     if cfg.store is not None:
         if is_url(cfg.store):
-            check_url(cfg.store)
+            check_url(cfg.store, "store")
         else:
             cfg.store = str(resolve(Path(cfg.store)))
     cfg.data.splits = {name: resolve(p) for name, p in cfg.data.splits.items()}
     if cfg.data.images_root is not None:
-        cfg.data.images_root = resolve(cfg.data.images_root)
+        if is_url(cfg.data.images_root):
+            check_url(str(cfg.data.images_root), "data.images_root")
+        else:
+            cfg.data.images_root = resolve(Path(cfg.data.images_root))
     weights = cfg.features.image.weights
     if weights not in ("imagenet", "none"):
         cfg.features.image.weights = str(resolve(Path(weights)))

@@ -283,6 +283,37 @@ def test_reruns_do_only_new_and_previously_failed_products(tmp_path: Path, image
     assert late.dense_present("image").all() and late.dense_present("image.colour").all()
 
 
+def test_photos_on_object_storage_are_embedded_as_the_same_files_on_disk(tmp_path: Path, images_dir: Path,
+                                                                          write_config, fake_encoder, object_store):
+    """`data.images_root` as a URL: the same embeddings and colour statistics as from a folder, keys that climb out
+    of the root or name another bucket refused unread, one listing tells what changed since the last run."""
+    import fsspec
+
+    fs, prefix = fsspec.core.url_to_fs(object_store)
+    fs.put(str(images_dir / "images"), f"{prefix}/photos/images", recursive=True)
+    good = demo_rows(4)
+    rows = good + [("lost", "images/lost.jpg"), ("climb", "../secrets/x.jpg"), ("elsewhere", "memory://other/x.jpg")]
+    config = catalogue(tmp_path, rows, write_config)
+    on_disk = load_config(config)
+    remote = load_config(config, {"data.images_root": f"{object_store}/photos", "workdir": str(tmp_path / "remote")})
+    extract_images(on_disk)
+    first = extract_images(remote)
+    assert first.extracted == 4 and first.failures == {"file not found": 1, "outside images_root": 2}
+    ids = [pid for pid, _ in good]
+    for block in ("image", "image.colour"):
+        np.testing.assert_array_equal(read_back(remote, ids).dense[block], read_back(on_disk, ids).dense[block])
+
+    again = extract_images(remote)  # only the failures are tried again
+    assert (again.extracted, again.skipped, sum(again.failures.values())) == (0, 4, 3)
+    replaced = f"{prefix}/photos/{good[0][1]}"
+    fs.pipe_file(replaced, (images_dir / "ok.png").read_bytes())  # the seller uploads a new photo
+    changed = extract_images(remote)
+    assert (changed.extracted, changed.skipped) == (1, 3)
+    pixels, _ = decode_image(images_dir / "ok.png", 32)
+    np.testing.assert_allclose(read_back(remote, ids[:1]).dense["image"][0], fake_embedding(pixels[None], 1280)[0],
+                               **FLOAT16)
+
+
 def test_a_workdir_from_before_colour_extraction_gets_colour_without_a_forward_pass(tmp_path: Path, images_dir: Path,
                                                                                     write_config, fake_encoder):
     cfg = load_config(catalogue(tmp_path, demo_rows(5), write_config))

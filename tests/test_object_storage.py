@@ -18,9 +18,11 @@ from mmgbm.cli import app
 from mmgbm.config import load_config
 from mmgbm.errors import MmgbmError
 from mmgbm.workdir import colour_store, image_store
+from tests.conftest import REPO
 from tests.modelling_project import demo_frame, make_project
 
 runner = CliRunner()
+DEMO = REPO / "mmgbm" / "data" / "demo"
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +86,34 @@ def test_a_bucket_that_does_not_exist_is_named_in_one_line(s3_server: str, tiny_
     assert "\n" not in message and message.startswith("s3://no-such-bucket/features/text/text/vectorizer.json: "
                                                       "cannot be written (The specified bucket does not exist); "
                                                       "create the bucket"), message
+
+
+def test_photos_and_features_in_a_bucket_need_no_file_system(s3_server: str, tmp_path: Path, write_config,
+                                                             monkeypatch):
+    """A catalogue whose photos are objects (`data.images_root: s3://...`) and whose store is in the same bucket:
+    what a cluster without a shared file system runs. The S3 endpoint comes from fsspec's own configuration, as
+    `FSSPEC_S3_ENDPOINT_URL` or ~/.config/fsspec/s3.json give it."""
+    import fsspec
+    import s3fs
+
+    from tests.test_images import FakeEncoder
+
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": s3_server})
+    monkeypatch.setattr(FakeEncoder, "log", {"fits": 0, "embedded": 0}, raising=False)
+    monkeypatch.setattr("mmgbm.features.images.ImageEncoder", FakeEncoder)
+    bucket, root = s3fs.S3FileSystem(endpoint_url=s3_server), f"s3://catalogues/{uuid.uuid4().hex}"
+    frame = pd.read_csv(DEMO / "products.csv", dtype={"id": str})[["id", "image"]].head(5)
+    for name in frame["image"]:
+        bucket.put_file(str(DEMO / name), f"{root}/photos/{name}")
+    pd.concat([frame, pd.DataFrame({"id": ["lost"], "image": ["images/lost.jpg"]})]).to_csv(
+        tmp_path / "products.csv", index=False)
+    config = write_config({
+        "workdir": "work", "store": f"{root}/features",
+        "data": {"splits": {"train": "products.csv"}, "image_column": "image", "images_root": f"{root}/photos"},
+        "features": {"image": {"weights": "none", "image_size": 32, "shard_size": 2}, "text": {"enabled": False}},
+    })
+    assert "5 embedded" in mmgbm("extract-images", "-c", str(config))
+    assert "0 embedded, 5 already stored" in mmgbm("extract-images", "-c", str(config))
+    failures = pd.read_csv(bucket.open(f"{root}/features/image/b0/failures.csv"), keep_default_na=False)
+    assert dict(zip(failures["id"], failures["reason"])) == {"lost": "file not found"}
+    assert len(image_store(load_config(config)).shards()) == 3 and not (tmp_path / "work").exists()

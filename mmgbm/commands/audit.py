@@ -32,7 +32,7 @@ from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import MMGBMClassifier, ProductMatrix
 from mmgbm.features.design import load_products
-from mmgbm.features.image_decoding import check_image_file
+from mmgbm.features.image_decoding import check_image_file, image_file
 from mmgbm.features.images import image_boundary, image_paths, images_root
 from mmgbm.workdir import report_dir
 
@@ -170,7 +170,7 @@ def _thumbnail(path: str, inside: Path | None) -> str:
     first: a path outside the images folder or a special file (a FIFO would block) is never opened."""
     try:
         check_image_file(path, inside)
-        with Image.open(path) as im:
+        with Image.open(image_file(path)) as im:
             im.draft("RGB", THUMBNAIL)
             im = ImageOps.exif_transpose(im).convert("RGB")
             im.thumbnail(THUMBNAIL)

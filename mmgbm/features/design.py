@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator.products import ProductMatrix
-from mmgbm.features.image_decoding import image_source
+from mmgbm.features.image_decoding import image_sources
 from mmgbm.features.images import embed_images, image_boundary, image_paths, images_root, known_failures
 from mmgbm.features.store import FeatureStore
 from mmgbm.features.text import content_hashes, load_vectorizer
@@ -59,7 +59,7 @@ def load_products(cfg: Config, frame: pd.DataFrame, embed_new_photos: Callable[[
         if cfg.data.image_column in frame.columns:
             root, inside = images_root(cfg), image_boundary(cfg)
             paths = image_paths(frame[cfg.data.image_column], root)
-            now = [image_source(p, root, inside) for p in paths]
+            now = image_sources(paths, root, inside)
         dense["image"] = _read_dense(embeddings, ids, now)
         dense["image.colour"] = _read_dense(colours, ids, now)
         if embed_new_photos is not None and now is not None:

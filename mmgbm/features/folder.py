@@ -29,7 +29,7 @@ def is_url(where: str | Path) -> bool:
     return "://" in str(where)
 
 
-def check_url(url: str) -> None:
+def check_url(url: str, setting: str) -> None:
     """Refuse, in one line, a URL whose storage fsspec does not know or whose package is not installed."""
     import fsspec
 
@@ -37,9 +37,9 @@ def check_url(url: str) -> None:
     try:
         fsspec.get_filesystem_class(protocol)
     except ImportError as exc:  # fsspec says which package: "Install s3fs to access S3"
-        raise MmgbmError(f"store {url}: {exc} (on every machine that runs mmgbm or a Dask worker)") from None
+        raise MmgbmError(f"{setting} {url}: {exc} (on every machine that runs mmgbm or a Dask worker)") from None
     except ValueError:
-        raise MmgbmError(f"store {url}: unknown storage {protocol!r}; give a folder or an fsspec URL such as "
+        raise MmgbmError(f"{setting} {url}: unknown storage {protocol!r}; give a folder or an fsspec URL such as "
                          f"s3://bucket/path") from None
 
 

@@ -6,7 +6,8 @@ out as a (size, size, 3) array, together with its colour statistics taken from t
 `UnreadableImage` with one of the fixed reasons below, so one bad file costs one product's features and never the run.
 Only regular files are ever opened (a FIFO would block a reader for ever, a device could be endless), and with an
 `inside` folder, only files that resolve into it after `..` and symbolic links, so a catalogue row cannot make
-mmgbm read /etc/passwd.
+mmgbm read /etc/passwd. Photos on object storage (URLs, mmgbm.features.photo_urls) are fetched whole, and with an
+`inside` root URL only keys under it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mmgbm.features import photo_urls
 from mmgbm.features.colour import colour_statistics
+from mmgbm.features.folder import is_url
 
 NO_PATH = "no image path"
 BAD_PATH = "invalid path"
@@ -31,7 +34,8 @@ EMPTY = "empty file"
 NOT_AN_IMAGE = "not an image"
 CORRUPT = "corrupt image"
 TOO_LARGE = "too large"
-REASONS = (NO_PATH, BAD_PATH, OUTSIDE_ROOT, NOT_FOUND, NOT_A_FILE, EMPTY, NOT_AN_IMAGE, CORRUPT, TOO_LARGE)
+UNREACHABLE = "storage unreachable"  # a photo on object storage that could not be fetched: retried next run
+REASONS = (NO_PATH, BAD_PATH, OUTSIDE_ROOT, NOT_FOUND, NOT_A_FILE, EMPTY, NOT_AN_IMAGE, CORRUPT, TOO_LARGE, UNREACHABLE)
 
 # Decoding is bounded by pixels actually decoded (after JPEG draft scaling): 64 Mpx of RGB is ~200 MB per decode
 # thread, which keeps a few parallel decodes far below the 3 GiB the whole extraction may use.
@@ -53,11 +57,26 @@ class DecodedImage(NamedTuple):
     colour: np.ndarray  # colour statistics (mmgbm.features.colour) of the whole photo
 
 
-def decode_image(path: str | os.PathLike[str], size: int, inside: Path | None = None) -> DecodedImage:
-    """The image at `path` squashed to the square as Keras' image loaders do, and its colour statistics; with
-    `inside`, a path that resolves outside that folder is refused before anything is opened."""
+def decode_image(path: str | os.PathLike[str], size: int, inside: Path | str | None = None) -> DecodedImage:
+    """The image at `path` (or URL) squashed to the square as Keras' image loaders do, and its colour statistics;
+    with `inside`, a path that resolves outside that folder is refused before anything is opened."""
     check_image_file(path, inside)
-    return _decoded(path, size)
+    return _decoded(image_file(path), size)
+
+
+def image_file(path: str | os.PathLike[str]) -> str | os.PathLike[str] | io.BytesIO:
+    """What PIL opens for `path`: the path of a local file, the fetched bytes of a URL's object."""
+    if not is_url(path):
+        return path
+    try:
+        data = photo_urls.fetch(str(path))
+    except FileNotFoundError:
+        raise UnreadableImage(NOT_FOUND, str(path)) from None
+    except Exception as exc:  # each storage client has its own errors for a dropped connection or a refusal
+        raise UnreadableImage(UNREACHABLE, f"{type(exc).__name__}: {exc}") from None
+    if not data:
+        raise UnreadableImage(EMPTY, str(path))
+    return io.BytesIO(data)
 
 
 def decode_image_bytes(data: bytes, size: int) -> DecodedImage:
@@ -90,13 +109,18 @@ def _decoded(source: str | os.PathLike[str] | io.BytesIO, size: int) -> DecodedI
         raise UnreadableImage(CORRUPT, f"{type(exc).__name__}: {exc}") from None
 
 
-def check_image_file(path: str | os.PathLike[str], inside: Path | None = None) -> os.stat_result:
-    """The file's stat when it may be opened as an image; UnreadableImage otherwise. Only stats, never opens."""
+def check_image_file(path: str | os.PathLike[str], inside: Path | str | None = None) -> os.stat_result | None:
+    """The file's stat when it may be opened as an image; UnreadableImage otherwise. Only stats, never opens. A URL
+    is checked for where it points only (None): fetching it tells the rest, in the one request it costs."""
     text = str(path)
     if not text.strip():
         raise UnreadableImage(NO_PATH)
     if "\0" in text:  # the OS cannot even be asked about such a name
         raise UnreadableImage(BAD_PATH, repr(text))
+    if is_url(text) or (inside is not None and is_url(inside)):
+        if inside is not None and not (is_url(text) and photo_urls.inside(text, str(inside))):
+            raise UnreadableImage(OUTSIDE_ROOT, text)
+        return None
     if inside is not None and not Path(os.path.realpath(text)).is_relative_to(os.path.realpath(inside)):
         raise UnreadableImage(OUTSIDE_ROOT, text)
     try:
@@ -110,6 +134,21 @@ def check_image_file(path: str | os.PathLike[str], inside: Path | None = None) -
     if info.st_size == 0:
         raise UnreadableImage(EMPTY, text)
     return info
+
+
+def image_sources(paths: list[str], root: Path | str, inside: Path | str | None) -> list[str | None]:
+    """`image_source` of every path; under a root URL from one listing of the root instead of a request each."""
+    if not is_url(root):
+        return [image_source(path, root, inside) for path in paths]
+    usable = []
+    for path in paths:
+        try:
+            check_image_file(path, inside)
+            usable.append(path)
+        except UnreadableImage:
+            usable.append("")
+    found = photo_urls.versions(str(root), usable)
+    return [f"{photo_urls.relative(p, str(root))}|{found[p]}" if p in found else None for p in usable]
 
 
 def image_source(path: str | os.PathLike[str], root: Path, inside: Path | None) -> str | None:

@@ -34,7 +34,9 @@ from mmgbm.cluster import run_parts
 from mmgbm.config import Config, ImageFeaturesConfig
 from mmgbm.errors import MmgbmError
 from mmgbm.features import colour
-from mmgbm.features.image_decoding import UnreadableImage, check_image_file, decode_image, image_source
+from mmgbm.features import photo_urls
+from mmgbm.features.folder import is_url
+from mmgbm.features.image_decoding import UnreadableImage, check_image_file, decode_image, image_sources
 from mmgbm.features.image_encoder import ImageEncoder
 from mmgbm.features.store import FeatureStore, dense_table
 from mmgbm.workdir import Folder, colour_store, image_dir, image_failures, image_store
@@ -171,7 +173,7 @@ def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = Fal
     ids = products[cfg.data.id_column].tolist()
     root, inside = images_root(cfg), image_boundary(cfg)
     paths = image_paths(products[cfg.data.image_column], root)
-    sources = [image_source(path, root, inside) for path in paths]
+    sources = image_sources(paths, root, inside)
     needs_embedding = _needs_work(embeddings.prepare_writing(), ids, sources)
     needs_colour = _needs_work(colours.prepare_writing(), ids, sources)
     todo = np.flatnonzero(needs_embedding | needs_colour)
@@ -301,27 +303,28 @@ def _needs_work(stored: dict[str, str | None], ids: list[str], sources: list[str
                     dtype=bool)
 
 
-def image_paths(column: pd.Series, root: Path) -> list[str]:
-    """Absolute path per product ('' where the column is empty); relative values resolve against `root`."""
+def image_paths(column: pd.Series, root: Path | str) -> list[str]:
+    """Absolute path (or URL) per product ('' where the column is empty); relative values resolve against `root`."""
+    join = (lambda text: photo_urls.join(root, text)) if is_url(root) else (lambda text: str(root / text))
     out = []
     for value in column.tolist():
         text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
-        out.append(str(root / text) if text else "")  # an absolute value replaces root under `/`
+        out.append(join(text) if text else "")  # under a folder, an absolute value replaces root
     return out
 
 
-def images_root(cfg: Config) -> Path:
+def images_root(cfg: Config) -> Path | str:
     # Without an explicit images_root, image paths are relative to the training table: they usually sit beside it.
     return cfg.data.images_root or cfg.data.splits["train"].parent
 
 
-def image_boundary(cfg: Config) -> Path | None:
+def image_boundary(cfg: Config) -> Path | str | None:
     """The folder every image must resolve into, or None where the config allows images anywhere."""
     return None if cfg.data.allow_absolute_image_paths else images_root(cfg)
 
 
 def _decoded_batches(paths: list[str], size: int, batch_size: int,
-                     inside: Path | None) -> Iterator[tuple[np.ndarray, ...]]:
+                     inside: Path | str | None) -> Iterator[tuple[np.ndarray, ...]]:
     """(positions, uint8 images, colour statistics, failure reasons) per batch, decoded by parallel tf.data threads
     ahead of use."""
     if not paths:
