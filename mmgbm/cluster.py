@@ -3,8 +3,8 @@
 `connect(cfg.cluster)` yields None (work here), a client of a LocalCluster started on 127.0.0.1 for the command
 ("local"), or a client of the scheduler at an address (tcp://host:8786). Commands hand the cluster whole parts of
 their work (`run_parts`, `score_rows`) or let joblib's loops inside the estimators run there (`joblib_on`); Dask
-does the scheduling, retries and work stealing. Workers read photos and write the feature store themselves, so the
-photos must lie on a file system every worker sees at the same path, and the store there too or on object storage.
+does the scheduling, retries and work stealing. Workers read photos and write the feature store themselves, so both
+must lie on a file system every worker sees at the same path, or on object storage (fsspec URLs).
 """
 
 from __future__ import annotations

@@ -351,6 +351,11 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
         return p if p.is_absolute() else (base / p).resolve()
 
     cfg.workdir = resolve(cfg.workdir)
+    # file:// names a folder: it gets a folder's atomic renames and, for photos, the symbolic-link checks.
+    if cfg.store is not None and cfg.store.startswith("file://"):
+        cfg.store = cfg.store[len("file://"):]
+    if isinstance(cfg.data.images_root, str) and cfg.data.images_root.startswith("file://"):
+        cfg.data.images_root = cfg.data.images_root[len("file://"):]
     if cfg.store is not None:
         if is_url(cfg.store):
             check_url(cfg.store, "store")

@@ -23,6 +23,8 @@ def test_the_feature_store_is_the_workdirs_unless_a_folder_or_url_says_otherwise
     moved = load_config(tiny_config, {"store": "../shared-features"})  # relative to the config, as every path
     assert str(features_dir(moved)) == str(tiny_config.parent.parent / "shared-features")
     assert str(features_dir(load_config(tiny_config, {"store": "s3://bucket/catalogue/"}))) == "s3://bucket/catalogue"
+    local = features_dir(load_config(tiny_config, {"store": "file:///srv/features"}))  # a folder, renamed into
+    assert local.root == Path("/srv/features")
     # A storage whose package is not installed here (fsspec knows dozens): the package is named, not a traceback.
     protocol, spec = next((protocol, spec) for protocol, spec in known_implementations.items()
                           if "err" in spec and importlib.util.find_spec(spec["class"].split(".")[0]) is None)

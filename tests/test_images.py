@@ -292,19 +292,21 @@ def test_photos_on_object_storage_are_embedded_as_the_same_files_on_disk(tmp_pat
     fs, prefix = fsspec.core.url_to_fs(object_store)
     fs.put(str(images_dir / "images"), f"{prefix}/photos/images", recursive=True)
     good = demo_rows(4)
-    rows = good + [("lost", "images/lost.jpg"), ("climb", "../secrets/x.jpg"), ("elsewhere", "memory://other/x.jpg")]
+    rows = good + [("lost", "images/lost.jpg"), ("climb", "../secrets/x.jpg"), ("elsewhere", "memory://other/x.jpg"),
+                   ("encoded", "images/%2e%2e/%2e%2e/secrets/x.jpg"),  # an HTTP server would resolve these
+                   ("through", f"{object_store}/photos/../secrets/x.jpg")]
     config = catalogue(tmp_path, rows, write_config)
     on_disk = load_config(config)
     remote = load_config(config, {"data.images_root": f"{object_store}/photos", "workdir": str(tmp_path / "remote")})
     extract_images(on_disk)
     first = extract_images(remote)
-    assert first.extracted == 4 and first.failures == {"file not found": 1, "outside images_root": 2}
+    assert first.extracted == 4 and first.failures == {"file not found": 1, "outside images_root": 4}
     ids = [pid for pid, _ in good]
     for block in ("image", "image.colour"):
         np.testing.assert_array_equal(read_back(remote, ids).dense[block], read_back(on_disk, ids).dense[block])
 
     again = extract_images(remote)  # only the failures are tried again
-    assert (again.extracted, again.skipped, sum(again.failures.values())) == (0, 4, 3)
+    assert (again.extracted, again.skipped, sum(again.failures.values())) == (0, 4, 5)
     replaced = f"{prefix}/photos/{good[0][1]}"
     fs.pipe_file(replaced, (images_dir / "ok.png").read_bytes())  # the seller uploads a new photo
     changed = extract_images(remote)

@@ -161,11 +161,19 @@ def test_on_object_storage_a_crash_leaves_no_object_and_a_damaged_one_is_set_asi
     assert "part-00001.parquet.damaged" in names and "part-00001.parquet" not in names
 
 
-def test_an_object_store_that_cannot_be_reached_stops_the_run_and_sets_nothing_aside(object_store: str, monkeypatch):
+@pytest.mark.parametrize("fails", ["opening", "reading"])
+def test_an_object_store_that_cannot_be_reached_stops_the_run_and_sets_nothing_aside(object_store: str, monkeypatch,
+                                                                                     fails: str):
+    from fsspec.implementations.memory import MemoryFile
+
     s = FeatureStore(f"{object_store}/b0", FP)
     s.write_shard(dense_table(["a"], np.ones((1, 2))))
     later = FeatureStore(f"{object_store}/b0", FP)  # a new run: it has read nothing of the store yet
-    monkeypatch.setattr(later.folder.fs, "open", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("reset")))
+    reset = lambda *a, **k: (_ for _ in ()).throw(ConnectionError("reset"))  # noqa: E731
+    if fails == "opening":
+        monkeypatch.setattr(later.folder.fs, "open", reset)
+    else:  # the connection drops in the middle of the shard, while the Parquet reader asks for its bytes
+        monkeypatch.setattr(MemoryFile, "read", reset)
     with pytest.raises(MmgbmError, match=r"b0/part-\d+-[0-9a-f]+\.parquet: the object store failed \(ConnectionError: "
                                          r"reset\); check the `store` URL"):
         later.prepare_writing()

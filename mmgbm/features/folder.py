@@ -129,11 +129,12 @@ class ObjectFolder:
             return self.fs.isfile(self._key(name))
 
     @contextmanager
-    def open(self, name: str) -> Iterator[IO[bytes]]:
-        with self._reaching(self.address(name)):
+    def open(self, name: str) -> Iterator[_Fetching]:
+        where = self.address(name)
+        with self._reaching(where):
             fh = self.fs.open(self._key(name), "rb")
-        with fh:  # reads fetch byte ranges as the reader asks for them; their failures are the reader's to name
-            yield fh
+        with fh:
+            yield _Fetching(fh, lambda: self._reaching(where))
 
     def read_text(self, name: str) -> str:
         with self._reaching(self.address(name)):
@@ -160,9 +161,12 @@ class ObjectFolder:
             self.fs.mv(self._key(name), self._key(new_name))
 
     def remove(self) -> None:
+        self.fs.invalidate_cache(self.path)
         with self._reaching(self.root):
-            if self.fs.exists(self.path):
+            try:
                 self.fs.rm(self.path, recursive=True)
+            except FileNotFoundError:  # nothing was stored yet
+                pass
 
     def remove_orphans(self) -> None:
         """Uploads that did not finish never became objects: nothing to remove."""
@@ -182,3 +186,39 @@ class ObjectFolder:
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise StorageError(f"{where}: the object store failed ({type(exc).__name__}: {first}); check the `store` "
                              f"URL, `store_options` (endpoint_url ...) and the credentials") from None
+
+
+class _Fetching:
+    """A remote file as a reader sees it, whose reads turn the store's failures into StorageError. Readers (pyarrow,
+    pandas) pass a file's own exceptions through unchanged, so a dropped connection in the middle of a shard is
+    told apart from a damaged shard, which the reader itself reports."""
+
+    def __init__(self, fh: IO[bytes], reaching: Callable[[], Any]):
+        self._fh, self._reaching = fh, reaching
+
+    def read(self, size: int = -1) -> bytes:
+        with self._reaching():
+            return self._fh.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        with self._reaching():
+            return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return self._fh.closed
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.read().splitlines(keepends=True))

@@ -15,6 +15,7 @@ only decides what needs doing and lists the failures.
 from __future__ import annotations
 
 import csv
+import posixpath
 import threading
 import time
 import warnings
@@ -79,7 +80,7 @@ class ImageExtractionSummary:
             lines.insert(1, f"colour statistics added for {self.coloured:,} products embedded before")
         if self.quarantined:
             lines.append(f"{len(self.quarantined)} damaged shard(s) set aside (renamed *.damaged) and their products "
-                         f"extracted again: {', '.join(p.name for p in self.quarantined)}")
+                         f"extracted again: {', '.join(posixpath.basename(str(p)) for p in self.quarantined)}")
         if self.failed:
             reasons = ", ".join(f"{reason}: {n:,}" for reason, n in sorted(self.failures.items(), key=lambda r: -r[1]))
             lines.append(f"failures by reason ({reasons}); listed in {self.failures_path}")

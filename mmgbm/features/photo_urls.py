@@ -12,20 +12,25 @@ from __future__ import annotations
 
 import posixpath
 from typing import Any
+from urllib.parse import unquote
 
+from mmgbm.errors import MmgbmError
 from mmgbm.features.folder import is_url
 
 
 def join(root: str, value: str) -> str:
-    """The URL of a catalogue's image value under `root`; a value that is a URL itself is kept as it is."""
-    if is_url(value):
-        return value
-    protocol, path = root.split("://", 1)
-    return f"{protocol}://" + posixpath.normpath(path.rstrip("/") + "/" + value)
+    """The URL of a catalogue's image value under `root` (a value that is a URL itself stays one), normalised."""
+    protocol, path = (value if is_url(value) else root).split("://", 1)
+    if not is_url(value):
+        path = path.rstrip("/") + "/" + value
+    return f"{protocol}://" + posixpath.normpath(path)
 
 
 def inside(url: str, root: str) -> bool:
-    return url.startswith(root.rstrip("/") + "/")
+    """Whether `url` names a key under `root`. A `..` segment, percent-encoded or not, is never inside: some stores
+    (HTTP servers, file systems) resolve it, so it could lead anywhere."""
+    path = unquote(url.split("://", 1)[-1])
+    return url.startswith(root.rstrip("/") + "/") and ".." not in path.split("/")
 
 
 def relative(url: str, root: str) -> str:
@@ -53,6 +58,10 @@ def versions(root: str, urls: list[str]) -> dict[str, str]:
             listed = fs.find(prefix, detail=True)  # keyed by the store's own form of a path, as _strip_protocol gives
         except FileNotFoundError:
             pass
+        except Exception as exc:  # no credentials, access denied, no connection: each client has its own errors
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise MmgbmError(f"data.images_root {root}: cannot be listed ({type(exc).__name__}: {first}); check the "
+                             f"URL, fsspec's settings for it (endpoint) and the credentials") from None
     out = {}
     for url in filter(None, urls):
         info = listed.get(fs._strip_protocol(url)) if inside(url, root) else _info(url)

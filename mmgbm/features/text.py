@@ -101,8 +101,9 @@ def load_vectorizer(cfg: Config, field: str) -> TextVectorizer:
     path = where.address(VECTORIZER_FILE)
     if not where.has(VECTORIZER_FILE):
         raise MmgbmError(f"no fitted vectorizer for text field {field!r} at {path}; run `mmgbm extract-text` first")
+    text = where.read_text(VECTORIZER_FILE)  # a store that cannot be reached says so, not "unreadable"
     try:
-        saved = json.loads(where.read_text(VECTORIZER_FILE))
+        saved = json.loads(text)
         vectorizer, saved_columns = TextVectorizer.from_data(saved), list(saved["columns"])
     except Exception as exc:  # truncated, hand-edited or foreign: JSON and the rebuild raise many types
         raise MmgbmError(f"{path}: unreadable vectorizer ({type(exc).__name__}); run `mmgbm extract-text --overwrite`") from None
