@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmgbm.errors import MmgbmError
+from mmgbm.errors import MmgbmError, first_line
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -42,7 +42,7 @@ def connect(address: str | None) -> Iterator[Client | None]:
     try:
         client = Client(address, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError) as exc:  # refused, unknown host, nothing answering in time
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc) or type(exc).__name__
         raise MmgbmError(f"cannot reach the Dask scheduler at {address} ({reason}); start one with `dask scheduler` "
                          f"or fix the address (setting `cluster` or --cluster)") from None
     with client:

@@ -350,23 +350,21 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     def resolve(p: Path) -> Path:
         return p if p.is_absolute() else (base / p).resolve()
 
+    def located(where: str | Path, setting: str) -> str | Path:
+        """A checked fsspec URL, or a resolved folder. file:// names a folder: it gets a folder's atomic renames
+        and, for photos, the symbolic-link checks."""
+        where = str(where).removeprefix("file://")
+        if is_url(where):
+            check_url(where, setting)
+            return where
+        return resolve(Path(where))
+
     cfg.workdir = resolve(cfg.workdir)
-    # file:// names a folder: it gets a folder's atomic renames and, for photos, the symbolic-link checks.
-    if cfg.store is not None and cfg.store.startswith("file://"):
-        cfg.store = cfg.store[len("file://"):]
-    if isinstance(cfg.data.images_root, str) and cfg.data.images_root.startswith("file://"):
-        cfg.data.images_root = cfg.data.images_root[len("file://"):]
     if cfg.store is not None:
-        if is_url(cfg.store):
-            check_url(cfg.store, "store")
-        else:
-            cfg.store = str(resolve(Path(cfg.store)))
+        cfg.store = str(located(cfg.store, "store"))
     cfg.data.splits = {name: resolve(p) for name, p in cfg.data.splits.items()}
     if cfg.data.images_root is not None:
-        if is_url(cfg.data.images_root):
-            check_url(str(cfg.data.images_root), "data.images_root")
-        else:
-            cfg.data.images_root = resolve(Path(cfg.data.images_root))
+        cfg.data.images_root = located(cfg.data.images_root, "data.images_root")
     weights = cfg.features.image.weights
     if weights not in ("imagenet", "none"):
         cfg.features.image.weights = str(resolve(Path(weights)))

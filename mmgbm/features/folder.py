@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from mmgbm.errors import MmgbmError
+from mmgbm.errors import MmgbmError, first_line
 from mmgbm.features.atomic import disk_error, remove_orphans, write_atomically
 
 
@@ -183,9 +183,8 @@ class ObjectFolder:
         except (FileNotFoundError, MmgbmError):
             raise
         except Exception as exc:
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            raise StorageError(f"{where}: the object store failed ({type(exc).__name__}: {first}); check the `store` "
-                             f"URL, `store_options` (endpoint_url ...) and the credentials") from None
+            raise StorageError(f"{where}: the object store failed ({type(exc).__name__}: {first_line(exc)}); check "
+                               f"the `store` URL, `store_options` (endpoint_url ...) and the credentials") from None
 
 
 class _Fetching:

@@ -14,7 +14,7 @@ import posixpath
 from typing import Any
 from urllib.parse import unquote
 
-from mmgbm.errors import MmgbmError
+from mmgbm.errors import MmgbmError, first_line
 from mmgbm.features.folder import is_url
 
 
@@ -59,9 +59,8 @@ def versions(root: str, urls: list[str]) -> dict[str, str]:
         except FileNotFoundError:
             pass
         except Exception as exc:  # no credentials, access denied, no connection: each client has its own errors
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            raise MmgbmError(f"data.images_root {root}: cannot be listed ({type(exc).__name__}: {first}); check the "
-                             f"URL, fsspec's settings for it (endpoint) and the credentials") from None
+            raise MmgbmError(f"data.images_root {root}: cannot be listed ({type(exc).__name__}: {first_line(exc)}); "
+                             f"check the URL, fsspec's settings for it (endpoint) and the credentials") from None
     out = {}
     for url in filter(None, urls):
         info = listed.get(fs._strip_protocol(url)) if inside(url, root) else _info(url)

@@ -2,8 +2,9 @@
 
 One feature set lives in one folder of part-*.parquet files (mmgbm.workdir says which folder), on a file system or
 on object storage (mmgbm.features.folder). Every shard appears whole or not at all (written to a temporary file and
-renamed into place, or uploaded in one piece), so a crash or a full disk leaves whole shards or nothing. Shard names carry the writing time and a random part, so concurrent writers (two runs, or the
-workers of a Dask cluster on a shared workdir) never pick the same name; the time orders them. Every shard carries a
+renamed into place, or uploaded in one piece), so a crash or a full disk leaves whole shards or nothing. Shard
+names carry the writing time and a random part, so concurrent writers (two runs, or the workers of a Dask cluster
+on a shared store) never pick the same name; the time orders them. Every shard carries a
 fingerprint (backbone, weights hash, image size; vectorizer hash ...) in its Parquet metadata; a store opened with a
 different fingerprint refuses to read or extend shards made another way instead of mixing them.
 Rows are found by id, never by position: reading for a list of ids returns one row per id, in that order, with
@@ -29,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from mmgbm.errors import MmgbmError
+from mmgbm.errors import MmgbmError, first_line
 from mmgbm.features.folder import LocalFolder, ObjectFolder, StorageError, folder
 
 ID = "id"
@@ -173,7 +174,6 @@ class FeatureStore:
         padded = sp.vstack([stored, sp.csr_matrix((1, n_features), dtype=np.float32)], format="csr")
         return padded[np.where(present, pos, len(table))], present
 
-
     # ---- one shard ----------------------------------------------------------------------------------------
     def _map(self, fn: Callable[[Path | str], Any], shards: list[Path | str]) -> list[Any]:
         """`fn` of every shard, in order; on object storage many at once, each waiting on its own requests."""
@@ -216,7 +216,7 @@ def _name(shard: Path | str) -> str:
 
 
 def _damaged(shard: Path | str, exc: Exception) -> MmgbmError:
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    first = first_line(exc) or type(exc).__name__
     return MmgbmError(f"{shard}: unreadable feature shard ({first}); delete it and re-run the extract command, "
                       f"which redoes only the products it held")
 
