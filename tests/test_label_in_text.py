@@ -45,15 +45,8 @@ def catalogue(rng: np.random.Generator, brands: list[str], per_brand: int, start
     return pd.DataFrame(rows)
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """Train: 30 brands with six products each and 60 brands seen once; test: 30 known brands and 30 new ones."""
-    folder = tmp_path_factory.mktemp("label_in_text")
-    rng = np.random.default_rng(0)
-    brands = brand_names(rng, 120)
-    known, once, new = brands[:30], brands[30:90], brands[90:]
-    train_frame = pd.concat([catalogue(rng, known, 6, 0), catalogue(rng, once, 1, 1000)])
-    test_frame = pd.concat([catalogue(rng, known, 1, 2000), catalogue(rng, new, 1, 3000)])
+def trained_project(folder: Path, train_frame: pd.DataFrame, test_frame: pd.DataFrame) -> Path:
+    """A project of title, brand and kind, with brand (label_in_text: title) trained through the CLI."""
     train_frame.to_csv(folder / "train.csv", index=False)
     test_frame.to_csv(folder / "test.csv", index=False)
     raw = {
@@ -71,6 +64,17 @@ def project(tmp_path_factory) -> Path:
     result = runner.invoke(app, ["train", "--config", str(path), "-t", "brand"])
     assert result.exit_code == 0, result.output
     return path
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """Train: 30 brands with six products each and 60 brands seen once; test: 30 known brands and 30 new ones."""
+    rng = np.random.default_rng(0)
+    brands = brand_names(rng, 120)
+    known, once, new = brands[:30], brands[30:90], brands[90:]
+    train_frame = pd.concat([catalogue(rng, known, 6, 0), catalogue(rng, once, 1, 1000)])
+    test_frame = pd.concat([catalogue(rng, known, 1, 2000), catalogue(rng, new, 1, 3000)])
+    return trained_project(tmp_path_factory.mktemp("label_in_text"), train_frame, test_frame)
 
 
 def new_brand_rows(path: Path) -> tuple[pd.DataFrame, pd.Series]:
@@ -136,3 +140,27 @@ def test_a_label_in_text_column_that_does_not_exist_is_a_one_line_error(project:
 def test_label_in_text_is_only_for_multiclass_targets(project: Path):
     with pytest.raises(MmgbmError, match="label_in_text only applies to task: multiclass"):
         load_config(project, {"targets.kind.task": "regression", "targets.kind.label_in_text": "title"})
+
+
+def test_a_new_brand_ends_where_the_training_titles_product_words_begin(tmp_path: Path):
+    """Every word of these titles is capitalised ("Kazo Rimar Alloy Ring 3 pieces"), so the shape of the words cannot
+    tell a two-word brand from a one-word brand followed by its material; the training titles can: "Alloy" is in
+    many of them and never in a brand, while the words of a brand never seen are in none."""
+    rng = np.random.default_rng(1)
+    brands = brand_names(rng, 160)
+    materials = ["Alloy", "Brass", "Cotton", "Steel", "Silver", "Wooden"]
+
+    def titled(frame: pd.DataFrame) -> pd.DataFrame:
+        words = frame["title"].str.split()
+        material = rng.choice(materials, len(frame))
+        return frame.assign(title=[f"{b} {m} {' '.join(w[len(b.split()):]).title()}"
+                                   for b, m, w in zip(frame["brand"], material, words)])
+
+    train_frame = titled(pd.concat([catalogue(rng, brands[:40], 4, 0), catalogue(rng, brands[40:120], 1, 1000)]))
+    test_frame = titled(catalogue(rng, brands[120:], 1, 2000))
+    path = trained_project(tmp_path, train_frame, test_frame)
+    out = tmp_path / "predictions.csv"
+    result = runner.invoke(app, ["predict", "--config", str(path), "-t", "brand", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    predicted = pd.read_csv(out, dtype=str)["brand"]
+    assert (predicted == test_frame["brand"].to_numpy()).mean() >= 0.95  # 0.875 without what the titles say

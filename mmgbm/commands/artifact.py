@@ -47,7 +47,7 @@ from mmgbm.estimator.neighbours import NeighbourIndex
 from mmgbm.estimator.shortlist import ShortlistSVM
 from mmgbm.estimator.stacking import CandidateReranker, RegressionStacker
 
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8  # 8: the label-in-text chooser keeps what the training titles say of their words
 MANIFEST = "manifest.json"
 ESTIMATOR = "estimator.skops"
 BOOSTER = "lightgbm.txt"

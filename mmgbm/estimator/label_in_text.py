@@ -4,9 +4,11 @@ A classifier only predicts its training classes, but some labels are usually wri
 brand leads a product title ("Craft And Curtain Multicolor 178 cm Table Runner" -> "Craft And Curtain"), and a
 catalogue keeps adding brands. `PrefixChooser` picks, per product, one of the model's top label or the first 1-4
 words of the column, from features such as the model's confidence, whether each prefix is a known class and how
-often, and the capitalisation of the words after it. It is fitted only on rows whose model predictions are honest
-(the stacker's validation rows, which no model was fitted on) and is kept only if, scored out-of-fold on those
-rows, it beats the model clearly. A chosen prefix that is a class is that class; otherwise it is a new label.
+often, the capitalisation of the words after it, and what the training titles say of each word: how many hold it
+and in how many it is part of the label (so "Alloy" in "Rubera Alloy Bracelet" reads as a product word even after
+a brand never seen, and "Gems" in "Asian Gems & Jewels Ring" as part of a brand). It is fitted only on rows whose
+model predictions are honest (out-of-fold: no model was fitted on them) and is kept only if, scored out-of-fold on
+those rows, it beats the model clearly. A chosen prefix that is a class is that class; otherwise it is a new label.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class PrefixChooser:
         """`labels`/`probs`: the model's ranked labels and probabilities on honest rows; `truth` their labels."""
         truth = np.asarray(truth, dtype=str)
         words = leading_words(texts, self.max_words)
+        self.word_rows_, self.label_word_rows_, self.starting_rows_ = _word_roles(texts, truth, self.max_words)
         options = self._options(words, labels)
         # Training counts include each row's own label; without it a brand seen once looks known on its own row.
         X = self._features(words, options, labels, probs, truth)
@@ -141,6 +144,18 @@ class PrefixChooser:
             own = truth is not None and (truth[row].lower() == key if lower else truth[row] == key)
             return table.get(key, 0) - int(own)
 
+        def roles(word: str, row: int) -> list[float]:
+            """Training rows holding the word near their start, and those where it is part of the label; each row's
+            own share is taken out when fitting, so a word seen in its own row only reads as a new product's would."""
+            if not word:
+                return [-1.0, -1.0, -1.0]
+            key = word.lower()
+            held, in_label = self.word_rows_.get(key, 0), self.label_word_rows_.get(key, 0)
+            if truth is not None:
+                held -= 1
+                in_label -= int(key in _label_words(words[row], truth[row]))
+            return [np.log1p(held), np.log1p(in_label), in_label / held if held > 0 else -1.0]
+
         rows = []
         for row, w in enumerate(words):
             top = options[row, MODEL]
@@ -158,11 +173,37 @@ class PrefixChooser:
                 word = w[k - 1] if k <= len(w) else ""
                 after = w[k] if k < len(w) else ""
                 rank, p = ranked.get(prefix, (-1, 0.0))
+                # Training rows that start with this prefix (a brand's own rows, or a brand and a product word).
+                starting = 0 if prefix is None else self.starting_rows_.get(prefix.lower(), 0) - int(truth is not None)
                 feats += [count(prefix, row), count(prefix, row, lower=True), rank, p,
                           _capitalised(word), word.isupper(), _has_digit(word), len(word),
-                          _capitalised(after), _has_digit(after), after == ""]
+                          _capitalised(after), _has_digit(after), after == "", np.log1p(max(starting, 0)),
+                          *roles(word, row), *roles(after, row)]
             rows.append(feats)
         return np.asarray(rows, dtype=np.float64)
+
+
+def _word_roles(texts, truth: np.ndarray, max_words: int) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Over the training rows (lower case): how many hold each of their first `max_words + 1` words, how many of
+    those have it in the label written at the start, and how many start with each prefix of 1..max_words words."""
+    held: dict[str, int] = {}
+    in_label: dict[str, int] = {}
+    starting: dict[str, int] = {}
+    for words, label in zip(leading_words(texts, max_words), truth):
+        for word in {w.lower() for w in words}:
+            held[word] = held.get(word, 0) + 1
+        for word in _label_words(words, label):
+            in_label[word] = in_label.get(word, 0) + 1
+        for k in range(1, len(words[:max_words]) + 1):
+            prefix = " ".join(words[:k]).lower()
+            starting[prefix] = starting.get(prefix, 0) + 1
+    return held, in_label, starting
+
+
+def _label_words(words: list[str], label: str) -> set[str]:
+    """The lower-cased words of `label` where the text starts with it, else none."""
+    label_words = label.lower().split()
+    return set(label_words) if [w.lower() for w in words[:len(label_words)]] == label_words else set()
 
 
 def _capitalised(word: str) -> float:
