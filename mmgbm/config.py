@@ -195,8 +195,8 @@ class ModelConfig(Strict):
         description="skip a block's linear head when classes x features exceeds this (its weights' memory)",
     )
     linear_max_products: int = Field(
-        50_000, ge=100, description="products each linear head (and kNN projection) learns from, at most: a sample "
-        "that keeps rare classes whole"
+        50_000, ge=100, description="products each linear or boosted head (and kNN projection) learns from, at most: a "
+        "sample that keeps rare classes whole"
     )
     linear_shortlist: int = Field(
         30, ge=0, description="above twice this many classes, each class's text SVM learns from the products whose "
@@ -210,6 +210,10 @@ class ModelConfig(Strict):
     image_alpha: float = Field(10.0, gt=0, description="ridge penalty of the linear image head")
     image_knn_projection: bool = Field(
         True, description="also a kNN image head searching in the space of a ridge classifier's class scores"
+    )
+    boosted_max_classes: int = Field(
+        64, ge=0, description="a boosted-trees head on each small dense block (the photos' colour statistics) for "
+        "targets of at most this many classes: its cost grows with them (0 = none)"
     )
     candidates: int = Field(
         20, ge=2, description="classes per product the stacker re-ranks (all classes when there are fewer)"

@@ -248,7 +248,8 @@ def test_a_head_that_scores_few_classes_still_ranks_distinct_labels():
     """A kNN head scores only its neighbours' classes; the ranked labels past those are other classes (with no
     probability), never a repeat, so top-k lists and probability tables stay well formed."""
     X, y = many_class_products()
-    model = MMGBMClassifier(linear_max_weights=1, image_knn_projection=False, knn_neighbors=3, **FAST)
+    model = MMGBMClassifier(linear_max_weights=1, image_knn_projection=False, boosted_max_classes=0, knn_neighbors=3,
+                            **FAST)
     model.fit(X[:300], y[:300])
     assert set(model.heads_) == {"text.title.knn", "image.knn"}
     labels, probabilities = model.predict_top_k(X[300:], 20)
@@ -258,3 +259,20 @@ def test_a_head_that_scores_few_classes_still_ranks_distinct_labels():
     for alone in model.oof_proba_by_modality_.values():
         np.testing.assert_allclose(alone.sum(axis=1), 1)
     np.testing.assert_allclose(model.predict_proba(X[300:]).sum(axis=1), 1)
+
+
+def test_a_small_dense_block_gets_boosted_trees_that_learn_what_is_not_linear_in_it():
+    """The label is whether one colour statistic is far from its mean, either way: no linear score and no neighbour
+    search among 19 noise columns gets that, trees do. An embedding-sized block gets no such head (its cost)."""
+    rng = np.random.default_rng(3)
+    n = 600
+    colour = rng.normal(0, 1, (n, 20)).astype(np.float32)
+    y = np.where(np.abs(colour[:, 0]) > 0.7, "vivid", "muted")
+    X = ProductMatrix(np.arange(n).astype(str), {"title": text_block(rng.integers(0, 4, n), rng)}, {},
+                      {"colour": colour, "embedding": rng.normal(0, 1, (n, 300)).astype(np.float32)})
+    model = MMGBMClassifier(**FAST).fit(X[:450], y[:450])
+    assert "colour.boosted" in model.heads_ and "embedding.boosted" not in model.heads_
+    assert np.mean(model.predict(X[450:]) == y[450:]) >= 0.9
+    without = MMGBMClassifier(**FAST, boosted_max_classes=0).fit(X[:450], y[:450])
+    assert "colour.boosted" not in without.heads_
+    assert np.mean(without.predict(X[450:]) == y[450:]) < 0.8

@@ -40,7 +40,7 @@ from mmgbm.errors import MmgbmError
 from mmgbm.features.atomic import ORPHAN_AGE_SECONDS
 from mmgbm.estimator import MMGBMClassifier, MMGBMRegressor
 from mmgbm.estimator.base import MMGBMBase, modality_of
-from mmgbm.estimator.heads import KnnHead, LinearHead, MentionHead
+from mmgbm.estimator.heads import BoostedHead, KnnHead, LinearHead, MentionHead
 from mmgbm.estimator.label_in_text import PrefixChooser
 from mmgbm.estimator.metadata import MetadataEncoder
 from mmgbm.estimator.neighbours import NeighbourIndex
@@ -57,7 +57,7 @@ JSON_FILES = ("labels.json", "config.json", "fingerprints.json", "metrics.json")
 BOOSTERS = {BOOSTER: "stacker_", "chooser.txt": "chooser_"}
 # The types an artifact may name beyond skops's defaults: classes, never functions.
 TRUSTED_TYPES = frozenset(f"{t.__module__}.{t.__qualname__}" for t in (
-    MMGBMClassifier, MMGBMRegressor, LinearHead, KnnHead, MentionHead, PrefixChooser, MetadataEncoder,
+    MMGBMClassifier, MMGBMRegressor, LinearHead, KnnHead, MentionHead, BoostedHead, PrefixChooser, MetadataEncoder,
     NeighbourIndex, ShortlistSVM, CandidateReranker, RegressionStacker, sp.csr_matrix))
 
 

@@ -64,7 +64,8 @@ def build_estimator(cfg: Config, target: TargetConfig) -> MMGBMBase:
                               log_target=target.log_target)
     return MMGBMClassifier(**common, linear_c=s.linear_c, linear_max_weights=s.linear_max_weights,
                            linear_shortlist=s.linear_shortlist, candidates=s.candidates, head_top_k=s.head_top_k,
-                           image_knn_projection=s.image_knn_projection, label_in_text=target.label_in_text)
+                           image_knn_projection=s.image_knn_projection, boosted_max_classes=s.boosted_max_classes,
+                           label_in_text=target.label_in_text)
 
 
 def train(cfg: Config, targets: list[str] | None = None, client: Client | None = None) -> list[TrainSummary]:

@@ -1,11 +1,11 @@
 """`MMGBMClassifier`: a product attribute with a fixed set of labels (category, colour, gender, brand).
 
 Heads per text field: a linear SVM, a cosine kNN and a mention head (class names written in the text); per image
-block: ridge and kNN. The stacker re-ranks each product's most promising candidate classes with one binary LightGBM,
-so thousands of classes stay cheap. Probabilities are calibrated by one temperature fitted on every training
-product's out-of-fold prediction. With `label_in_text`, a `PrefixChooser` fitted on those honest predictions may
-replace the label by the first words of that metadata column (a brand leading a title), so labels never seen in
-training can be predicted.
+block: ridge and kNN, and boosted trees on a small one (colour statistics). The stacker re-ranks each product's
+most promising candidate classes with one binary LightGBM, so thousands of classes stay cheap. Probabilities are
+calibrated by one temperature fitted on every training product's out-of-fold prediction. With `label_in_text`, a
+`PrefixChooser` fitted on those honest predictions may replace the label by the first words of that metadata column
+(a brand leading a title), so labels never seen in training can be predicted.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from mmgbm.estimator.base import WORDS, MMGBMBase, Prediction
 from mmgbm.estimator.calibration import apply_temperature, fit_temperature
-from mmgbm.estimator.heads import KnnHead, LinearHead, MentionHead
+from mmgbm.estimator.heads import BOOSTED_MAX_FEATURES, BoostedHead, KnnHead, LinearHead, MentionHead
 from mmgbm.estimator.label_in_text import PrefixChooser
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.estimator.stacking import CandidateReranker
@@ -31,10 +31,11 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
     `lightgbm_params` passed through; cross-fitted over `stack_folds` folds on at most `stack_max_products`),
     the heads (`n_folds`, `knn_neighbors`, exact search up to `knn_exact_max_rows` training products, `linear_c`,
     `linear_max_weights` (dense weights; a text SVM over 2 x `linear_shortlist` classes is a `ShortlistSVM`, whose
-    weights are sparse), `linear_max_products` the linear heads and projections learn from, `image_components`,
-    `image_alpha`, `image_knn_projection`: a kNN head in the space of a ridge classifier's scores on each image
-    block besides the plain one; `head_top_k` classes each head keeps per product, at least `candidates`),
-    `candidates` per product re-ranked,
+    weights are sparse), `linear_max_products` the linear and boosted heads and projections learn from,
+    `image_components`, `image_alpha`, `image_knn_projection`: a kNN head in the space of a ridge classifier's
+    scores on each image block besides the plain one; `boosted_max_classes`: a `BoostedHead` on each small dense
+    block for targets of at most that many classes; `head_top_k` classes each head keeps per product, at least
+    `candidates`), `candidates` per product re-ranked,
     `selection_margin_se` and `selection_min_gain` of the stack-vs-head gate, `label_in_text` (a column of
     `X.meta`), `seed`, `num_threads` of LightGBM (0 = all cores) and `n_jobs` for the heads' folds (joblib: None =
     one at a time, -1 = all cores, or a Dask cluster's workers under `joblib.parallel_config("dask")`)."""
@@ -47,7 +48,8 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
                  linear_c: float = 1.0, linear_max_weights: int = 100_000_000, linear_max_products: int = 50_000,
                  linear_shortlist: int = 30,
                  image_components: int = 0,
-                 image_alpha: float = 10.0, image_knn_projection: bool = True, head_top_k: int = 32,
+                 image_alpha: float = 10.0, image_knn_projection: bool = True, boosted_max_classes: int = 64,
+                 head_top_k: int = 32,
                  candidates: int = 20,
                  selection_margin_se: float = 2.0,
                  selection_min_gain: float = 0.05,
@@ -73,6 +75,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         self.image_components = image_components
         self.image_alpha = image_alpha
         self.image_knn_projection = image_knn_projection
+        self.boosted_max_classes = boosted_max_classes
         self.head_top_k = head_top_k
         self.candidates = candidates
         self.selection_margin_se = selection_margin_se
@@ -176,6 +179,9 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
                                        seed=self.seed)
         yield "knn", KnnHead("multiclass", n_classes, self.knn_neighbors, exact_max_rows=self.knn_exact_max_rows,
                              seed=self.seed)
+        small = n_features <= BOOSTED_MAX_FEATURES and n_classes <= self.boosted_max_classes
+        if not block.startswith("text.") and small:  # a colour block, not an embedding
+            yield "boosted", BoostedHead(n_classes, max_rows=self.linear_max_products, seed=self.seed)
         if not block.startswith("text.") and self.image_knn_projection:  # a dense (image) block
             yield "knn_projected", KnnHead("multiclass", n_classes, self.knn_neighbors,
                                            exact_max_rows=self.knn_exact_max_rows,
