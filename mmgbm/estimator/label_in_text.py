@@ -13,6 +13,8 @@ those rows, it beats the model clearly. A chosen prefix that is a class is that 
 
 from __future__ import annotations
 
+from collections import Counter
+
 import lightgbm as lgb
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
@@ -57,7 +59,7 @@ class PrefixChooser:
         """`labels`/`probs`: the model's ranked labels and probabilities on honest rows; `truth` their labels."""
         truth = np.asarray(truth, dtype=str)
         words = leading_words(texts, self.max_words)
-        self.word_rows_, self.label_word_rows_, self.starting_rows_ = _word_roles(texts, truth, self.max_words)
+        self.word_rows_, self.label_word_rows_, self.starting_rows_ = _word_roles(words, truth, self.max_words)
         options = self._options(words, labels)
         # Training counts include each row's own label; without it a brand seen once looks known on its own row.
         X = self._features(words, options, labels, probs, truth)
@@ -183,21 +185,16 @@ class PrefixChooser:
         return np.asarray(rows, dtype=np.float64)
 
 
-def _word_roles(texts, truth: np.ndarray, max_words: int) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
-    """Over the training rows (lower case): how many hold each of their first `max_words + 1` words, how many of
-    those have it in the label written at the start, and how many start with each prefix of 1..max_words words."""
-    held: dict[str, int] = {}
-    in_label: dict[str, int] = {}
-    starting: dict[str, int] = {}
-    for words, label in zip(leading_words(texts, max_words), truth):
-        for word in {w.lower() for w in words}:
-            held[word] = held.get(word, 0) + 1
-        for word in _label_words(words, label):
-            in_label[word] = in_label.get(word, 0) + 1
-        for k in range(1, len(words[:max_words]) + 1):
-            prefix = " ".join(words[:k]).lower()
-            starting[prefix] = starting.get(prefix, 0) + 1
-    return held, in_label, starting
+def _word_roles(words: list[list[str]], truth: np.ndarray, max_words: int
+                ) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Over the training rows' leading words (lower case): how many rows hold each word, how many of those have it
+    in the label written at their start, and how many start with each prefix of 1..max_words words."""
+    held, in_label, starting = Counter(), Counter(), Counter()
+    for leading, label in zip(words, truth):
+        held.update({w.lower() for w in leading})
+        in_label.update(_label_words(leading, label))
+        starting.update(" ".join(leading[:k]).lower() for k in range(1, len(leading[:max_words]) + 1))
+    return dict(held), dict(in_label), dict(starting)  # plain dicts: what a model artifact holds
 
 
 def _label_words(words: list[str], label: str) -> set[str]:
