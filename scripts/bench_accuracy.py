@@ -7,11 +7,12 @@ error, training times and the goals of issue 9. Fashion
 baseColour is also run with the colour words removed from the product names, in a sibling workdir that reuses
 the image features, to measure what the image adds.
 
-    python scripts/bench_accuracy.py [--catalogue fashion|flipkart|all] [--holdout-seed N]
+    python scripts/bench_accuracy.py [--catalogue fashion|flipkart|all] [--holdout-seed N] [--set KEY=VALUE ...]
 
 --holdout-seed N (default 0, the configs' own) draws another 20% of products as the test split, in sibling
 workdirs `<workdir>-seedN` that reuse the image features (they do not depend on the split): a check on a split
-that no setting was tuned on.
+that no setting was tuned on. --set KEY=VALUE (repeatable) overrides a config setting in every run, e.g.
+`--set model.boosted_max_classes=0` for a before/after of one setting in one session.
 
 It trains real models on ~25,000 products: expect several minutes on two cores.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import Ridge
 from sklearn.svm import LinearSVC
@@ -89,7 +91,7 @@ def ensure_features(cfg: Config) -> None:
         extract_images(cfg, progress=True)
 
 
-def colour_free(cfg: Config, config_path: Path) -> Config:
+def colour_free(cfg: Config, config_path: Path, overrides: dict) -> Config:
     """The fashion config on a copy of the table whose text has every word of every baseColour value removed."""
     folder = Path(cfg.workdir).parent / f"{Path(cfg.workdir).name}_nocolour"
     (folder / "features").mkdir(parents=True, exist_ok=True)
@@ -103,7 +105,7 @@ def colour_free(cfg: Config, config_path: Path) -> Config:
     images = folder / "features" / "image"
     if not images.exists():
         images.symlink_to(image_dir(cfg).root, target_is_directory=True)
-    return load_config(config_path, {"workdir": str(folder), "data.splits.train": str(csv),
+    return load_config(config_path, {**overrides, "workdir": str(folder), "data.splits.train": str(csv),
                                      "data.holdout.seed": cfg.data.holdout.seed})
 
 
@@ -166,9 +168,10 @@ def _cell(metrics: dict | None, metric: str) -> str:
     return f"{value:.2f}" if metric == "mae" else f"{value:.4f}"
 
 
-def split_config(path: Path, seed: int) -> Config:
-    """The config as shipped, or with another holdout draw in a sibling workdir sharing the image features."""
-    cfg = load_config(path)
+def split_config(path: Path, seed: int, overrides: dict) -> Config:
+    """The config as shipped (with `overrides`), or with another holdout draw in a sibling workdir sharing the image
+    features."""
+    cfg = load_config(path, overrides)
     if seed == cfg.data.holdout.seed:
         return cfg
     base = Path(cfg.workdir)
@@ -177,7 +180,7 @@ def split_config(path: Path, seed: int) -> Config:
     images = folder / "features" / "image"
     if image_dir(cfg).root.exists() and not images.exists():
         images.symlink_to(image_dir(cfg).root, target_is_directory=True)
-    return load_config(path, {"workdir": str(folder), "data.holdout.seed": seed})
+    return load_config(path, {**overrides, "workdir": str(folder), "data.holdout.seed": seed})
 
 
 def main() -> None:
@@ -185,7 +188,10 @@ def main() -> None:
     parser.add_argument("--catalogue", choices=["fashion", "flipkart", "all"], default="all")
     parser.add_argument("--holdout-seed", type=int, default=0, help="which 20%% of products are the test split")
     parser.add_argument("--targets", nargs="*", help="only these targets (names as printed; default: all)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config setting (dotted key, YAML value), e.g. model.boosted_max_classes=0")
     args = parser.parse_args()
+    overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
     wanted = set(args.targets or [])
 
     def pick(names: list[str]) -> list[str]:
@@ -193,12 +199,13 @@ def main() -> None:
 
     rows = []
     if args.catalogue in ("fashion", "all"):
-        cfg = split_config(CONFIGS["fashion"], args.holdout_seed)
+        cfg = split_config(CONFIGS["fashion"], args.holdout_seed, overrides)
         rows += run("fashion", cfg, pick(["articleType", "subCategory", "gender", "masterCategory", "baseColour"]), {})
         if not wanted or NO_COLOUR in wanted:
-            rows += run("fashion", colour_free(cfg, CONFIGS["fashion"]), ["baseColour"], {"baseColour": NO_COLOUR})
+            free = colour_free(cfg, CONFIGS["fashion"], overrides)
+            rows += run("fashion", free, ["baseColour"], {"baseColour": NO_COLOUR})
     if args.catalogue in ("flipkart", "all"):
-        cfg = split_config(CONFIGS["flipkart"], args.holdout_seed)
+        cfg = split_config(CONFIGS["flipkart"], args.holdout_seed, overrides)
         rows += run("flipkart", cfg, pick(list(cfg.targets)), {})
     ok = print_table(rows)
     print("\nall goals met" if ok else "\nsome goals not met (see verdicts)")
