@@ -328,7 +328,7 @@ def out_of_fold(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, 
                 top_k: int | None = None, across=None):
     """Scores of every training row from a clone of `head` fitted on the other folds (unscored where absent), as
     `scored` gives them. The folds run as `n_jobs` joblib tasks: on local processes, or on a Dask cluster inside
-    `joblib.parallel_config("dask")`; a `BoostedHead`'s in threads, one per core, when `n_jobs` is None. With `across`, a kNN head fitted on every row present, each row is scored by
+    `joblib.parallel_config("dask")`. With `across`, a kNN head fitted on every row present, each row is scored by
     it from its neighbours outside its own fold instead (`KnnHead.searches_across_folds`)."""
     out = unscored(head, X.shape[0], top_k)
     rows = np.flatnonzero(present)
@@ -340,10 +340,7 @@ def out_of_fold(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, 
     if across is not None:
         out[rows] = scored(across, X, top_k, (fold_of, fold_of))
         return out
-    # A boosted head's folds share its small block in threads (LightGBM releases the GIL), one tree learner each:
-    # one-thread fits took half the time of two-thread ones here, so folds side by side use the cores best.
-    jobs, prefer = (-1, "threads") if n_jobs is None and isinstance(head, BoostedHead) else (n_jobs, None)
-    parts = Parallel(n_jobs=jobs, prefer=prefer)(
+    parts = Parallel(n_jobs=n_jobs)(
         delayed(_fold_scores)(clone(head), X, y, np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f), top_k)
         for f in names)
     for f, part in zip(names, parts):
