@@ -22,7 +22,7 @@ demo: install
 NO_TESTS_IS_A_WARNING = rc=$$?; if [ $$rc -eq 5 ]; then echo "WARNING: pytest collected no tests"; exit 0; fi; exit $$rc
 
 # The fast suite (pyproject's pytest options leave out tests marked slow); test-slow runs the real models.
-# Two workers, one per core, each taking whole modules (their fixtures train once): ~45 s instead of ~100 s.
+# Two workers, one per core, each taking whole modules (their fixtures train once): ~50 s instead of ~100 s.
 # One OpenMP / BLAS thread per worker: LightGBM, faiss and numpy each start a thread per core in both workers, and
 # the four fighting over two cores made the suite 63 s where one each took 45 s (2026-12-04).
 ONE_THREAD_EACH = OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1

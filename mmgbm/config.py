@@ -212,8 +212,9 @@ class ModelConfig(Strict):
         True, description="also a kNN image head searching in the space of a ridge classifier's class scores"
     )
     boosted_max_classes: int = Field(
-        64, ge=0, description="a boosted-trees head on each small dense block (the photos' colour statistics) for "
-        "targets of at most this many classes: its cost grows with them (0 = none)"
+        64, ge=0, description="a boosted-trees head on each small dense block (the photos' colour statistics) that "
+        "tells the target at least as well as the embeddings, for targets of at most this many classes: its cost "
+        "grows with them (0 = none)"
     )
     candidates: int = Field(
         20, ge=2, description="classes per product the stacker re-ranks (all classes when there are fewer)"

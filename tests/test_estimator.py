@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
 
+from mmgbm.commands.artifact import Artifact, TargetInfo, load_artifact, save_artifact
 from mmgbm.estimator import FUSED, MMGBMClassifier, MMGBMRegressor, ProductMatrix
 from mmgbm.estimator.heads import KnnHead, MentionHead, out_of_fold, settled
 from mmgbm.estimator.selection import choose_predictor
@@ -231,7 +232,7 @@ def test_heads_hand_on_only_each_products_best_classes():
     """However many classes, a head keeps `head_top_k` per product (what lets a million products of hundreds of
     classes train in bounded memory): its best ones, best first, with the scores it gives them."""
     X, y = many_class_products()
-    model = MMGBMClassifier(head_top_k=24, **FAST).fit(X, y)
+    model = MMGBMClassifier(head_top_k=24, boosted_max_classes=0, **FAST).fit(X, y)  # no trees: seconds here
     scores = model.head_scores(X)
     top = scores["text.title.linear"]
     assert top.classes.shape == (len(y), 24) and top.n_classes == 60
@@ -261,9 +262,10 @@ def test_a_head_that_scores_few_classes_still_ranks_distinct_labels():
     np.testing.assert_allclose(model.predict_proba(X[300:]).sum(axis=1), 1)
 
 
-def test_a_small_dense_block_gets_boosted_trees_that_learn_what_is_not_linear_in_it():
+def test_boosted_trees_learn_what_is_not_linear_in_a_small_block_where_that_block_tells_the_target(tmp_path):
     """The label is whether one colour statistic is far from its mean, either way: no linear score and no neighbour
-    search among 19 noise columns gets that, trees do. An embedding-sized block gets no such head (its cost)."""
+    search among 19 noise columns gets that, trees do. An embedding-sized block gets no such head (its cost), and
+    neither does the colour block for a target the embedding tells better (a category, not a colour)."""
     rng = np.random.default_rng(3)
     n = 600
     colour = rng.normal(0, 1, (n, 20)).astype(np.float32)
@@ -276,3 +278,9 @@ def test_a_small_dense_block_gets_boosted_trees_that_learn_what_is_not_linear_in
     without = MMGBMClassifier(**FAST, boosted_max_classes=0).fit(X[:450], y[:450])
     assert "colour.boosted" not in without.heads_
     assert np.mean(without.predict(X[450:]) == y[450:]) < 0.8
+    save_artifact(tmp_path / "m", Artifact(TargetInfo("t", "t", "multiclass"), model, {}, {}, {}))
+    loaded = load_artifact(tmp_path / "m", "t").model  # the trees travel as LightGBM's text, a trusted type
+    np.testing.assert_allclose(loaded.predict_proba(X[450:]), model.predict_proba(X[450:]), atol=1e-6)
+    kind = rng.integers(0, 4, n)
+    X.dense["embedding"] = one_hot_block(kind, 300, rng)
+    assert "colour.boosted" not in MMGBMClassifier(**FAST).fit(X, kind).heads_

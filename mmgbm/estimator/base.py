@@ -72,11 +72,13 @@ class MMGBMBase(BaseEstimator):
                 self.reducers_[name] = fit_reducer(reducer, block, present)
         self.heads_ = {}
         oof = {}
-        for block, (B, present) in self._blocks(X).items():
+        blocks = self._blocks(X)
+        for block, (B, _) in blocks.items():
             for kind, head in self._new_heads(block, B.shape[1] if B.ndim == 2 else 0):
-                name = f"{block}.{kind}"
-                self.heads_[name], oof[name] = fit_and_score(head, B, target, folds, present, self.n_jobs,
-                                                             self._top_k)
+                self._fit_head(blocks, block, kind, head, target, folds, oof)
+        # Heads worth their cost only where the others' out-of-fold scores show what their block tells the target.
+        for block, kind, head in self._costly_heads(blocks, oof, target):
+            self._fit_head(blocks, block, kind, head, target, folds, oof)
         if not self.heads_:
             raise ValueError("no feature block to learn from: give the products text or dense (image) features")
         # The stacker's own folds: fewer than the heads' (its LightGBM fits are the costly part of training) and
@@ -87,6 +89,16 @@ class MMGBMBase(BaseEstimator):
         honest = self._select(oof, target)
         self._fit_after_selection(X, honest, oof, target)
         return self
+
+    def _fit_head(self, blocks: dict, block: str, kind: str, head, target: np.ndarray, folds: np.ndarray,
+                  oof: dict) -> None:
+        B, present = blocks[block]
+        name = f"{block}.{kind}"
+        self.heads_[name], oof[name] = fit_and_score(head, B, target, folds, present, self.n_jobs, self._top_k)
+
+    def _costly_heads(self, blocks: dict, oof: dict, target: np.ndarray):
+        """(block, kind, head) to fit after the others, judged on their out-of-fold scores; none by default."""
+        return ()
 
     def _blocks(self, X: ProductMatrix) -> dict[str, tuple[object, np.ndarray]]:
         """Block name -> (features, which products have them); dense blocks standardised by the fitted reducers."""
