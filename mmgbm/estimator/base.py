@@ -96,6 +96,10 @@ class MMGBMBase(BaseEstimator):
         name = f"{block}.{kind}"
         self.heads_[name], oof[name] = fit_and_score(head, B, target, folds, present, self.n_jobs, self._top_k)
 
+    def _head_per_row(self, scores, target: np.ndarray) -> np.ndarray:
+        """One head's out-of-fold score of each training product, as the gate compares them."""
+        return self._per_row(self._head_predict(scores), target)
+
     def _costly_heads(self, blocks: dict, oof: dict, target: np.ndarray):
         """(block, kind, head) to fit after the others, judged on their out-of-fold scores; none by default."""
         return ()
@@ -131,7 +135,7 @@ class MMGBMBase(BaseEstimator):
         # Each head's prediction is scored and dropped (nine at once were 2.3 GB at 800,000 products); the chosen
         # one is made again.
         per_row = {FUSED: self._per_row(self._stack_oof(), target)}
-        per_row.update({n: self._per_row(self._head_predict(s), target) for n, s in oof.items()})
+        per_row.update({n: self._head_per_row(s, target) for n, s in oof.items()})
         self.validation_ = {n: float(np.mean(r)) for n, r in per_row.items()}
         self.choice_ = choose_predictor(per_row, self.selection_margin_se, self.selection_min_gain,
                                         perfect=0.0 if self.regression else 1.0)

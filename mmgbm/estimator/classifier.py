@@ -193,7 +193,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         if len(self.classes_) > self.boosted_max_classes:
             return
         dense = [block for block in blocks if not block.startswith("text.")]
-        best = {block: max((float(np.mean(self._per_row(self._head_predict(oof[name]), target)))
+        best = {block: max((float(np.mean(self._head_per_row(oof[name], target)))
                             for name in self.heads_ if name.rsplit(".", 1)[0] == block), default=0.0)
                 for block in dense}
         for block in dense:

@@ -146,20 +146,22 @@ class PrefixChooser:
             own = truth is not None and (truth[row].lower() == key if lower else truth[row] == key)
             return table.get(key, 0) - int(own)
 
-        def roles(word: str, row: int) -> list[float]:
-            """Training rows holding the word near their start, and those where it is part of the label; each row's
-            own share is taken out when fitting, so a word seen in its own row only reads as a new product's would."""
+        def roles(word: str, own_label_words: set[str] | None) -> list[float]:
+            """Training rows holding the word near their start, and those where it is part of the label; when
+            fitting (`own_label_words`: the row's own label's words), the row's own share is taken out, so a word
+            seen in its own row only reads as a new product's would."""
             if not word:
                 return [-1.0, -1.0, -1.0]
             key = word.lower()
             held, in_label = self.word_rows_.get(key, 0), self.label_word_rows_.get(key, 0)
-            if truth is not None:
+            if own_label_words is not None:
                 held -= 1
-                in_label -= int(key in _label_words(words[row], truth[row]))
+                in_label -= int(key in own_label_words)
             return [np.log1p(held), np.log1p(in_label), in_label / held if held > 0 else -1.0]
 
         rows = []
         for row, w in enumerate(words):
+            own = None if truth is None else _label_words(w, truth[row])
             top = options[row, MODEL]
             text = " ".join(w).lower()
             second = probs[row, 1] if probs.shape[1] > 1 else 0.0
@@ -180,7 +182,7 @@ class PrefixChooser:
                 feats += [count(prefix, row), count(prefix, row, lower=True), rank, p,
                           _capitalised(word), word.isupper(), _has_digit(word), len(word),
                           _capitalised(after), _has_digit(after), after == "", np.log1p(max(starting, 0)),
-                          *roles(word, row), *roles(after, row)]
+                          *roles(word, own), *roles(after, own)]
             rows.append(feats)
         return np.asarray(rows, dtype=np.float64)
 
