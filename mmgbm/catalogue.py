@@ -1,4 +1,5 @@
-"""Reading and validating catalogue tables: CSV, Parquet or JSON Lines, keyed by a product id column.
+"""Reading and validating catalogue tables: CSV, TSV, Parquet, JSON Lines or a Google Merchant Center feed (tab-
+separated or RSS XML, see mmgbm/feeds.py), keyed by a product id column.
 
 Ids are always read as strings so that `16234` in a CSV and `"16234"` in a Parquet file are the same product.
 """
@@ -13,8 +14,13 @@ import pandas as pd
 
 from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
+from mmgbm.feeds import is_merchant_header, read_delimited_feed, read_xml_feed
 
-READERS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+READERS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
+           ".ndjson": "jsonl", ".xml": "merchant xml"}
+SEPARATORS = {"csv": ",", "tsv": "\t"}
+# Tables whose rows an error can name by their line in the file (the header is line 1).
+LINE_NUMBERED = (".csv", ".tsv", ".txt")
 
 
 def read_table(path: Path, id_column: str) -> pd.DataFrame:
@@ -24,21 +30,31 @@ def read_table(path: Path, id_column: str) -> pd.DataFrame:
         raise MmgbmError(f"table {path} not found; check data.splits in the config")
     kind = READERS.get(path.suffix.lower())
     if kind is None:
-        raise MmgbmError(f"{path}: unknown table format {path.suffix!r}; use .csv, .parquet or .jsonl")
+        raise MmgbmError(
+            f"{path}: unknown table format {path.suffix!r}; use .csv, .tsv/.txt, .parquet, .jsonl or a Merchant "
+            "Center .xml feed")
     try:
-        if kind == "csv":
-            frame = pd.read_csv(
-                path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype={id_column: str}, low_memory=False
-            )
+        if kind == "merchant xml":
+            frame = read_xml_feed(path, id_column)
+        elif kind in SEPARATORS:
+            frame = _read_delimited(path, SEPARATORS[kind], id_column)
         elif kind == "parquet":
             frame = pd.read_parquet(path)
         else:
             frame = pd.read_json(path, lines=True, dtype={id_column: str})
+    except MmgbmError:
+        raise
     except Exception as exc:  # pandas raises many types for unreadable files; all mean the same to a user
         raise MmgbmError(f"{path}: cannot read as {kind} ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     if frame.empty:
         raise MmgbmError(f"{path}: no products (the table has no rows); fill it or point the config at another table")
     return validate_ids(frame, id_column, str(path))
+
+
+def _read_delimited(path: Path, sep: str, id_column: str) -> pd.DataFrame:
+    if is_merchant_header(pd.read_csv(path, sep=sep, nrows=0).columns):
+        return read_delimited_feed(path, sep, id_column)
+    return pd.read_csv(path, sep=sep, dtype={id_column: str}, low_memory=False)
 
 
 def validate_ids(frame: pd.DataFrame, id_column: str, source: str) -> pd.DataFrame:
@@ -47,8 +63,7 @@ def validate_ids(frame: pd.DataFrame, id_column: str, source: str) -> pd.DataFra
     ids = frame[id_column]
     null = ids.isna() | (ids.astype(str).str.strip() == "")
     if null.any():
-        rows = [str(i + 2) for i in frame.index[null][:5]] if source.endswith(".csv") else []
-        where = f" (file lines {', '.join(rows)})" if rows else ""
+        where = _where(source, frame.index[null][:5])
         raise MmgbmError(f"{source}: {int(null.sum())} rows have an empty id in {id_column!r}{where}; every product needs an id")
     ids = ids.map(_id_string)
     dup = ids[ids.duplicated(keep=False)]
@@ -60,6 +75,15 @@ def validate_ids(frame: pd.DataFrame, id_column: str, source: str) -> pd.DataFra
     frame = frame.copy()
     frame[id_column] = ids
     return frame.reset_index(drop=True)
+
+
+def _where(source: str, rows: pd.Index) -> str:
+    """Where rows are in the file, for a file whose rows a user can find: lines of a delimited file, items of XML."""
+    if source.lower().endswith(LINE_NUMBERED):
+        return f" (file lines {', '.join(str(i + 2) for i in rows)})"
+    if source.lower().endswith(".xml"):
+        return f" (items {', '.join(str(i + 1) for i in rows)})"
+    return ""
 
 
 def _id_string(value: object) -> str:
