@@ -35,6 +35,20 @@ class HoldoutConfig(Strict):
     seed: int = 0
 
 
+class PhotoFetchConfig(Strict):
+    """How photo URLs are fetched (mmgbm.features.photo_fetch): many at once, none waited on for long."""
+
+    in_flight: int = Field(64, ge=1, le=4096, description="requests in flight at once")
+    per_host: int = Field(32, ge=1, description="requests in flight to one host")
+    connect_timeout: float = Field(5.0, gt=0, description="seconds to connect")
+    read_timeout: float = Field(10.0, gt=0, description="seconds without a byte from the server")
+    total_timeout: float = Field(30.0, gt=0, description="seconds for one try, however slowly the bytes come")
+    tries: int = Field(3, ge=1, le=10, description="tries of a URL answered 429 / 5xx or dropped")
+    backoff: float = Field(0.5, ge=0, description="seconds before the second try, doubled for each next one")
+    max_bytes: int = Field(20_000_000, ge=1, description="a larger photo is refused before its body is read")
+    max_redirects: int = Field(5, ge=0)
+
+
 class DataConfig(Strict):
     id_column: str = "id"
     splits: dict[str, Path] = Field(..., description="split name -> table (CSV, Parquet or JSON Lines)")
@@ -46,6 +60,16 @@ class DataConfig(Strict):
     # Image paths must resolve into images_root (after `..` and symbolic links) unless this is set: a catalogue from
     # elsewhere must not make mmgbm read any file the user can read.
     allow_absolute_image_paths: bool = False
+    # Image values that are http(s) URLs are fetched as those URLs, whatever images_root is (a feed's image_link).
+    remote_images: bool = False
+    # Hosts, addresses or networks (CIDR) that photo URLs may reach although they are not public: loopback,
+    # private, link-local and metadata addresses are refused otherwise (a feed is untrusted input). The host of
+    # an http(s) images_root is always allowed.
+    remote_image_hosts: list[str] = []
+    # Several photos in one value: a JSON list (["a.jpg", "b.jpg"]) is always read as a list; values are also split
+    # on this separator (e.g. "|"). The first usable photo is embedded.
+    image_separator: str | None = None
+    fetch: PhotoFetchConfig = PhotoFetchConfig()
     categorical_columns: list[str] = []
     numeric_columns: list[str] = []
 

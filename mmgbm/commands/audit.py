@@ -32,8 +32,8 @@ from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import MMGBMClassifier, ProductMatrix
 from mmgbm.features.design import load_products
-from mmgbm.features.image_decoding import check_image_file, image_file
-from mmgbm.features.images import image_boundary, image_paths, images_root
+from mmgbm.features.image_decoding import image_file
+from mmgbm.features.photos import Photos
 from mmgbm.workdir import report_dir
 
 FUSED_ONLY = "fused"  # no single modality suggests the label: only their combination does
@@ -82,9 +82,10 @@ def audit(cfg: Config, target: str, report_rows: int = 200) -> AuditResult:
     folder.mkdir(parents=True, exist_ok=True)
     result = AuditResult(name, ranked, source, folder / "audit.csv", folder / "audit.html")
     result.suspects.to_csv(result.csv_path, index=False)
-    photos = (dict(zip(kept[cfg.data.id_column], image_paths(kept[cfg.data.image_column], images_root(cfg))))
+    places = Photos.of(cfg)
+    photos = (dict(zip(kept[cfg.data.id_column], places.paths(kept[cfg.data.image_column])))
               if cfg.data.image_column else {})
-    result.html_path.write_text(_html_report(result, photos, image_boundary(cfg), report_rows))
+    result.html_path.write_text(_html_report(result, photos, places, report_rows))
     return result
 
 
@@ -139,10 +140,10 @@ def rank_labels(classes: np.ndarray, given: np.ndarray, probs: np.ndarray, by_mo
                          "modality": modality, "label_issue": issues})
 
 
-def _html_report(result: AuditResult, photos: dict[str, str], inside: Path | None, rows: int) -> str:
+def _html_report(result: AuditResult, photos: dict[str, str], places: Photos, rows: int) -> str:
     shown = result.suspects.head(rows)
     body = "\n".join(
-        f"<tr><td>{i + 1}</td><td>{_thumbnail(photos.get(r.id, ''), inside)}</td><td>{html.escape(str(r.title))}<br>"
+        f"<tr><td>{i + 1}</td><td>{_thumbnail(photos.get(r.id, ''), places)}</td><td>{html.escape(str(r.title))}<br>"
         f"<small>{html.escape(str(r.id))}</small></td><td class=given>{html.escape(str(r.given_label))}</td>"
         f"<td class=suggested>{html.escape(str(r.suggested_label))}</td><td>{r.confidence_wrong:.2f}</td>"
         f"<td>{html.escape(r.modality)}</td></tr>"
@@ -165,11 +166,14 @@ td, th {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; ve
 """
 
 
-def _thumbnail(path: str, inside: Path | None) -> str:
+def _thumbnail(path: str, places: Photos) -> str:
     """The photo as a small inline JPEG, so the report is one self-contained file. The extractor's checks come
-    first: a path outside the images folder or a special file (a FIFO would block) is never opened."""
+    first: a path outside the images folder or a special file (a FIFO would block) is never opened. A photo URL is
+    linked, not fetched: the reviewer's browser shows it."""
+    if places.fetched(path):
+        return f'<img src="{html.escape(path)}" alt="photo" width="{THUMBNAIL[0]}" loading="lazy">'
     try:
-        check_image_file(path, inside)
+        places.check(path)
         with Image.open(image_file(path)) as im:
             im.draft("RGB", THUMBNAIL)
             im = ImageOps.exif_transpose(im).convert("RGB")

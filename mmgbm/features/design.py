@@ -21,7 +21,9 @@ from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.features.image_decoding import image_sources
-from mmgbm.features.images import embed_images, image_boundary, image_paths, images_root, known_failures
+from mmgbm.features.images import embed_images, known_failures
+from mmgbm.features.photo_fetch import source_url
+from mmgbm.features.photos import Photos
 from mmgbm.features.store import FeatureStore
 from mmgbm.features.text import content_hashes, load_vectorizer
 from mmgbm.features.text_cleaning import join_columns
@@ -55,15 +57,18 @@ def load_products(cfg: Config, frame: pd.DataFrame, embed_new_photos: Callable[[
             fingerprints[f"text/{name}"] = store.fingerprint
     if images_enabled(cfg):
         embeddings, colours = image_store(cfg), colour_store(cfg)
-        now = paths = None
+        now = paths = urls = None
         if cfg.data.image_column in frame.columns:
-            root, inside = images_root(cfg), image_boundary(cfg)
-            paths = image_paths(frame[cfg.data.image_column], root)
-            now = image_sources(paths, root, inside)
+            photos = Photos.of(cfg)
+            candidates = photos.candidate_lists(frame[cfg.data.image_column])
+            paths = [photos.chosen(c) for c in candidates]
+            urls = [c if photos.fetched(p) else None for p, c in zip(paths, candidates)]
+            now = image_sources([p if u is None else "" for p, u in zip(paths, urls)], photos.root, photos.inside)
+            _url_sources(embeddings.read_sources(ids), urls, now)
         dense["image"] = _read_dense(embeddings, ids, now)
         dense["image.colour"] = _read_dense(colours, ids, now)
         if embed_new_photos is not None and now is not None:
-            _embed_new(cfg, ids, paths, now, dense, embed_new_photos)
+            _embed_new(cfg, ids, paths, urls, now, dense, embed_new_photos)
         fingerprints[f"image/{cfg.features.image.backbone}"] = embeddings.fingerprint
         fingerprints["image/colour"] = colours.fingerprint
     if not text and not dense:
@@ -71,8 +76,17 @@ def load_products(cfg: Config, frame: pd.DataFrame, embed_new_photos: Callable[[
     return ProductMatrix(ids, text, words, dense, frame[meta_columns(cfg, frame)]), fingerprints
 
 
-def _embed_new(cfg: Config, ids: list[str], paths: list[str], now: list[str | None], dense: dict[str, np.ndarray],
-               say: Callable[[str], None]) -> None:
+def _url_sources(stored: list[str | None], urls: list[list[str] | None], now: list[str | None]) -> None:
+    """Set, in `now`, what a photo URL is: its stored source where the product's URLs still name what was
+    embedded (reading features asks no server; extraction is what checks a URL for changes), else a source that
+    matches nothing stored, so the product's photo reads as not embedded yet."""
+    for i, (known, candidates) in enumerate(zip(stored, urls)):
+        if candidates is not None:
+            now[i] = known if source_url(known) in candidates else f"{candidates[0]}|not embedded"
+
+
+def _embed_new(cfg: Config, ids: list[str], paths: list[str], urls: list[list[str] | None], now: list[str | None],
+               dense: dict[str, np.ndarray], say: Callable[[str], None]) -> None:
     """Embed, in place, the products whose photo can be used (a source `now`) but has no stored embedding as it is
     now (photos the last extraction failed on stay missing: decoding them again would fail again)."""
     failed = known_failures(cfg)
@@ -82,7 +96,8 @@ def _embed_new(cfg: Config, ids: list[str], paths: list[str], now: list[str | No
         return
     say(f"{len(rows):,} products have a photo that is not in the image store (new or changed): embedding them now; "
         f"`mmgbm extract-images` stores them for next time")
-    dense["image"][rows], dense["image.colour"][rows] = embed_images(cfg, [paths[i] for i in rows])
+    dense["image"][rows], dense["image.colour"][rows] = embed_images(cfg, [paths[i] for i in rows],
+                                                                     [urls[i] for i in rows])
 
 
 def _read_dense(store: FeatureStore, ids: list[str], sources: list[str | None] | None) -> np.ndarray:

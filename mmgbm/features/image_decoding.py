@@ -160,6 +160,8 @@ def image_source(path: str | os.PathLike[str], root: Path, inside: Path | None) 
         info = check_image_file(path, inside)
     except UnreadableImage:
         return None
+    if info is None:  # a URL beside a folder root: no file (mmgbm.features.photos refuses or fetches it)
+        return None
     return f"{os.path.relpath(path, root)}|{info.st_size}|{info.st_mtime_ns}"
 
 

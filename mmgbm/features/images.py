@@ -35,10 +35,10 @@ from mmgbm.cluster import run_parts
 from mmgbm.config import Config, ImageFeaturesConfig
 from mmgbm.errors import MmgbmError
 from mmgbm.features import colour
-from mmgbm.features import photo_urls
-from mmgbm.features.folder import is_url
-from mmgbm.features.image_decoding import UnreadableImage, check_image_file, decode_image, image_sources
+from mmgbm.features.image_decoding import UnreadableImage, decode_image, decode_image_bytes, image_sources
 from mmgbm.features.image_encoder import ImageEncoder
+from mmgbm.features.photo_fetch import FetchStream, PhotoFetcher, source_url
+from mmgbm.features.photos import Photos
 from mmgbm.features.store import FeatureStore, dense_table
 from mmgbm.workdir import Folder, colour_store, image_dir, image_failures, image_store
 
@@ -59,6 +59,8 @@ class ImageExtractionSummary:
     embedding_seconds: float = 0.0  # the decode + forward + write loop alone: what images/s is measured on
     shards_written: int = 0
     quarantined: list[Path | str] = field(default_factory=list)  # damaged shards set aside; their products were redone
+    checked: int = 0  # photo URLs embedded before, asked whether they changed
+    changed: int = 0  # of those, the ones that did (embedded again)
 
     @property
     def failed(self) -> int:
@@ -76,6 +78,8 @@ class ImageExtractionSummary:
             f"{self.seconds:.1f} s ({self.images_per_second:.1f} images/s while embedding), "
             f"{self.shards_written} new shards in {self.store_root}",
         ]
+        if self.checked:
+            lines.insert(1, f"{self.checked:,} photo URLs embedded before checked for changes: {self.changed:,} changed")
         if self.coloured:
             lines.insert(1, f"colour statistics added for {self.coloured:,} products embedded before")
         if self.quarantined:
@@ -117,20 +121,23 @@ class _ShardWriter:
 
 @dataclass
 class _Work:
-    """Products to extract, one entry each: id, absolute image path, what the file is now (its source), and whether
-    the embedding store and the colour store lack it. A cluster's workers each take a slice."""
+    """Products to extract, one entry each: id, absolute image path, what the file is now (its source), whether
+    the embedding store and the colour store lack it, and the photos to fetch in turn where it is a URL (else
+    None). A cluster's workers each take a slice."""
 
     ids: list[str]
     paths: list[str]
     sources: list[str | None]
     embed: np.ndarray
     measure: np.ndarray
+    urls: list[list[str] | None]
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, rows: slice) -> "_Work":
-        return _Work(self.ids[rows], self.paths[rows], self.sources[rows], self.embed[rows], self.measure[rows])
+        return _Work(self.ids[rows], self.paths[rows], self.sources[rows], self.embed[rows], self.measure[rows],
+                     self.urls[rows])
 
 
 @dataclass
@@ -172,14 +179,18 @@ def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = Fal
         colours.clear()
     products = load_all_products(cfg)
     ids = products[cfg.data.id_column].tolist()
-    root, inside = images_root(cfg), image_boundary(cfg)
-    paths = image_paths(products[cfg.data.image_column], root)
-    sources = image_sources(paths, root, inside)
-    needs_embedding = _needs_work(embeddings.prepare_writing(), ids, sources)
-    needs_colour = _needs_work(colours.prepare_writing(), ids, sources)
+    photos = Photos.of(cfg)
+    candidates = photos.candidate_lists(products[cfg.data.image_column])
+    paths = [photos.chosen(c) for c in candidates]
+    urls = [c if photos.fetched(p) else None for p, c in zip(paths, candidates)]
+    sources = image_sources([p if u is None else "" for p, u in zip(paths, urls)], photos.root, photos.inside)
+    stored_embeddings, stored_colours = embeddings.prepare_writing(), colours.prepare_writing()
+    checked, changed = _check_urls(photos, ids, urls, sources, stored_embeddings, stored_colours)
+    needs_embedding = _needs_work(stored_embeddings, ids, sources)
+    needs_colour = _needs_work(stored_colours, ids, sources)
     todo = np.flatnonzero(needs_embedding | needs_colour)
     work = _Work([ids[i] for i in todo], [paths[i] for i in todo], [sources[i] for i in todo],
-                 needs_embedding[todo], needs_colour[todo])
+                 needs_embedding[todo], needs_colour[todo], [urls[i] for i in todo])
 
     with _progress_bar(len(work), enabled=progress) as advance:
         if client is None:
@@ -205,18 +216,42 @@ def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = Fal
         embedding_seconds=done.seconds,
         shards_written=done.shards,
         quarantined=embeddings.quarantined + colours.quarantined,
+        checked=checked,
+        changed=changed,
     )
+
+
+def _check_urls(photos: Photos, ids: list[str], urls: list[list[str] | None], sources: list[str | None],
+                *stored: dict[str, str | None]) -> tuple[int, int]:
+    """Set, in `sources`, the stored source of every photo URL embedded before that the server says is unchanged
+    (one conditional request each, all in flight together); a changed or unanswered one stays unknown (None), so
+    it is fetched again. Returns (URLs checked, changed)."""
+    asks = []
+    for i, (pid, candidates) in enumerate(zip(ids, urls)):
+        known = next((s[pid] for s in stored if s.get(pid)), None)
+        if candidates is not None and source_url(known) in candidates:
+            asks.append((i, known))
+    if not asks:
+        return 0, 0
+    changed, known = 0, dict(asks)
+    with photos.fetcher() as fetcher:
+        for i, now_changed in fetcher.changed(asks):
+            changed += now_changed
+            if not now_changed:
+                sources[i] = known[i]
+    return len(asks), changed
 
 
 def _extract(cfg: Config, work: _Work, encoder: Callable[[], ImageEncoder], advance: Callable[[int], None]) -> _Done:
     """Decode, embed and measure `work` in one stream, writing shards as they fill: the whole job on one machine, a
     part of it on a cluster's worker. `encoder()` gives a fitted encoder; it is asked for only when a product whose
-    file can be opened needs an embedding, so when none does, no model is even built."""
-    image_cfg, inside = cfg.features.image, image_boundary(cfg)
+    file can be opened (or whose photo is a URL) needs an embedding, so when none does, no model is even built."""
+    image_cfg, photos = cfg.features.image, Photos.of(cfg)
     done, to_decode = _Done(), []
     for i, path in enumerate(work.paths):  # paths that cannot be opened fail without reading a byte
         try:
-            check_image_file(path, inside)
+            if work.urls[i] is None:
+                photos.check(path)
             to_decode.append(i)
         except UnreadableImage as exc:
             done.failures.append((work.ids[i], path, exc.reason))
@@ -225,23 +260,24 @@ def _extract(cfg: Config, work: _Work, encoder: Callable[[], ImageEncoder], adva
     writers = tuple(_ShardWriter(store, image_cfg.shard_size) for store in (image_store(cfg), colour_store(cfg)))
     loop_start = time.perf_counter()
     advance(len(done.failures))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _fetching(photos, [work.urls[i] for i in to_decode]) as fetcher:
         # Big-but-bounded images are decoded at reduced scale or refused in image_decoding; PIL's warning is noise.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        for positions, images, stats, reasons in _decoded_batches([work.paths[i] for i in to_decode],
-                                                                  image_cfg.resolved_image_size,
-                                                                  image_cfg.batch_size, inside):
-            batch = to_decode[positions]
-            ok = reasons == ""
+        for decoded in _decoded_batches([work.paths[i] for i in to_decode], [work.urls[i] for i in to_decode],
+                                        image_cfg.resolved_image_size, image_cfg.batch_size, photos.inside, fetcher):
+            batch = to_decode[decoded.positions]
+            sources = [decoded.sources.get(p) or work.sources[i] for p, i in zip(decoded.positions, batch)]
+            ok = decoded.reasons == ""
             embed, measure = ok & work.embed[batch], ok & work.measure[batch]
             if embed.any():
-                writers[0].add([work.ids[i] for i in batch[embed]], model.embed_batch(images[embed]),
-                               [work.sources[i] for i in batch[embed]])
-            writers[1].add([work.ids[i] for i in batch[measure]], stats[measure],
-                           [work.sources[i] for i in batch[measure]])
+                writers[0].add([work.ids[i] for i in batch[embed]], model.embed_batch(decoded.images[embed]),
+                               [s for s, e in zip(sources, embed) if e])
+            writers[1].add([work.ids[i] for i in batch[measure]], decoded.stats[measure],
+                           [s for s, m in zip(sources, measure) if m])
             done.embedded += int(embed.sum())
             done.coloured += int((ok & ~work.embed[batch]).sum())
-            done.failures.extend((work.ids[i], work.paths[i], r) for i, r in zip(batch, reasons) if r)
+            done.failures.extend((work.ids[i], decoded.shown.get(p, work.paths[i]), r)
+                                 for p, i, r in zip(decoded.positions, batch, decoded.reasons) if r)
             advance(len(batch))
         for writer in writers:
             writer.flush()
@@ -250,24 +286,38 @@ def _extract(cfg: Config, work: _Work, encoder: Callable[[], ImageEncoder], adva
     return done
 
 
-def embed_images(cfg: Config, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def embed_images(cfg: Config, paths: list[str], urls: list[list[str] | None] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings, colour statistics) of the images at `paths`, made exactly as extraction makes them but kept in
     memory, for products predicted before their photo is in the store; NaN rows where an image cannot be used
-    (the decode refuses it with the extractor's checks). Writes nothing: the store stays extraction's. Callers pass
-    only paths that passed `check_image_file`, so the encoder is built only when there is something to embed."""
-    image_cfg = cfg.features.image
+    (the decode refuses it with the extractor's checks). `urls`, where given, are the photos to fetch in turn for
+    a product whose photo is a URL. Writes nothing: the store stays extraction's. Callers pass only paths that
+    passed the checks, so the encoder is built only when there is something to embed."""
+    image_cfg, photos = cfg.features.image, Photos.of(cfg)
+    urls = urls or [None] * len(paths)
     embeddings = np.full((len(paths), image_cfg.dim), np.nan, dtype=np.float32)
     colours = np.full((len(paths), colour.DIM), np.nan, dtype=np.float32)
     if not paths:
         return embeddings, colours
     model = _new_encoder(image_cfg).fit()
-    for positions, images, stats, reasons in _decoded_batches(paths, image_cfg.resolved_image_size,
-                                                              image_cfg.batch_size, image_boundary(cfg)):
-        ok = reasons == ""
-        if ok.any():
-            embeddings[positions[ok]] = model.embed_batch(images[ok])
-            colours[positions[ok]] = stats[ok]
+    with _fetching(photos, urls) as fetcher:
+        for decoded in _decoded_batches(paths, urls, image_cfg.resolved_image_size, image_cfg.batch_size,
+                                        photos.inside, fetcher):
+            ok = decoded.reasons == ""
+            if ok.any():
+                embeddings[decoded.positions[ok]] = model.embed_batch(decoded.images[ok])
+                colours[decoded.positions[ok]] = decoded.stats[ok]
     return embeddings, colours
+
+
+@contextmanager
+def _fetching(photos: Photos, urls: list[list[str] | None]) -> Iterator[PhotoFetcher | None]:
+    """A photo fetcher for the duration of a loop, where any photo is a URL."""
+    if not any(u is not None for u in urls):
+        yield None
+        return
+    with photos.fetcher() as fetcher:
+        yield fetcher
 
 
 def _extract_on_worker(work: _Work, cfg: Config) -> _Done:
@@ -304,58 +354,80 @@ def _needs_work(stored: dict[str, str | None], ids: list[str], sources: list[str
                     dtype=bool)
 
 
-def image_paths(column: pd.Series, root: Path | str) -> list[str]:
-    """Absolute path (or URL) per product ('' where the column is empty); relative values resolve against `root`."""
-    join = (lambda text: photo_urls.join(root, text)) if is_url(root) else (lambda text: str(root / text))
-    out = []
-    for value in column.tolist():
-        text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
-        out.append(join(text) if text else "")  # under a folder, an absolute value replaces root
-    return out
+@dataclass
+class _Decoded:
+    """One batch: positions in the list decoded, uint8 images, colour statistics and failure reasons ('' where
+    none) in the same order; for fetched photos, the source of what was fetched and the URL shown in failures."""
+
+    positions: np.ndarray
+    images: np.ndarray
+    stats: np.ndarray
+    reasons: np.ndarray
+    sources: dict[int, str]
+    shown: dict[int, str]
 
 
-def images_root(cfg: Config) -> Path | str:
-    # Without an explicit images_root, image paths are relative to the training table: they usually sit beside it.
-    return cfg.data.images_root or cfg.data.splits["train"].parent
-
-
-def image_boundary(cfg: Config) -> Path | str | None:
-    """The folder every image must resolve into, or None where the config allows images anywhere."""
-    return None if cfg.data.allow_absolute_image_paths else images_root(cfg)
-
-
-def _decoded_batches(paths: list[str], size: int, batch_size: int,
-                     inside: Path | str | None) -> Iterator[tuple[np.ndarray, ...]]:
-    """(positions, uint8 images, colour statistics, failure reasons) per batch, decoded by parallel tf.data threads
-    ahead of use."""
+def _decoded_batches(paths: list[str], urls: list[list[str] | None], size: int, batch_size: int,
+                     inside: Path | str | None, fetcher: PhotoFetcher | None) -> Iterator[_Decoded]:
+    """Batches of the photos at `paths` (or fetched from `urls` where given), decoded by parallel tf.data threads
+    ahead of use. Fetched photos enter as they arrive, between the files, so a slow host holds only its own."""
     if not paths:
         return
     import tensorflow as tf
 
     unread = np.zeros((size, size, 3), np.uint8), np.full(colour.DIM, np.nan, np.float32)
+    sources, shown = {}, {}
+    web = [(i, u) for i, u in enumerate(urls) if u is not None]
+    stream = fetcher.fetch_all(web) if web else None
 
-    def decode(position: np.ndarray, path: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes]:
+    def items() -> Iterator[tuple[int, str, bytes, str]]:
+        files = (i for i, u in enumerate(urls) if u is None)
+        while True:
+            got = stream.get(block=False) if stream is not None else None
+            if got is None:
+                i = next(files, None)
+                if i is not None:
+                    yield i, paths[i], b"", ""
+                    continue
+                if stream is None or stream.done:
+                    return
+                got = stream.get()
+            shown[got.key] = got.url
+            if got.source:
+                sources[got.key] = got.source
+            yield got.key, got.url, got.data, got.reason
+
+    def decode(position: np.ndarray, path: bytes, data: bytes, reason: bytes) -> tuple[np.ndarray, ...]:
         try:
-            return position, *decode_image(path.decode(), size, inside), b""
+            if reason:
+                raise UnreadableImage(reason.decode())
+            image = decode_image_bytes(data, size) if data else decode_image(path.decode(), size, inside)
+            return position, *image, b""
         except UnreadableImage as exc:
             return position, *unread, exc.reason.encode()
 
-    def decode_op(position: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    def decode_op(position: tf.Tensor, path: tf.Tensor, data: tf.Tensor, reason: tf.Tensor) -> tuple[tf.Tensor, ...]:
         position, image, stats, reason = tf.numpy_function(
-            decode, [position, path], [tf.int64, tf.uint8, tf.float32, tf.string], stateful=False
+            decode, [position, path, data, reason], [tf.int64, tf.uint8, tf.float32, tf.string], stateful=False
         )
         image.set_shape((size, size, 3))
         stats.set_shape((colour.DIM,))
         return position, image, stats, reason
 
+    scalar = tf.TensorSpec((), tf.string)
     dataset = (
-        tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64), paths))
+        tf.data.Dataset.from_generator(items, output_signature=(tf.TensorSpec((), tf.int64), scalar, scalar, scalar))
         .map(decode_op, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
-    for positions, images, stats, reasons in dataset.as_numpy_iterator():
-        yield positions, images, stats, np.array([r.decode() for r in reasons], dtype=object)
+    try:
+        for positions, images, stats, reasons in dataset.as_numpy_iterator():
+            yield _Decoded(positions, images, stats, np.array([r.decode() for r in reasons], dtype=object),
+                           sources, shown)
+    finally:
+        if stream is not None:
+            stream.close()
 
 
 def known_failures(cfg: Config) -> set[tuple[str, str]]:

@@ -10,6 +10,7 @@ that cannot be used is the client's error (`BadProduct`), not a missing value: s
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from mmgbm.features import colour
 from mmgbm.features.design import meta_columns, images_enabled
 from mmgbm.features.image_decoding import UnreadableImage, decode_image, decode_image_bytes
 from mmgbm.features.image_encoder import ImageEncoder
-from mmgbm.features.images import image_boundary, image_paths, images_root
+from mmgbm.features.photo_fetch import PhotoFetcher
+from mmgbm.features.photos import Photos
 from mmgbm.features.text import load_vectorizer
 from mmgbm.features.text_cleaning import join_columns
 from mmgbm.workdir import colour_store, image_store, text_store
@@ -57,9 +59,11 @@ class OnlineFeatures:
             self.fingerprints[f"image/{image.backbone}"] = image_store(cfg).fingerprint
             self.fingerprints["image/colour"] = colour_store(cfg).fingerprint
             self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="mmgbm-decode")
-        self.root = images_root(cfg)
-        # A posted path names a file on the server: only the catalogue's images may be read, as in extraction.
-        self.boundary = image_boundary(cfg)
+            # A posted path names a file on the server: only the catalogue's images may be read, as in extraction;
+            # a posted URL only where the config lets photos be fetched, from public addresses or listed hosts.
+            self.photos = Photos.of(cfg)
+            self._fetcher: PhotoFetcher | None = None
+            self._lock = threading.Lock()
 
     @property
     def columns(self) -> list[str]:
@@ -103,7 +107,23 @@ class OnlineFeatures:
         try:
             if isinstance(image, bytes):
                 return decode_image_bytes(image, self.encoder.size)
-            return decode_image(image_paths(pd.Series([image]), self.root)[0], self.encoder.size, self.boundary)
+            candidates = self.photos.candidates(image)
+            path = self.photos.chosen(candidates)
+            if path and self.photos.fetched(path):
+                fetched = self._photo_fetcher().fetch(candidates)
+                if fetched.reason:
+                    raise UnreadableImage(fetched.reason)
+                return decode_image_bytes(fetched.data, self.encoder.size)
+            self.photos.check(path)
+            return decode_image(path, self.encoder.size, self.photos.inside)
         except UnreadableImage as exc:
-            where = "" if isinstance(image, bytes) else f" {Path(image).name!r}"
+            where = "" if isinstance(image, bytes) else f" {image if '://' in image else Path(image).name!r}"
             raise BadProduct(f"product {pid!r}: image{where} unusable ({exc.reason})") from None
+
+    def _photo_fetcher(self) -> PhotoFetcher:
+        """One fetcher for the service's life, started by the first posted photo URL (its loop thread serves every
+        request thread)."""
+        with self._lock:
+            if self._fetcher is None:
+                self._fetcher = self.photos.fetcher()
+            return self._fetcher
