@@ -19,6 +19,7 @@ from mmgbm.errors import MmgbmError
 from mmgbm.estimator.metadata import MetadataEncoder
 from mmgbm.features.text import extract_text
 from tests.modelling_project import DEMO_TABLE, NO_IMAGE, demo_frame, make_project
+from tests.photo_server import photo_server
 from tests.test_images import fake_encoder  # noqa: F401 (a fixture: predict's on-the-fly embedding, faked)
 
 runner = CliRunner()
@@ -96,6 +97,43 @@ def test_cli_predict_embeds_a_photo_the_store_lacks_and_says_so(project: Path, t
     assert "1 products have a photo that is not in the image store" in result.output
     assert fake_encoder == {"fits": 1, "embedded": 1}
     assert pd.read_csv(tmp_path / "out.csv", dtype=str)["id"].tolist() == table["id"].tolist()
+
+
+def test_cli_predict_fetches_a_photo_url_the_store_lacks_as_it_reads_the_same_photo_from_disk(
+        project: Path, tmp_path: Path, fake_encoder):
+    """A product of the --input table whose photo is a URL (data.remote_images, given as dotted options) is fetched
+    once and embedded on the fly, and predicted exactly as the same photo given as a path under images_root; with
+    remote_images off the URL is never requested and the product is still predicted (as one without a photo)."""
+    photo = pd.read_csv(DEMO_TABLE, dtype=str)["image"].iloc[0]
+    table = demo_frame().iloc[:3].copy()  # the fixture's products without a photo in the store
+    remote = ["--data.remote_images", "true", "--data.remote_image_hosts", "[127.0.0.1]"]
+
+    def run(image: str, name: str, *options: str) -> tuple[str, pd.DataFrame]:
+        table.loc[table.index[0], "image"] = image
+        table.to_csv(tmp_path / f"{name}.csv", index=False)
+        result = runner.invoke(app, ["predict", "-c", str(project), "-t", "articleType", "-t", "price", "--top-k",
+                                     "3", "--input", str(tmp_path / f"{name}.csv"),
+                                     "--out", str(tmp_path / f"{name}-out.csv"), *options])
+        assert result.exit_code == 0, result.output
+        out = pd.read_csv(tmp_path / f"{name}-out.csv", dtype={"id": str})
+        assert out["id"].tolist() == table["id"].tolist()
+        return result.output, out
+
+    with photo_server(DEMO_TABLE.parent) as server:
+        output, by_url = run(f"{server.url}/photos/{photo}", "by-url", *remote)
+        assert "1 products have a photo that is not in the image store" in output
+        assert fake_encoder == {"fits": 1, "embedded": 1}
+        assert dict(server.served) == {photo: 1}
+        _, by_path = run(photo, "by-path")
+        pd.testing.assert_frame_equal(by_url, by_path)
+
+        server.requests.clear()
+        output, off = run(f"{server.url}/photos/{photo}", "remote-off")
+        assert not server.requests
+        assert "not in the image store" not in output
+        assert fake_encoder == {"fits": 2, "embedded": 2}  # only the by-path run embedded anything more
+    assert off.iloc[1:].equals(by_url.iloc[1:])
+    assert off.loc[0, "price"] != by_url.loc[0, "price"]  # predicted without its photo: the photo counts
 
 
 def test_all_targets_and_class_probabilities(project: Path):

@@ -22,6 +22,7 @@ from mmgbm.config import load_config
 from mmgbm.features.image_encoder import BUNDLED_B0_WEIGHTS
 from mmgbm.features.images import extract_images
 from tests.modelling_project import DEMO_TABLE, NO_IMAGE, demo_frame, make_project
+from tests.photo_server import photo_server
 
 REPO = Path(__file__).resolve().parents[1]
 TOP_K = 3
@@ -124,37 +125,84 @@ def test_health_and_openapi(service: httpx.Client):
     assert service.get("/docs").status_code == 200
 
 
-@pytest.mark.slow
-def test_posted_photos_are_embedded_as_extraction_embeds_them(tmp_path: Path):
-    """Photos posted as a path, as base64 and as an upload give batch predict's answers on the same products,
-    whose stored embeddings were extracted by the same encoder; an unreadable photo, or a path outside images_root, is a 422."""
-    path = make_project(tmp_path, demo_frame().iloc[:120])
+@pytest.fixture(scope="module")
+def photo_project(tmp_path_factory) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
+    """(config, four products with a photo, batch predict's answers for them): 120 demo products whose photos were
+    extracted by the bundled EfficientNet weights, baseColour trained on them; photo URLs on 127.0.0.1 may be
+    fetched (data.remote_images, the address listed as a user lists an internal CDN)."""
+    folder = tmp_path_factory.mktemp("serve-photos")
+    path = make_project(folder, demo_frame().iloc[:120])
     raw = yaml.safe_load(path.read_text())
     raw["features"]["image"]["weights"] = str(BUNDLED_B0_WEIGHTS)
+    raw["data"].update(remote_images=True, remote_image_hosts=["127.0.0.1"])
     path.write_text(yaml.safe_dump(raw))
     cfg = load_config(path)
     extract_images(cfg, overwrite=True)
     train(cfg, ["baseColour"])
     table = demo_frame().iloc[NO_IMAGE:NO_IMAGE + 4]
-    table[FIELDS + ["image"]].to_csv(tmp_path / "input.csv", index=False)
-    batch = predict(cfg, ["baseColour"], input_path=tmp_path / "input.csv", top_k=TOP_K)
+    table[FIELDS + ["image"]].to_csv(folder / "input.csv", index=False)
+    return path, table, predict(cfg, ["baseColour"], input_path=folder / "input.csv", top_k=TOP_K)
+
+
+@pytest.fixture(scope="module")
+def photo_service(photo_project):
+    with running_service(photo_project[0], "baseColour") as client:
+        yield client
+
+
+@pytest.mark.slow
+def test_posted_photos_are_embedded_as_extraction_embeds_them(photo_project, photo_service: httpx.Client):
+    """Photos posted as a path, as base64 and as an upload give batch predict's answers on the same products,
+    whose stored embeddings were extracted by the same encoder; an unreadable photo, or a path outside images_root, is a 422."""
+    _, table, batch = photo_project
+    client = photo_service
     by_path = products_json(table, FIELDS + ["image"])
     by_bytes = [{**products_json(table, FIELDS)[i],
                  "image_base64": base64.b64encode((DEMO_TABLE.parent / p["image"]).read_bytes()).decode()}
                 for i, p in enumerate(by_path)]
-    with running_service(path, "baseColour") as client:
-        for products in (by_path, by_bytes):
-            response = client.post("/predict", params={"top_k": TOP_K}, json=products)
-            assert response.status_code == 200, response.text
-            assert_same_as_batch(response.json()["predictions"], batch, ["baseColour"], [])
-        first = by_path[0]
-        upload = client.post("/predict/upload", params={"top_k": TOP_K},
-                             files={"image": (DEMO_TABLE.parent / first["image"]).read_bytes()},
-                             data={"product": json.dumps({k: v for k, v in first.items() if k != "image"})})
-        assert upload.status_code == 200, upload.text
-        assert_same_as_batch(upload.json()["predictions"], batch.iloc[:1], ["baseColour"], [])
-        bad = client.post("/predict", json=[{"id": "x", "image_base64": base64.b64encode(b"not a photo").decode()}])
-        assert bad.status_code == 422 and bad.json()["detail"] == "product 'x': image unusable (not an image)"
-        elsewhere = client.post("/predict", json=[{"id": "y", "image": "/etc/hostname"}])
-        assert elsewhere.json()["detail"] == "product 'y': image 'hostname' unusable (outside images_root)"
-        assert client.get("/health").json()["image_encoder"] == "b0"
+    for products in (by_path, by_bytes):
+        response = client.post("/predict", params={"top_k": TOP_K}, json=products)
+        assert response.status_code == 200, response.text
+        assert_same_as_batch(response.json()["predictions"], batch, ["baseColour"], [])
+    first = by_path[0]
+    upload = client.post("/predict/upload", params={"top_k": TOP_K},
+                         files={"image": (DEMO_TABLE.parent / first["image"]).read_bytes()},
+                         data={"product": json.dumps({k: v for k, v in first.items() if k != "image"})})
+    assert upload.status_code == 200, upload.text
+    assert_same_as_batch(upload.json()["predictions"], batch.iloc[:1], ["baseColour"], [])
+    bad = client.post("/predict", json=[{"id": "x", "image_base64": base64.b64encode(b"not a photo").decode()}])
+    assert bad.status_code == 422 and bad.json()["detail"] == "product 'x': image unusable (not an image)"
+    elsewhere = client.post("/predict", json=[{"id": "y", "image": "/etc/hostname"}])
+    assert elsewhere.json()["detail"] == "product 'y': image 'hostname' unusable (outside images_root)"
+    assert client.get("/health").json()["image_encoder"] == "b0"
+
+
+@pytest.mark.slow
+def test_posted_photo_urls_are_fetched_and_embedded_as_extraction_embeds_the_files(
+        photo_project, photo_service: httpx.Client):
+    """Products posted with their photo as a URL (one as a list whose first URL is missing) give batch predict's
+    answers on the same photos read from disk, each photo downloaded once; a URL that answers 404, or one to the
+    cloud metadata address, is a one-line 422 naming the product, and the service keeps serving."""
+    _, table, batch = photo_project
+    client = photo_service
+    with photo_server(DEMO_TABLE.parent) as server:
+        by_url = products_json(table, FIELDS + ["image"])
+        for product in by_url:
+            product["image"] = f"{server.url}/photos/{product['image']}"
+        by_url[1]["image"] = json.dumps([f"{server.url}/status/404/gone.jpg", by_url[1]["image"]])
+        response = client.post("/predict", params={"top_k": TOP_K}, json=by_url)
+        assert response.status_code == 200, response.text
+        assert_same_as_batch(response.json()["predictions"], batch, ["baseColour"], [])
+        assert dict(server.served) == {name: 1 for name in table["image"]}
+        assert server.requests["/status/404/gone.jpg"] == 1
+
+        missing = f"{server.url}/photos/images/not-there.jpg"
+        response = client.post("/predict", json=[{"id": "missing", "image": missing}])
+        assert response.status_code == 422
+        assert response.json()["detail"] == f"product 'missing': image {missing!r} unusable (HTTP 404)"
+        assert server.requests["/photos/images/not-there.jpg"] == 1  # a 404 is not tried again
+    response = client.post("/predict", json=[{"id": "metadata", "image": "http://169.254.169.254/x.jpg"}])
+    assert response.status_code == 422
+    assert response.json()["detail"] == ("product 'metadata': image 'http://169.254.169.254/x.jpg' unusable "
+                                         "(address not allowed)")
+    assert client.get("/health").status_code == 200
