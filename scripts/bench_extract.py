@@ -36,7 +36,8 @@ from mmgbm.catalogue import load_all_products
 from mmgbm.config import Config, load_config
 from mmgbm.features.image_decoding import decode_image
 from mmgbm.features.image_encoder import ImageEncoder
-from mmgbm.features.images import extract_images, image_paths, images_root
+from mmgbm.features.images import extract_images
+from mmgbm.features.photos import Photos
 
 REPO = Path(__file__).resolve().parents[1]
 EXPLORE = {  # name -> (environment, probe options)
@@ -55,7 +56,7 @@ EXPLORE = {  # name -> (environment, probe options)
 def sample_products(config: Path, n: int) -> tuple[pd.DataFrame, list[str], Config]:
     cfg = load_config(config)
     products = load_all_products(cfg)
-    paths = image_paths(products[cfg.data.image_column], images_root(cfg))
+    paths = Photos.of(cfg).paths(products[cfg.data.image_column])
     keep = [i for i, p in enumerate(paths) if p and os.path.isfile(p)][:n]
     return products.iloc[keep].reset_index(drop=True), [paths[i] for i in keep], cfg
 
@@ -77,7 +78,7 @@ def pipeline_rate(products: pd.DataFrame, cfg: Config, encoder: ImageEncoder, wo
     raw = {
         "workdir": str(workdir / "work"),
         "data": {"id_column": cfg.data.id_column, "splits": {"train": str(table)},
-                 "image_column": cfg.data.image_column, "images_root": str(images_root(cfg))},
+                 "image_column": cfg.data.image_column, "images_root": str(Photos.of(cfg).root)},
         "features": {"image": {"backbone": encoder.backbone, "weights": str(encoder.weights),
                                "batch_size": encoder.batch_size, "precision": encoder.precision,
                                "runtime": encoder.runtime}},

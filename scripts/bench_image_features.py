@@ -26,7 +26,7 @@ from mmgbm.estimator.heads import KnnHead
 from mmgbm.features.design import load_products
 from mmgbm.features.image_decoding import decode_image
 from mmgbm.features.image_encoder import ImageEncoder
-from mmgbm.features.images import image_paths, images_root
+from mmgbm.features.photos import Photos
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = ["articleType", "subCategory", "baseColour"]
@@ -54,7 +54,7 @@ def projection(cfg, alpha: float) -> None:
 
 def flip(cfg, sample: int) -> None:
     frame = load_split(cfg, "train").dropna(subset=[cfg.data.image_column]).sample(sample, random_state=0)
-    paths = image_paths(frame[cfg.data.image_column], images_root(cfg))
+    paths = Photos.of(cfg).paths(frame[cfg.data.image_column])
     image = cfg.features.image
     encoder = ImageEncoder(image.backbone, image.weights, image.image_size, image.batch_size).fit()
     pixels = np.stack([decode_image(p, encoder.size).pixels for p in paths])

@@ -31,7 +31,7 @@ from mmgbm.commands.serve import service_process
 from mmgbm.config import load_config
 from mmgbm.features.image_decoding import decode_image
 from mmgbm.features.image_encoder import ImageEncoder
-from mmgbm.features.images import image_paths, images_root
+from mmgbm.features.photos import Photos
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 32
@@ -54,7 +54,7 @@ def load_products(cfg, n: int) -> tuple[list[dict], list[str]]:
     """n holdout products with a photo, as the service takes them (photo as base64), and their photo paths."""
     frame = load_split(cfg, cfg.data.holdout.name if cfg.data.holdout else "train", with_targets=False)
     frame = frame[frame[cfg.data.image_column].notna()].head(n)
-    paths = image_paths(frame[cfg.data.image_column], images_root(cfg))
+    paths = Photos.of(cfg).paths(frame[cfg.data.image_column])
     columns = [cfg.data.id_column, *cfg.data.text_columns, *cfg.data.categorical_columns, *cfg.data.numeric_columns]
     products = []
     for row, path in zip(frame[columns].to_dict("records"), paths):

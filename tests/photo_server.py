@@ -31,6 +31,7 @@ HANG_LIMIT_S = 120
 
 class PhotoServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # the listen backlog: a fetcher opens dozens of connections at once (the default is 5)
 
     def __init__(self, folder: Path, latency: float = 0.0):
         super().__init__(("127.0.0.1", 0), _Handler)
