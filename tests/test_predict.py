@@ -131,6 +131,7 @@ def test_cli_predict_fetches_a_photo_url_the_store_lacks_as_it_reads_the_same_ph
         output, off = run(f"{server.url}/photos/{photo}", "remote-off")
         assert not server.requests
         assert "not in the image store" not in output
+        assert "1 products have a photo URL that was not read (predicted without it)" in output
         assert fake_encoder == {"fits": 2, "embedded": 2}  # only the by-path run embedded anything more
     assert off.iloc[1:].equals(by_url.iloc[1:])
     assert off.loc[0, "price"] != by_url.loc[0, "price"]  # predicted without its photo: the photo counts

@@ -28,16 +28,17 @@ QUICK = {"connect_timeout": 1.0, "read_timeout": 1.0, "total_timeout": 2.0, "bac
 
 
 def remote_catalogue(folder: Path, rows: list[tuple[str, str]], write_config, **fetch) -> Path:
-    """A catalogue whose image values are URLs on the test servers (photos in `imgs/` stay on disk, as a folder
-    root); the servers' 127.0.0.1 is listed, as a user lists an internal CDN."""
-    path = catalogue(folder, rows, write_config)
-    cfg = load_config(path).model_dump(mode="json")
-    raw = {"workdir": "work", "data": {**{k: cfg["data"][k] for k in ("image_column", "images_root")},
-                                       "splits": {"train": "products.csv"}, "remote_images": True,
-                                       "remote_image_hosts": ["127.0.0.1"], "fetch": {**QUICK, **fetch}},
-           "features": {"image": {"backbone": "b0", "weights": "none", "image_size": 32, "batch_size": 4,
-                                  "shard_size": 3}, "text": {"enabled": False}}}
-    return write_config(raw)
+    """A Merchant Center feed (tab-separated) whose image_link values are URLs on the test servers (a relative one
+    stays a file under `imgs/`); the servers' 127.0.0.1 is listed, as a user lists an internal CDN."""
+    pd.DataFrame({"id": [r[0] for r in rows], "title": [f"product {r[0]}" for r in rows],
+                  "image_link": [r[1] for r in rows], "availability": "in stock",
+                  "price": "15.00 USD"}).to_csv(folder / "feed.tsv", sep="\t", index=False)
+    return write_config({
+        "workdir": "work",
+        "data": {"splits": {"train": "feed.tsv"}, "image_column": "image_link", "images_root": "imgs",
+                 "remote_images": True, "remote_image_hosts": ["127.0.0.1"], "fetch": {**QUICK, **fetch}},
+        "features": {"image": {"backbone": "b0", "weights": "none", "image_size": 32, "batch_size": 4,
+                               "shard_size": 3}, "text": {"enabled": False}}})
 
 
 def failures(cfg_path: Path) -> dict[str, str]:

@@ -22,7 +22,7 @@ from mmgbm.errors import MmgbmError
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.features.image_decoding import image_sources
 from mmgbm.features.images import embed_images, known_failures
-from mmgbm.features.photo_fetch import source_url
+from mmgbm.features.photo_fetch import is_web_url, source_url
 from mmgbm.features.photos import Photos
 from mmgbm.features.store import FeatureStore
 from mmgbm.features.text import content_hashes, load_vectorizer
@@ -69,6 +69,10 @@ def load_products(cfg: Config, frame: pd.DataFrame, embed_new_photos: Callable[[
         dense["image.colour"] = _read_dense(colours, ids, now)
         if embed_new_photos is not None and now is not None:
             _embed_new(cfg, ids, paths, urls, now, dense, embed_new_photos)
+            refused = sum(is_web_url(p) and u is None for p, u in zip(paths, urls))
+            if refused:
+                embed_new_photos(f"{refused:,} products have a photo URL that was not read (predicted without it); "
+                                 f"set data.remote_images: true to fetch photo URLs")
         fingerprints[f"image/{cfg.features.image.backbone}"] = embeddings.fingerprint
         fingerprints["image/colour"] = colours.fingerprint
     if not text and not dense:

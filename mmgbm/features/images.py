@@ -5,8 +5,9 @@ seller uploads) while batched graph-mode forward passes run. Each photo is decod
 encoder's input and the colour statistics. A shard is written each time `shard_size` rows are ready, so memory stays
 flat whatever the catalogue size and a killed run loses at most one shard. Products whose image cannot be read get
 neither (a missing value downstream), are listed in `failures.csv` next to the shards, and are retried by the next
-run. Each row records the image file's path, size and modification time, so a product whose photo changed is
-extracted again (and read as having no image until then). This is the only writer of the image stores: training and
+run. Each row records the image file's path, size and modification time (a photo URL's validators: ETag,
+Last-Modified, size), so a product whose photo changed is extracted again (and read as having no image until then).
+Photos by URL (mmgbm.features.photo_fetch) enter the decoders as they arrive, so a slow host holds only its own. This is the only writer of the image stores: training and
 prediction only read them. On a Dask cluster (mmgbm.cluster) the work is cut into parts of `shard_size` products:
 each worker builds its encoder once, extracts the parts it is given and writes their shards itself; this process
 only decides what needs doing and lists the failures.
@@ -406,6 +407,7 @@ def _decoded_batches(paths: list[str], urls: list[list[str] | None], size: int, 
         except UnreadableImage as exc:
             return position, *unread, exc.reason.encode()
 
+    @tf.autograph.experimental.do_not_convert  # plain TensorFlow calls: nothing for AutoGraph to rewrite
     def decode_op(position: tf.Tensor, path: tf.Tensor, data: tf.Tensor, reason: tf.Tensor) -> tuple[tf.Tensor, ...]:
         position, image, stats, reason = tf.numpy_function(
             decode, [position, path, data, reason], [tf.int64, tf.uint8, tf.float32, tf.string], stateful=False
