@@ -217,6 +217,22 @@ def audit(
     console.print(audit_target(cfg, target, report_rows).describe(), highlight=False)
 
 
+@app.command(context_settings=OVERRIDES)
+def brands(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    column: Annotated[str, typer.Option(help="The brand column of the training table.")] = ...,
+    titles: Annotated[Optional[str], typer.Option(
+        help="Column of the product titles (default: the first of data.text_columns).", show_default=False)] = None,
+) -> None:
+    """One canonical name per brand and the values that name no brand: brands.csv and brands.html in reports/brands/;
+    check and edit the CSV, then name it in targets.<name>.normalise."""
+    from mmgbm.commands.brands import brands as find_brands
+
+    cfg = _config(ctx, config)
+    console.print(find_brands(cfg, column, titles).describe(), highlight=False)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 1, never a traceback."""
     from mmgbm.features.atomic import disk_error

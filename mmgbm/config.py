@@ -97,6 +97,10 @@ class TargetConfig(Strict):
     # The label is often written at the start of this column, e.g. a brand in a title: the first words of it are
     # also candidates, so labels never seen in training can be predicted (see mmgbm/label_in_text.py).
     label_in_text: str | None = None
+    # One name per label (mmgbm/commands/normalise.py): "auto" merges spellings that differ only by accents, case,
+    # punctuation or spacing; a CSV such as `mmgbm brands` writes (a person may edit it) also merges declared aliases
+    # and marks values that are no label at all, whose products are left out of training.
+    normalise: str | Path | None = None
 
     @model_validator(mode="after")
     def _log_only_for_regression(self) -> "TargetConfig":
@@ -104,6 +108,8 @@ class TargetConfig(Strict):
             raise ValueError("log_target only applies to task: regression")
         if self.label_in_text is not None and self.task != "multiclass":
             raise ValueError("label_in_text only applies to task: multiclass")
+        if self.normalise is not None and self.task == "regression":
+            raise ValueError("normalise only applies to classification targets (it names their labels)")
         return self
 
 
@@ -394,6 +400,9 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     cfg.data.splits = {name: resolve(p) for name, p in cfg.data.splits.items()}
     if cfg.data.images_root is not None:
         cfg.data.images_root = located(cfg.data.images_root, "data.images_root")
+    for target in cfg.targets.values():
+        if target.normalise not in (None, "auto"):
+            target.normalise = resolve(Path(target.normalise))
     weights = cfg.features.image.weights
     if weights not in ("imagenet", "none"):
         cfg.features.image.weights = str(resolve(Path(weights)))

@@ -7,6 +7,7 @@
         text/<field>/              TF-IDF shards and the fitted vectorizer.json (plain data, no pickle)
       models/<target>/             one trained model per target
       reports/<target>/            evaluation metrics and plots
+      reports/brands/              `mmgbm brands`: brands.csv and brands.html
       submission.csv               the demo's predictions
 
 The feature store may lie on object storage (`store: s3://bucket/path`, mmgbm.features.folder): it is what a
@@ -91,6 +92,10 @@ def model_dir(cfg: Config, target: str) -> Path:
 
 def report_dir(cfg: Config, target: str) -> Path:
     return Path(cfg.workdir) / "reports" / target
+
+
+def brands_dir(cfg: Config) -> Path:
+    return Path(cfg.workdir) / "reports" / "brands"
 
 
 def submission_path(cfg: Config) -> Path:

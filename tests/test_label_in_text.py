@@ -45,8 +45,8 @@ def catalogue(rng: np.random.Generator, brands: list[str], per_brand: int, start
     return pd.DataFrame(rows)
 
 
-def trained_project(folder: Path, train_frame: pd.DataFrame, test_frame: pd.DataFrame) -> Path:
-    """A project of title, brand and kind, with brand (label_in_text: title) trained through the CLI."""
+def written_project(folder: Path, train_frame: pd.DataFrame, test_frame: pd.DataFrame) -> Path:
+    """A project of title, brand (label_in_text: title) and kind, with its text features extracted."""
     train_frame.to_csv(folder / "train.csv", index=False)
     test_frame.to_csv(folder / "test.csv", index=False)
     raw = {
@@ -61,6 +61,12 @@ def trained_project(folder: Path, train_frame: pd.DataFrame, test_frame: pd.Data
     path = folder / "mmgbm.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     extract_text(load_config(path))
+    return path
+
+
+def trained_project(folder: Path, train_frame: pd.DataFrame, test_frame: pd.DataFrame) -> Path:
+    """`written_project` with brand trained through the CLI."""
+    path = written_project(folder, train_frame, test_frame)
     result = runner.invoke(app, ["train", "--config", str(path), "-t", "brand"])
     assert result.exit_code == 0, result.output
     return path

@@ -1,7 +1,8 @@
 """The model artifact: one folder per target that predicts without the training data.
 
     models/<target>/
-        manifest.json       format version, the target (name, column, task, log transform) and a SHA-256 per file
+        manifest.json       format version, the target (name, column, task, log transform, the label names it was
+                            trained with: targets.<name>.normalise) and a SHA-256 per file
         estimator.skops     the fitted MMGBMClassifier / MMGBMRegressor without its LightGBM boosters (skops)
         lightgbm.txt        the LightGBM stacker (LightGBM's own text format)
         chooser.txt         the label-in-text chooser's booster, where the model kept one
@@ -42,12 +43,13 @@ from mmgbm.estimator import MMGBMClassifier, MMGBMRegressor
 from mmgbm.estimator.base import MMGBMBase, modality_of
 from mmgbm.estimator.heads import BoostedHead, KnnHead, LinearHead, MentionHead
 from mmgbm.estimator.label_in_text import PrefixChooser
+from mmgbm.estimator.label_names import LabelNames
 from mmgbm.estimator.metadata import MetadataEncoder
 from mmgbm.estimator.neighbours import NeighbourIndex
 from mmgbm.estimator.shortlist import ShortlistSVM
 from mmgbm.estimator.stacking import CandidateReranker, RegressionStacker
 
-FORMAT_VERSION = 8  # 8: the label-in-text chooser keeps what the training titles say of their words
+FORMAT_VERSION = 9  # 9: a classifier keeps its label names (normalise) and the manifest records them
 MANIFEST = "manifest.json"
 ESTIMATOR = "estimator.skops"
 BOOSTER = "lightgbm.txt"
@@ -57,8 +59,8 @@ JSON_FILES = ("labels.json", "config.json", "fingerprints.json", "metrics.json")
 BOOSTERS = {BOOSTER: "stacker_", "chooser.txt": "chooser_"}
 # The types an artifact may name beyond skops's defaults: classes, never functions.
 TRUSTED_TYPES = frozenset(f"{t.__module__}.{t.__qualname__}" for t in (
-    MMGBMClassifier, MMGBMRegressor, LinearHead, KnnHead, MentionHead, BoostedHead, PrefixChooser, MetadataEncoder,
-    NeighbourIndex, ShortlistSVM, CandidateReranker, RegressionStacker, sp.csr_matrix))
+    MMGBMClassifier, MMGBMRegressor, LinearHead, KnnHead, MentionHead, BoostedHead, PrefixChooser, LabelNames,
+    MetadataEncoder, NeighbourIndex, ShortlistSVM, CandidateReranker, RegressionStacker, sp.csr_matrix))
 
 
 @dataclass
@@ -69,6 +71,7 @@ class TargetInfo:
     column: str
     task: str
     log_target: bool = False
+    normalise: dict | None = None  # mmgbm.commands.normalise.normalisation: where its names came from
 
 
 @dataclass

@@ -68,7 +68,7 @@ def audit(cfg: Config, target: str, report_rows: int = 200) -> AuditResult:
     model = checked_artifact(cfg, name, fingerprints).model
     if model.regression:
         raise MmgbmError(f"target {name!r} is a regression; audit ranks the labels of classification targets")
-    values = target_values(frame, cfg.targets[name], f"{cfg.data.splits['train']} (train)")
+    values = target_values(frame, cfg.targets[name], f"{cfg.data.splits['train']} (train)", model.label_names)
     kept = frame[values.keep].reset_index(drop=True)
     probs, by_modality, source = out_of_fold(model, products[values.keep], values.y)
     ranked = rank_labels(model.classes_, values.y, probs, by_modality)

@@ -64,9 +64,10 @@ def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test",
     for name in names:
         artifact = checked_artifact(cfg, name, fingerprints)
         info = artifact.target
-        # The target as the model was trained (column, task, log transform), whatever the config says now.
+        # The target as the model was trained (column, task, log transform, label names), whatever the config says
+        # now; products whose label names no label are left out of the scores and counted.
         values = target_values(frame, TargetConfig(column=info.column, task=info.task, log_target=info.log_target),
-                               f"split {split!r}")
+                               f"split {split!r}", None if artifact.model.regression else artifact.model.label_names)
         if not values.keep.any():
             raise MmgbmError(f"split {split!r} has no labelled products for target {name!r} ({info.column!r})")
         model, truth = artifact.model, values.y
@@ -74,7 +75,8 @@ def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test",
         predicted = score_rows(client, partial(_predictions, name=name), products[values.keep], model=model)
         fused = predicted[FUSED]
         metrics = {
-            "target": name, "split": split, "dropped": values.describe(), "predicts_with": model.choice_,
+            "target": name, "split": split, "dropped": values.describe(), "dropped_no_label": values.dropped_no_label,
+            "predicts_with": model.choice_,
             FUSED: score(truth, fused),
             "modalities": {m: score(truth, predicted[m]) for m in model.modalities_},
             "importance_by_modality": model.importance_by_modality(),

@@ -19,6 +19,7 @@ import pandas as pd
 from mmgbm.catalogue import load_split, read_table
 from mmgbm.cluster import score_rows
 from mmgbm.commands.artifact import Artifact, check_fingerprints, load_artifact
+from mmgbm.commands.normalise import check_normalisation
 from mmgbm.commands.targets import resolve_targets
 from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
@@ -43,6 +44,7 @@ def checked_artifact(cfg: Config, name: str, fingerprints: dict[str, dict]) -> A
     folder = model_dir(cfg, name)
     artifact = load_artifact(folder, name)
     check_fingerprints(artifact, fingerprints, folder)
+    check_normalisation(cfg, artifact, folder)
     return artifact
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from mmgbm.commands.artifact import check_fingerprints, load_artifact
+from mmgbm.commands.normalise import check_normalisation
 from mmgbm.commands.predict import estimator_call
 from mmgbm.commands.targets import resolve_targets
 from mmgbm.config import Config
@@ -48,6 +49,8 @@ class PredictionService:
         self.cfg = cfg
         # Models first: a missing one is a user error best reported before seconds of building the encoder.
         artifacts = {name: load_artifact(model_dir(cfg, name), name) for name in resolve_targets(cfg, targets)}
+        for name, artifact in artifacts.items():
+            check_normalisation(cfg, artifact, model_dir(cfg, name))
         self.features = OnlineFeatures(cfg)
         for name, artifact in artifacts.items():
             check_fingerprints(artifact, self.features.fingerprints, model_dir(cfg, name))

@@ -1,18 +1,22 @@
 """Which targets a command works on, the metadata each may read, and the target values it learns from.
 
-Rows whose target cannot be learned from (missing, or not positive under a log target) are dropped and counted
-rather than crashing a run, and every command reports how many.
+Rows whose target cannot be learned from (missing, not positive under a log target, or a value the target's
+`normalise` file marks as no label) are dropped and counted rather than crashing a run, and every command reports
+how many. Labels are read in the target's canonical names (`targets.<name>.normalise`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from mmgbm.commands.normalise import read_names
 from mmgbm.config import Config, TargetConfig
 from mmgbm.errors import MmgbmError
+from mmgbm.estimator.label_names import LabelNames
 
 ALL = "all"
 
@@ -45,6 +49,8 @@ class TargetValues:
     y: np.ndarray
     dropped_missing: int
     dropped_nonpositive: int
+    dropped_no_label: int = 0
+    names_source: str = ""  # where the no-label marks come from
 
     def describe(self) -> str:
         parts = []
@@ -52,17 +58,41 @@ class TargetValues:
             parts.append(f"{self.dropped_missing:,} with a missing target")
         if self.dropped_nonpositive:
             parts.append(f"{self.dropped_nonpositive:,} with a target <= 0 (no log)")
+        if self.dropped_no_label:
+            parts.append(f"{self.dropped_no_label:,} marked no_brand in {Path(self.names_source).name}")
         return f"dropped {' and '.join(parts)}" if parts else "no rows dropped"
 
 
-def target_values(frame: pd.DataFrame, target: TargetConfig, source: str) -> TargetValues:
+def given_labels(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A classification target's label of each row as written (stripped); None where it is missing or empty."""
+    return frame[column].map(lambda v: None if pd.isna(v) or not str(v).strip() else str(v).strip())
+
+
+def target_names(cfg: Config, name: str, frame: pd.DataFrame) -> LabelNames | None:
+    """The names target `name` trains with (`normalise`): none, its training labels grouped, or a file's."""
+    setting = cfg.targets[name].normalise
+    if setting is None:
+        return None
+    if setting == "auto":
+        column = cfg.targets[name].column
+        return LabelNames.grouped(given_labels(frame, column).value_counts().to_dict() if column in frame else {})
+    return read_names(Path(setting))
+
+
+def target_values(frame: pd.DataFrame, target: TargetConfig, source: str,
+                  names: LabelNames | None = None) -> TargetValues:
+    """The learnable rows; with `names`, labels in their canonical names and values that name no label dropped."""
     if target.column not in frame.columns:
         raise MmgbmError(f"{source}: no target column {target.column!r}; add it or pick another --target")
     raw = frame[target.column]
     if target.task != "regression":
-        text = raw.map(lambda v: v if pd.isna(v) else str(v).strip())
-        keep = (text.notna() & (text != "")).to_numpy()
-        return TargetValues(keep, text[keep].to_numpy().astype(str), int((~keep).sum()), 0)
+        given = given_labels(frame, target.column).to_numpy()
+        keep = pd.notna(given)
+        if names is None:
+            return TargetValues(keep, given[keep].astype(str), int((~keep).sum()), 0)
+        named = names.names(given)
+        return TargetValues(pd.notna(named), named[pd.notna(named)].astype(str), int((~keep).sum()), 0,
+                            int((keep & pd.isna(named)).sum()), names.source)
     values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
     missing = ~np.isfinite(values)
     nonpositive = ~missing & (values <= 0) if target.log_target else np.zeros(len(values), dtype=bool)
@@ -79,7 +109,7 @@ def target_problems(cfg: Config, frame: pd.DataFrame, source: str) -> list[str]:
     """What would stop `train` on this table, one line per target, found without computing anything."""
     problems = []
     for name, target in cfg.targets.items():
-        values = target_values(frame, target, source)
+        values = target_values(frame, target, source, target_names(cfg, name, frame))
         usable, classes = int(values.keep.sum()), len(np.unique(values.y))
         if usable < min_training_rows(cfg):
             problems.append(f"{source}: target {name!r} has only {usable} usable rows in {target.column!r} "

@@ -15,11 +15,14 @@ import pandas as pd
 from mmgbm.catalogue import load_split
 from mmgbm.cluster import joblib_on
 from mmgbm.commands.artifact import Artifact, TargetInfo, save_artifact
-from mmgbm.commands.targets import check_binary, metadata_columns, min_training_rows, resolve_targets, target_values
+from mmgbm.commands.normalise import normalisation
+from mmgbm.commands.targets import (check_binary, metadata_columns, min_training_rows, resolve_targets, target_names,
+                                    target_values)
 from mmgbm.config import Config, TargetConfig
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import FUSED, MMGBMClassifier, MMGBMRegressor, ProductMatrix
 from mmgbm.estimator.base import MMGBMBase
+from mmgbm.estimator.label_names import LabelNames
 from mmgbm.features.design import load_products
 from mmgbm.workdir import model_dir
 
@@ -52,8 +55,9 @@ class TrainSummary:
         )
 
 
-def build_estimator(cfg: Config, target: TargetConfig) -> MMGBMBase:
-    """The unfitted estimator for one target, with the config's settings as flat parameters."""
+def build_estimator(cfg: Config, target: TargetConfig, names: LabelNames | None = None) -> MMGBMBase:
+    """The unfitted estimator for one target, with the config's settings as flat parameters and the label names
+    its labels are given in."""
     categorical, numeric = metadata_columns(cfg, target)
     s = cfg.model
     common = {k: getattr(s, k) for k in SHARED_SETTINGS}
@@ -65,7 +69,7 @@ def build_estimator(cfg: Config, target: TargetConfig) -> MMGBMBase:
     return MMGBMClassifier(**common, linear_c=s.linear_c, linear_max_weights=s.linear_max_weights,
                            linear_shortlist=s.linear_shortlist, candidates=s.candidates, head_top_k=s.head_top_k,
                            image_knn_projection=s.image_knn_projection, boosted_max_classes=s.boosted_max_classes,
-                           label_in_text=target.label_in_text)
+                           label_in_text=target.label_in_text, label_names=names)
 
 
 def train(cfg: Config, targets: list[str] | None = None, client: Client | None = None) -> list[TrainSummary]:
@@ -82,7 +86,8 @@ def train_target(cfg: Config, name: str, frame: pd.DataFrame, products: ProductM
     started = time.perf_counter()
     target = cfg.targets[name]
     source = f"{cfg.data.splits['train']} (train)"
-    values = target_values(frame, target, source)
+    names = target_names(cfg, name, frame)
+    values = target_values(frame, target, source, names)
     if values.keep.sum() < min_training_rows(cfg):
         raise MmgbmError(
             f"{source}: only {int(values.keep.sum())} products have a usable {target.column!r}; "
@@ -92,7 +97,7 @@ def train_target(cfg: Config, name: str, frame: pd.DataFrame, products: ProductM
         check_binary(name, values.y, source)
     if target.label_in_text is not None and target.label_in_text not in frame.columns:
         raise MmgbmError(f"{source}: no column {target.label_in_text!r} (label_in_text of target {name!r})")
-    model = build_estimator(cfg, target)
+    model = build_estimator(cfg, target, names)
     try:
         with joblib_on(client):
             model.fit(products[values.keep], values.y)
@@ -106,6 +111,8 @@ def train_target(cfg: Config, name: str, frame: pd.DataFrame, products: ProductM
         "dropped": values.describe(),
         "dropped_missing": values.dropped_missing,
         "dropped_nonpositive": values.dropped_nonpositive,
+        "dropped_no_label": values.dropped_no_label,
+        "normalise": normalisation(names),
         "classes": 0 if model.regression else int(len(model.classes_)),
         "validation": model.validation_,
         "choice": model.choice_,
@@ -114,6 +121,6 @@ def train_target(cfg: Config, name: str, frame: pd.DataFrame, products: ProductM
         "seconds": round(time.perf_counter() - started, 2),
     }
     folder = model_dir(cfg, name)
-    info = TargetInfo(name, target.column, target.task, target.log_target)
+    info = TargetInfo(name, target.column, target.task, target.log_target, normalisation(names))
     save_artifact(folder, Artifact(info, model, cfg.model_dump(mode="json"), fingerprints, metrics))
     return TrainSummary(name, folder, metrics)

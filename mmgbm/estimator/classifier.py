@@ -19,6 +19,7 @@ from mmgbm.estimator.base import WORDS, MMGBMBase, Prediction
 from mmgbm.estimator.calibration import apply_temperature, fit_temperature
 from mmgbm.estimator.heads import BOOSTED_MAX_FEATURES, BoostedHead, KnnHead, LinearHead, MentionHead
 from mmgbm.estimator.label_in_text import PrefixChooser
+from mmgbm.estimator.label_names import LabelNames
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.estimator.stacking import CandidateReranker
 from mmgbm.estimator.top_scores import ROW_BLOCK, TopScores
@@ -36,7 +37,8 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
     scores on each image block besides the plain one; `boosted_max_classes`: see `_costly_heads`; `head_top_k`
     classes each head keeps per product, at least `candidates`), `candidates` per product re-ranked,
     `selection_margin_se` and `selection_min_gain` of the stack-vs-head gate, `label_in_text` (a column of
-    `X.meta`), `seed`, `num_threads` of LightGBM (0 = all cores) and `n_jobs` for the heads' folds (joblib: None =
+    `X.meta`) with `label_names` (a `LabelNames` its prefixes are read through: `y` is expected in its canonical
+    names), `seed`, `num_threads` of LightGBM (0 = all cores) and `n_jobs` for the heads' folds (joblib: None =
     one at a time, -1 = all cores, or a Dask cluster's workers under `joblib.parallel_config("dask")`)."""
 
     def __init__(self, *, categorical_columns=(), numeric_columns=(), rare_category_min_count: int = 5,
@@ -52,7 +54,8 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
                  candidates: int = 20,
                  selection_margin_se: float = 2.0,
                  selection_min_gain: float = 0.05,
-                 label_in_text: str | None = None, seed: int = 42, num_threads: int = 0, n_jobs: int | None = None):
+                 label_in_text: str | None = None, label_names: LabelNames | None = None, seed: int = 42,
+                 num_threads: int = 0, n_jobs: int | None = None):
         self.categorical_columns = categorical_columns
         self.numeric_columns = numeric_columns
         self.rare_category_min_count = rare_category_min_count
@@ -80,6 +83,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         self.selection_margin_se = selection_margin_se
         self.selection_min_gain = selection_min_gain
         self.label_in_text = label_in_text
+        self.label_names = label_names
         self.seed = seed
         self.num_threads = num_threads
         self.n_jobs = n_jobs
@@ -226,7 +230,8 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         if self.label_in_text not in X.meta:
             raise ValueError(f"no column {self.label_in_text!r} in X.meta (label_in_text)")
         counts = dict(zip(self.classes_.tolist(), self.class_counts_.tolist()))
-        self.chooser_ = PrefixChooser(self.label_in_text, counts, self.seed, margin_se=self.selection_margin_se).fit(
+        self.chooser_ = PrefixChooser(self.label_in_text, counts, self.seed, margin_se=self.selection_margin_se,
+                                      names=self.label_names).fit(
             X.meta[self.label_in_text].to_numpy(), honest.labels, honest.label_probabilities, self.classes_[target])
 
     def _stack_predict(self, scores: list[np.ndarray], meta) -> Prediction:

@@ -9,6 +9,8 @@ and in how many it is part of the label (so "Alloy" in "Rubera Alloy Bracelet" r
 a brand never seen, and "Gems" in "Asian Gems & Jewels Ring" as part of a brand). It is fitted only on rows whose
 model predictions are honest (out-of-fold: no model was fitted on them) and is kept only if, scored out-of-fold on
 those rows, it beats the model clearly. A chosen prefix that is a class is that class; otherwise it is a new label.
+With `LabelNames` (a target's canonical names), a prefix is read as its canonical name, so a brand seen in any
+spelling is predicted as the one name it was trained on, and a prefix that names no label (a colour) is never copied.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import lightgbm as lgb
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
+from mmgbm.estimator.label_names import LabelNames
 from mmgbm.estimator.selection import clearly_better
 
 MAX_WORDS = 4
@@ -48,12 +51,13 @@ class PrefixChooser:
     """Multiclass LightGBM over {model's label, prefix of 1..max_words words}; see the module docstring."""
 
     def __init__(self, column: str, class_counts: dict[str, int], seed: int = 0, max_words: int = MAX_WORDS,
-                 margin_se: float = 2.0):
+                 margin_se: float = 2.0, names: LabelNames | None = None):
         self.column = column
         self.class_counts = class_counts
         self.seed = seed
         self.max_words = max_words
         self.margin_se = margin_se
+        self.names = names
 
     def fit(self, texts, labels: np.ndarray, probs: np.ndarray, truth: np.ndarray) -> "PrefixChooser":
         """`labels`/`probs`: the model's ranked labels and probabilities on honest rows; `truth` their labels."""
@@ -116,7 +120,11 @@ class PrefixChooser:
 
     # ---- internals ------------------------------------------------------------------------------------------
     def _options(self, words: list[list[str]], labels: np.ndarray) -> np.ndarray:
-        return np.column_stack([labels[:, 0].astype(object), prefix_options(words, self.max_words)])
+        """The model's label, then each prefix as the label it names (None: too short, or no label)."""
+        prefixes = prefix_options(words, self.max_words)
+        if self.names is not None:
+            prefixes = self.names.names(prefixes.ravel()).reshape(prefixes.shape)
+        return np.column_stack([labels[:, 0].astype(object), prefixes])
 
     def _pick(self, options: np.ndarray, p: np.ndarray, with_confidence: bool = False):
         """Per row the label with the most chooser probability, summed over options that spell the same label;
@@ -177,8 +185,10 @@ class PrefixChooser:
                 word = w[k - 1] if k <= len(w) else ""
                 after = w[k] if k < len(w) else ""
                 rank, p = ranked.get(prefix, (-1, 0.0))
-                # Training rows that start with this prefix (a brand's own rows, or a brand and a product word).
-                starting = 0 if prefix is None else self.starting_rows_.get(prefix.lower(), 0) - int(truth is not None)
+                # Training rows that start with this prefix as written (a brand's own rows, or a brand and a product
+                # word), whatever name it reads as.
+                written = " ".join(w[:k]).lower() if k <= len(w) else None
+                starting = 0 if written is None else self.starting_rows_.get(written, 0) - int(truth is not None)
                 feats += [count(prefix, row), count(prefix, row, lower=True), rank, p,
                           _capitalised(word), word.isupper(), _has_digit(word), len(word),
                           _capitalised(after), _has_digit(after), after == "", np.log1p(max(starting, 0)),
