@@ -87,9 +87,11 @@ def check_normalisation(cfg: Config, artifact: Artifact, folder: Path) -> None:
     the names the config asks for. `auto` names are the model's own (made from its training table)."""
     setting = cfg.targets[artifact.name].normalise
     trained = artifact.target.normalise
-    if setting is None or setting == "auto":
-        now = None if setting is None else {"source": "auto"}
-        same = (trained is None) == (now is None) and (now is None or trained["source"] == "auto")
+    if setting is None:
+        now, same = None, trained is None
+    elif setting == "auto":
+        now = {"source": "auto"}
+        same = trained is not None and trained["source"] == "auto"
     else:
         now = normalisation(read_names(Path(setting)))
         same = trained is not None and trained["fingerprint"] == now["fingerprint"]

@@ -64,7 +64,8 @@ class TargetValues:
 
 
 def given_labels(frame: pd.DataFrame, column: str) -> pd.Series:
-    """A classification target's label of each row as written (stripped); None where it is missing or empty."""
+    """A classification target's label of each row as written (stripped); missing (NaN) where it is missing or
+    empty."""
     return frame[column].map(lambda v: None if pd.isna(v) or not str(v).strip() else str(v).strip())
 
 
@@ -90,7 +91,8 @@ def target_values(frame: pd.DataFrame, target: TargetConfig, source: str,
         keep = pd.notna(given)
         if names is None:
             return TargetValues(keep, given[keep].astype(str), int((~keep).sum()), 0)
-        named = names.names(given)
+        named = np.full(len(given), None, dtype=object)
+        named[keep] = names.names(given[keep])
         return TargetValues(pd.notna(named), named[pd.notna(named)].astype(str), int((~keep).sum()), 0,
                             int((keep & pd.isna(named)).sum()), names.source)
     values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
