@@ -255,13 +255,10 @@ class ModelConfig(Strict):
     selection_min_gain: float = Field(
         0.05, ge=0, lt=1, description="share of the best head's out-of-fold errors the stack must remove to be kept"
     )
-
-    @model_validator(mode="after")
-    def _heads_keep_the_candidates(self) -> "ModelConfig":
-        if self.head_top_k < self.candidates:
-            raise ValueError(f"head_top_k ({self.head_top_k}) must be at least candidates ({self.candidates}): the "
-                             "stacker's candidates are drawn from the classes the heads keep")
-        return self
+    selection_margin_se: float = Field(
+        2.0, ge=0, description="standard errors by which the stack (or a label copied from the text) must beat the "
+        "best head out-of-fold to be kept"
+    )
 
     @field_validator("n_jobs")
     @classmethod

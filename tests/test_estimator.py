@@ -12,7 +12,8 @@ from sklearn.model_selection import cross_val_score
 
 from mmgbm.commands.artifact import Artifact, TargetInfo, load_artifact, save_artifact
 from mmgbm.estimator import FUSED, MMGBMClassifier, MMGBMRegressor, ProductMatrix
-from mmgbm.estimator.heads import KnnHead, MentionHead, out_of_fold, settled
+from mmgbm.estimator.heads import KnnHead, MentionHead
+from mmgbm.estimator.out_of_fold import out_of_fold, settled
 from mmgbm.estimator.selection import choose_predictor
 
 FAST = {"n_folds": 3, "max_rounds": 60, "early_stopping_rounds": 10, "learning_rate": 0.2, "num_threads": 1}

@@ -14,9 +14,11 @@ import scipy.sparse as sp
 
 from mmgbm.commands.artifact import Artifact, TargetInfo, load_artifact, save_artifact
 from mmgbm.estimator import MMGBMClassifier, MMGBMRegressor, ProductMatrix
-from mmgbm.estimator import classifier, heads, stacking
+from mmgbm.estimator import classifier, dense_blocks, out_of_fold as out_of_fold_module, stacking
+from mmgbm.estimator.heads import linear
 from mmgbm.estimator.folds import bounded_rows
-from mmgbm.estimator.heads import KnnHead, LinearHead, fit_and_score, out_of_fold
+from mmgbm.estimator.heads import KnnHead, LinearHead
+from mmgbm.estimator.out_of_fold import fit_and_score, out_of_fold
 from mmgbm.estimator import neighbours
 from mmgbm.estimator import products as products_module
 from mmgbm.estimator.neighbours import NeighbourIndex
@@ -130,7 +132,7 @@ def test_a_large_catalogue_never_copies_its_image_block_whole(monkeypatch):
         return rows
 
     monkeypatch.setattr(RowView, "__getitem__", recorded)
-    for module, name in ((heads, "ROW_BLOCK"), (neighbours, "KNN_CHUNK")):
+    for module, name in ((out_of_fold_module, "ROW_BLOCK"), (dense_blocks, "ROW_BLOCK"), (neighbours, "KNN_CHUNK")):
         monkeypatch.setattr(module, name, 50)
     monkeypatch.setattr(neighbours, "SVD_MAX_ROWS", 100)
     large = {"knn_exact_max_rows": 100, "linear_max_products": 100, **FAST}
@@ -204,7 +206,7 @@ def test_linear_svm_fits_in_threads_of_one_process_run_one_at_a_time(monkeypatch
     model than their seed gives, so LinearHead runs them one at a time."""
     running, most = [0], [0]
 
-    class Watched(heads.LinearSVC):
+    class Watched(linear.LinearSVC):
         def fit(self, X, y, sample_weight=None):
             running[0] += 1
             most[0] = max(most[0], running[0])
@@ -212,7 +214,7 @@ def test_linear_svm_fits_in_threads_of_one_process_run_one_at_a_time(monkeypatch
             running[0] -= 1
             return super().fit(X, y, sample_weight)
 
-    monkeypatch.setattr(heads, "LinearSVC", Watched)
+    monkeypatch.setattr(linear, "LinearSVC", Watched)
     X, y = products(n=120)
     fits = [threading.Thread(target=LinearHead("multiclass", 4).fit, args=(X.text["title"], y)) for _ in range(3)]
     for thread in fits:
@@ -232,7 +234,7 @@ def test_row_blocks_leave_the_stacker_and_the_heads_predictions_unchanged(monkey
     rows, probabilities = whole.stacker_.candidate_rows(scores, meta), whole.predict_proba(X[200:])
     monkeypatch.setattr(stacking, "ROW_BLOCK", 7)
     monkeypatch.setattr(classifier, "ROW_BLOCK", 7)
-    monkeypatch.setattr(heads, "ROW_BLOCK", 7)
+    monkeypatch.setattr(out_of_fold_module, "ROW_BLOCK", 7)
     for got, expected in zip(whole.stacker_.candidate_rows(scores, meta), rows):
         assert np.array_equal(got, expected, equal_nan=True)
     blocked = MMGBMClassifier(**params).fit(X[:200], y[:200])

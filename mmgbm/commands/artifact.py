@@ -41,15 +41,13 @@ from mmgbm.errors import MmgbmError
 from mmgbm.features.atomic import ORPHAN_AGE_SECONDS
 from mmgbm.estimator import MMGBMClassifier, MMGBMRegressor
 from mmgbm.estimator.base import MMGBMBase, modality_of
-from mmgbm.estimator.heads import BoostedHead, KnnHead, LinearHead, MentionHead
+from mmgbm.estimator.heads import trusted_types
 from mmgbm.estimator.label_in_text import PrefixChooser
 from mmgbm.estimator.label_names import LabelNames
 from mmgbm.estimator.metadata import MetadataEncoder
-from mmgbm.estimator.neighbours import NeighbourIndex
-from mmgbm.estimator.shortlist import ShortlistSVM
 from mmgbm.estimator.stacking import CandidateReranker, RegressionStacker
 
-FORMAT_VERSION = 9  # 9: a classifier keeps its label names (normalise) and the manifest records them
+FORMAT_VERSION = 10  # 10: each head kind in its own module, where skops finds it; 9: label names (normalise)
 MANIFEST = "manifest.json"
 ESTIMATOR = "estimator.skops"
 BOOSTER = "lightgbm.txt"
@@ -58,9 +56,13 @@ JSON_FILES = ("labels.json", "config.json", "fingerprints.json", "metrics.json")
 # attribute that holds the booster's owner.
 BOOSTERS = {BOOSTER: "stacker_", "chooser.txt": "chooser_"}
 # The types an artifact may name beyond skops's defaults: classes, never functions.
-TRUSTED_TYPES = frozenset(f"{t.__module__}.{t.__qualname__}" for t in (
-    MMGBMClassifier, MMGBMRegressor, LinearHead, KnnHead, MentionHead, BoostedHead, PrefixChooser, LabelNames,
-    MetadataEncoder, NeighbourIndex, ShortlistSVM, CandidateReranker, RegressionStacker, sp.csr_matrix))
+ESTIMATOR_TYPES = (MMGBMClassifier, MMGBMRegressor, PrefixChooser, LabelNames, MetadataEncoder, CandidateReranker,
+                   RegressionStacker, sp.csr_matrix)
+
+
+def trusted_type_names() -> frozenset[str]:
+    """The estimator's own types and every registered head's (read when loading: a head registered since counts)."""
+    return frozenset(f"{t.__module__}.{t.__qualname__}" for t in (*ESTIMATOR_TYPES, *trusted_types()))
 
 
 @dataclass
@@ -218,7 +220,8 @@ def _load_estimator(path: Path, retrain: str) -> MMGBMBase:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:  # not a skops file at all
         raise MmgbmError(f"{path}: unreadable model ({type(exc).__name__}); {retrain}") from None
-    foreign = [t for t in untrusted if t not in TRUSTED_TYPES]
+    trusted = trusted_type_names()
+    foreign = [t for t in untrusted if t not in trusted]
     if foreign:
         raise MmgbmError(f"{path} names types mmgbm does not load ({', '.join(foreign[:3])}); "
                          f"only models trained by mmgbm are loaded: {retrain}")

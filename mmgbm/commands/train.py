@@ -29,11 +29,11 @@ from mmgbm.workdir import model_dir
 if TYPE_CHECKING:
     from distributed import Client
 
-# Settings of `model:` that both estimators take under the same name.
-SHARED_SETTINGS = ("rare_category_min_count", "learning_rate", "num_leaves", "min_data_in_leaf", "max_rounds",
-                   "early_stopping_rounds", "n_folds", "stack_folds", "stack_max_products", "n_jobs", "knn_neighbors",
-                   "knn_exact_max_rows", "linear_max_products", "image_components", "image_alpha", "selection_min_gain",
-                   "seed", "num_threads")
+# Every `model:` setting is the estimators' parameter of the same name (their defaults are the config's: checked
+# by a test), except these two, named for the config's reader.
+RENAMED = {"params": "lightgbm_params", "regression_objective": "objective"}
+# Estimator parameters that come from elsewhere in the config: the data's column roles and the target's settings.
+FROM_TARGET = ("categorical_columns", "numeric_columns", "label_in_text", "log_target", "label_names")
 
 
 @dataclass
@@ -56,26 +56,29 @@ class TrainSummary:
 
 
 def build_estimator(cfg: Config, target: TargetConfig, names: LabelNames | None = None) -> MMGBMBase:
-    """The unfitted estimator for one target, with the config's settings as flat parameters and the label names
-    its labels are given in."""
+    """The unfitted estimator for one target: each `model:` setting it takes, the target's own, and the label
+    names its labels are given in."""
+    kind = MMGBMRegressor if target.task == "regression" else MMGBMClassifier
+    takes = kind().get_params()
+    settings = {RENAMED.get(name, name): value for name, value in cfg.model.model_dump().items()}
+    params = {name: value for name, value in settings.items() if name in takes}
+    params["lightgbm_params"] = dict(cfg.model.params) or None
     categorical, numeric = metadata_columns(cfg, target)
-    s = cfg.model
-    common = {k: getattr(s, k) for k in SHARED_SETTINGS}
-    common.update(categorical_columns=tuple(categorical), numeric_columns=tuple(numeric),
-                  lightgbm_params=dict(s.params) or None)
-    if target.task == "regression":
-        return MMGBMRegressor(**common, text_ridge_alpha=s.text_ridge_alpha, objective=s.regression_objective,
-                              log_target=target.log_target)
-    return MMGBMClassifier(**common, linear_c=s.linear_c, linear_max_weights=s.linear_max_weights,
-                           linear_shortlist=s.linear_shortlist, candidates=s.candidates, head_top_k=s.head_top_k,
-                           image_knn_projection=s.image_knn_projection, boosted_max_classes=s.boosted_max_classes,
-                           label_in_text=target.label_in_text, label_names=names)
+    params.update(categorical_columns=tuple(categorical), numeric_columns=tuple(numeric))
+    params.update({"log_target": target.log_target} if kind is MMGBMRegressor else
+                  {"label_in_text": target.label_in_text, "label_names": names})
+    return kind(**params)
 
 
 def train(cfg: Config, targets: list[str] | None = None, client: Client | None = None) -> list[TrainSummary]:
     """Train every named target (default: all), reading the training split and its features once; with a Dask
     `client`, the estimators' folds run on its workers."""
     names = resolve_targets(cfg, targets)
+    for name in names:  # before seconds of reading features
+        try:
+            build_estimator(cfg, cfg.targets[name]).check_params()
+        except ValueError as exc:
+            raise MmgbmError(f"model settings: {exc}; change them in the config's model section") from None
     frame = load_split(cfg, "train")
     products, fingerprints = load_products(cfg, frame)
     return [train_target(cfg, name, frame, products, fingerprints, client) for name in names]

@@ -7,7 +7,8 @@ and from every head. The stack is kept only if it clearly beats every single hea
 (`selection.choose_predictor`); otherwise the best head predicts alone, so fusing never makes things worse. At
 predict time the heads refitted on all training rows score the products; a product the chosen head cannot score
 (its modality is missing) is predicted by the best head that can.
-Subclasses say what differs by task: target encoding, which heads, which stacker, and how a head alone predicts.
+Subclasses say what differs by task: target encoding, which stacker, and how a head alone predicts; the heads
+come from the registry (mmgbm.estimator.heads), each kind building itself for the task and block.
 """
 
 from __future__ import annotations
@@ -20,15 +21,14 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from mmgbm.estimator.folds import cap_rows, fold_ids
-from mmgbm.estimator.heads import apply_head, dense_reducer, fit_and_score, fit_reducer, unscored
+from mmgbm.estimator.dense_blocks import dense_reducer, fit_reducer
+from mmgbm.estimator.heads import HEAD_KINDS, WORDS
+from mmgbm.estimator.out_of_fold import apply_head, fit_and_score, unscored
 from mmgbm.estimator.metadata import MetadataEncoder
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.estimator.row_view import RowView
 from mmgbm.estimator.selection import FUSED, choose_predictor
 from mmgbm.estimator.top_scores import TopScores
-
-WORDS = ".words"
-
 
 @dataclass
 class Prediction:
@@ -50,7 +50,11 @@ class MMGBMBase(BaseEstimator):
     _top_k: int | None = None  # classes a head keeps per product (`TopScores`); None: its dense outputs
 
     # ---- fitting ------------------------------------------------------------------------------------------
+    def check_params(self) -> None:
+        """ValueError for parameters that contradict each other; `fit` calls it first."""
+
     def fit(self, X: ProductMatrix, y) -> "MMGBMBase":
+        self.check_params()
         X = check_products(X)
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != len(X):
@@ -74,11 +78,14 @@ class MMGBMBase(BaseEstimator):
         oof = {}
         blocks = self._blocks(X)
         for block, (B, _) in blocks.items():
-            for kind, head in self._new_heads(block, B.shape[1] if B.ndim == 2 else 0):
-                self._fit_head(blocks, block, kind, head, target, folds, oof)
+            for kind in HEAD_KINDS:
+                head = None if kind.after_others else kind.build(self, block, B.shape[1] if B.ndim == 2 else 0)
+                if head is not None:
+                    self._fit_head(blocks, block, kind.name, head, target, folds, oof)
         # Heads worth their cost only where the others' out-of-fold scores show what their block tells the target.
-        for block, kind, head in self._costly_heads(blocks, oof, target):
-            self._fit_head(blocks, block, kind, head, target, folds, oof)
+        for kind in HEAD_KINDS:
+            for block, head in (kind.build(self, blocks, oof, target) if kind.after_others else ()):
+                self._fit_head(blocks, block, kind.name, head, target, folds, oof)
         if not self.heads_:
             raise ValueError("no feature block to learn from: give the products text or dense (image) features")
         # The stacker's own folds: fewer than the heads' (its LightGBM fits are the costly part of training) and
@@ -99,10 +106,6 @@ class MMGBMBase(BaseEstimator):
     def _head_per_row(self, scores, target: np.ndarray) -> np.ndarray:
         """One head's out-of-fold score of each training product, as the gate compares them."""
         return self._per_row(self._head_predict(scores), target)
-
-    def _costly_heads(self, blocks: dict, oof: dict, target: np.ndarray):
-        """(block, kind, head) to fit after the others, judged on their out-of-fold scores; none by default."""
-        return ()
 
     def _blocks(self, X: ProductMatrix) -> dict[str, tuple[object, np.ndarray]]:
         """Block name -> (features, which products have them); dense blocks standardised by the fitted reducers."""

@@ -15,9 +15,8 @@ import pandas as pd
 from sklearn.base import ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from mmgbm.estimator.base import WORDS, MMGBMBase, Prediction
+from mmgbm.estimator.base import MMGBMBase, Prediction
 from mmgbm.estimator.calibration import apply_temperature, fit_temperature
-from mmgbm.estimator.heads import BOOSTED_MAX_FEATURES, BoostedHead, KnnHead, LinearHead, MentionHead
 from mmgbm.estimator.label_in_text import PrefixChooser
 from mmgbm.estimator.label_names import LabelNames
 from mmgbm.estimator.products import ProductMatrix
@@ -34,7 +33,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
     `linear_max_weights` (dense weights; a text SVM over 2 x `linear_shortlist` classes is a `ShortlistSVM`, whose
     weights are sparse), `linear_max_products` the linear and boosted heads and projections learn from,
     `image_components`, `image_alpha`, `image_knn_projection`: a kNN head in the space of a ridge classifier's
-    scores on each image block besides the plain one; `boosted_max_classes`: see `_costly_heads`; `head_top_k`
+    scores on each image block besides the plain one; `boosted_max_classes`: see `heads.boosted`; `head_top_k`
     classes each head keeps per product, at least `candidates`), `candidates` per product re-ranked,
     `selection_margin_se` and `selection_min_gain` of the stack-vs-head gate, `label_in_text` (a column of
     `X.meta`) with `label_names` (a `LabelNames` its prefixes are read through: `y` is expected in its canonical
@@ -155,10 +154,12 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
     def _top_k(self) -> int:
         return self.head_top_k
 
-    def _encode_target(self, y: np.ndarray) -> np.ndarray:
+    def check_params(self) -> None:
         if self.head_top_k < self.candidates:
             raise ValueError(f"head_top_k ({self.head_top_k}) must be at least candidates ({self.candidates}): "
                              "the stacker's candidates come from the heads' best classes")
+
+    def _encode_target(self, y: np.ndarray) -> np.ndarray:
         if pd.isna(y).any():
             raise ValueError("y has missing labels; drop those products or fill them in")
         self.classes_, target = np.unique(y, return_inverse=True)
@@ -169,41 +170,6 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         if self.label_in_text is not None and not np.issubdtype(self.classes_.dtype, np.str_):
             self.classes_ = self.classes_.astype(str)  # labels copied from text are strings; so must classes be
         return target
-
-    def _new_heads(self, block: str, n_features: int):
-        n_classes = len(self.classes_)
-        if block.endswith(WORDS):
-            yield "mention", MentionHead(tuple(str(c) for c in self.classes_))
-            return
-        sparse_weights = block.startswith("text.") and LinearHead.shortlisted(n_classes, self.linear_shortlist)
-        if sparse_weights or n_classes * n_features <= self.linear_max_weights:
-            yield "linear", LinearHead("multiclass", n_classes, self.linear_c, dense_alpha=self.image_alpha,
-                                       max_rows=self.linear_max_products, shortlist=self.linear_shortlist,
-                                       seed=self.seed)
-        yield "knn", KnnHead("multiclass", n_classes, self.knn_neighbors, exact_max_rows=self.knn_exact_max_rows,
-                             seed=self.seed)
-        if not block.startswith("text.") and self.image_knn_projection:  # a dense (image) block
-            yield "knn_projected", KnnHead("multiclass", n_classes, self.knn_neighbors,
-                                           exact_max_rows=self.knn_exact_max_rows,
-                                           projection_alpha=self.image_alpha,
-                                           projection_max_rows=self.linear_max_products, seed=self.seed)
-
-    def _costly_heads(self, blocks: dict, oof: dict, target: np.ndarray):
-        """A `BoostedHead` on each small dense block (colour statistics) whose heads tell the target out-of-fold at
-        least as well as every other dense block's (a colour, not a category), for targets of at most
-        `boosted_max_classes` classes. On the fashion photos its trees took baseColour from 64.3% to 65.2% with the
-        colour words removed, at twice the training time, and gave subCategory, gender and masterCategory nothing
-        for 1.1-1.5x theirs; there the embedding's heads were 87-99% right, the colour statistics' 58-68%."""
-        if len(self.classes_) > self.boosted_max_classes:
-            return
-        dense = [block for block in blocks if not block.startswith("text.")]
-        best = {block: max((float(np.mean(self._head_per_row(oof[name], target)))
-                            for name in self.heads_ if name.rsplit(".", 1)[0] == block), default=0.0)
-                for block in dense}
-        for block in dense:
-            if blocks[block][0].shape[1] <= BOOSTED_MAX_FEATURES and best[block] >= max(best.values()):
-                yield block, "boosted", BoostedHead(len(self.classes_), max_rows=self.linear_max_products,
-                                                    seed=self.seed)
 
     def _fit_stacker(self, scores: list[np.ndarray], meta, target: np.ndarray, folds: np.ndarray) -> CandidateReranker:
         return CandidateReranker(list(self.heads_), self.candidates, self._lightgbm_params("binary"), self.max_rounds,

@@ -64,3 +64,11 @@ def bounded_rows(strata: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
     kept = [rng.choice(order[start:start + count], min(count, low), replace=False)
             for start, count in zip(starts, counts)]
     return np.sort(np.concatenate(kept))
+
+
+def bounded_sample(X, y: np.ndarray, max_rows: int, regression: bool, seed: int):
+    """(X, y) on at most `max_rows` rows, stratified by class (or target quantile): see `folds.bounded_rows`."""
+    if X.shape[0] <= max_rows:
+        return X, y
+    rows = bounded_rows(strata_for(y, regression), max_rows, seed)
+    return X[rows], y[rows]

@@ -12,7 +12,6 @@ import numpy as np
 from sklearn.base import RegressorMixin
 
 from mmgbm.estimator.base import MMGBMBase, Prediction
-from mmgbm.estimator.heads import KnnHead, LinearHead
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.estimator.stacking import RegressionStacker
 
@@ -85,12 +84,6 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
             target = np.log1p(target)
         self.median_ = float(np.median(target))
         return target
-
-    def _new_heads(self, block: str, n_features: int):
-        yield "linear", LinearHead("regression", sparse_alpha=self.text_ridge_alpha, dense_alpha=self.image_alpha,
-                                   max_rows=self.linear_max_products, seed=self.seed)
-        yield "knn", KnnHead("regression", n_neighbors=self.knn_neighbors, exact_max_rows=self.knn_exact_max_rows,
-                             seed=self.seed)
 
     def _fit_stacker(self, scores: list[np.ndarray], meta, target: np.ndarray, folds: np.ndarray) -> RegressionStacker:
         return RegressionStacker(list(self.heads_), self._lightgbm_params(self.objective), self.max_rounds,
