@@ -64,7 +64,8 @@ def validate_ids(frame: pd.DataFrame, id_column: str, source: str) -> pd.DataFra
     null = ids.isna() | (ids.astype(str).str.strip() == "")
     if null.any():
         where = _where(source, frame.index[null][:5])
-        raise MmgbmError(f"{source}: {int(null.sum())} rows have an empty id in {id_column!r}{where}; every product needs an id")
+        raise MmgbmError(f"{source}: {int(null.sum())} rows have an empty id in {id_column!r}{where}; every product "
+                         f"needs an id")
     ids = ids.map(_id_string)
     dup = ids[ids.duplicated(keep=False)]
     if len(dup):

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mmgbm.cluster import connect
-from mmgbm.config import Config, load_config, parse_overrides
+from mmgbm.config import PATH_WORDS, Config, is_path_setting, load_config, parse_overrides
 from mmgbm.errors import MmgbmError
 
 app = typer.Typer(
@@ -37,10 +37,19 @@ ClusterOpt = Annotated[Optional[str], typer.Option(
 
 
 def _config(ctx: typer.Context, path: Optional[Path], **cli_overrides: object) -> Config:
-    """Config file + dotted overrides from the command line + a command's own options (None = not given)."""
+    """Config file + dotted overrides from the command line + a command's own options (None = not given). A path
+    typed on the command line means what it means in the shell it was typed in: relative to the current folder,
+    not to the config's (where the config's own paths are relative to)."""
     overrides = parse_overrides(list(ctx.args))
     overrides.update({k: v for k, v in cli_overrides.items() if v is not None})
-    return load_config(path, overrides)
+    return load_config(path, {k: _from_here(v) if is_path_setting(k) else v for k, v in overrides.items()})
+
+
+def _from_here(value: object) -> object:
+    text = str(value)
+    if not isinstance(value, (str, Path)) or "://" in text or text in PATH_WORDS or Path(text).is_absolute():
+        return value
+    return str(Path(text).resolve())
 
 
 @app.command(context_settings=OVERRIDES)
@@ -93,7 +102,8 @@ def extract_images_cmd(
 def extract_text_cmd(
     ctx: typer.Context,
     config: ConfigOpt = None,
-    overwrite: Annotated[bool, typer.Option(help="Refit the vectorizer on train and rebuild all text features.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        help="Refit the vectorizer on train and rebuild all text features.")] = False,
     cluster: ClusterOpt = None,
 ) -> None:
     """Fit TF-IDF word n-grams on the training split and store sparse vectors for every product (incremental)."""

@@ -378,6 +378,16 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+# Settings that name files or folders (resolved by `_resolve_paths`), and the words some of them take instead.
+PATH_SETTINGS = re.compile(r"workdir|store|data\.images_root|data\.splits\.[^.]+|features\.image\.weights|"
+                           r"targets\.[^.]+\.normalise")
+PATH_WORDS = ("imagenet", "none", "auto")
+
+
+def is_path_setting(dotted: str) -> bool:
+    return PATH_SETTINGS.fullmatch(dotted) is not None
+
+
 def _resolve_paths(cfg: Config, base: Path) -> Config:
     def resolve(p: Path) -> Path:
         return p if p.is_absolute() else (base / p).resolve()

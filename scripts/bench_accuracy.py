@@ -34,6 +34,7 @@ from sklearn.svm import LinearSVC
 from mmgbm.catalogue import load_split, read_table
 from mmgbm.commands.evaluate import evaluate
 from mmgbm.commands.metrics import classification_metrics, regression_metrics
+from mmgbm.commands.predict import predict
 from mmgbm.commands.train import train
 from mmgbm.config import Config, load_config
 from mmgbm.estimator import FUSED
@@ -116,18 +117,24 @@ def run(catalogue: str, cfg: Config, targets: list[str], label: dict[str, str]) 
         started = time.perf_counter()
         [summary] = train(cfg, [name])
         seconds = time.perf_counter() - started
+        started = time.perf_counter()
         [result] = evaluate(cfg, [name])
+        evaluate_s = time.perf_counter() - started
+        started = time.perf_counter()
+        predicted = predict(cfg, [name], split="test")
+        predict_rate = len(predicted) / (time.perf_counter() - started)
         m = result.metrics
         rows.append({"catalogue": catalogue, "target": label.get(name, name), "fused": m[FUSED],
                      "text": m["modalities"].get("text"), "image": m["modalities"].get("image"),
                      "baseline": linear_baseline(cfg, name), "ece": m.get("calibration", {}).get("ece"),
-                     "train_s": seconds, "n_test": m[FUSED]["rows"], "choice": summary.metrics["choice"]})
+                     "train_s": seconds, "evaluate_s": evaluate_s, "predict_rate": predict_rate,
+                     "n_test": m[FUSED]["rows"], "choice": summary.metrics["choice"]})
     return rows
 
 
 def print_table(rows: list[dict]) -> bool:
     print(f"\n{'catalogue':<9} {'target':<29} {'metric':<9} {'text':>7} {'image':>7} {'linear':>7} {'fused':>7} "
-          f"{'goal':>9} {'ECE':>6} {'test n':>7} {'train s':>8}  verdict")
+          f"{'goal':>9} {'ECE':>6} {'test n':>7} {'train s':>8} {'eval s':>7} {'pred/s':>7}  verdict")
     ok_all = True
     for r in rows:
         regression = "mae_log" in r["fused"]
@@ -155,7 +162,8 @@ def print_table(rows: list[dict]) -> bool:
             goal_text = "" if goal is None else f"{'>=' if goal[1] else '<='}{goal[0]:g}"
             head = (r["catalogue"], r["target"]) if i == 0 else ("", "")
             ece = f"{r['ece']:.3f}" if i == 0 and r["ece"] is not None else ""
-            tail = (f"{r['n_test']:>7,} {r['train_s']:>8.1f}" if i == 0 else f"{'':>7} {'':>8}")
+            tail = (f"{r['n_test']:>7,} {r['train_s']:>8.1f} {r['evaluate_s']:>7.1f} {r['predict_rate']:>7,.0f}"
+                    if i == 0 else f"{'':>7} {'':>8} {'':>7} {'':>7}")
             print(f"{head[0]:<9} {head[1]:<29} {metric:<9} {cells[0]:>7} {cells[1]:>7} {cells[2]:>7} {cells[3]:>7} "
                   f"{goal_text:>9} {ece:>6} {tail}  {' '.join(verdicts)}")
     return ok_all
@@ -208,6 +216,9 @@ def main() -> None:
         cfg = split_config(CONFIGS["flipkart"], args.holdout_seed, overrides)
         rows += run("flipkart", cfg, pick(list(cfg.targets)), {})
     ok = print_table(rows)
+    train_s, evaluate_s = sum(r["train_s"] for r in rows), sum(r["evaluate_s"] for r in rows)
+    print(f"\nevaluate / train: {evaluate_s:.1f} s / {train_s:.1f} s = {evaluate_s / train_s:.2f}; predict of the test "
+          f"split: {min(r['predict_rate'] for r in rows):,.0f} products/s per target at the slowest")
     print("\nall goals met" if ok else "\nsome goals not met (see verdicts)")
 
 

@@ -23,7 +23,6 @@ import multiprocessing
 import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd

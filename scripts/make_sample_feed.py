@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 

@@ -91,7 +91,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(body[i:i + 1])
                 self.wfile.flush()
         elif kind == "html":
-            self._answer(200, b"<!doctype html><html><body>Please log in</body></html>", **{"Content-Type": "text/html"})
+            page = b"<!doctype html><html><body>Please log in</body></html>"
+            self._answer(200, page, **{"Content-Type": "text/html"})
         elif kind == "huge":
             self.send_response(200)
             self.send_header("Content-Length", str(10**10))

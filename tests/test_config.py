@@ -44,7 +44,8 @@ def test_missing_default_config_names_the_fix(tmp_path, monkeypatch):
 
 
 def test_overrides_change_one_run_and_are_typed(tiny_config: Path):
-    overrides = parse_overrides(["--model.learning_rate", "0.03", "--features.text.min_df=1", "--targets.colour.task", "binary"])
+    overrides = parse_overrides(["--model.learning_rate", "0.03", "--features.text.min_df=1", "--targets.colour.task",
+                                 "binary"])
     cfg = load_config(tiny_config, overrides)
     assert cfg.model.learning_rate == 0.03
     assert cfg.features.text.min_df == 1
@@ -94,3 +95,19 @@ def test_shipped_configs_validate():
         cfg = load_config(path)
         assert "train" in cfg.data.splits, path
     assert load_config(DEMO_CONFIG).features.image.weights.endswith("efficientnetb0_notop.h5")
+
+
+def test_paths_typed_on_the_command_line_are_relative_to_the_current_folder(tmp_path: Path, monkeypatch):
+    """`--workdir runs/demo` means ./runs/demo where it was typed; the config's own paths stay relative to it."""
+    from typer.testing import CliRunner
+
+    from mmgbm.cli import app
+
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    result = CliRunner().invoke(app, ["validate", "-c", str(DEMO_CONFIG), "--workdir", "runs/demo",
+                                      "--features.image.weights", "none"])
+    assert result.exit_code == 0, result.output
+    assert f"workdir: {here / 'runs' / 'demo'}" in result.output.replace("\n", "")
+    assert load_config(DEMO_CONFIG).workdir.is_relative_to(DEMO_CONFIG.parent)  # the config's own: beside it

@@ -285,3 +285,28 @@ def test_boosted_trees_learn_what_is_not_linear_in_a_small_block_where_that_bloc
     kind = rng.integers(0, 4, n)
     X.dense["embedding"] = one_hot_block(kind, 300, rng)
     assert "colour.boosted" not in MMGBMClassifier(**FAST).fit(X, kind).heads_
+
+
+def counted(method, calls: list):
+    def call(self, *args, **kwargs):
+        calls.append(args)
+        return method(self, *args, **kwargs)
+
+    return call
+
+
+def test_predict_each_gives_predict_and_every_modality_alone_from_one_scoring_of_the_heads(monkeypatch):
+    X, y = products()
+    price = np.where(y == "watch", 500.0, 20.0)
+    for model, target in ((MMGBMClassifier(**FAST), y), (MMGBMRegressor(log_target=True, **FAST), price)):
+        model.fit(X[:200], target[:200])
+        scored = []
+        monkeypatch.setattr(type(model), "head_scores", counted(type(model).head_scores, scored))
+        each = model.predict_each(X[200:])
+        assert len(scored) == 1  # what evaluate pays: the heads score the products once
+        monkeypatch.undo()
+        assert np.array_equal(each[FUSED], model.predict(X[200:]))
+        for modality in model.modalities_:
+            assert np.array_equal(each[modality], model.predict_alone(X[200:], modality))
+        if not model.regression:
+            assert np.array_equal(each["probability"], model.predict_top_k(X[200:], 1)[1][:, 0])

@@ -32,7 +32,7 @@ from mmgbm.commands.artifact import load_artifact
 from mmgbm.config import load_config
 from mmgbm.errors import MmgbmError
 from mmgbm.features.design import load_products
-from mmgbm.features.store import FeatureStore, dense_table
+from mmgbm.features.store import FeatureStore
 from mmgbm.features.text import extract_text, load_vectorizer
 from mmgbm.workdir import model_dir, text_store
 from tests.modelling_project import make_project

@@ -93,7 +93,8 @@ def test_reruns_ask_the_server_and_fetch_only_changed_photos(tmp_path: Path, ima
                                                               fake_encoder):
     good = demo_rows(3)
     with photo_server(images_dir) as server:
-        rows = [(pid, f"{server.url}/photos/{path}") for pid, path in good] + [("late", f"{server.url}/photos/late.png")]
+        rows = [(pid, f"{server.url}/photos/{path}") for pid, path in good]
+        rows.append(("late", f"{server.url}/photos/late.png"))
         config = remote_catalogue(tmp_path, rows, write_config)
         first = extract_images(load_config(config))
         assert (first.extracted, first.failures) == (3, {"HTTP 404": 1})
@@ -134,7 +135,8 @@ def test_names_that_resolve_to_a_private_address_are_refused_before_any_request(
         assert (refused.reason, literal.reason) == ("address not allowed", "address not allowed")
         assert not server.requests
         with PhotoFetcher(settings, ["localhost"]) as fetcher:  # a listed name may resolve anywhere
-            assert fetcher.fetch([f"http://localhost:{port}/photos/ok.png"]).data == (images_dir / "ok.png").read_bytes()
+            fetched = fetcher.fetch([f"http://localhost:{port}/photos/ok.png"])
+            assert fetched.data == (images_dir / "ok.png").read_bytes()
         with PhotoFetcher(settings, ["127.0.0.0/8"]) as fetcher:  # and so may an address in a listed network
             redirected = fetcher.fetch([f"http://127.0.0.1:{port}/redirect/ok.png"])
             assert redirected.reason == "" and redirected.source.startswith(f"http://127.0.0.1:{port}/photos/ok.png|")

@@ -153,7 +153,8 @@ def photo_service(photo_project):
 @pytest.mark.slow
 def test_posted_photos_are_embedded_as_extraction_embeds_them(photo_project, photo_service: httpx.Client):
     """Photos posted as a path, as base64 and as an upload give batch predict's answers on the same products,
-    whose stored embeddings were extracted by the same encoder; an unreadable photo, or a path outside images_root, is a 422."""
+    whose stored embeddings were extracted by the same encoder; an unreadable photo, or a path outside images_root, is
+    a 422."""
     _, table, batch = photo_project
     client = photo_service
     by_path = products_json(table, FIELDS + ["image"])

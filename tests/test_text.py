@@ -174,7 +174,8 @@ def test_products_not_in_the_store_are_vectorised_on_the_fly_without_writing(tex
 
 
 def test_several_fields_each_with_its_own_vectorizer(text_config):
-    cfg = load_config(text_config(fields={"title": ["title"], "desc": ["description"], "all": ["title", "description"]}))
+    fields = {"title": ["title"], "desc": ["description"], "all": ["title", "description"]}
+    cfg = load_config(text_config(fields=fields))
     extract_text(cfg)
     feats = read_text(cfg, ["p1", "p2"])
     assert set(feats) == {"title", "desc", "all"}

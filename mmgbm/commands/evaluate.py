@@ -30,9 +30,6 @@ from mmgbm.workdir import report_dir
 if TYPE_CHECKING:
     from distributed import Client
 
-CONFIDENCE = "confidence"
-
-
 @dataclass
 class EvaluationResult:
     target: str
@@ -83,7 +80,7 @@ def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test",
             "unseen_metadata_levels": model.unseen_levels(products[values.keep]),
         }
         if not model.regression:
-            metrics["calibration"] = calibration_metrics(fused == truth, predicted[CONFIDENCE])
+            metrics["calibration"] = calibration_metrics(fused == truth, predicted["probability"])
         folder = report_dir(cfg, name)
         folder.mkdir(parents=True, exist_ok=True)
         metrics["pictures"] = [p.name for p in _pictures(folder, name, artifact, truth, fused, metrics)]
@@ -93,14 +90,9 @@ def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test",
 
 
 def _predictions(products: ProductMatrix, *, name: str, model) -> dict[str, np.ndarray]:
-    """The fused prediction (with its confidence, for classes) and each modality's alone, per product."""
-    if model.regression:
-        out = {FUSED: estimator_call(name, model.predict, products)}
-    else:
-        top, confidence = estimator_call(name, model.predict_top_k, products, 1)
-        out = {FUSED: top[:, 0], CONFIDENCE: confidence[:, 0]}
-    out.update({m: estimator_call(name, model.predict_alone, products, m) for m in model.modalities_})
-    return out
+    """The fused prediction (with its probability, for classes) and each modality's alone, per product: the heads
+    score the products once for all of them."""
+    return estimator_call(name, model.predict_each, products)
 
 
 def _scorer(artifact: Artifact):

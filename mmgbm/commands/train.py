@@ -51,7 +51,8 @@ class TrainSummary:
         classes = f"{m['classes']} classes" if m["classes"] else "regression"
         return (
             f"{self.target}: {m['train_rows']:,} products ({m['dropped']}), {classes}; out-of-fold {unit}: "
-            f"fused {sign * val[FUSED]:.4f} | {heads}; predicts with {m['choice']}; {m['seconds']:.1f}s -> {self.folder}"
+            f"fused {sign * val[FUSED]:.4f} | {heads}; predicts with {m['choice']}; {m['seconds']:.1f}s -> "
+            f"{self.folder}"
         )
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
@@ -160,26 +159,31 @@ class MMGBMBase(BaseEstimator):
         check_is_fitted(self, "modality_heads_")
         return list(self.modality_heads_)
 
-    def head_scores(self, X: ProductMatrix) -> dict[str, np.ndarray | TopScores]:
-        """Head name -> its scores of the products: each product's best classes (classification) or its outputs."""
+    def head_scores(self, X: ProductMatrix, names: list[str] | None = None) -> dict[str, np.ndarray | TopScores]:
+        """Head name -> its scores of the products: each product's best classes (classification) or its outputs;
+        of the heads `names`, or all of them."""
         blocks = self._blocks(X)
         scores = {}
-        for name, head in self.heads_.items():
+        for name in self.heads_ if names is None else names:
+            head = self.heads_[name]
             block = blocks.get(name.rsplit(".", 1)[0])
             # A block the input cannot provide (no text columns in an --input table) is a missing modality.
             scores[name] = (apply_head(head, *block, self._top_k) if block is not None
                             else unscored(head, len(X), self._top_k))
         return scores
 
-    def _prediction(self, X: ProductMatrix, modality: str | None = None) -> Prediction:
-        """The chosen predictor (stack or head), or with `modality` the best head of that modality alone."""
+    def _prediction(self, X: ProductMatrix, modality: str | None = None,
+                    scores: dict[str, np.ndarray | TopScores] | None = None) -> Prediction:
+        """The chosen predictor (stack or head), or with `modality` the best head of that modality alone; from
+        `scores` where the heads' scores of X are at hand (`head_scores`), else scoring only the heads it reads."""
         check_is_fitted(self, "choice_")
         X = check_products(X)
         if modality is not None and modality not in self.modality_heads_:
             raise ValueError(f"unknown modality {modality!r}; the model has: {', '.join(self.modality_heads_)}")
-        scores = self.head_scores(X)
         if modality is not None:  # that modality's evidence only: a product without it gets the prior
-            return self._head_predict(scores[self.modality_heads_[modality]])
+            head = self.modality_heads_[modality]
+            return self._head_predict((scores or self.head_scores(X, [head]))[head])
+        scores = scores or self.head_scores(X)
         if self.choice_ == FUSED:
             return self._stack_predict([scores[n] for n in self.heads_], self.metadata_.transform(X.meta))
         return self._with_fallback(self.choice_, scores, self._head_predict(scores[self.choice_]))

@@ -15,11 +15,12 @@ import pandas as pd
 from sklearn.base import ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from mmgbm.estimator.base import MMGBMBase, Prediction
+from mmgbm.estimator.base import MMGBMBase, Prediction, check_products
 from mmgbm.estimator.calibration import apply_temperature, fit_temperature
 from mmgbm.estimator.label_in_text import PrefixChooser
 from mmgbm.estimator.label_names import LabelNames
 from mmgbm.estimator.products import ProductMatrix
+from mmgbm.estimator.selection import FUSED
 from mmgbm.estimator.stacking import CandidateReranker
 from mmgbm.estimator.top_scores import ROW_BLOCK, TopScores
 
@@ -122,6 +123,15 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         """Labels from one modality's best head alone ("text", "image"): what fusing is compared with."""
         return self._prediction(X, modality).labels[:, 0]
 
+    def predict_each(self, X: ProductMatrix) -> dict[str, np.ndarray]:
+        """`predict`'s labels (key "fused") with their probability ("probability"), and each modality's
+        `predict_alone`, from one scoring of the heads: what an evaluation compares."""
+        scores = self.head_scores(check_products(X))
+        labelled = self._labelled(X, scores)
+        out = {FUSED: labelled.labels[:, 0], "probability": labelled.label_probabilities[:, 0]}
+        out.update({m: self._prediction(X, m, scores).labels[:, 0] for m in self.modalities_})
+        return out
+
     def chooser_summary(self) -> dict | None:
         """Validation figures of the label-in-text chooser, or None without one."""
         check_is_fitted(self, "choice_")
@@ -139,8 +149,8 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         prediction.label_probabilities = prediction.probabilities
         return prediction
 
-    def _labelled(self, X: ProductMatrix) -> Prediction:
-        prediction = self._calibrated(self._prediction(X))
+    def _labelled(self, X: ProductMatrix, scores: dict | None = None) -> Prediction:
+        prediction = self._calibrated(self._prediction(X, scores=scores))
         if self.chooser_ is not None:
             # A table without the text column simply has no prefixes to copy: the model's labels stand.
             column = self.chooser_.column

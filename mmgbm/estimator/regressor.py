@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import RegressorMixin
 
-from mmgbm.estimator.base import MMGBMBase, Prediction
+from mmgbm.estimator.base import MMGBMBase, Prediction, check_products
 from mmgbm.estimator.products import ProductMatrix
+from mmgbm.estimator.selection import FUSED
 from mmgbm.estimator.stacking import RegressionStacker
 
 
@@ -66,6 +67,14 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
     def predict_alone(self, X: ProductMatrix, modality: str) -> np.ndarray:
         """Values from one modality's best head alone ("text", "image"): what fusing is compared with."""
         return self._original_scale(self._prediction(X, modality).values)
+
+    def predict_each(self, X: ProductMatrix) -> dict[str, np.ndarray]:
+        """`predict` (key "fused") and each modality's `predict_alone`, from one scoring of the heads: what an
+        evaluation compares."""
+        scores = self.head_scores(check_products(X))
+        out = {FUSED: self._original_scale(self._prediction(X, scores=scores).values)}
+        out.update({m: self._original_scale(self._prediction(X, m, scores).values) for m in self.modalities_})
+        return out
 
     def _original_scale(self, values: np.ndarray) -> np.ndarray:
         return np.expm1(values) if self.log_target else values

@@ -38,7 +38,7 @@ from mmgbm.errors import MmgbmError
 from mmgbm.features import colour
 from mmgbm.features.image_decoding import UnreadableImage, decode_image, decode_image_bytes, image_sources
 from mmgbm.features.image_encoder import ImageEncoder
-from mmgbm.features.photo_fetch import FetchStream, PhotoFetcher, source_url
+from mmgbm.features.photo_fetch import PhotoFetcher, source_url
 from mmgbm.features.photos import Photos
 from mmgbm.features.store import FeatureStore, dense_table
 from mmgbm.workdir import Folder, colour_store, image_dir, image_failures, image_store

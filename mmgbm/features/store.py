@@ -65,7 +65,8 @@ class FeatureStore:
         shards = self.shards()
         for shard, theirs in zip(shards, self._map(self._fingerprint_of, shards)):
             if theirs != self.fingerprint:
-                keys = sorted(k for k in set(theirs) | set(self.fingerprint) if theirs.get(k) != self.fingerprint.get(k))
+                keys = sorted(k for k in set(theirs) | set(self.fingerprint)
+                              if theirs.get(k) != self.fingerprint.get(k))
                 diff = "; ".join(f"{k}: stored {theirs.get(k)!r} vs now {self.fingerprint.get(k)!r}" for k in keys[:3])
                 raise MmgbmError(
                     f"{shard} was made differently ({diff}); re-run the extract command with --overwrite "

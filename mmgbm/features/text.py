@@ -1,8 +1,8 @@
 """Text features: one TF-IDF vectorizer per text field, fitted on the training split only, stored as sparse shards.
 
-Per field, one folder of the store (mmgbm.workdir.text_field_dir) holds the fitted vectorizer (plain JSON, never a pickle) and
-the shards (id, indices, values, and a hash of the text each row was made from, so a product whose text changed
-is vectorised again). The shards' fingerprint is derived from the stored vectorizer, so shards can only be read
+Per field, one folder of the store (mmgbm.workdir.text_field_dir) holds the fitted vectorizer (plain JSON, never a
+pickle) and the shards (id, indices, values, and a hash of the text each row was made from, so a product whose text
+changed is vectorised again). The shards' fingerprint is derived from the stored vectorizer, so shards can only be read
 with the vectorizer that made them; refitting the vectorizer (--overwrite) discards them, since their indices
 meant other words. Two runs on a fresh workdir fit the same vectorizer from the same data, so they may race: each
 replaces the file atomically with identical content, and a product both store is read once. On a Dask cluster
@@ -106,7 +106,8 @@ def load_vectorizer(cfg: Config, field: str) -> TextVectorizer:
         saved = json.loads(text)
         vectorizer, saved_columns = TextVectorizer.from_data(saved), list(saved["columns"])
     except Exception as exc:  # truncated, hand-edited or foreign: JSON and the rebuild raise many types
-        raise MmgbmError(f"{path}: unreadable vectorizer ({type(exc).__name__}); run `mmgbm extract-text --overwrite`") from None
+        raise MmgbmError(f"{path}: unreadable vectorizer ({type(exc).__name__}); run "
+                         f"`mmgbm extract-text --overwrite`") from None
     wanted = {"columns": columns, **_settings(vectorizer_from_config(cfg))}
     stored = {"columns": saved_columns, **_settings(vectorizer)}
     differ = [k for k in wanted if json.dumps(wanted[k]) != json.dumps(stored[k])]
