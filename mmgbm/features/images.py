@@ -7,10 +7,10 @@ flat whatever the catalogue size and a killed run loses at most one shard. Produ
 neither (a missing value downstream), are listed in `failures.csv` next to the shards, and are retried by the next
 run. Each row records the image file's path, size and modification time (a photo URL's validators: ETag,
 Last-Modified, size), so a product whose photo changed is extracted again (and read as having no image until then).
-Photos by URL (mmgbm.features.photo_fetch) enter the decoders as they arrive, so a slow host holds only its own. This is the only writer of the image stores: training and
-prediction only read them. On a Dask cluster (mmgbm.cluster) the work is cut into parts of `shard_size` products:
-each worker builds its encoder once, extracts the parts it is given and writes their shards itself; this process
-only decides what needs doing and lists the failures.
+Photos by URL (mmgbm.features.photo_fetch) enter the decoders as they arrive, so a slow host holds only its own. This
+is the only writer of the image stores: training and prediction only read them. On a Dask cluster (mmgbm.cluster) the
+work is cut into parts of `shard_size` products: each worker builds its encoder once, extracts the parts it is given
+and writes their shards itself; this process only decides what needs doing and lists the failures.
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ class ImageExtractionSummary:
             f"{self.shards_written} new shards in {self.store_root}",
         ]
         if self.checked:
-            lines.insert(1, f"{self.checked:,} photo URLs embedded before checked for changes: {self.changed:,} changed")
+            lines.insert(1, f"{self.checked:,} photo URLs embedded before checked for changes: "
+                            f"{self.changed:,} changed")
         if self.coloured:
             lines.insert(1, f"colour statistics added for {self.coloured:,} products embedded before")
         if self.quarantined:
