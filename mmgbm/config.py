@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mmgbm.errors import MmgbmError
-from mmgbm.features.folder import check_url, is_url
+from mmgbm.urls import check_url, is_url
 
 DEFAULT_CONFIG_NAME = "mmgbm.yaml"
 # A Dask scheduler's address as `dask scheduler` prints it: tcp://host:port (an IPv6 host in brackets).

@@ -22,11 +22,12 @@ from mmgbm.errors import MmgbmError
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.features.image_decoding import image_sources
 from mmgbm.features.images import embed_images, known_failures
-from mmgbm.features.photo_fetch import is_web_url, source_url
+from mmgbm.features.photo_fetch import source_url
 from mmgbm.features.photos import Photos
 from mmgbm.features.store import FeatureStore
 from mmgbm.features.text import content_hashes, load_vectorizer
 from mmgbm.features.text_cleaning import join_columns
+from mmgbm.urls import is_web_url
 from mmgbm.workdir import colour_store, image_store, text_store
 
 

@@ -19,28 +19,11 @@ from typing import IO, Any
 
 from mmgbm.errors import MmgbmError, first_line
 from mmgbm.features.atomic import disk_error, remove_orphans, write_atomically
+from mmgbm.urls import is_url
 
 
 class StorageError(MmgbmError):
     """The object store could not be reached or refused a request: nothing is known of the file asked for."""
-
-
-def is_url(where: str | Path) -> bool:
-    return "://" in str(where)
-
-
-def check_url(url: str, setting: str) -> None:
-    """Refuse, in one line, a URL whose storage fsspec does not know or whose package is not installed."""
-    import fsspec
-
-    protocol = url.split("://", 1)[0]
-    try:
-        fsspec.get_filesystem_class(protocol)
-    except ImportError as exc:  # fsspec says which package: "Install s3fs to access S3"
-        raise MmgbmError(f"{setting} {url}: {exc} (on every machine that runs mmgbm or a Dask worker)") from None
-    except ValueError:
-        raise MmgbmError(f"{setting} {url}: unknown storage {protocol!r}; give a folder or an fsspec URL such as "
-                         f"s3://bucket/path") from None
 
 
 def folder(where: str | Path, options: dict[str, Any] | None = None) -> LocalFolder | ObjectFolder:

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mmgbm.features import photo_urls
 from mmgbm.features.colour import colour_statistics
-from mmgbm.features.folder import is_url
+from mmgbm.urls import is_url
 
 NO_PATH = "no image path"
 BAD_PATH = "invalid path"

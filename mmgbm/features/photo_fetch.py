@@ -22,8 +22,8 @@ import asyncio
 import io
 import ipaddress
 import json
-import socket
 import queue
+import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -32,12 +32,13 @@ from urllib.parse import urljoin, urlsplit
 
 from PIL import Image, UnidentifiedImageError
 
+from mmgbm.urls import WEB_SCHEMES
+
 if TYPE_CHECKING:
     import aiohttp
 
     from mmgbm.config import PhotoFetchConfig
 
-WEB_SCHEMES = ("http", "https")
 TIMED_OUT = "timed out"
 NOT_ALLOWED = "address not allowed"
 NOT_AN_IMAGE = "not an image"
@@ -45,10 +46,6 @@ TOO_LARGE = "too large"
 TOO_MANY_REDIRECTS = "too many redirects"
 UNREACHABLE = "connection failed"
 BAD_URL = "invalid URL"
-
-
-def is_web_url(value: str) -> bool:
-    return urlsplit(value).scheme.lower() in WEB_SCHEMES if "://" in value else False
 
 
 def photo_candidates(value: Any, separator: str | None) -> list[str]:

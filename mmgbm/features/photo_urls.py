@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from mmgbm.errors import MmgbmError, first_line
-from mmgbm.features.folder import is_url
+from mmgbm.urls import is_url
 
 
 def join(root: str, value: str) -> str:

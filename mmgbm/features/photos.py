@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from mmgbm.features import photo_urls
-from mmgbm.features.folder import is_url
 from mmgbm.features.image_decoding import UnreadableImage, check_image_file
-from mmgbm.features.photo_fetch import PhotoFetcher, is_web_url, photo_candidates
+from mmgbm.features.photo_fetch import PhotoFetcher, photo_candidates
+from mmgbm.urls import is_url, is_web_url
 
 if TYPE_CHECKING:
     from mmgbm.config import Config, PhotoFetchConfig
