@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,14 +27,16 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from mmgbm.catalogue import load_split
-from mmgbm.commands.serve import service_process
-from mmgbm.config import load_config
-from mmgbm.features.image_decoding import decode_image
-from mmgbm.features.image_encoder import ImageEncoder
-from mmgbm.features.photos import Photos
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests.service: the service in a child process, as the tests run it
+
+from mmgbm.catalogue import load_split  # noqa: E402
+from mmgbm.config import load_config  # noqa: E402
+from mmgbm.features.image_decoding import decode_image  # noqa: E402
+from mmgbm.features.image_encoder import ImageEncoder  # noqa: E402
+from mmgbm.features.photos import Photos  # noqa: E402
+from tests.service import service_process  # noqa: E402
+
 BATCH = 32
 
 

@@ -107,3 +107,20 @@ def test_the_report_never_opens_special_files_or_photos_outside_the_images_folde
     result = audit(load_config(path, {"data.images_root": str(tmp_path)}), "articleType", 3)
     assert opened == [str(plain)]
     assert result.html_path.read_text().count("data:image/jpeg;base64,") == 1
+
+
+def test_thumbnails_decode_as_extraction_does(tmp_path: Path):
+    """A 16-bit scan and a transparent PNG: the thumbnail shows what the model saw (grey scaled down, transparency
+    on white), not what a plain RGB conversion gives (16-bit clipped to white, transparency to black)."""
+    import io
+
+    from PIL import Image
+
+    from mmgbm.features.image_decoding import thumbnail_jpeg
+
+    Image.fromarray(np.full((40, 40), 128 * 257, np.uint16)).save(tmp_path / "scan.png")
+    Image.new("RGBA", (40, 40), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    grey = np.asarray(Image.open(io.BytesIO(thumbnail_jpeg(tmp_path / "scan.png", (16, 16)))).convert("L"))
+    white = np.asarray(Image.open(io.BytesIO(thumbnail_jpeg(tmp_path / "clear.png", (16, 16)))).convert("L"))
+    assert grey.shape == (16, 16) and abs(float(grey.mean()) - 128) < 3
+    assert white.min() > 250

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 from mmgbm.commands.predict import predict
-from mmgbm.commands.serve import service_process
+from tests.service import service_process
 from mmgbm.commands.train import train
 from mmgbm.config import load_config
 from mmgbm.features.image_encoder import BUNDLED_B0_WEIGHTS
@@ -207,3 +208,23 @@ def test_posted_photo_urls_are_fetched_and_embedded_as_extraction_embeds_the_fil
     assert response.json()["detail"] == ("product 'metadata': image 'http://169.254.169.254/x.jpg' unusable "
                                          "(address not allowed)")
     assert client.get("/health").status_code == 200
+
+
+@pytest.mark.slow
+def test_the_service_keeps_its_openapi_contract(photo_project):
+    """schemathesis generates requests from the service's own OpenAPI schema, valid and invalid ones (with a fixed
+    seed), and checks every answer against it: no 5xx, only documented statuses, bodies of the documented shape,
+    valid requests accepted and invalid ones refused. Photo URLs are off here: generated requests must not reach
+    for any address."""
+    import subprocess
+    import sys
+
+    overrides = ["--data.remote_images", "false"]
+    with service_process(photo_project[0], ["baseColour"], overrides, cwd=REPO) as url:
+        run = subprocess.run([str(Path(sys.executable).parent / "schemathesis"), "run", f"{url}/openapi.json",
+                              "--checks", "all", "--max-examples", "300", "--seed", "20261204", "--workers", "1",
+                              "--generation-deterministic", "--no-shrink", "--max-failures", "5"],
+                             capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:]
+    cases = sum(int(n) for n in re.findall(r"(\d+) generated", run.stdout))
+    assert cases >= 500, run.stdout[-2000:]

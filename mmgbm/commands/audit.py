@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold, cross_validate
 
@@ -32,7 +30,7 @@ from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import MMGBMClassifier, ProductMatrix
 from mmgbm.features.design import load_products
-from mmgbm.features.image_decoding import image_file
+from mmgbm.features.image_decoding import UnreadableImage, thumbnail_jpeg
 from mmgbm.features.photos import Photos
 from mmgbm.workdir import report_dir
 
@@ -174,12 +172,7 @@ def _thumbnail(path: str, places: Photos) -> str:
         return f'<img src="{html.escape(path)}" alt="photo" width="{THUMBNAIL[0]}" loading="lazy">'
     try:
         places.check(path)
-        with Image.open(image_file(path)) as im:
-            im.draft("RGB", THUMBNAIL)
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            im.thumbnail(THUMBNAIL)
-            out = io.BytesIO()
-            im.save(out, "JPEG", quality=80)
-    except Exception:  # refused, missing, anything a decoder raises: the row just has no photo
+        jpeg = thumbnail_jpeg(path, THUMBNAIL, places.inside)
+    except UnreadableImage:  # refused, missing, not an image: the row just has no photo
         return "<small>no photo</small>"
-    return f'<img src="data:image/jpeg;base64,{base64.b64encode(out.getvalue()).decode()}" alt="photo">'
+    return f'<img src="data:image/jpeg;base64,{base64.b64encode(jpeg).decode()}" alt="photo">'

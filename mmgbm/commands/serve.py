@@ -11,20 +11,11 @@ ranking. Whatever a client can get wrong is a 4xx with a one-line `detail`, and 
 import base64
 import binascii
 import json
-import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from mmgbm.commands.artifact import check_fingerprints, load_artifact
 from mmgbm.commands.normalise import check_normalisation
@@ -70,12 +61,26 @@ class PredictionService:
                 for i, pid in enumerate(frame[self.cfg.data.id_column])]
 
 
+class Problem(BaseModel):
+    """Every 4xx answer: one line saying what is wrong with the request and how to fix it."""
+
+    detail: str
+
+
+# The answers a request can get besides 200, as the OpenAPI schema documents them.
+PROBLEMS = {status: {"model": Problem, "description": text} for status, text in (
+    (400, "the body could not be parsed (a broken multipart request)"),
+    (413, "the body is over the size limit"),
+    (422, "a product or a parameter is invalid: one line naming it"))}
+
+
 def product_model(cfg: Config, features: OnlineFeatures) -> type[BaseModel]:
-    """The request schema of one product, from the config: unknown fields and wrong types are refused."""
+    """The request schema of one product, from the config: unknown fields, wrong types (a number where text is
+    expected, `true` for a number) and blank ids are refused, so the schema says exactly what is accepted."""
     data = cfg.data
-    fields: dict[str, Any] = {data.id_column: (str, ...)}
+    fields: dict[str, Any] = {data.id_column: (Annotated[str, Field(min_length=1, pattern=r"\S")], ...)}
     for column in features.columns:
-        kind = float if column in data.numeric_columns else str
+        kind = Annotated[float, Field(strict=True)] if column in data.numeric_columns else str
         fields[column] = (Optional[kind], None)
     if features.encoder is not None:
         fields[data.image_column] = (Optional[str], None)
@@ -135,7 +140,7 @@ def create_app(service: PredictionService, max_body_bytes: int = MAX_BODY_BYTES)
         return {"status": "ok", "targets": list(service.models),
                 "image_encoder": None if encoder is None else encoder.backbone}
 
-    @app.post("/predict")
+    @app.post("/predict", responses=PROBLEMS)
     def predict(products: list[Product] = Body(..., min_length=1, max_length=MAX_PRODUCTS),  # type: ignore[valid-type]
                 top_k: int = TopK) -> dict[str, Any]:
         """Predict every served target for a list of products (at most 256)."""
@@ -143,7 +148,7 @@ def create_app(service: PredictionService, max_body_bytes: int = MAX_BODY_BYTES)
         return {"predictions": service.predict(products, images, top_k)}
 
     if service.features.encoder is not None:
-        @app.post("/predict/upload")
+        @app.post("/predict/upload", responses=PROBLEMS)
         def predict_upload(image: UploadFile = File(...), product: str = Form(..., description="The product as JSON"),
                            top_k: int = TopK) -> dict[str, Any]:
             """One product with its photo uploaded as a file; `product` holds its other fields as JSON."""
@@ -156,7 +161,28 @@ def create_app(service: PredictionService, max_body_bytes: int = MAX_BODY_BYTES)
                 raise BadProduct("an uploaded product takes its photo from the file; leave out its image fields")
             return {"predictions": service.predict([posted], [image.file.read()], top_k)}
 
+    app.openapi = lambda: _openapi(app)
     return app
+
+
+def _openapi(app) -> dict[str, Any]:
+    """FastAPI's schema, with the upload's `product` part described as what it is: a Product as JSON (a multipart
+    part of type application/json), not any string."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        upload = schema["paths"].get("/predict/upload", {}).get("post")
+        if upload is not None:
+            generated = upload["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
+            del schema["components"]["schemas"][generated.rsplit("/", 1)[1]]
+            upload["requestBody"] = {"required": True, "content": {"multipart/form-data": {
+                "schema": {"type": "object", "required": ["image", "product"], "properties": {
+                    "image": {"type": "string", "format": "binary", "description": "The product's photo"},
+                    "product": {"$ref": "#/components/schemas/Product"}}},
+                "encoding": {"product": {"contentType": "application/json"}}}}}
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _one_line(errors: list[dict]) -> str:
@@ -222,34 +248,3 @@ def serve(cfg: Config, targets: list[str] | None = None, host: str = "127.0.0.1"
     service = PredictionService(cfg, targets)
     say(f"serving {', '.join(service.models)} on http://{host}:{port} (API docs at /docs)")
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
-
-
-@contextmanager
-def service_process(config: Path, targets: list[str], overrides: list[str] = (), startup_s: float = 300,
-                    **popen) -> Iterator[str]:
-    """`mmgbm serve` in a child process on a free 127.0.0.1 port while the block runs (tests, benchmarks): yields its
-    base URL once /health answers, and stops it after."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    args = [sys.executable, "-m", "mmgbm", "serve", "-c", str(config), "--port", str(port), *overrides]
-    for target in targets:
-        args += ["-t", target]
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(args, **popen)
-    try:
-        deadline = time.monotonic() + startup_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"`{' '.join(args[1:])}` exited with status {process.returncode}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5):
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the service did not answer within {startup_s:.0f}s") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=60)

@@ -16,7 +16,8 @@ import io
 import os
 import stat
 from pathlib import Path
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -40,6 +41,7 @@ REASONS = (NO_PATH, BAD_PATH, OUTSIDE_ROOT, NOT_FOUND, NOT_A_FILE, EMPTY, NOT_AN
 # Decoding is bounded by pixels actually decoded (after JPEG draft scaling): 64 Mpx of RGB is ~200 MB per decode
 # thread, which keeps a few parallel decodes far below the 3 GiB the whole extraction may use.
 MAX_DECODE_PIXELS = 64_000_000
+T = TypeVar("T")
 # Image backgrounds in catalogues are white; transparent pixels become white rather than whatever RGB they hide.
 BACKGROUND = (255, 255, 255)
 
@@ -86,7 +88,30 @@ def decode_image_bytes(data: bytes, size: int) -> DecodedImage:
     return _decoded(io.BytesIO(data), size)
 
 
+def thumbnail_jpeg(path: str | os.PathLike[str], box: tuple[int, int], inside: Path | str | None = None) -> bytes:
+    """The image at `path` shrunk to fit `box`, as JPEG bytes (a report's picture): the checks and the decode of
+    `decode_image`, so a file refused there is refused here for the same reason."""
+    check_image_file(path, inside)
+
+    def shrunk(rgb: Image.Image) -> bytes:
+        rgb.thumbnail(box)
+        out = io.BytesIO()
+        rgb.save(out, "JPEG", quality=80)
+        return out.getvalue()
+
+    return _with_rgb(image_file(path), max(box), shrunk)
+
+
 def _decoded(source: str | os.PathLike[str] | io.BytesIO, size: int) -> DecodedImage:
+    def square(rgb: Image.Image) -> DecodedImage:
+        pixels = np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+        return DecodedImage(pixels, colour_statistics(rgb))
+
+    return _with_rgb(source, size, square)
+
+
+def _with_rgb(source: str | os.PathLike[str] | io.BytesIO, size: int, use: Callable[[Image.Image], T]) -> T:
+    """`use` of the image as RGB (upright, alpha on white, 16-bit scaled), decoded at no less than `size` pixels."""
     try:
         with Image.open(source) as im:
             # JPEG can decode at 1/2, 1/4 or 1/8 scale for almost nothing: a 10,000 px photo never exists in full.
@@ -94,9 +119,7 @@ def _decoded(source: str | os.PathLike[str] | io.BytesIO, size: int) -> DecodedI
             width, height = im.size
             if width * height > MAX_DECODE_PIXELS:
                 raise UnreadableImage(TOO_LARGE, f"{width}x{height} pixels")
-            rgb = _to_rgb(ImageOps.exif_transpose(im))
-            pixels = np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
-            return DecodedImage(pixels, colour_statistics(rgb))
+            return use(_to_rgb(ImageOps.exif_transpose(im)))
     except Image.DecompressionBombError as exc:
         raise UnreadableImage(TOO_LARGE, str(exc)) from None
     except UnidentifiedImageError as exc:
