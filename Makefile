@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo browser test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,14 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/mmgbm demo
+
+# The review page's browser test drives Debian's headless Chromium through its chromedriver (tests/browser.py).
+# Installed here where it is missing and apt-get can (CI, as root); elsewhere the test says why it skips.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then echo "chromium: installed"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else echo "WARNING: no chromium/chromedriver and no apt-get as root: the review page's browser test will skip"; fi
 
 # pytest exits 5 when it collects no test: say so loudly instead of failing on it or passing silently.
 NO_TESTS_IS_A_WARNING = rc=$$?; if [ $$rc -eq 5 ]; then echo "WARNING: pytest collected no tests"; exit 0; fi; exit $$rc

@@ -228,6 +228,25 @@ def audit(
 
 
 @app.command(context_settings=OVERRIDES)
+def review(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    target: Annotated[Optional[list[str]], typer.Option(
+        "--target", "-t", help="Audited target to review; repeat it (default: every target with an audit).",
+        show_default=False)] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; any but this machine's needs MMGBM_REVIEW_TOKEN "
+                                           "set to take decisions.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Answer the audit's suspects in a browser (keep, take the suggestion, pick another label); the answers go to
+    <workdir>/labels/<target>.csv, which train and evaluate read."""
+    from mmgbm.commands.review import review as run_review
+
+    cfg = _config(ctx, config)
+    run_review(cfg, target, host, port, say=lambda line: console.print(line, highlight=False, soft_wrap=True))
+
+
+@app.command(context_settings=OVERRIDES)
 def brands(
     ctx: typer.Context,
     config: ConfigOpt = None,

@@ -72,6 +72,9 @@ class DataConfig(Strict):
     fetch: PhotoFetchConfig = PhotoFetchConfig()
     categorical_columns: list[str] = []
     numeric_columns: list[str] = []
+    # Reviewers' decisions (<workdir>/labels/<target>.csv, written by `mmgbm review`) replace the labels they decided
+    # in train, evaluate and audit; false reads the table's labels as they are.
+    corrections: bool = True
 
     @field_validator("splits")
     @classmethod

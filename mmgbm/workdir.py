@@ -8,6 +8,7 @@
       models/<target>/             one trained model per target
       reports/<target>/            evaluation metrics and plots
       reports/brands/              `mmgbm brands`: brands.csv and brands.html
+      labels/<target>.csv          reviewers' decisions on training labels (mmgbm.corrections)
       submission.csv               the demo's predictions
 
 The feature store may lie on object storage (`store: s3://bucket/path`, mmgbm.features.folder): it is what a
@@ -92,6 +93,10 @@ def model_dir(cfg: Config, target: str) -> Path:
 
 def report_dir(cfg: Config, target: str) -> Path:
     return Path(cfg.workdir) / "reports" / target
+
+
+def labels_path(cfg: Config, target: str) -> Path:
+    return Path(cfg.workdir) / "labels" / f"{target}.csv"
 
 
 def brands_dir(cfg: Config) -> Path:

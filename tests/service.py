@@ -15,13 +15,13 @@ from pathlib import Path
 
 @contextmanager
 def service_process(config: Path, targets: list[str], overrides: list[str] = (), startup_s: float = 300,
-                    **popen) -> Iterator[str]:
-    """`mmgbm serve` in a child process on a free 127.0.0.1 port while the block runs (tests, benchmarks): yields its
-    base URL once /health answers, and stops it after."""
+                    command: str = "serve", **popen) -> Iterator[str]:
+    """`mmgbm serve` (or `mmgbm review`: `command`) in a child process on a free 127.0.0.1 port while the block runs
+    (tests, benchmarks): yields its base URL once /health answers, and stops it after."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    args = [sys.executable, "-m", "mmgbm", "serve", "-c", str(config), "--port", str(port), *overrides]
+    args = [sys.executable, "-m", "mmgbm", command, "-c", str(config), "--port", str(port), *overrides]
     for target in targets:
         args += ["-t", target]
     url = f"http://127.0.0.1:{port}"

@@ -221,7 +221,8 @@ def test_the_service_keeps_its_openapi_contract(photo_project):
 
     overrides = ["--data.remote_images", "false"]
     with service_process(photo_project[0], ["baseColour"], overrides, cwd=REPO) as url:
-        run = subprocess.run([str(Path(sys.executable).parent / "schemathesis"), "run", f"{url}/openapi.json",
+        run = subprocess.run([str(Path(sys.executable).parent / "schemathesis"), "--config-file",
+                              str(Path(__file__).parent / "schemathesis.toml"), "run", f"{url}/openapi.json",
                               "--checks", "all", "--max-examples", "300", "--seed", "20261204", "--workers", "1",
                               "--generation-deterministic", "--no-shrink", "--max-failures", "5"],
                              capture_output=True, text=True, timeout=900)

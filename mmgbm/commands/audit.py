@@ -8,6 +8,9 @@ suggested label, so a reviewer knows whether to look at the photo or read the ti
 
     <workdir>/reports/<target>/audit.csv    every product whose label the model disagrees with, most suspect first
     <workdir>/reports/<target>/audit.html   the top suspects with photo thumbnails embedded: opens offline, anywhere
+
+Products a reviewer already decided (`mmgbm review`, <workdir>/labels/<target>.csv) are left out of both: a person
+has looked at them. Labels are read through those decisions as `train` reads them.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from mmgbm.catalogue import load_split
 from mmgbm.commands.predict import checked_artifact
 from mmgbm.commands.targets import resolve_targets, target_values
 from mmgbm.config import Config
+from mmgbm.corrections import correct_labels, read_decisions
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import MMGBMClassifier, ProductMatrix
 from mmgbm.features.design import load_products
@@ -47,15 +51,20 @@ class AuditResult:
     source: str  # where the out-of-fold probabilities came from
     csv_path: Path
     html_path: Path
+    decided: frozenset[str] = frozenset()  # ids a reviewer decided: not suspects any more
 
     @property
     def suspects(self) -> pd.DataFrame:
-        return self.ranked[self.ranked["given_label"] != self.ranked["suggested_label"]]
+        """The products whose given label the model disagrees with and nobody has decided yet, most suspect first."""
+        disagree = self.ranked["given_label"] != self.ranked["suggested_label"]
+        return self.ranked[disagree & ~self.ranked["id"].isin(self.decided)]
 
     def describe(self) -> str:
+        decided = f"; {len(self.decided):,} decided by reviewers, left out" if self.decided else ""
         return (f"{self.target}: {len(self.ranked):,} training products; the model disagrees with "
-                f"{len(self.suspects):,} given labels, {int(self.ranked['label_issue'].sum()):,} flagged as label "
-                f"issues ({self.source})\n-> {self.csv_path}\n-> {self.html_path}")
+                f"{len(self.suspects):,} given labels left to review{decided}; "
+                f"{int(self.ranked['label_issue'].sum()):,} flagged as label issues ({self.source})"
+                f"\n-> {self.csv_path}\n-> {self.html_path}")
 
 
 def audit(cfg: Config, target: str, report_rows: int = 200) -> AuditResult:
@@ -64,6 +73,7 @@ def audit(cfg: Config, target: str, report_rows: int = 200) -> AuditResult:
     frame = load_split(cfg, "train")
     products, fingerprints = load_products(cfg, frame)
     model = checked_artifact(cfg, name, fingerprints).model
+    frame, _ = correct_labels(cfg, name, frame, cfg.targets[name].column)
     if model.regression:
         raise MmgbmError(f"target {name!r} is a regression; audit ranks the labels of classification targets")
     values = target_values(frame, cfg.targets[name], f"{cfg.data.splits['train']} (train)", model.label_names)
@@ -78,7 +88,9 @@ def audit(cfg: Config, target: str, report_rows: int = 200) -> AuditResult:
 
     folder = report_dir(cfg, name)
     folder.mkdir(parents=True, exist_ok=True)
-    result = AuditResult(name, ranked, source, folder / "audit.csv", folder / "audit.html")
+    decisions = read_decisions(cfg, name)
+    decided = frozenset() if decisions is None else frozenset(decisions.latest.index)
+    result = AuditResult(name, ranked, source, folder / "audit.csv", folder / "audit.html", decided)
     result.suspects.to_csv(result.csv_path, index=False)
     places = Photos.of(cfg)
     photos = (dict(zip(kept[cfg.data.id_column], places.paths(kept[cfg.data.image_column])))
@@ -156,7 +168,9 @@ td, th {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; ve
 </style></head><body>
 <h1>{title}</h1>
 <p>{len(result.suspects):,} of {len(result.ranked):,} training labels disagree with the out-of-fold prediction
-({html.escape(result.source)}); the {len(shown):,} most likely wrong first. The full list is {result.csv_path.name}.</p>
+({html.escape(result.source)}) and are left to review{_decided_note(result)}; the {len(shown):,} most likely wrong
+first. The full list is {result.csv_path.name}; review them with
+<code>mmgbm review -t {html.escape(result.target)}</code>.</p>
 <table><tr><th>#</th><th>photo</th><th>title / id</th><th>given</th><th>suggested</th><th>confidence wrong</th>
 <th>suggested by</th></tr>
 {body}
@@ -164,15 +178,28 @@ td, th {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; ve
 """
 
 
-def _thumbnail(path: str, places: Photos) -> str:
-    """The photo as a small inline JPEG, so the report is one self-contained file. The extractor's checks come
-    first: a path outside the images folder or a special file (a FIFO would block) is never opened. A photo URL is
-    linked, not fetched: the reviewer's browser shows it."""
+def _decided_note(result: AuditResult) -> str:
+    return f" ({len(result.decided):,} decided by reviewers are left out)" if result.decided else ""
+
+
+def photo_preview(path: str, places: Photos, box: tuple[int, int]) -> bytes | str | None:
+    """What a reviewer is shown of a product's photo: a small JPEG of a file, a photo URL as itself (linked, not
+    fetched: the reviewer's browser shows it), None when there is none. The extractor's checks come first: a path
+    outside the images folder or a special file (a FIFO would block) is never opened."""
     if places.fetched(path):
-        return f'<img src="{html.escape(path)}" alt="photo" width="{THUMBNAIL[0]}" loading="lazy">'
+        return path
     try:
         places.check(path)
-        jpeg = thumbnail_jpeg(path, THUMBNAIL, places.inside)
-    except UnreadableImage:  # refused, missing, not an image: the row just has no photo
+        return thumbnail_jpeg(path, box, places.inside)
+    except UnreadableImage:  # refused, missing, not an image: the product just has no photo
+        return None
+
+
+def _thumbnail(path: str, places: Photos) -> str:
+    """The photo as a small inline JPEG, so the report is one self-contained file."""
+    photo = photo_preview(path, places, THUMBNAIL)
+    if photo is None:
         return "<small>no photo</small>"
-    return f'<img src="data:image/jpeg;base64,{base64.b64encode(jpeg).decode()}" alt="photo">'
+    if isinstance(photo, str):
+        return f'<img src="{html.escape(photo)}" alt="photo" width="{THUMBNAIL[0]}" loading="lazy">'
+    return f'<img src="data:image/jpeg;base64,{base64.b64encode(photo).decode()}" alt="photo">'

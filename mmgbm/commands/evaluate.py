@@ -22,6 +22,7 @@ from mmgbm.commands.predict import checked_artifact, estimator_call
 from mmgbm.commands.reports import confusion_png, importance_png, per_class_f1_png, reliability_png, scatter_png
 from mmgbm.commands.targets import resolve_targets, target_values
 from mmgbm.config import Config, TargetConfig
+from mmgbm.corrections import correct_labels, corrections_note
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import FUSED, ProductMatrix
 from mmgbm.features.design import load_products
@@ -47,7 +48,8 @@ class EvaluationResult:
                           f"{share['accuracy']:.4f} (confidence >= {share['min_confidence']:.2f})")
         unseen = ", ".join(f"{col} {n:,}" for col, n in m["unseen_metadata_levels"].items() if n)
         unseen = f"; products with metadata levels unseen in training (read as missing): {unseen}" if unseen else ""
-        return (f"{self.target} on {m['split']} ({m[FUSED]['rows']:,} products, {m['dropped']}): "
+        return (f"{self.target} on {m['split']} ({m[FUSED]['rows']:,} products, {m['dropped']}"
+                f"{corrections_note(m['corrections'])}): "
                 f"fused {headline(m[FUSED])}" + (f"; {alone}" if alone else "") + confidence + unseen
                 + f" -> {self.folder}")
 
@@ -61,9 +63,12 @@ def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test",
     for name in names:
         artifact = checked_artifact(cfg, name, fingerprints)
         info = artifact.target
+        # Scored against the labels reviewers decided, where they decided one: a label known to be wrong would
+        # count a right prediction as an error.
+        labelled, corrections = correct_labels(cfg, name, frame, info.column)
         # The target as the model was trained (column, task, log transform, label names), whatever the config says
         # now; products whose label names no label are left out of the scores and counted.
-        values = target_values(frame, TargetConfig(column=info.column, task=info.task, log_target=info.log_target),
+        values = target_values(labelled, TargetConfig(column=info.column, task=info.task, log_target=info.log_target),
                                f"split {split!r}", None if artifact.model.regression else artifact.model.label_names)
         if not values.keep.any():
             raise MmgbmError(f"split {split!r} has no labelled products for target {name!r} ({info.column!r})")
@@ -73,6 +78,7 @@ def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test",
         fused = predicted[FUSED]
         metrics = {
             "target": name, "split": split, "dropped": values.describe(), "dropped_no_label": values.dropped_no_label,
+            "corrections": corrections,
             "predicts_with": model.choice_,
             FUSED: score(truth, fused),
             "modalities": {m: score(truth, predicted[m]) for m in model.modalities_},

@@ -122,15 +122,10 @@ def create_app(service: PredictionService, max_body_bytes: int = MAX_BODY_BYTES)
     Product = service.product_model
     cfg = service.cfg
     app = FastAPI(title="mmgbm", version="1", summary="Product attributes from text, photo and metadata.")
-    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    answer_problems(app, max_body_bytes)
     TopK = Query(DEFAULT_TOP_K, ge=1, le=20, description="Labels ranked per classification target.")
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _one_line(exc.errors())}, status_code=422)
-
     @app.exception_handler(BadProduct)
-    @app.exception_handler(MmgbmError)
     async def bad_product(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
@@ -163,6 +158,24 @@ def create_app(service: PredictionService, max_body_bytes: int = MAX_BODY_BYTES)
 
     app.openapi = lambda: _openapi(app)
     return app
+
+
+def answer_problems(app, max_body_bytes: int) -> None:
+    """Every refusal a one-line {detail} (Problem): bodies over the limit before they are read, invalid requests
+    located by their first error, a user's error (MmgbmError) in its own words."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _one_line(exc.errors())}, status_code=422)
+
+    @app.exception_handler(MmgbmError)
+    async def refused(request: Request, exc: MmgbmError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
 
 def _openapi(app) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from mmgbm.commands.normalise import normalisation
 from mmgbm.commands.targets import (check_binary, metadata_columns, min_training_rows, resolve_targets, target_names,
                                     target_values)
 from mmgbm.config import Config, TargetConfig
+from mmgbm.corrections import correct_labels, corrections_note
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import FUSED, MMGBMClassifier, MMGBMRegressor, ProductMatrix
 from mmgbm.estimator.base import MMGBMBase
@@ -50,7 +51,8 @@ class TrainSummary:
         heads = ", ".join(f"{n} {sign * v:.4f}" for n, v in val.items() if n != FUSED)
         classes = f"{m['classes']} classes" if m["classes"] else "regression"
         return (
-            f"{self.target}: {m['train_rows']:,} products ({m['dropped']}), {classes}; out-of-fold {unit}: "
+            f"{self.target}: {m['train_rows']:,} products ({m['dropped']}{corrections_note(m['corrections'])}), "
+            f"{classes}; out-of-fold {unit}: "
             f"fused {sign * val[FUSED]:.4f} | {heads}; predicts with {m['choice']}; {m['seconds']:.1f}s -> "
             f"{self.folder}"
         )
@@ -90,6 +92,7 @@ def train_target(cfg: Config, name: str, frame: pd.DataFrame, products: ProductM
     started = time.perf_counter()
     target = cfg.targets[name]
     source = f"{cfg.data.splits['train']} (train)"
+    frame, corrections = correct_labels(cfg, name, frame, target.column)
     names = target_names(cfg, name, frame)
     values = target_values(frame, target, source, names)
     if values.keep.sum() < min_training_rows(cfg):
@@ -116,6 +119,7 @@ def train_target(cfg: Config, name: str, frame: pd.DataFrame, products: ProductM
         "dropped_missing": values.dropped_missing,
         "dropped_nonpositive": values.dropped_nonpositive,
         "dropped_no_label": values.dropped_no_label,
+        "corrections": corrections,
         "normalise": normalisation(names),
         "classes": 0 if model.regression else int(len(model.classes_)),
         "validation": model.validation_,
