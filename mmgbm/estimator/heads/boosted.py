@@ -16,11 +16,10 @@ BOOSTED_MAX_FEATURES = 256
 class BoostedHead(BaseEstimator):
     """Boosted trees on a small dense block (a photo's colour statistics): one score per class, its log-probability.
     What names a colour is not linear in a histogram ("red" is a hue bin only with enough saturation and light),
-    which ridge and cosine neighbours miss: on the fashion photos (20% held out, seed 0), baseColour from the
-    colour statistics alone was 55.8% with ridge, 56.6% with an RBF kernel's ridge (Nystroem) and 59.8% with 60
-    rounds of 15-leaf trees. One thread: multiclass trees on ~10,000 rows took 6.8 s on one core and 13 s on two.
-    Fitted on at most `max_rows` rows (`bounded_sample`), as the linear heads are. The booster is kept as LightGBM's
-    model text (what a model artifact can hold) and parsed once when used."""
+    which ridge and cosine neighbours miss (the figures: README, "How it models"). One thread: multiclass trees on
+    this many rows ran faster on one core than on two. Fitted on at most `max_rows` rows (`bounded_sample`), as the
+    linear heads are. The booster is kept as LightGBM's model text (what a model artifact can hold) and parsed once
+    when used."""
 
     def __init__(self, n_classes: int = 0, rounds: int = 60, learning_rate: float = 0.2, num_leaves: int = 15,
                  max_rows: int = 50_000, seed: int = 0):
