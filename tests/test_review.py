@@ -72,8 +72,9 @@ def test_a_writer_killed_mid_stream_leaves_only_whole_lines(tmp_path: Path):
     """A reviewer's service killed while it appends: every line in the file reads back whole, and the next
     answer appends cleanly after them."""
     path = tmp_path / "articleType.csv"
-    code = ("import sys; from pathlib import Path; from tests.test_review import _append_many; "
-            "_append_many(sys.argv[1], 9, 100_000)")
+    code = ("import sys; from pathlib import Path; from mmgbm.corrections import Decision, append_decision\n"
+            "for i in range(100_000): append_decision(Path(sys.argv[1]), "
+            "Decision(str(i), 'articleType', 'Tshirts', 'Shirts', 'Shirts', 'reviewer 9, the careful one'))")
     writer = subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=Path(__file__).resolve().parents[1])
     deadline = time.monotonic() + 30
     while (not path.exists() or path.stat().st_size < 20_000) and time.monotonic() < deadline:
