@@ -38,8 +38,8 @@ class HoldoutConfig(Strict):
 class PhotoFetchConfig(Strict):
     """How photo URLs are fetched (mmgbm.features.photo_fetch): many at once, none waited on for long."""
 
-    in_flight: int = Field(64, ge=1, le=4096, description="requests in flight at once")
-    per_host: int = Field(32, ge=1, description="requests in flight to one host")
+    in_flight: int = Field(128, ge=1, le=4096, description="requests in flight at once")
+    per_host: int = Field(64, ge=1, description="requests in flight to one host (a CDN serves many)")
     connect_timeout: float = Field(5.0, gt=0, description="seconds to connect")
     read_timeout: float = Field(10.0, gt=0, description="seconds without a byte from the server")
     total_timeout: float = Field(30.0, gt=0, description="seconds for one try, however slowly the bytes come")

@@ -14,6 +14,7 @@ A and B the remote photos/s over the local ones, C the extra time of the run wit
 the same latency. Peak memory is this process's maximum resident set.
 
     .venv/bin/python scripts/bench_fetch.py [--config configs/fashion.yaml] [--photos 512] [--hung 0.01]
+                                            [--rounds 2] [--fetch per_host=64 ...]
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def run(cfg: Config, ids: list[str], values: list[str], folder: Path, remote: bo
     raw = {"workdir": str(folder / "work"),
            "data": {"splits": {"train": str(folder / "products.csv")}, "image_column": "image",
                     "images_root": str(Photos.of(cfg).root), "remote_images": remote,
-                    "remote_image_hosts": ["127.0.0.1"]},
+                    "remote_image_hosts": ["127.0.0.1"], "fetch": cfg.data.fetch.model_dump()},
            "features": {"image": {"backbone": image.backbone, "weights": image.weights,
                                   "batch_size": image.batch_size}, "text": {"enabled": False}}}
     (folder / "bench.yaml").write_text(yaml.safe_dump(raw))
@@ -86,8 +87,12 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=512)
     parser.add_argument("--hung", type=float, default=0.01, help="share of URLs that hang (and as many bad ones)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--fetch", action="append", default=[], metavar="KEY=VALUE",
+                        help="a data.fetch setting for the URL runs, e.g. per_host=64")
     args = parser.parse_args()
     cfg, ids, values = sample(args.config, args.photos)
+    for key, _, value in (item.partition("=") for item in args.fetch):
+        setattr(cfg.data.fetch, key, yaml.safe_load(value))
     root = str(Photos.of(cfg).root)
     stop, ports = multiprocessing.Event(), multiprocessing.Queue()
     latencies = (0.0, 0.1, 0.3)
