@@ -128,10 +128,13 @@ class ImageFeaturesConfig(Strict):
     image_size: int | None = Field(None, ge=32, le=1024, description="default: 224 for b0, 300 for b3")
     batch_size: int = Field(32, ge=1, le=1024)
     shard_size: int = Field(1024, ge=1)
-    # bfloat16 computes in mixed precision: ~1.5x faster on CPUs with AVX512-BF16/AMX, features within 1e-2 cosine.
-    precision: Literal["float32", "bfloat16"] = "float32"
-    # openvino: the same network on OpenVINO's CPU runtime (pip install 'mmgbm[openvino]'), faster on x86 CPUs.
-    runtime: Literal["tensorflow", "openvino"] = "tensorflow"
+    # What runs the network (mmgbm.features.image_runtime): auto continues a store as it was made, and for a new one
+    # takes OpenVINO where it is installed (else TensorFlow), in bfloat16 where the CPU computes it natively.
+    runtime: Literal["auto", "tensorflow", "openvino"] = "auto"
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    # A store refuses features made by another runtime or precision; true reads and extends it with them mixed in
+    # (they agree within the cosine bounds the README gives).
+    accept_other_runtimes: bool = False
 
     @property
     def resolved_image_size(self) -> int:

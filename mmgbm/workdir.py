@@ -25,7 +25,8 @@ from mmgbm.config import Config
 from mmgbm.features import colour
 from mmgbm.features.folder import LocalFolder, ObjectFolder, folder
 from mmgbm.features.image_encoder import weights_fingerprint
-from mmgbm.features.store import FeatureStore
+from mmgbm.features.image_runtime import LEGACY, EncoderChoice, choose
+from mmgbm.features.store import FeatureStore, Mixable
 from mmgbm.features.text_vectorizer import TextVectorizer
 
 IMAGE_FORMAT_VERSION = 1
@@ -45,8 +46,19 @@ def image_dir(cfg: Config) -> Folder:
     return features_dir(cfg) / "image"
 
 
+def image_encoder_choice(cfg: Config) -> EncoderChoice:
+    """The runtime and precision of the config's embeddings: `auto` settings follow the store's features where it
+    holds any, unless features made another way may be mixed in anyway."""
+    image = cfg.features.image
+    stored = None
+    if "auto" in (image.runtime, image.precision) and not image.accept_other_runtimes:
+        stored = FeatureStore(_embedding_dir(cfg), {}).made_as()
+    return choose(image.runtime, image.precision, stored)
+
+
 def image_store(cfg: Config) -> FeatureStore:
-    """The embeddings of the config's backbone, stamped with how they are made."""
+    """The embeddings of the config's backbone, stamped with how they are made (the runtime and precision only
+    where they are not TensorFlow float32, so stores made before those settings existed stay valid)."""
     image = cfg.features.image
     fingerprint = {
         "kind": "image",
@@ -55,12 +67,12 @@ def image_store(cfg: Config) -> FeatureStore:
         "weights": weights_fingerprint(image.weights),
         "dim": image.dim,
         "format_version": IMAGE_FORMAT_VERSION,
+        **image_encoder_choice(cfg).fingerprint(),
     }
-    if image.precision != "float32":  # only then, so float32 stores made before the setting existed stay valid
-        fingerprint["precision"] = image.precision
-    if image.runtime != "tensorflow":  # likewise: another runtime's features are not mixed in silently
-        fingerprint["runtime"] = image.runtime
-    return FeatureStore(_embedding_dir(cfg), fingerprint)
+    mixable = Mixable(tuple(LEGACY), image.accept_other_runtimes,
+                      "or set features.image.runtime and precision to auto to extend it as it was made, or "
+                      "features.image.accept_other_runtimes: true to mix them")
+    return FeatureStore(_embedding_dir(cfg), fingerprint, implied=LEGACY, mixable=mixable)
 
 
 def colour_store(cfg: Config) -> FeatureStore:

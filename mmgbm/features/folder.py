@@ -68,6 +68,10 @@ class LocalFolder:
     def rename(self, name: str, new_name: str) -> None:
         (self.root / name).replace(self.root / new_name)
 
+    def delete(self, name: str) -> None:
+        """Remove one file; one already gone is fine."""
+        (self.root / name).unlink(missing_ok=True)
+
     def remove(self) -> None:
         if self.root.exists():
             shutil.rmtree(self.root)
@@ -142,6 +146,14 @@ class ObjectFolder:
     def rename(self, name: str, new_name: str) -> None:
         with self._reaching(self.address(name)):  # a copy and a delete: readers skip either name
             self.fs.mv(self._key(name), self._key(new_name))
+
+    def delete(self, name: str) -> None:
+        """Remove one object; one already gone is fine."""
+        with self._reaching(self.address(name)):
+            try:
+                self.fs.rm_file(self._key(name))
+            except FileNotFoundError:
+                pass
 
     def remove(self) -> None:
         self.fs.invalidate_cache(self.path)

@@ -1,14 +1,16 @@
 """Frozen EfficientNet image embeddings and colour statistics for every product, streamed into the feature stores.
 
-The pipeline decodes and resizes images in parallel threads (tf.data over a PIL decoder that accepts anything a
-seller uploads) while batched graph-mode forward passes run. Each photo is decoded once: the same decode gives the
+The pipeline decodes and resizes images in a pool of threads (a PIL decoder that accepts anything a seller
+uploads; PIL lets go of the GIL while it decodes and resizes) while the encoder runs the batches before them: on
+OpenVINO as many requests in flight as it asks for. Each photo is decoded once: the same decode gives the
 encoder's input and the colour statistics. A shard is written each time `shard_size` rows are ready, so memory stays
 flat whatever the catalogue size and a killed run loses at most one shard. Products whose image cannot be read get
 neither (a missing value downstream), are listed in `failures.csv` next to the shards, and are retried by the next
 run. Each row records the image file's path, size and modification time (a photo URL's validators: ETag,
 Last-Modified, size), so a product whose photo changed is extracted again (and read as having no image until then).
 Photos by URL (mmgbm.features.photo_fetch) enter the decoders as they arrive, so a slow host holds only its own. This
-is the only writer of the image stores: training and prediction only read them. On a Dask cluster (mmgbm.cluster) the
+is the only writer of the image stores, one run at a time (mmgbm.features.store_lock): training and prediction
+only read them. On a Dask cluster (mmgbm.cluster) the
 work is cut into parts of `shard_size` products: each worker builds its encoder once, extracts the parts it is given
 and writes their shards itself; this process only decides what needs doing and lists the failures.
 """
@@ -16,13 +18,16 @@ and writes their shards itself; this process only decides what needs doing and l
 from __future__ import annotations
 
 import csv
+import os
 import posixpath
 import threading
 import time
 import warnings
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from itertools import islice
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,14 +42,21 @@ from mmgbm.config import Config, ImageFeaturesConfig
 from mmgbm.errors import MmgbmError
 from mmgbm.features import colour
 from mmgbm.features.image_decoding import UnreadableImage, decode_image, decode_image_bytes, image_sources
-from mmgbm.features.image_encoder import ImageEncoder
+from mmgbm.features.image_encoder import ImageEncoder, Tag
+from mmgbm.features.image_runtime import EncoderChoice
 from mmgbm.features.photo_fetch import PhotoFetcher, source_url
 from mmgbm.features.photos import Photos
 from mmgbm.features.store import FeatureStore, dense_table
-from mmgbm.workdir import Folder, colour_store, image_dir, image_failures, image_store
+from mmgbm.features.store_lock import writing_lock
+from mmgbm.workdir import Folder, colour_store, image_dir, image_encoder_choice, image_failures, image_store
 
 if TYPE_CHECKING:
     from distributed import Client
+
+# Decoding threads: PIL lets go of the GIL while it decodes and resizes, so one per core keeps decoding beside the
+# encoder's own threads; batches decoded ahead of the encoder, so it never waits on a slow photo.
+DECODE_THREADS = os.cpu_count() or 1
+DECODE_AHEAD = 4
 
 
 @dataclass
@@ -57,11 +69,12 @@ class ImageExtractionSummary:
     failures_path: Path | str
     store_root: Path | str  # holds the embeddings' and the colour statistics' stores
     seconds: float  # the whole call: reading the catalogue, building the model, embedding
-    embedding_seconds: float = 0.0  # the decode + forward + write loop alone: what images/s is measured on
+    embedding_seconds: float = 0.0  # the decode + forward + write loop alone: what photos/s is measured on
     shards_written: int = 0
     quarantined: list[Path | str] = field(default_factory=list)  # damaged shards set aside; their products were redone
     checked: int = 0  # photo URLs embedded before, asked whether they changed
     changed: int = 0  # of those, the ones that did (embedded again)
+    encoder: str = ""  # the runtime and precision that made the embeddings, and why where a setting was `auto`
 
     @property
     def failed(self) -> int:
@@ -73,12 +86,15 @@ class ImageExtractionSummary:
         return done / self.embedding_seconds if self.embedding_seconds > 0 else 0.0
 
     def describe(self) -> str:
+        # A rate only where photos were decoded: failures found by a look at the path cost next to nothing.
+        rate = f" ({self.images_per_second:.1f} photos/s while embedding)" if self.extracted + self.coloured else ""
         lines = [
             f"{self.products:,} products: {self.extracted:,} embedded, {self.skipped:,} already stored, "
             f"{self.failed:,} failed",
-            f"{self.seconds:.1f} s ({self.images_per_second:.1f} images/s while embedding), "
-            f"{self.shards_written} new shards in {self.store_root}",
+            f"{self.seconds:.1f} s{rate}, {self.shards_written} new shards in {self.store_root}",
         ]
+        if self.extracted:
+            lines.insert(1, f"embedded by {self.encoder}")
         if self.checked:
             lines.insert(1, f"{self.checked:,} photo URLs embedded before checked for changes: "
                             f"{self.changed:,} changed")
@@ -168,17 +184,32 @@ def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = Fal
     """Embed the image of every product of every split that the stores do not hold yet, and take its colour
     statistics from the same decode. A product is work to do when either store lacks it; the forward pass runs only
     for those without an embedding (a workdir made before colour statistics were extracted gets them). With a Dask
-    `client`, the work is cut into parts of `shard_size` products that the workers extract and store themselves."""
+    `client`, the work is cut into parts of `shard_size` products that the workers extract and store themselves.
+    A second extraction on the same stores meanwhile is refused."""
     start = time.perf_counter()
-    image_cfg = cfg.features.image
-    if not image_cfg.enabled:
+    if not cfg.features.image.enabled:
         raise MmgbmError("image features are off in this config (features.image.enabled: false); nothing to extract")
     if not cfg.data.image_column:
         raise MmgbmError("the config has no data.image_column; set it to the column that holds image paths")
+    with writing_lock(image_dir(cfg)):
+        if overwrite:
+            image_store(cfg).clear()
+            colour_store(cfg).clear()
+        choice = image_encoder_choice(cfg)  # after clearing: `auto` then picks for a new store
+        return _extract_all(_settled(cfg, choice), choice, progress, client, start)
+
+
+def _settled(cfg: Config, choice: EncoderChoice) -> Config:
+    """The config with the runtime and precision chosen for it, so every machine makes the features the store's
+    fingerprint names (a cluster worker's own `auto` could pick otherwise)."""
+    image = cfg.features.image.model_copy(update={"runtime": choice.runtime, "precision": choice.precision})
+    return cfg.model_copy(update={"features": cfg.features.model_copy(update={"image": image})})
+
+
+def _extract_all(cfg: Config, choice: EncoderChoice, progress: bool, client: Client | None,
+                 start: float) -> ImageExtractionSummary:
+    image_cfg = cfg.features.image
     embeddings, colours = image_store(cfg), colour_store(cfg)
-    if overwrite:
-        embeddings.clear()
-        colours.clear()
     products = load_all_products(cfg)
     ids = products[cfg.data.id_column].tolist()
     photos = Photos.of(cfg)
@@ -220,6 +251,7 @@ def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = Fal
         quarantined=embeddings.quarantined + colours.quarantined,
         checked=checked,
         changed=changed,
+        encoder=choice.describe(),
     )
 
 
@@ -265,15 +297,16 @@ def _extract(cfg: Config, work: _Work, encoder: Callable[[], ImageEncoder], adva
     with warnings.catch_warnings(), _fetching(photos, [work.urls[i] for i in to_decode]) as fetcher:
         # Big-but-bounded images are decoded at reduced scale or refused in image_decoding; PIL's warning is noise.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        for decoded in _decoded_batches([work.paths[i] for i in to_decode], [work.urls[i] for i in to_decode],
-                                        image_cfg.resolved_image_size, image_cfg.batch_size, photos.inside, fetcher):
+        batches = _decoded_batches([work.paths[i] for i in to_decode], [work.urls[i] for i in to_decode],
+                                   image_cfg.resolved_image_size, image_cfg.batch_size, photos.inside, fetcher)
+        to_embed = ((d, d.images[(d.reasons == "") & work.embed[to_decode[d.positions]]]) for d in batches)
+        for decoded, embedded in _embedded(model, to_embed):
             batch = to_decode[decoded.positions]
             sources = [decoded.sources.get(p) or work.sources[i] for p, i in zip(decoded.positions, batch)]
             ok = decoded.reasons == ""
             embed, measure = ok & work.embed[batch], ok & work.measure[batch]
             if embed.any():
-                writers[0].add([work.ids[i] for i in batch[embed]], model.embed_batch(decoded.images[embed]),
-                               [s for s, e in zip(sources, embed) if e])
+                writers[0].add([work.ids[i] for i in batch[embed]], embedded, [s for s, e in zip(sources, embed) if e])
             writers[1].add([work.ids[i] for i in batch[measure]], decoded.stats[measure],
                            [s for s, m in zip(sources, measure) if m])
             done.embedded += int(embed.sum())
@@ -301,15 +334,21 @@ def embed_images(cfg: Config, paths: list[str], urls: list[list[str] | None] | N
     colours = np.full((len(paths), colour.DIM), np.nan, dtype=np.float32)
     if not paths:
         return embeddings, colours
-    model = _new_encoder(image_cfg).fit()
+    model = _new_encoder(_settled(cfg, image_encoder_choice(cfg)).features.image).fit()  # as the store's were made
     with _fetching(photos, urls) as fetcher:
-        for decoded in _decoded_batches(paths, urls, image_cfg.resolved_image_size, image_cfg.batch_size,
-                                        photos.inside, fetcher):
+        batches = _decoded_batches(paths, urls, image_cfg.resolved_image_size, image_cfg.batch_size, photos.inside,
+                                   fetcher)
+        for decoded, embedded in model.embed_batches((d, d.images[d.reasons == ""]) for d in batches):
             ok = decoded.reasons == ""
-            if ok.any():
-                embeddings[decoded.positions[ok]] = model.embed_batch(decoded.images[ok])
-                colours[decoded.positions[ok]] = decoded.stats[ok]
+            embeddings[decoded.positions[ok]] = embedded
+            colours[decoded.positions[ok]] = decoded.stats[ok]
     return embeddings, colours
+
+
+def _embedded(model: ImageEncoder | None, batches: Iterator[tuple[Tag, np.ndarray]]
+              ) -> Iterator[tuple[Tag, np.ndarray | None]]:
+    """`model.embed_batches`; without a model (nothing needed embedding), every batch with nothing embedded."""
+    return model.embed_batches(batches) if model is not None else ((tag, None) for tag, _ in batches)
 
 
 @contextmanager
@@ -329,7 +368,7 @@ def _extract_on_worker(work: _Work, cfg: Config) -> _Done:
 
 def _new_encoder(image_cfg: ImageFeaturesConfig) -> ImageEncoder:
     return ImageEncoder(image_cfg.backbone, image_cfg.weights, image_cfg.image_size, image_cfg.batch_size,
-                        image_cfg.precision, image_cfg.runtime)
+                        image_cfg.precision, image_cfg.runtime, performance_hint="throughput")
 
 
 _ENCODERS_LOCK = threading.Lock()
@@ -371,12 +410,11 @@ class _Decoded:
 
 def _decoded_batches(paths: list[str], urls: list[list[str] | None], size: int, batch_size: int,
                      inside: Path | str | None, fetcher: PhotoFetcher | None) -> Iterator[_Decoded]:
-    """Batches of the photos at `paths` (or fetched from `urls` where given), decoded by parallel tf.data threads
-    ahead of use. Fetched photos enter as they arrive, between the files, so a slow host holds only its own."""
+    """Batches of the photos at `paths` (or fetched from `urls` where given), decoded by a pool of threads ahead of
+    use. Fetched photos enter as they arrive, between the files, so a slow host holds only its own; a batch is
+    handed on as soon as its photos are decoded."""
     if not paths:
         return
-    import tensorflow as tf
-
     unread = np.zeros((size, size, 3), np.uint8), np.full(colour.DIM, np.nan, np.float32)
     sources, shown = {}, {}
     web = [(i, u) for i, u in enumerate(urls) if u is not None]
@@ -399,38 +437,35 @@ def _decoded_batches(paths: list[str], urls: list[list[str] | None], size: int, 
                 sources[got.key] = got.source
             yield got.key, got.url, got.data, got.reason
 
-    def decode(position: np.ndarray, path: bytes, data: bytes, reason: bytes) -> tuple[np.ndarray, ...]:
+    def decode(position: int, path: str, data: bytes, reason: str) -> tuple[int, np.ndarray, np.ndarray, str]:
         try:
             if reason:
-                raise UnreadableImage(reason.decode())
-            image = decode_image_bytes(data, size) if data else decode_image(path.decode(), size, inside)
-            return position, *image, b""
+                raise UnreadableImage(reason)
+            image = decode_image_bytes(data, size) if data else decode_image(path, size, inside)
+            return position, *image, ""
         except UnreadableImage as exc:
-            return position, *unread, exc.reason.encode()
+            return position, *unread, exc.reason
 
-    @tf.autograph.experimental.do_not_convert  # plain TensorFlow calls: nothing for AutoGraph to rewrite
-    def decode_op(position: tf.Tensor, path: tf.Tensor, data: tf.Tensor, reason: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        position, image, stats, reason = tf.numpy_function(
-            decode, [position, path, data, reason], [tf.int64, tf.uint8, tf.float32, tf.string], stateful=False
-        )
-        image.set_shape((size, size, 3))
-        stats.set_shape((colour.DIM,))
-        return position, image, stats, reason
+    def batch(n: int) -> _Decoded:
+        positions, images, stats, reasons = zip(*(ahead.popleft().result() for _ in range(n)))
+        return _Decoded(np.array(positions, dtype=np.int64), np.stack(images), np.stack(stats),
+                        np.array(reasons, dtype=object), sources, shown)
 
-    scalar = tf.TensorSpec((), tf.string)
-    dataset = (
-        tf.data.Dataset.from_generator(items, output_signature=(tf.TensorSpec((), tf.int64), scalar, scalar, scalar))
-        .map(decode_op, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .batch(batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    try:
-        for positions, images, stats, reasons in dataset.as_numpy_iterator():
-            yield _Decoded(positions, images, stats, np.array([r.decode() for r in reasons], dtype=object),
-                           sources, shown)
-    finally:
-        if stream is not None:
-            stream.close()
+    ahead: deque[Future] = deque()
+    with ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="mmgbm-decode") as pool:
+        try:
+            for item in items():
+                ahead.append(pool.submit(decode, *item))
+                while len(ahead) >= batch_size and (len(ahead) >= DECODE_AHEAD * batch_size
+                                                    or all(f.done() for f in islice(ahead, batch_size))):
+                    yield batch(batch_size)
+            while ahead:
+                yield batch(min(batch_size, len(ahead)))
+        finally:
+            for future in ahead:
+                future.cancel()
+            if stream is not None:
+                stream.close()
 
 
 def known_failures(cfg: Config) -> set[tuple[str, str]]:
@@ -458,7 +493,7 @@ def _write_failures(where: Folder, name: str, failures: list[tuple[str, str, str
 
 @contextmanager
 def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """Yields `advance(n)`: a rich bar with images/s and ETA when enabled, a no-op otherwise."""
+    """Yields `advance(n)`: a rich bar with photos/s and ETA when enabled, a no-op otherwise."""
     if not enabled:
         yield lambda n: None
         return
@@ -467,9 +502,9 @@ def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
 
     class RateColumn(ProgressColumn):
         def render(self, task: Any) -> Text:
-            return Text(f"{task.speed:.1f} images/s" if task.speed else "- images/s")
+            return Text(f"{task.speed:.1f} photos/s" if task.speed else "- photos/s")
 
-    columns = (TextColumn("embedding images"), BarColumn(), MofNCompleteColumn(), RateColumn(), TextColumn("ETA"),
+    columns = (TextColumn("embedding photos"), BarColumn(), MofNCompleteColumn(), RateColumn(), TextColumn("ETA"),
                TimeRemainingColumn())
     with Progress(*columns) as bar:
         task = bar.add_task("images", total=total)

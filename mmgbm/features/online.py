@@ -27,7 +27,7 @@ from mmgbm.features.photo_fetch import PhotoFetcher
 from mmgbm.features.photos import Photos
 from mmgbm.features.text import load_vectorizer
 from mmgbm.features.text_cleaning import join_columns
-from mmgbm.workdir import colour_store, image_store, text_store
+from mmgbm.workdir import colour_store, image_encoder_choice, image_store, text_store
 
 # A posted image: a path (relative ones resolve against data.images_root, as in the catalogue), the file's bytes,
 # or None for a product without a photo.
@@ -53,9 +53,10 @@ class OnlineFeatures:
                              for name, v in self.vectorizers.items()}
         self.encoder = None
         if images_enabled(cfg):
-            image = cfg.features.image
+            image, made = cfg.features.image, image_encoder_choice(cfg)  # as the stored features were made
+            # One product at a time: OpenVINO compiled for latency (every core on one request).
             self.encoder = ImageEncoder(image.backbone, image.weights, image.image_size, image.batch_size,
-                                        image.precision, image.runtime).fit()
+                                        made.precision, made.runtime, performance_hint="latency").fit()
             self.fingerprints[f"image/{image.backbone}"] = image_store(cfg).fingerprint
             self.fingerprints["image/colour"] = colour_store(cfg).fingerprint
             self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="mmgbm-decode")

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -43,13 +43,28 @@ SHARD_RE = re.compile(r"^part-(?:(p\d+of\d+)-)?(\d{5,})(?:-[0-9a-f]{8})?\.parque
 QUARANTINE_SUFFIX = ".damaged"
 
 
-class FeatureStore:
-    """A folder of shards that share one fingerprint; dense (`embedding`) or sparse (`indices`, `values`)."""
+class Mixable(NamedTuple):
+    """Fingerprint keys whose differences a user may accept (features made another way that agree closely enough),
+    whether they did, and what the refusal advises where only these keys differ."""
 
-    def __init__(self, root: Path | str | LocalFolder | ObjectFolder, fingerprint: dict[str, Any]):
+    keys: tuple[str, ...]
+    accepted: bool
+    advice: str
+
+
+class FeatureStore:
+    """A folder of shards that share one fingerprint; dense (`embedding`) or sparse (`indices`, `values`).
+
+    `implied` gives the value a shard stands for where its fingerprint lacks a key (shards made before a setting
+    existed); `mixable`, the keys a store may be told to mix."""
+
+    def __init__(self, root: Path | str | LocalFolder | ObjectFolder, fingerprint: dict[str, Any],
+                 implied: dict[str, Any] | None = None, mixable: Mixable | None = None):
         self.folder = root if isinstance(root, (LocalFolder, ObjectFolder)) else folder(root)
         self.root = self.folder.root  # a Path, or the URL of a prefix on object storage
         self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))  # normalise tuples etc.
+        self.implied = implied or {}
+        self.mixable = mixable
         self.quarantined: list[Path | str] = []  # damaged shards prepare_writing() set aside
         self._schemas: dict[str, pa.Schema] = {}
 
@@ -63,16 +78,29 @@ class FeatureStore:
         """The shards, once each is known to carry our fingerprint; refuses one that does not, naming the shard and
         what differs."""
         shards = self.shards()
+        ours = {**self.implied, **self.fingerprint}
+        mixed = set(self.mixable.keys) if self.mixable and self.mixable.accepted else set()
         for shard, theirs in zip(shards, self._map(self._fingerprint_of, shards)):
-            if theirs != self.fingerprint:
-                keys = sorted(k for k in set(theirs) | set(self.fingerprint)
-                              if theirs.get(k) != self.fingerprint.get(k))
-                diff = "; ".join(f"{k}: stored {theirs.get(k)!r} vs now {self.fingerprint.get(k)!r}" for k in keys[:3])
-                raise MmgbmError(
-                    f"{shard} was made differently ({diff}); re-run the extract command with --overwrite "
-                    f"or delete {self.root}"
-                )
+            theirs = {**self.implied, **theirs}
+            keys = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k) and k not in mixed)
+            if keys:
+                diff = "; ".join(f"{k}: stored {theirs.get(k)!r} vs now {ours.get(k)!r}" for k in keys[:3])
+                advice = f"re-run the extract command with --overwrite or delete {self.root}"
+                if self.mixable and set(keys) <= set(self.mixable.keys):
+                    advice += f"; {self.mixable.advice}"
+                raise MmgbmError(f"{shard} was made differently ({diff}); {advice}")
         return shards
+
+    def made_as(self) -> dict[str, Any] | None:
+        """The fingerprint of the newest readable shard (how the store is being extended), None without one."""
+        for shard in reversed(self.shards()):
+            try:
+                return self._fingerprint_of(shard)
+            except StorageError:
+                raise
+            except MmgbmError:  # a damaged shard, which the next writer sets aside
+                continue
+        return None
 
     def sources(self) -> dict[str, str | None]:
         """Every stored id and what its features were made from (None where not recorded), newest shard winning."""
