@@ -98,7 +98,7 @@ def check(paths: list[str], saved: Path, weights: str) -> None:
     data = np.load(saved)
     by_name = {Path(p).name: p for p in paths}
     images = np.stack([_pixels(by_name[name]) for name in data["names"]])
-    ours = ImageEncoder(weights=weights).transform(images)
+    ours = ImageEncoder(weights=weights, runtime="tensorflow", precision="float32").transform(images)
     theirs = data["embeddings"]
     cosine = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
     print(f"{len(images)} photos: cosine to extract-images' TensorFlow features min {cosine.min():.6f} "

@@ -1,17 +1,21 @@
-"""Image-embedding throughput: the model's compute bound, the real `extract-images` pipeline, and the naive route.
+"""Image-extraction throughput per runtime and precision, against the bounds the machine sets, in one run.
 
-For each backbone, on the same N catalogue images:
-  (a) forward only   ImageEncoder's batched graph-mode forward pass on images already decoded in memory;
-  (b) extract-images the library's extract_images() on a catalogue of those N products (fresh store), images/s
-                     over its embedding loop (decode + forward + shard writes; model build excluded);
-  (c) naive          the reference notebooks' route: PIL open + resize per image, Keras model.predict per batch.
-The routes run in interleaved rounds and the best round of each is compared, because this machine's 2 cores are
-shared with other work.
-With --explore instead, each CPU setting (threads, oneDNN off, XLA, bfloat16 mixed precision) is timed forward-only in
-its own process (TensorFlow fixes these at start-up), with bfloat16's features compared to float32 by cosine.
+For each runtime and precision (TensorFlow and OpenVINO, float32 and bfloat16), on the same N catalogue photos:
+  forward only  the encoder's pass over photos already decoded in memory, as extraction feeds it;
+  decode only   extraction's decoder (its thread pool: decode, resize, colour statistics) with no encoder;
+  end to end    extract_images() on a fresh store, photos/s over its embedding loop (decode + forward + shard writes;
+                the model build left out), so bound by 1 / (1/forward + 1/decode) when both share the cores.
+Settings run in interleaved rounds and the best round of each is compared, because this machine's cores are shared
+with other work. Each setting's stored embeddings are compared by cosine with TensorFlow float32's, photo by photo.
+The last line sums up the default settings (`auto` on this machine):
+    extraction: Nx TensorFlow float32, M of the combined bound, cosine min C
+Decoding in a process pool instead of threads is timed beside the product's decoder, for comparison.
+With --request-sizes, OpenVINO's forward pass is timed per photos-per-request instead; with --explore, each
+TensorFlow CPU setting (threads, oneDNN off, XLA, bfloat16) forward-only in its own process.
 
-    python scripts/bench_extract.py [--config configs/fashion.yaml] [--images 384] [--rounds 3] [--backbones b0 b3]
-                                    [--explore]
+    python scripts/bench_extract.py [--config configs/fashion.yaml] [--images 512] [--rounds 3]
+                                    [--settings tensorflow:float32 openvino:bfloat16 ...] [--backbone b0]
+                                    [--request-sizes 1 2 4 8 16 32] [--explore]
 """
 
 from __future__ import annotations
@@ -24,22 +28,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
-from PIL import Image
 
 from mmgbm.catalogue import load_all_products
 from mmgbm.config import Config, load_config
+from mmgbm.features import image_encoder, images
 from mmgbm.features.image_decoding import decode_image
 from mmgbm.features.image_encoder import ImageEncoder
+from mmgbm.features.image_runtime import NAMES, choose
 from mmgbm.features.images import extract_images
 from mmgbm.features.photos import Photos
+from mmgbm.workdir import image_store
 
 REPO = Path(__file__).resolve().parents[1]
+SETTINGS = ["tensorflow:float32", "tensorflow:bfloat16", "openvino:float32", "openvino:bfloat16"]
+REFERENCE = ("tensorflow", "float32")
 EXPLORE = {  # name -> (environment, probe options)
     "default: frozen graph, oneDNN on, TF threads": ({}, []),
     "oneDNN off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, []),
@@ -66,13 +74,46 @@ def weights_for(backbone: str, cfg: Config) -> str:
     return cfg.features.image.weights if backbone == "b0" else "none"
 
 
-def forward_rate(encoder: ImageEncoder, images: np.ndarray) -> float:
+def forward_rate(encoder: ImageEncoder, decoded: np.ndarray) -> float:
     start = time.perf_counter()
-    encoder.transform(images)
-    return len(images) / (time.perf_counter() - start)
+    encoder.transform(decoded)
+    return len(decoded) / (time.perf_counter() - start)
 
 
-def pipeline_rate(products: pd.DataFrame, cfg: Config, encoder: ImageEncoder, workdir: Path) -> float:
+def decode_rate(paths: list[str], size: int, batch_size: int) -> float:
+    start = time.perf_counter()
+    for _ in images._decoded_batches(paths, [None] * len(paths), size, batch_size, None, None):
+        pass
+    return len(paths) / (time.perf_counter() - start)
+
+
+def _decode_part(paths: list[str], size: int) -> np.ndarray:
+    return np.stack([decode_image(p, size).pixels for p in paths])
+
+
+def process_decode_rate(pool: ProcessPoolExecutor, paths: list[str], size: int, batch_size: int) -> float:
+    """Decoding in a pool of processes, batches shipped back whole: the alternative to the product's threads."""
+    parts = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+    start = time.perf_counter()
+    for _ in pool.map(_decode_part, parts, [size] * len(parts)):
+        pass
+    return len(paths) / (time.perf_counter() - start)
+
+
+class _Built:
+    """What extraction builds its encoder with, handing out one built beforehand: a build takes seconds and is not
+    part of the loop timed, so the rounds need not pay for it again."""
+
+    def __init__(self, encoder: ImageEncoder):
+        self.encoder = encoder
+
+    def fit(self) -> ImageEncoder:
+        return self.encoder
+
+
+def extraction(products: pd.DataFrame, cfg: Config, encoder: ImageEncoder, workdir: Path) -> tuple[float, Config]:
+    """photos/s of extract_images on a fresh store with the encoder's settings, and that store's config."""
+    workdir.mkdir(exist_ok=True)
     table = workdir / "products.csv"
     products.to_csv(table, index=False)
     raw = {
@@ -85,56 +126,82 @@ def pipeline_rate(products: pd.DataFrame, cfg: Config, encoder: ImageEncoder, wo
     }
     config = workdir / "bench.yaml"
     config.write_text(yaml.safe_dump(raw))
-    summary = extract_images(load_config(config), overwrite=True)
+    settled = load_config(config)
+    images._new_encoder = lambda image_cfg: _Built(encoder)
+    summary = extract_images(settled, overwrite=True)
     assert summary.extracted == len(products), summary.describe()
-    return summary.images_per_second
+    return summary.images_per_second, settled
 
 
-def naive_model(backbone: str, size: int, weights: str) -> Any:
-    import keras
-
-    builder = {"b0": keras.applications.EfficientNetB0, "b3": keras.applications.EfficientNetB3}[backbone]
-    model = builder(include_top=False, weights=None if weights == "none" else weights, pooling="avg",
-                    input_shape=(size, size, 3))
-    model.predict(np.zeros((1, size, size, 3), np.float32), verbose=0)  # first-call set-up, as (a) and (b) have
-    return model
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
 
 
-def naive_rate(model: Any, paths: list[str], size: int, batch_size: int) -> float:
-    start = time.perf_counter()
-    for i in range(0, len(paths), batch_size):
-        batch = [np.asarray(Image.open(p).convert("RGB").resize((size, size))) for p in paths[i:i + batch_size]]
-        model.predict(np.stack(batch).astype(np.float32), batch_size=batch_size, verbose=0)
-    return len(paths) / (time.perf_counter() - start)
+def bench(args: argparse.Namespace) -> None:
+    products, paths, cfg = sample_products(args.config, args.images)
+    default = choose("auto", "auto")
+    settings = [tuple(s.split(":")) for s in args.settings]
+    if (default.runtime, default.precision) not in settings:
+        settings.append((default.runtime, default.precision))
+    if REFERENCE not in settings:
+        settings.insert(0, REFERENCE)
+    encoders = {s: ImageEncoder(args.backbone, weights_for(args.backbone, cfg), batch_size=args.batch_size,
+                                runtime=s[0], precision=s[1]).fit() for s in settings}
+    size = encoders[REFERENCE].size
+    decoded = np.stack([decode_image(p, size).pixels for p in paths])
+    rates = {s: {"forward": [], "decode": [], "full": []} for s in settings}
+    processes = []
+    stored = {}
+    ids = products[cfg.data.id_column].astype(str).tolist()
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(os.cpu_count()) as pool:
+        process_decode_rate(pool, paths[:8], size, args.batch_size)  # the processes start before timing
+        for _ in range(args.rounds):  # interleaved, so load from other users of the machine hits every setting alike
+            for s in settings:
+                rates[s]["forward"].append(forward_rate(encoders[s], decoded))
+                rates[s]["decode"].append(decode_rate(paths, size, args.batch_size))
+                full, store_cfg = extraction(products, cfg, encoders[s], Path(tmp) / "_".join(s))
+                rates[s]["full"].append(full)
+                stored[s] = image_store(store_cfg).read_dense(ids)[0]
+            processes.append(process_decode_rate(pool, paths, size, args.batch_size))
+    best = {s: {route: max(values) for route, values in routes.items()} for s, routes in rates.items()}
+    bound = {s: 1 / (1 / b["forward"] + 1 / b["decode"]) for s, b in best.items()}
+    cosine = {s: min_cosine(stored[s], stored[REFERENCE]) for s in settings}
+    print(f"\n{args.backbone.upper()} ({size} px, batch {args.batch_size}, {len(paths)} photos x {args.rounds} rounds, "
+          f"{os.cpu_count()} cores, {image_encoder.PHOTOS_PER_REQUEST} photos per OpenVINO request); photos/s, best "
+          "round [every round]")
+    for s in settings:
+        b, every = best[s], {route: ", ".join(f"{r:.0f}" for r in values) for route, values in rates[s].items()}
+        print(f"  {NAMES[s[0]]} {s[1]}{'  (auto here)' if s == default[:2] else ''}")
+        print(f"    forward only {b['forward']:7.1f} [{every['forward']}]   decode only {b['decode']:7.1f} "
+              f"[{every['decode']}]   end to end {b['full']:7.1f} [{every['full']}]")
+        print(f"    = {b['full'] / bound[s]:.2f} of the combined bound ({bound[s]:.1f}), "
+              f"{b['full'] / best[REFERENCE]['full']:.2f}x TensorFlow float32 end to end; cosine to TensorFlow "
+              f"float32 min {cosine[s]:.5f}")
+    print(f"  decode only in {os.cpu_count()} processes (not the product's; for comparison): {max(processes):.1f} "
+          f"[{', '.join(f'{r:.0f}' for r in processes)}]")
+    d = (default.runtime, default.precision)
+    print(f"\ndefault settings: {default.describe()}")
+    print(f"extraction: {best[d]['full'] / best[REFERENCE]['full']:.2f}x TensorFlow float32, "
+          f"{best[d]['full'] / bound[d]:.2f} of the combined bound, cosine min {cosine[d]:.4f}")
 
 
-def bench_backbone(config: Path, backbone: str, n: int, batch_size: int, rounds: int, precision: str,
-                   runtime: str) -> None:
-    products, paths, cfg = sample_products(config, n)
-    encoder = ImageEncoder(backbone, weights_for(backbone, cfg), batch_size=batch_size, precision=precision,
-                           runtime=runtime)
-    start = time.perf_counter()
-    decoded = np.stack([decode_image(p, encoder.size).pixels for p in paths])
-    decode = len(paths) / (time.perf_counter() - start)
-    encoder.fit()
-    naive = naive_model(backbone, encoder.size, weights_for(backbone, cfg))
-    rates: dict[str, list[float]] = {"forward": [], "full": [], "naive": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(rounds):  # interleaved, so load from other users of the machine hits every route alike
-            rates["forward"].append(forward_rate(encoder, decoded))
-            rates["full"].append(pipeline_rate(products, cfg, encoder, Path(tmp)))
-            rates["naive"].append(naive_rate(naive, paths, encoder.size, batch_size))
-    best = {route: max(values) for route, values in rates.items()}
-    print(f"\n{backbone.upper()} ({encoder.size} px, {encoder.dim}-d, batch {batch_size}, {len(paths)} images x "
-          f"{rounds} rounds, weights {Path(str(encoder.weights)).name}, {precision}, {runtime}); best round, then "
-          "every round")
-    print(f"  decode+resize+colour, 1 thread    {decode:8.1f} images/s")
-    for route, label in (("forward", "(a) forward only"), ("full", "(b) extract-images"),
-                         ("naive", "(c) naive PIL + model.predict")):
-        every = ", ".join(f"{r:.1f}" for r in rates[route])
-        print(f"  {label:33s} {best[route]:8.1f} images/s   [{every}]")
-    print(f"  full / forward-only = {best['full'] / best['forward']:.2f}   full / naive = "
-          f"{best['full'] / best['naive']:.2f}")
+def request_sizes(args: argparse.Namespace) -> None:
+    """OpenVINO's forward pass per photos-per-request, in each precision, interleaved."""
+    _, paths, cfg = sample_products(args.config, args.images)
+    encoders = {p: ImageEncoder(args.backbone, weights_for(args.backbone, cfg), batch_size=args.batch_size,
+                                runtime="openvino", precision=p).fit() for p in ("float32", "bfloat16")}
+    decoded = np.stack([decode_image(p, encoders["float32"].size).pixels for p in paths])
+    rates: dict[tuple[str, int], list[float]] = {}
+    for _ in range(args.rounds):
+        for precision, encoder in encoders.items():
+            for n in args.request_sizes:
+                image_encoder.PHOTOS_PER_REQUEST = n
+                rates.setdefault((precision, n), []).append(forward_rate(encoder, decoded))
+    print(f"\nOpenVINO forward only, {len(paths)} photos x {args.rounds} rounds, "
+          f"{encoders['float32'].forward_.requests} requests in flight; photos/s, best round [every round]")
+    for (precision, n), values in rates.items():
+        every = ", ".join(f"{r:.0f}" for r in values)
+        print(f"  {precision:8s} {n:3d} photos per request {max(values):7.1f} [{every}]")
 
 
 def probe(args: argparse.Namespace) -> None:
@@ -146,7 +213,8 @@ def probe(args: argparse.Namespace) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(args.threads[1])
     _, paths, cfg = sample_products(args.config, args.images)
     batch = args.probe_batch or args.batch_size
-    reference = ImageEncoder(args.probe, weights_for(args.probe, cfg), batch_size=batch)
+    reference = ImageEncoder(args.probe, weights_for(args.probe, cfg), batch_size=batch, runtime="tensorflow",
+                             precision="float32")
     decoded = np.stack([decode_image(p, reference.size).pixels for p in paths])
     result = {}
     if args.bf16:
@@ -154,7 +222,7 @@ def probe(args: argparse.Namespace) -> None:
         # TensorFlow's oneDNN rewrite is a process-wide switch (so the library offers the Keras policy instead).
         if args.bf16 == "onednn":
             tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
-        encoder = ImageEncoder(args.probe, weights_for(args.probe, cfg), batch_size=batch,
+        encoder = ImageEncoder(args.probe, weights_for(args.probe, cfg), batch_size=batch, runtime="tensorflow",
                                precision="bfloat16" if args.bf16 == "keras" else "float32")
     else:
         encoder = reference
@@ -194,15 +262,14 @@ def explore(args: argparse.Namespace, backbone: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "fashion.yaml")
-    parser.add_argument("--images", type=int, default=384)
+    parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
-                        help="for (a) and (b); the naive route (c) stays float32 as the notebooks run it")
-    parser.add_argument("--runtime", choices=["tensorflow", "openvino"], default="tensorflow",
-                        help="for (a) and (b); the naive route (c) is Keras model.predict")
-    parser.add_argument("--backbones", nargs="+", default=["b0", "b3"], choices=["b0", "b3"])
-    parser.add_argument("--explore", action="store_true", help="time CPU settings instead, one process each")
+    parser.add_argument("--settings", nargs="+", default=SETTINGS, choices=SETTINGS, metavar="RUNTIME:PRECISION",
+                        help="TensorFlow float32 (the reference) and `auto`'s pick are always timed")
+    parser.add_argument("--backbone", default="b0", choices=["b0", "b3"])
+    parser.add_argument("--request-sizes", type=int, nargs="+", help="time OpenVINO per photos-per-request instead")
+    parser.add_argument("--explore", action="store_true", help="time TensorFlow CPU settings instead, one process each")
     parser.add_argument("--probe", choices=["b0", "b3"], help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--probe-batch", type=int, help=argparse.SUPPRESS)
@@ -213,12 +280,12 @@ def main() -> None:
         probe(args)
         return
     print(f"{os.cpu_count()} CPU cores, load average before: {os.getloadavg()[0]:.2f}")
-    for backbone in args.backbones:
-        n = args.images if backbone == "b0" else max(args.images // 2, 1)  # B3 is ~3x the work per image
-        if args.explore:
-            explore(args, backbone)
-        else:
-            bench_backbone(args.config, backbone, n, args.batch_size, args.rounds, args.precision, args.runtime)
+    if args.explore:
+        explore(args, args.backbone)
+    elif args.request_sizes:
+        request_sizes(args)
+    else:
+        bench(args)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"\npeak RSS of this process {peak:.2f} GiB; load average after: {os.getloadavg()[0]:.2f}")
 

@@ -35,6 +35,7 @@ from mmgbm.config import load_config  # noqa: E402
 from mmgbm.features.image_decoding import decode_image  # noqa: E402
 from mmgbm.features.image_encoder import ImageEncoder  # noqa: E402
 from mmgbm.features.photos import Photos  # noqa: E402
+from mmgbm.workdir import image_encoder_choice  # noqa: E402
 from tests.service import service_process  # noqa: E402
 
 BATCH = 32
@@ -70,9 +71,9 @@ def load_products(cfg, n: int) -> tuple[list[dict], list[str]]:
 
 def forward_only(cfg, paths: list[str]) -> Callable[[int], float]:
     """Seconds of the encoder's forward pass alone on batch i's photos, decoded beforehand (warmed up)."""
-    image = cfg.features.image
-    encoder = ImageEncoder(image.backbone, image.weights, image.image_size, BATCH, image.precision,
-                           image.runtime).fit()
+    image, made = cfg.features.image, image_encoder_choice(cfg)  # the service's encoder, as it builds it
+    encoder = ImageEncoder(image.backbone, image.weights, image.image_size, BATCH, made.precision, made.runtime,
+                           performance_hint="latency").fit()
     batches = [np.stack([decode_image(p, encoder.size).pixels for p in paths[i:i + BATCH]])
                for i in range(0, len(paths) - BATCH + 1, BATCH)]
     encoder.embed_batch(batches[0])
