@@ -208,14 +208,14 @@ def main() -> None:
             reviewed_right, _ = held_out_right(noisy, target)
             clean_ok, _ = clean_right[target]
             cost = clean_ok - flipped_right
-            recovered[target] = (reviewed_right - flipped_right) / cost if cost > 0 else float("nan")
+            recovered[target] = (f"{(reviewed_right - flipped_right) / cost:.0%}" if cost > 0 else
+                                 f"n/a (the flips cost none: flipped {-cost:+d} products against clean)")
             print(f"{target} held-out accuracy on {rows:,} products: clean labels {clean_ok / rows:.4f}, flipped "
                   f"{flipped_right / rows:.4f} ({flipped_right - clean_ok:+d} products), after one review round "
                   f"{reviewed_right / rows:.4f} ({reviewed_right - flipped_right:+d})")
     for target, share in recovered.items():
-        said = f"{share:.0%}" if np.isfinite(share) else "nothing (the flips cost no accuracy)"
-        print(f"\n{target} review loop: recovered {said} of the accuracy the flips cost" if len(recovered) > 1 else
-              f"\nreview loop: recovered {said} of the accuracy the flips cost")
+        print(f"\n{target + ' ' if len(recovered) > 1 else ''}review loop: recovered {share} of the accuracy the flips "
+              f"cost")
 
 
 if __name__ == "__main__":

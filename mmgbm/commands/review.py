@@ -79,7 +79,7 @@ class ReviewTarget:
         self.model_fingerprint = _fingerprint(folder / MANIFEST)
         self.audit_fingerprint = _fingerprint(self.audit_path)
         suspects = pd.read_csv(self.audit_path, dtype=str, keep_default_na=False)
-        if list(suspects.columns) != AUDIT_COLUMNS:
+        if not set(AUDIT_COLUMNS) <= set(suspects.columns):  # a path target's audit has more: read what it shares
             raise MmgbmError(f"{self.audit_path}: not an audit of this version; run `mmgbm audit -t {name}` again")
         self.suspects = suspects.set_index("id", drop=False)
         self.ids = frozenset(table[cfg.data.id_column])
