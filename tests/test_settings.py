@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from mmgbm.cli import app
 from mmgbm.commands.train import FROM_TARGET, RENAMED, build_estimator
 from mmgbm.config import ModelConfig, load_config, parse_overrides
+from mmgbm.errors import MmgbmError
 from mmgbm.estimator import MMGBMClassifier, MMGBMRegressor
 
 
@@ -29,3 +33,11 @@ def test_every_setting_reaches_the_estimator(tiny_config: Path):
     model = build_estimator(cfg, cfg.targets["colour"])
     assert (model.selection_margin_se, model.linear_c, model.lightgbm_params) == (3.5, 4.0, {"max_bin": 63})
 
+
+
+def test_contradicting_settings_stop_train_before_it_reads_anything(tiny_config: Path):
+    """The estimator's own check of its parameters, run by `train` first: one error line (the CLI prints it)."""
+    result = CliRunner().invoke(app, ["train", "-c", str(tiny_config), "--model.candidates", "40"])
+    assert isinstance(result.exception, MmgbmError)
+    assert str(result.exception).startswith("model settings: head_top_k (32) must be at least candidates (40)")
+    assert "\n" not in str(result.exception) and not (tiny_config.parent / "work").exists()
