@@ -1,6 +1,6 @@
 """A frozen EfficientNet as a sklearn-style transformer: decoded RGB images in, fixed-length embeddings out.
 
-Only building the network imports TensorFlow (or OpenVINO), so naming the weights and fingerprinting them is cheap.
+Only building the network imports TensorFlow (and OpenVINO), so naming the weights and fingerprinting them is cheap.
 """
 
 from __future__ import annotations
@@ -177,7 +177,8 @@ class OpenVinoForward:
         self._queue.set_callback(self._finished)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return next(self.stream([(None, images)]))[1]
+        [(_, embeddings)] = self.stream([(None, images)])
+        return embeddings
 
     def stream(self, batches: Iterable[tuple[Tag, np.ndarray]]) -> Iterator[tuple[Tag, np.ndarray]]:
         """(tag, embeddings) of each (tag, images), in order, each yielded once all its requests are done."""
