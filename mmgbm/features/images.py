@@ -10,9 +10,9 @@ run. Each row records the image file's path, size and modification time (a photo
 Last-Modified, size), so a product whose photo changed is extracted again (and read as having no image until then).
 Photos by URL (mmgbm.features.photo_fetch) enter the decoders as they arrive, so a slow host holds only its own. This
 is the only writer of the image stores, one run at a time (mmgbm.features.store_lock): training and prediction
-only read them. On a Dask cluster (mmgbm.cluster) the
-work is cut into parts of `shard_size` products: each worker builds its encoder once, extracts the parts it is given
-and writes their shards itself; this process only decides what needs doing and lists the failures.
+only read them. On a Dask cluster (mmgbm.cluster) the work is cut into parts of `shard_size` products: each worker
+builds its encoder once, extracts the parts it is given and writes their shards itself; this process only decides
+what needs doing and lists the failures.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from itertools import islice
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
