@@ -704,6 +704,7 @@ def test_paths_outside_images_root_and_special_files_are_refused_without_opening
     # Reading for training or prediction never opens an image of these (colour comes from the store; predict's
     # on-the-fly embedding leaves out what extraction refused), so a FIFO or a decompression bomb named by a table
     # cannot hang or crash it.
+    opener = Image.open
     monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("an image was opened while reading features"))
     frame = pd.read_csv(tmp_path / "products.csv", dtype=str)
     said = []
@@ -712,9 +713,10 @@ def test_paths_outside_images_root_and_special_files_are_refused_without_opening
 
     allowed = load_config(config)
     allowed.data.allow_absolute_image_paths = True
-    monkeypatch.undo()
+    monkeypatch.setattr(Image, "open", opener)  # only this patch goes: the encoder stays the fake one
     fake_encoder.update(fits=0, embedded=0)
     assert extract_images(allowed).extracted == 2  # the absolute path and the outward symlink
+    assert fake_encoder["embedded"] == 2
 
 
 def test_a_changed_photo_is_missing_until_extracted_again(tmp_path: Path, images_dir: Path, write_config,
