@@ -110,7 +110,7 @@ def required_columns(cfg: Config, with_targets: bool = True) -> list[str]:
     if data.image_column:
         cols.append(data.image_column)
     if with_targets:
-        cols += [t.column for t in cfg.targets.values()]
+        cols += [c for t in cfg.targets.values() for c in t.source_columns]
     return list(dict.fromkeys(cols))
 
 

@@ -91,8 +91,8 @@ class DataConfig(Strict):
 
 
 class TargetConfig(Strict):
-    column: str
-    task: Literal["multiclass", "binary", "regression"] = "multiclass"
+    column: str | None = None  # needed by every target but a path given as `columns`
+    task: Literal["multiclass", "binary", "regression", "path"] = "multiclass"
     log_target: bool = False
     # Metadata columns this target must not read, e.g. sibling category levels that would leak the answer.
     # The target's own column is always left out.
@@ -104,6 +104,36 @@ class TargetConfig(Strict):
     # punctuation or spacing; a CSV such as `mmgbm brands` writes (a person may edit it) also merges declared aliases
     # and marks values that are no label at all, whose products are left out of training.
     normalise: str | Path | None = None
+    # A category path (task: path, mmgbm/taxonomy.py): `column` written with `separator` between levels, or `columns`
+    # one per level; at most `max_depth` levels (deeper paths are an error unless `truncate` keeps their first
+    # `max_depth`); with `taxonomy`, a file of the tree every label must be a node of.
+    columns: list[str] = []
+    separator: str = Field(" > ", min_length=1)
+    max_depth: int | None = Field(None, ge=1)
+    truncate: bool = False
+    taxonomy: Path | None = None
+
+    @property
+    def source_columns(self) -> list[str]:
+        """The table columns the target's values are read from."""
+        return list(self.columns) if self.columns else [self.column]
+
+    @model_validator(mode="after")
+    def _path_settings_only_for_paths(self) -> "TargetConfig":
+        path_settings = [name for name in ("columns", "max_depth", "truncate", "taxonomy", "separator")
+                         if name in self.model_fields_set]
+        if self.task != "path" and path_settings:
+            raise ValueError(f"{path_settings[0]} only applies to task: path")
+        if self.column is not None and self.columns:
+            raise ValueError("a path target reads `column` (one path per value) or `columns` (one per level), not "
+                             "both")
+        if self.column is None and not self.columns:
+            raise ValueError("needs a `column` (a path target may give `columns` instead, one per level)")
+        if self.truncate and self.max_depth is None:
+            raise ValueError("truncate needs max_depth: the depth paths are cut to")
+        if self.task == "path" and self.normalise is not None:
+            raise ValueError("normalise does not apply to task: path")
+        return self
 
     @model_validator(mode="after")
     def _log_only_for_regression(self) -> "TargetConfig":
@@ -386,7 +416,7 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 # Settings that name files or folders (resolved by `_resolve_paths`), and the words some of them take instead.
 PATH_SETTINGS = re.compile(r"workdir|store|data\.images_root|data\.splits\.[^.]+|features\.image\.weights|"
-                           r"targets\.[^.]+\.normalise")
+                           r"targets\.[^.]+\.(normalise|taxonomy)")
 PATH_WORDS = ("imagenet", "none", "auto")
 
 
@@ -416,6 +446,8 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     for target in cfg.targets.values():
         if target.normalise not in (None, "auto"):
             target.normalise = resolve(Path(target.normalise))
+        if target.taxonomy is not None:
+            target.taxonomy = resolve(target.taxonomy)
     weights = cfg.features.image.weights
     if weights not in ("imagenet", "none"):
         cfg.features.image.weights = str(resolve(Path(weights)))

@@ -168,7 +168,7 @@ def test_artifact_holds_no_config_object_and_knows_its_target(project: Path):
     assert b"mmgbm.config" not in (folder / "estimator.skops").read_bytes()  # flat parameters, no pydantic
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["target"] == {"name": "price", "column": "price", "task": "regression", "log_target": True,
-                                  "normalise": None}
+                                  "normalise": None, "path": None}
     assert load_artifact(folder, "price").model.log_target is True
 
 

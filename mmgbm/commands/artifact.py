@@ -2,8 +2,10 @@
 
     models/<target>/
         manifest.json       format version, the target (name, column, task, log transform, the label names it was
-                            trained with: targets.<name>.normalise) and a SHA-256 per file
-        estimator.skops     the fitted MMGBMClassifier / MMGBMRegressor without its LightGBM boosters (skops)
+                            trained with: targets.<name>.normalise; a path target's columns, separator, depth and
+                            taxonomy file) and a SHA-256 per file
+        estimator.skops     the fitted MMGBMClassifier / MMGBMPathClassifier / MMGBMRegressor without its LightGBM
+                            boosters (skops)
         lightgbm.txt        the LightGBM stacker (LightGBM's own text format)
         chooser.txt         the label-in-text chooser's booster, where the model kept one
         labels.json         class names in code order (classification) or the target transform (regression)
@@ -45,9 +47,10 @@ from mmgbm.estimator.heads import trusted_types
 from mmgbm.estimator.label_in_text import PrefixChooser
 from mmgbm.estimator.label_names import LabelNames
 from mmgbm.estimator.metadata import MetadataEncoder
+from mmgbm.estimator.path_classifier import MMGBMPathClassifier
 from mmgbm.estimator.stacking import CandidateReranker, RegressionStacker
 
-FORMAT_VERSION = 10  # 10: each head kind in its own module, where skops finds it; 9: label names (normalise)
+FORMAT_VERSION = 11  # 11: path targets (how the target reads its paths); 10: each head kind in its own module
 MANIFEST = "manifest.json"
 ESTIMATOR = "estimator.skops"
 BOOSTER = "lightgbm.txt"
@@ -56,8 +59,8 @@ JSON_FILES = ("labels.json", "config.json", "fingerprints.json", "metrics.json")
 # attribute that holds the booster's owner.
 BOOSTERS = {BOOSTER: "stacker_", "chooser.txt": "chooser_"}
 # The types an artifact may name beyond skops's defaults: classes, never functions.
-ESTIMATOR_TYPES = (MMGBMClassifier, MMGBMRegressor, PrefixChooser, LabelNames, MetadataEncoder, CandidateReranker,
-                   RegressionStacker, sp.csr_matrix)
+ESTIMATOR_TYPES = (MMGBMClassifier, MMGBMPathClassifier, MMGBMRegressor, PrefixChooser, LabelNames, MetadataEncoder,
+                   CandidateReranker, RegressionStacker, sp.csr_matrix)
 
 
 def trusted_type_names() -> frozenset[str]:
@@ -74,6 +77,7 @@ class TargetInfo:
     task: str
     log_target: bool = False
     normalise: dict | None = None  # mmgbm.commands.normalise.normalisation: where its names came from
+    path: dict | None = None  # a path target's reading of its values (mmgbm.commands.targets.path_settings)
 
 
 @dataclass

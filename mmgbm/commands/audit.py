@@ -32,7 +32,7 @@ from mmgbm.commands.targets import resolve_targets, target_values
 from mmgbm.config import Config
 from mmgbm.corrections import correct_labels, read_decisions
 from mmgbm.errors import MmgbmError
-from mmgbm.estimator import MMGBMClassifier, ProductMatrix
+from mmgbm.estimator import MMGBMClassifier, MMGBMPathClassifier, ProductMatrix
 from mmgbm.features.design import load_products
 from mmgbm.features.image_decoding import UnreadableImage, thumbnail_jpeg
 from mmgbm.features.photos import Photos
@@ -76,7 +76,8 @@ def audit(cfg: Config, target: str, report_rows: int = 200) -> AuditResult:
     frame, _ = correct_labels(cfg, name, frame, cfg.targets[name].column)
     if model.regression:
         raise MmgbmError(f"target {name!r} is a regression; audit ranks the labels of classification targets")
-    values = target_values(frame, cfg.targets[name], f"{cfg.data.splits['train']} (train)", model.label_names)
+    values = target_values(frame, cfg.targets[name], f"{cfg.data.splits['train']} (train)", model.label_names,
+                           cfg.data.id_column)
     kept = frame[values.keep].reset_index(drop=True)
     probs, by_modality, source = out_of_fold(model, products[values.keep], values.y)
     ranked = rank_labels(model.classes_, values.y, probs, by_modality)
@@ -84,7 +85,12 @@ def audit(cfg: Config, target: str, report_rows: int = 200) -> AuditResult:
     ranked["title"] = kept[cfg.data.text_columns[0]].fillna("").to_numpy() if cfg.data.text_columns else ""
     # Exact ties (rare with the margin) go to the product whose suggested label the model is surer of.
     ranked = ranked.sort_values(["confidence_wrong", "suggested_probability"], ascending=False, kind="stable")
-    ranked = ranked[COLUMNS].reset_index(drop=True)
+    columns = COLUMNS
+    if isinstance(model, MMGBMPathClassifier):  # where down the path the model parts from the given label
+        ranked["wrong_from_depth"] = [_parting_depth(given, suggested, model.separator)
+                                      for given, suggested in zip(ranked["given_label"], ranked["suggested_label"])]
+        columns = [*COLUMNS[:3], "wrong_from_depth", *COLUMNS[3:]]
+    ranked = ranked[columns].reset_index(drop=True)
 
     folder = report_dir(cfg, name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -97,6 +103,14 @@ def audit(cfg: Config, target: str, report_rows: int = 200) -> AuditResult:
               if cfg.data.image_column else {})
     result.html_path.write_text(_html_report(result, photos, places, report_rows))
     return result
+
+
+def _parting_depth(given: str, suggested: str, separator: str) -> int:
+    """The first level at which two paths differ (1 = the top level); 0 when they are the same path."""
+    if given == suggested:
+        return 0
+    a, b = given.split(separator), suggested.split(separator)
+    return next((d + 1 for d, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)) + 1)
 
 
 def out_of_fold(model: MMGBMClassifier, X: ProductMatrix, y: np.ndarray) -> tuple[np.ndarray, dict, str]:

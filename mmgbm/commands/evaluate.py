@@ -20,11 +20,12 @@ from mmgbm.commands.artifact import Artifact
 from mmgbm.commands.metrics import calibration_metrics, classification_metrics, headline, regression_metrics
 from mmgbm.commands.predict import checked_artifact, estimator_call
 from mmgbm.commands.reports import confusion_png, importance_png, per_class_f1_png, reliability_png, scatter_png
-from mmgbm.commands.targets import resolve_targets, target_values
-from mmgbm.config import Config, TargetConfig
+from mmgbm.commands.hierarchy_metrics import path_headline, path_metrics
+from mmgbm.commands.targets import recorded_target, resolve_targets, target_values
+from mmgbm.config import Config
 from mmgbm.corrections import correct_labels, corrections_note
 from mmgbm.errors import MmgbmError
-from mmgbm.estimator import FUSED, ProductMatrix
+from mmgbm.estimator import FUSED, MMGBMPathClassifier, ProductMatrix
 from mmgbm.features.design import load_products
 from mmgbm.workdir import report_dir
 
@@ -46,6 +47,8 @@ class EvaluationResult:
             share = next(row for row in c["coverage"] if row["coverage"] == 0.9)
             confidence = (f"; calibration error {c['ece']:.3f}, the 90% most confident at accuracy "
                           f"{share['accuracy']:.4f} (confidence >= {share['min_confidence']:.2f})")
+        if "path" in m:
+            confidence += f"; {path_headline(m['path'])}"
         unseen = ", ".join(f"{col} {n:,}" for col, n in m["unseen_metadata_levels"].items() if n)
         unseen = f"; products with metadata levels unseen in training (read as missing): {unseen}" if unseen else ""
         return (f"{self.target} on {m['split']} ({m[FUSED]['rows']:,} products, {m['dropped']}"
@@ -68,8 +71,9 @@ def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test",
         labelled, corrections = correct_labels(cfg, name, frame, info.column)
         # The target as the model was trained (column, task, log transform, label names), whatever the config says
         # now; products whose label names no label are left out of the scores and counted.
-        values = target_values(labelled, TargetConfig(column=info.column, task=info.task, log_target=info.log_target),
-                               f"split {split!r}", None if artifact.model.regression else artifact.model.label_names)
+        values = target_values(labelled, recorded_target(info.column, info.task, info.log_target, info.path),
+                               f"split {split!r}", None if artifact.model.regression else artifact.model.label_names,
+                               cfg.data.id_column)
         if not values.keep.any():
             raise MmgbmError(f"split {split!r} has no labelled products for target {name!r} ({info.column!r})")
         model, truth = artifact.model, values.y
@@ -87,6 +91,8 @@ def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test",
         }
         if not model.regression:
             metrics["calibration"] = calibration_metrics(fused == truth, predicted["probability"])
+        if isinstance(model, MMGBMPathClassifier):
+            metrics["path"] = path_metrics(truth, predicted["nodes"], predicted["node_probabilities"], model.separator)
         folder = report_dir(cfg, name)
         folder.mkdir(parents=True, exist_ok=True)
         metrics["pictures"] = [p.name for p in _pictures(folder, name, artifact, truth, fused, metrics)]

@@ -23,7 +23,8 @@ from mmgbm.commands.normalise import check_normalisation
 from mmgbm.commands.targets import resolve_targets
 from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
-from mmgbm.estimator import ProductMatrix
+from mmgbm.estimator import MMGBMPathClassifier, ProductMatrix
+from mmgbm.estimator.path_classifier import deepest_confident
 from mmgbm.features.atomic import write_atomically
 from mmgbm.features.design import load_products
 from mmgbm.workdir import model_dir
@@ -62,8 +63,9 @@ def predict(cfg: Config, targets: list[str] | None = None, split: str | None = N
     """A frame: the id column, then per target its prediction and, on request, top-k labels with their
     probabilities (`<target>_top1`, `<target>_p1` ...) or every class's probability (`<target>_p_<class>`).
     With `min_confidence`, labels whose calibrated probability is below it are left empty (only what is safe to
-    auto-fill is filled) and `<target>_confidence` is written. Photos not in the image store as they are now (a new
-    table, a changed file) are embedded on the fly, and `say` is told how many."""
+    auto-fill is filled) and `<target>_confidence` is written; a path target then writes the deepest node of its
+    answer whose probability reaches it, with `<target>_depth` (see `_path_columns`). Photos not in the image store as
+    they are now (a new table, a changed file) are embedded on the fly, and `say` is told how many."""
     if top_k < 0:
         raise MmgbmError(f"--top-k must be 0 or more (got {top_k})")
     if not 0.0 <= min_confidence < 1.0:
@@ -86,6 +88,9 @@ def _target_columns(products: ProductMatrix, *, name: str, model, probabilities:
     always the predicted one, also when copied from the text); per-class probabilities are the model's own."""
     if model.regression:
         return {name: estimator_call(name, model.predict, products)}
+    if isinstance(model, MMGBMPathClassifier):
+        return _path_columns(products, name=name, model=model, probabilities=probabilities,
+                             min_confidence=min_confidence)
     labels, label_probs = estimator_call(name, model.predict_top_k, products, max(top_k, 1))
     cols = {name: labels[:, 0]}
     if min_confidence > 0:
@@ -97,6 +102,22 @@ def _target_columns(products: ProductMatrix, *, name: str, model, probabilities:
     if probabilities:
         full = estimator_call(name, model.predict_proba, products)
         cols.update({f"{name}_p_{c}": np.round(full[:, j], 6) for j, c in enumerate(model.classes_)})
+    return cols
+
+
+def _path_columns(products: ProductMatrix, *, name: str, model: MMGBMPathClassifier, probabilities: bool,
+                  min_confidence: float) -> dict[str, np.ndarray]:
+    """The answer's path; with `min_confidence` its deepest node that reaches it (empty where not even the first
+    level does) with `<target>_depth` and `<target>_confidence`, that node's probability; with `probabilities` the
+    probability of the answer's node at each level (`<target>_p_depth1` ...)."""
+    nodes, node_probs = estimator_call(name, model.predict_path, products)
+    path, depth, confidence = deepest_confident(nodes, node_probs, min_confidence)
+    cols = {name: path}
+    if min_confidence > 0:
+        cols[f"{name}_depth"] = depth
+        cols[f"{name}_confidence"] = np.round(confidence, 6)
+    if probabilities:
+        cols.update({f"{name}_p_depth{d + 1}": np.round(node_probs[:, d], 6) for d in range(node_probs.shape[1])})
     return cols
 
 

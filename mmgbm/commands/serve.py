@@ -23,7 +23,8 @@ from mmgbm.commands.predict import estimator_call
 from mmgbm.commands.targets import resolve_targets
 from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
-from mmgbm.estimator import ProductMatrix
+from mmgbm.estimator import MMGBMPathClassifier, ProductMatrix
+from mmgbm.estimator.path_classifier import deepest_confident
 from mmgbm.features.online import BadProduct, OnlineFeatures, PostedImage
 from mmgbm.workdir import model_dir
 
@@ -51,12 +52,14 @@ class PredictionService:
         # each use every core), and the estimators were not written to be shared across threads.
         self._lock = threading.Lock()
 
-    def predict(self, products: list[BaseModel], images: list[PostedImage], top_k: int) -> list[dict[str, Any]]:
+    def predict(self, products: list[BaseModel], images: list[PostedImage], top_k: int,
+                min_confidence: float = 0.0) -> list[dict[str, Any]]:
         rows = [p.model_dump(exclude={self.cfg.data.image_column, IMAGE_BYTES_FIELD}) for p in products]
         frame = pd.DataFrame(rows, columns=[self.cfg.data.id_column, *self.features.columns])
         with self._lock:
             matrix = self.features.products(frame, images)
-            answers = {name: _answers(name, model, matrix, top_k) for name, model in self.models.items()}
+            answers = {name: _answers(name, model, matrix, top_k, min_confidence)
+                       for name, model in self.models.items()}
         return [{"id": pid, "targets": {name: per_product[i] for name, per_product in answers.items()}}
                 for i, pid in enumerate(frame[self.cfg.data.id_column])]
 
@@ -102,13 +105,22 @@ def posted_image(cfg: Config, product: BaseModel) -> PostedImage:
         raise BadProduct(f"product {pid!r}: {IMAGE_BYTES_FIELD} is not valid base64") from None
 
 
-def _answers(name: str, model, products: ProductMatrix, top_k: int) -> list[dict[str, Any]]:
+def _answers(name: str, model, products: ProductMatrix, top_k: int, min_confidence: float) -> list[dict[str, Any]]:
     """Per product, batch predict's answer for one target as JSON values: the value on the target's own scale, or
-    the label with the top-k ranking it heads (the first is always the label, also when copied from the text)."""
+    the label with the top-k ranking it heads (the first is always the label, also when copied from the text; null
+    below `min_confidence`), or a path target's deepest node reaching `min_confidence` with its depth and each level
+    of the whole answer with its probability."""
     if model.regression:
         return [{"value": float(v)} for v in estimator_call(name, model.predict, products)]
+    if isinstance(model, MMGBMPathClassifier):
+        nodes, probabilities = estimator_call(name, model.predict_path, products)
+        paths, depths, confidences = deepest_confident(nodes, probabilities, min_confidence)
+        return [{"label": path, "depth": int(depth), "probability": float(confidence),
+                 "levels": [{"label": node.rsplit(model.separator, 1)[-1], "probability": float(p)}
+                            for node, p in zip(answer, levels) if node is not None]}
+                for path, depth, confidence, answer, levels in zip(paths, depths, confidences, nodes, probabilities)]
     labels, probabilities = estimator_call(name, model.predict_top_k, products, top_k)
-    return [{"label": str(ranked[0]), "probability": float(p[0]),
+    return [{"label": str(ranked[0]) if p[0] >= min_confidence else None, "probability": float(p[0]),
              "top_k": [{"label": str(label), "probability": float(q)} for label, q in zip(ranked, p)]}
             for ranked, p in zip(labels, probabilities)]
 
@@ -124,6 +136,8 @@ def create_app(service: PredictionService, max_body_bytes: int = MAX_BODY_BYTES)
     app = FastAPI(title="mmgbm", version="1", summary="Product attributes from text, photo and metadata.")
     answer_problems(app, max_body_bytes)
     TopK = Query(DEFAULT_TOP_K, ge=1, le=20, description="Labels ranked per classification target.")
+    MinConfidence = Query(0.0, ge=0.0, lt=1.0, description="A label below this probability is null; a path target "
+                          "answers the deepest node of its path whose probability reaches it, with its depth.")
 
     @app.exception_handler(BadProduct)
     async def bad_product(request: Request, exc: Exception) -> JSONResponse:
@@ -137,15 +151,15 @@ def create_app(service: PredictionService, max_body_bytes: int = MAX_BODY_BYTES)
 
     @app.post("/predict", responses=PROBLEMS)
     def predict(products: list[Product] = Body(..., min_length=1, max_length=MAX_PRODUCTS),  # type: ignore[valid-type]
-                top_k: int = TopK) -> dict[str, Any]:
+                top_k: int = TopK, min_confidence: float = MinConfidence) -> dict[str, Any]:
         """Predict every served target for a list of products (at most 256)."""
         images = [posted_image(cfg, p) for p in products]
-        return {"predictions": service.predict(products, images, top_k)}
+        return {"predictions": service.predict(products, images, top_k, min_confidence)}
 
     if service.features.encoder is not None:
         @app.post("/predict/upload", responses=PROBLEMS)
         def predict_upload(image: UploadFile = File(...), product: str = Form(..., description="The product as JSON"),
-                           top_k: int = TopK) -> dict[str, Any]:
+                           top_k: int = TopK, min_confidence: float = MinConfidence) -> dict[str, Any]:
             """One product with its photo uploaded as a file; `product` holds its other fields as JSON."""
             try:
                 posted = Product.model_validate(json.loads(product))
@@ -154,7 +168,7 @@ def create_app(service: PredictionService, max_body_bytes: int = MAX_BODY_BYTES)
                 raise RequestValidationError([{**e, "loc": ("product", *e["loc"])} for e in errors]) from None
             if posted_image(cfg, posted) is not None:
                 raise BadProduct("an uploaded product takes its photo from the file; leave out its image fields")
-            return {"predictions": service.predict([posted], [image.file.read()], top_k)}
+            return {"predictions": service.predict([posted], [image.file.read()], top_k, min_confidence)}
 
     app.openapi = lambda: _openapi(app)
     return app

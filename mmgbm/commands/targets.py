@@ -2,12 +2,13 @@
 
 Rows whose target cannot be learned from (missing, not positive under a log target, or a value the target's
 `normalise` file marks as no label) are dropped and counted rather than crashing a run, and every command reports
-how many. Labels are read in the target's canonical names (`targets.<name>.normalise`).
+how many. Labels are read in the target's canonical names (`targets.<name>.normalise`); a path target's values are
+read as paths (mmgbm.taxonomy), one string each, its levels joined by the target's separator.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,10 @@ from mmgbm.commands.normalise import read_names
 from mmgbm.config import Config, TargetConfig
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator.label_names import LabelNames
+from mmgbm.taxonomy import PathFormat, PathProblem, Taxonomy, read_taxonomy
 
 ALL = "all"
+LISTED_OFF_TAXONOMY = 20  # paths outside the taxonomy that validate names one by one, most products first
 
 
 def resolve_targets(cfg: Config, names: list[str] | None) -> list[str]:
@@ -35,7 +38,7 @@ def resolve_targets(cfg: Config, names: list[str] | None) -> list[str]:
 
 def metadata_columns(cfg: Config, target: TargetConfig) -> tuple[list[str], list[str]]:
     """(categorical, numeric) metadata columns for a target: never its own column or the ones it excludes."""
-    skip = {target.column, *target.exclude_columns}
+    skip = {*target.source_columns, *target.exclude_columns}
     return ([c for c in cfg.data.categorical_columns if c not in skip],
             [c for c in cfg.data.numeric_columns if c not in skip])
 
@@ -51,6 +54,9 @@ class TargetValues:
     dropped_nonpositive: int
     dropped_no_label: int = 0
     names_source: str = ""  # where the no-label marks come from
+    # A path target's labels that are no node of its taxonomy file (levels -> products), left out.
+    off_taxonomy: dict[tuple[str, ...], int] = field(default_factory=dict)
+    taxonomy: Taxonomy | None = None
 
     def describe(self) -> str:
         parts = []
@@ -60,6 +66,9 @@ class TargetValues:
             parts.append(f"{self.dropped_nonpositive:,} with a target <= 0 (no log)")
         if self.dropped_no_label:
             parts.append(f"{self.dropped_no_label:,} marked no_brand in {Path(self.names_source).name}")
+        if self.off_taxonomy:
+            parts.append(f"{sum(self.off_taxonomy.values()):,} with a path not in {Path(self.taxonomy.source).name} "
+                         f"(`mmgbm validate` lists them)")
         return f"dropped {' and '.join(parts)}" if parts else "no rows dropped"
 
 
@@ -80,11 +89,15 @@ def target_names(cfg: Config, name: str, frame: pd.DataFrame) -> LabelNames | No
     return read_names(Path(setting))
 
 
-def target_values(frame: pd.DataFrame, target: TargetConfig, source: str,
-                  names: LabelNames | None = None) -> TargetValues:
-    """The learnable rows; with `names`, labels in their canonical names and values that name no label dropped."""
-    if target.column not in frame.columns:
-        raise MmgbmError(f"{source}: no target column {target.column!r}; add it or pick another --target")
+def target_values(frame: pd.DataFrame, target: TargetConfig, source: str, names: LabelNames | None = None,
+                  id_column: str | None = None) -> TargetValues:
+    """The learnable rows; with `names`, labels in their canonical names and values that name no label dropped. A
+    path that cannot be read is an error naming the product (its `id_column`)."""
+    for column in target.source_columns:
+        if column not in frame.columns:
+            raise MmgbmError(f"{source}: no target column {column!r}; add it or pick another --target")
+    if target.task == "path":
+        return path_values(frame, target, source, id_column)
     raw = frame[target.column]
     if target.task != "regression":
         given = given_labels(frame, target.column).to_numpy()
@@ -102,6 +115,52 @@ def target_values(frame: pd.DataFrame, target: TargetConfig, source: str,
     return TargetValues(keep, values[keep], int(missing.sum()), int(nonpositive.sum()))
 
 
+def path_settings(target: TargetConfig) -> dict | None:
+    """How a path target reads its values, as a model's manifest records them (None for other targets)."""
+    if target.task != "path":
+        return None
+    return target.model_dump(mode="json", include={"columns", "separator", "max_depth", "truncate", "taxonomy"})
+
+
+def recorded_target(column: str | None, task: str, log_target: bool, path: dict | None) -> TargetConfig:
+    """The target as a model's manifest recorded it at training, whatever the config says now."""
+    return TargetConfig(column=column, task=task, log_target=log_target, **(path or {}))
+
+
+def path_format(target: TargetConfig) -> PathFormat:
+    return PathFormat(target.separator, target.max_depth, target.truncate)
+
+
+def path_values(frame: pd.DataFrame, target: TargetConfig, source: str, id_column: str | None) -> TargetValues:
+    """A path target's rows with a path (and, with a taxonomy, one that is a node of it), each as one string."""
+    form = path_format(target)
+    taxonomy = read_taxonomy(target.taxonomy, form) if target.taxonomy is not None else None
+    columns = target.source_columns
+    values = frame[target.column] if target.column is not None else zip(*(frame[c] for c in columns))
+    read = form.split if target.column is not None else form.from_levels
+    paths = np.full(len(frame), None, dtype=object)
+    off: dict[tuple[str, ...], int] = {}
+    seen: dict[object, tuple[str, ...] | None] = {}
+    for row, value in enumerate(values):
+        key = value if target.column is not None else tuple(value)
+        if key not in seen:
+            try:
+                seen[key] = read(value)
+            except PathProblem as exc:
+                product = f"product {frame[id_column].iloc[row]!r}" if id_column in frame else f"row {row + 1}"
+                raise MmgbmError(f"{source}, {product}, column {' / '.join(columns)}: {exc}") from None
+        levels = seen[key]
+        if levels is None:
+            continue
+        if taxonomy is not None and levels not in taxonomy:
+            off[levels] = off.get(levels, 0) + 1
+            continue
+        paths[row] = form.join(levels)
+    keep = pd.notna(paths)
+    return TargetValues(keep, paths[keep].astype(str), int((~keep).sum()) - sum(off.values()), 0,
+                        off_taxonomy=off, taxonomy=taxonomy)
+
+
 def min_training_rows(cfg: Config) -> int:
     """Labelled products a target needs: two per fold of the heads' out-of-fold scores."""
     return 2 * cfg.model.n_folds
@@ -111,14 +170,25 @@ def target_problems(cfg: Config, frame: pd.DataFrame, source: str) -> list[str]:
     """What would stop `train` on this table, one line per target, found without computing anything."""
     problems = []
     for name, target in cfg.targets.items():
-        values = target_values(frame, target, source, target_names(cfg, name, frame))
+        values = target_values(frame, target, source, target_names(cfg, name, frame), cfg.data.id_column)
+        off = sorted(values.off_taxonomy.items(), key=lambda item: -item[1])
+        for levels, count in off[:LISTED_OFF_TAXONOMY]:
+            closest = path_format(target).join(values.taxonomy.closest(levels))
+            products = f"{count:,} product{'s' if count > 1 else ''}"
+            problems.append(f"{source}: target {name!r}: {path_format(target).join(levels)!r} ({products}) "
+                            f"is no node of {Path(values.taxonomy.source).name}; the closest node is {closest!r}: "
+                            f"relabel them")
+        if len(off) > LISTED_OFF_TAXONOMY:
+            problems.append(f"{source}: target {name!r}: {len(off) - LISTED_OFF_TAXONOMY:,} more paths are no node of "
+                            f"{Path(values.taxonomy.source).name}")
         usable, classes = int(values.keep.sum()), len(np.unique(values.y))
+        shown = " / ".join(target.source_columns)
         if usable < min_training_rows(cfg):
-            problems.append(f"{source}: target {name!r} has only {usable} usable rows in {target.column!r} "
+            problems.append(f"{source}: target {name!r} has only {usable} usable rows in {shown!r} "
                             f"({values.describe()}); train needs at least {min_training_rows(cfg)}")
         elif target.task != "regression" and classes < 2:
             only = str(values.y[0])
-            problems.append(f"{source}: target {name!r} has a single class ({only!r}) in {target.column!r}; there "
+            problems.append(f"{source}: target {name!r} has a single class ({only!r}) in {shown!r}; there "
                             f"is nothing to predict: drop the target or add products of other classes")
         elif target.task == "binary" and (problem := binary_problem(name, values.y, source)):
             problems.append(problem)

@@ -16,14 +16,15 @@ from mmgbm.catalogue import load_split
 from mmgbm.cluster import joblib_on
 from mmgbm.commands.artifact import Artifact, TargetInfo, save_artifact
 from mmgbm.commands.normalise import normalisation
-from mmgbm.commands.targets import (check_binary, metadata_columns, min_training_rows, resolve_targets, target_names,
-                                    target_values)
+from mmgbm.commands.targets import (check_binary, metadata_columns, min_training_rows, path_settings, resolve_targets,
+                                    target_names, target_values)
 from mmgbm.config import Config, TargetConfig
 from mmgbm.corrections import correct_labels, corrections_note
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import FUSED, MMGBMClassifier, MMGBMRegressor, ProductMatrix
 from mmgbm.estimator.base import MMGBMBase
 from mmgbm.estimator.label_names import LabelNames
+from mmgbm.estimator.path_classifier import MMGBMPathClassifier
 from mmgbm.features.design import load_products
 from mmgbm.workdir import model_dir
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 # by a test), except these two, named for the config's reader.
 RENAMED = {"params": "lightgbm_params", "regression_objective": "objective"}
 # Estimator parameters that come from elsewhere in the config: the data's column roles and the target's settings.
-FROM_TARGET = ("categorical_columns", "numeric_columns", "label_in_text", "log_target", "label_names")
+FROM_TARGET = ("categorical_columns", "numeric_columns", "label_in_text", "log_target", "label_names", "separator")
 
 
 @dataclass
@@ -61,15 +62,19 @@ class TrainSummary:
 def build_estimator(cfg: Config, target: TargetConfig, names: LabelNames | None = None) -> MMGBMBase:
     """The unfitted estimator for one target: each `model:` setting it takes, the target's own, and the label
     names its labels are given in."""
-    kind = MMGBMRegressor if target.task == "regression" else MMGBMClassifier
+    kind = {"regression": MMGBMRegressor, "path": MMGBMPathClassifier}.get(target.task, MMGBMClassifier)
     takes = kind().get_params()
     settings = {RENAMED.get(name, name): value for name, value in cfg.model.model_dump().items()}
     params = {name: value for name, value in settings.items() if name in takes}
     params["lightgbm_params"] = dict(cfg.model.params) or None
     categorical, numeric = metadata_columns(cfg, target)
     params.update(categorical_columns=tuple(categorical), numeric_columns=tuple(numeric))
-    params.update({"log_target": target.log_target} if kind is MMGBMRegressor else
-                  {"label_in_text": target.label_in_text, "label_names": names})
+    if kind is MMGBMRegressor:
+        params["log_target"] = target.log_target
+    elif kind is MMGBMPathClassifier:
+        params["separator"] = target.separator
+    else:
+        params.update(label_in_text=target.label_in_text, label_names=names)
     return kind(**params)
 
 
@@ -94,10 +99,10 @@ def train_target(cfg: Config, name: str, frame: pd.DataFrame, products: ProductM
     source = f"{cfg.data.splits['train']} (train)"
     frame, corrections = correct_labels(cfg, name, frame, target.column)
     names = target_names(cfg, name, frame)
-    values = target_values(frame, target, source, names)
+    values = target_values(frame, target, source, names, cfg.data.id_column)
     if values.keep.sum() < min_training_rows(cfg):
         raise MmgbmError(
-            f"{source}: only {int(values.keep.sum())} products have a usable {target.column!r}; "
+            f"{source}: only {int(values.keep.sum())} products have a usable {' / '.join(target.source_columns)!r}; "
             f"need at least {min_training_rows(cfg)} to train target {name!r}"
         )
     if target.task == "binary":
@@ -129,6 +134,6 @@ def train_target(cfg: Config, name: str, frame: pd.DataFrame, products: ProductM
         "seconds": round(time.perf_counter() - started, 2),
     }
     folder = model_dir(cfg, name)
-    info = TargetInfo(name, target.column, target.task, target.log_target, normalisation(names))
+    info = TargetInfo(name, target.column, target.task, target.log_target, normalisation(names), path_settings(target))
     save_artifact(folder, Artifact(info, model, cfg.model_dump(mode="json"), fingerprints, metrics))
     return TrainSummary(name, folder, metrics)

@@ -181,6 +181,10 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
             self.classes_ = self.classes_.astype(str)  # labels copied from text are strings; so must classes be
         return target
 
+    def _mention_names(self) -> tuple[str, ...]:
+        """What the mention heads look for in the text, per class: its name."""
+        return tuple(str(c) for c in self.classes_)
+
     def _fit_stacker(self, scores: list[np.ndarray], meta, target: np.ndarray, folds: np.ndarray) -> CandidateReranker:
         return CandidateReranker(list(self.heads_), self.candidates, self._lightgbm_params("binary"), self.max_rounds,
                                  self.early_stopping_rounds).fit(scores, meta, list(self.categorical_columns), target,

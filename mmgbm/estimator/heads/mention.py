@@ -59,7 +59,7 @@ def mention_words(text: str) -> list[str]:
 def _build(estimator, block: str, n_features: int) -> MentionHead | None:
     if estimator.regression or block_kind(block) != "words":
         return None
-    return MentionHead(tuple(str(c) for c in estimator.classes_))
+    return MentionHead(estimator._mention_names())
 
 
 register("mention", MentionHead, _build)
