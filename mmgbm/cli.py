@@ -158,7 +158,8 @@ def predict(
     top_k: Annotated[int, typer.Option(help="Also write the k most likely classes and their probabilities.")] = 0,
     probabilities: Annotated[bool, typer.Option(help="Also write every class's probability.")] = False,
     min_confidence: Annotated[float, typer.Option(
-        help="Leave a label empty when its calibrated probability is below this (fill only what is safe).")] = 0.0,
+        help="Leave a label empty when its calibrated probability is below this (fill only what is safe); a path "
+             "target keeps the deepest level of its path that reaches it, with its depth.")] = 0.0,
     cluster: ClusterOpt = None,
 ) -> None:
     """Predict every target for each product of a split or an input table and write a CSV."""

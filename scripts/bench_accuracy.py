@@ -209,8 +209,9 @@ def print_paths(cfg: Config, rows: list[dict]) -> bool:
             margin = PATH_DEEPEST_MARGIN if row["depth"] == deepest else 0.0
             ok = row["accuracy"] >= other["fused"]["accuracy"] + margin
             ok_all &= ok
-            print(f"  depth {row['depth']}: {row['accuracy']:.4f} ({row['rows']:,} products) against flat "
-                  f"{other['target']} {other['fused']['accuracy']:.4f} ({other['n_test']:,}): goal >= flat"
+            print(f"  depth {row['depth']}: {row['accuracy']:.4f} ({row['rows']:,} products; its level names alone "
+                  f"{_names_right(cfg, r, levels[row['depth'] - 1], row['depth'], target.separator):.4f}) against "
+                  f"flat {other['target']} {other['fused']['accuracy']:.4f} ({other['n_test']:,}): goal >= flat"
                   f"{f' + {100 * margin:.1f} pts' if margin else ''} {'PASS' if ok else 'FAIL'}")
         nodes = {node for path in target_values(train, target, "train").y
                  for node in _prefixes(path, target.separator)}
@@ -234,6 +235,14 @@ def print_paths(cfg: Config, rows: list[dict]) -> bool:
                   f"{by_depth[deepest]['train_s']:.1f} s: {ratio:.2f}x (goal <= {PATH_TIME_RATIO}x) "
                   f"{'PASS' if ratio <= PATH_TIME_RATIO else 'FAIL'}")
     return ok_all
+
+
+def _names_right(cfg: Config, row: dict, column: str, depth: int, separator: str) -> float:
+    """How often the answer's level `depth` is named as the test product's `column` (what a flat target of that
+    column is scored on), over the products that have one: a level's name may sit under another parent."""
+    given = load_split(cfg, "test").set_index(cfg.data.id_column)[column].dropna().astype(str).str.strip()
+    answers = row["answers"].reindex(given.index).fillna("").astype(str).str.split(separator)
+    return float(np.mean([len(a) >= depth and a[depth - 1] == g for a, g in zip(answers, given)]))
 
 
 def _prefixes(path: str, separator: str) -> list[str]:
