@@ -63,9 +63,9 @@ class PathFormat:
         mark = self.separator.strip() or self.separator
         for run in SEPARATOR_MARKS.findall(text):
             if run != mark:
-                raise PathProblem(f"path {text!r} is written with {run!r} between levels, but the target's separator "
-                                  f"is {self.separator!r} (mixed separators); write every path with "
-                                  f"{self.separator!r} or set the target's separator")
+                raise PathProblem(f"path {text!r} is written with {run!r} between levels, not the target's "
+                                  f"separator {self.separator!r}; write every path with {self.separator!r}, or set "
+                                  f"the target's separator to {f' {run} '!r} if every path is written so")
         return self.checked(tuple(level.strip() for level in text.split(mark)), text)
 
     def from_levels(self, values: Iterable[object]) -> tuple[str, ...] | None:

@@ -223,7 +223,7 @@ def test_a_path_in_level_columns_or_flipkart_json_reads_the_same(tmp_path: Path)
 
 
 @pytest.mark.parametrize("values, target, message", [
-    (["A >> C", "A > B"], {"column": "c"}, "written with '>>' between levels, but the target's separator is ' > '"),
+    (["A >> C", "A > B"], {"column": "c"}, "written with '>>' between levels, not the target's separator ' > '"),
     (["A >  > C", "A > B"], {"column": "c"}, "has an empty level 2"),
     (["A > B > C > D", "A > B"], {"column": "c", "max_depth": 3}, "4 levels, deeper than max_depth 3"),
     ([None, "A"], {"columns": ["c", "d"]}, "level 1 is empty but level 2 is not"),
