@@ -95,14 +95,13 @@ class MMGBMPathClassifier(MMGBMClassifier):
     def _fit_after_selection(self, X: ProductMatrix, honest: Prediction, oof: dict, target: np.ndarray) -> None:
         """The top level's own evidence (module docstring), pooled into the honest predictions before they are
         calibrated and kept."""
-        self.top_head_, self.top_weight_ = None, 0.0
+        self.top_head_, self.top_weight_, self.top_block_ = None, 0.0, None
         block = next((name.rsplit(".", 1)[0] for name in self.head_order_ if WORDS not in name), None)
         if self.depth_ > 1 and block is not None:
             self.top_block_ = block
-            top = self.ancestors_[:, 0]
-            self.top_nodes_, self.top_of_class_ = np.unique(top, return_inverse=True)
+            top_nodes, self.top_of_class_ = np.unique(self.ancestors_[:, 0], return_inverse=True)
             B, present = self._blocks(X)[block]
-            head = LinearHead("multiclass", len(self.top_nodes_), self.linear_c, dense_alpha=self.image_alpha,
+            head = LinearHead("multiclass", len(top_nodes), self.linear_c, dense_alpha=self.image_alpha,
                               max_rows=self.linear_max_products, shortlist=self.linear_shortlist, seed=self.seed)
             fitted, scores = fit_and_score(head, B, self.top_of_class_[target],
                                            fold_ids(target, self.n_folds, self.seed), present, self.n_jobs)
