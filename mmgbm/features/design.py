@@ -20,7 +20,6 @@ import scipy.sparse as sp
 from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator.products import ProductMatrix
-from mmgbm.features.image_decoding import image_sources
 from mmgbm.features.images import embed_images, known_failures
 from mmgbm.features.photo_fetch import source_url
 from mmgbm.features.photos import Photos
@@ -61,10 +60,7 @@ def load_products(cfg: Config, frame: pd.DataFrame, embed_new_photos: Callable[[
         now = paths = urls = None
         if cfg.data.image_column in frame.columns:
             photos = Photos.of(cfg)
-            candidates = photos.candidate_lists(frame[cfg.data.image_column])
-            paths = [photos.chosen(c) for c in candidates]
-            urls = [c if photos.fetched(p) else None for p, c in zip(paths, candidates)]
-            now = image_sources([p if u is None else "" for p, u in zip(paths, urls)], photos.root, photos.inside)
+            paths, urls, now = photos.locate(frame[cfg.data.image_column])
             _url_sources(embeddings.read_sources(ids), urls, now)
         dense["image"] = _read_dense(embeddings, ids, now)
         dense["image.colour"] = _read_dense(colours, ids, now)

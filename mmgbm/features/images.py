@@ -41,7 +41,7 @@ from mmgbm.cluster import run_parts
 from mmgbm.config import Config, ImageFeaturesConfig
 from mmgbm.errors import MmgbmError
 from mmgbm.features import colour
-from mmgbm.features.image_decoding import UnreadableImage, decode_image, decode_image_bytes, image_sources
+from mmgbm.features.image_decoding import UnreadableImage, decode_image, decode_image_bytes
 from mmgbm.features.image_encoder import ImageEncoder, Tag
 from mmgbm.features.image_runtime import EncoderChoice
 from mmgbm.features.photo_fetch import PhotoFetcher, source_url
@@ -213,10 +213,7 @@ def _extract_all(cfg: Config, choice: EncoderChoice, progress: bool, client: Cli
     products = load_all_products(cfg)
     ids = products[cfg.data.id_column].tolist()
     photos = Photos.of(cfg)
-    candidates = photos.candidate_lists(products[cfg.data.image_column])
-    paths = [photos.chosen(c) for c in candidates]
-    urls = [c if photos.fetched(p) else None for p, c in zip(paths, candidates)]
-    sources = image_sources([p if u is None else "" for p, u in zip(paths, urls)], photos.root, photos.inside)
+    paths, urls, sources = photos.locate(products[cfg.data.image_column])
     stored_embeddings, stored_colours = embeddings.prepare_writing(), colours.prepare_writing()
     checked, changed = _check_urls(photos, ids, urls, sources, stored_embeddings, stored_colours)
     needs_embedding = _needs_work(stored_embeddings, ids, sources)

@@ -32,6 +32,7 @@ from urllib.parse import urljoin, urlsplit
 
 from PIL import Image, UnidentifiedImageError
 
+from mmgbm.features.image_decoding import EMPTY, NO_PATH, NOT_AN_IMAGE, TOO_LARGE
 from mmgbm.urls import WEB_SCHEMES
 
 if TYPE_CHECKING:
@@ -41,8 +42,6 @@ if TYPE_CHECKING:
 
 TIMED_OUT = "timed out"
 NOT_ALLOWED = "address not allowed"
-NOT_AN_IMAGE = "not an image"
-TOO_LARGE = "too large"
 TOO_MANY_REDIRECTS = "too many redirects"
 UNREACHABLE = "connection failed"
 BAD_URL = "invalid URL"
@@ -175,7 +174,7 @@ class PhotoFetcher:
                 return Fetched(key, url, data, source)
             except FetchFailed as exc:
                 first = first or Fetched(key, url, reason=exc.reason)
-        return first or Fetched(key, reason="no image path")
+        return first or Fetched(key, reason=NO_PATH)
 
     async def _changed(self, key: Any, source: str) -> tuple[Any, bool]:
         url, size, etag, modified = source.rsplit("|", 3)
@@ -334,7 +333,7 @@ class _PolicyResolver:
 def _check_image(data: bytes) -> None:
     """Refuse, from the header alone, a body that is no image (an HTML error page served as 200)."""
     if not data:
-        raise FetchFailed("empty file")
+        raise FetchFailed(EMPTY)
     try:
         with Image.open(io.BytesIO(data)):
             pass

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from mmgbm.features import photo_urls
-from mmgbm.features.image_decoding import UnreadableImage, check_image_file
+from mmgbm.features.image_decoding import UnreadableImage, check_image_file, image_sources
 from mmgbm.features.photo_fetch import PhotoFetcher, photo_candidates
 from mmgbm.urls import is_url, is_web_url
 
@@ -64,6 +64,15 @@ class Photos:
         """Per product, the photo to embed ('' for none): of several, the first file that can be opened, or the
         first URL (the fetch falls back to the next ones, `candidate_lists`)."""
         return [self.chosen(c) for c in self.candidate_lists(column)]
+
+    def locate(self, column: pd.Series) -> tuple[list[str], list[list[str] | None], list[str | None]]:
+        """Per product: the photo to embed (`paths`), the photos to fetch in turn where it is a URL (else None), and
+        what a file or object is now (`image_sources`; None for URLs, whose servers are asked when extracting)."""
+        candidates = self.candidate_lists(column)
+        paths = [self.chosen(c) for c in candidates]
+        urls = [c if self.fetched(p) else None for p, c in zip(paths, candidates)]
+        sources = image_sources([p if u is None else "" for p, u in zip(paths, urls)], self.root, self.inside)
+        return paths, urls, sources
 
     def candidate_lists(self, column: pd.Series) -> list[list[str]]:
         return [self.candidates(value) for value in column.tolist()]
