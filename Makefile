@@ -34,9 +34,11 @@ NO_TESTS_IS_A_WARNING = rc=$$?; if [ $$rc -eq 5 ]; then echo "WARNING: pytest co
 # One OpenMP / BLAS thread per worker: LightGBM, faiss and numpy each start a thread per core in both workers, and
 # the four fighting over two cores made the suite 63 s where one each took 45 s (2026-12-04).
 ONE_THREAD_EACH = OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
-# ruff first: pyflakes, pycodestyle and bugbear findings (pyproject's [tool.ruff]) fail the suite in a second.
+# ruff first: pyflakes, pycodestyle and bugbear findings and unformatted code (pyproject's [tool.ruff]) fail the
+# suite in a second; `ruff format mmgbm tests scripts` fixes the latter.
 test: install
 	$(BIN)/ruff check mmgbm tests scripts
+	$(BIN)/ruff format --check mmgbm tests scripts
 	$(ONE_THREAD_EACH) $(BIN)/pytest -q -n 2 --dist loadscope; $(NO_TESTS_IS_A_WARNING)
 
 test-slow: install

@@ -16,8 +16,16 @@ from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
 from mmgbm.feeds import is_merchant_header, read_delimited_feed, read_xml_feed
 
-READERS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
-           ".ndjson": "jsonl", ".xml": "merchant xml"}
+READERS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".txt": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".xml": "merchant xml",
+}
 SEPARATORS = {"csv": ",", "tsv": "\t"}
 # Tables whose rows an error can name by their line in the file (the header is line 1).
 LINE_NUMBERED = (".csv", ".tsv", ".txt")
@@ -32,7 +40,8 @@ def read_table(path: Path, id_column: str) -> pd.DataFrame:
     if kind is None:
         raise MmgbmError(
             f"{path}: unknown table format {path.suffix!r}; use .csv, .tsv/.txt, .parquet, .jsonl or a Merchant "
-            "Center .xml feed")
+            "Center .xml feed"
+        )
     try:
         if kind == "merchant xml":
             frame = read_xml_feed(path, id_column)
@@ -64,8 +73,9 @@ def validate_ids(frame: pd.DataFrame, id_column: str, source: str) -> pd.DataFra
     null = ids.isna() | (ids.astype(str).str.strip() == "")
     if null.any():
         where = _where(source, frame.index[null][:5])
-        raise MmgbmError(f"{source}: {int(null.sum())} rows have an empty id in {id_column!r}{where}; every product "
-                         f"needs an id")
+        raise MmgbmError(
+            f"{source}: {int(null.sum())} rows have an empty id in {id_column!r}{where}; every product needs an id"
+        )
     ids = ids.map(_id_string)
     dup = ids[ids.duplicated(keep=False)]
     if len(dup):
@@ -123,10 +133,18 @@ def check_columns(frame: pd.DataFrame, columns: list[str], source: str) -> None:
 def empty_columns(cfg: Config, frame: pd.DataFrame) -> list[str]:
     """Configured feature columns (text, image, metadata) without a single value in `frame`."""
     data = cfg.data
-    named = [*data.text_columns, *(c for cols in cfg.text_fields.values() for c in cols), *data.categorical_columns,
-             *data.numeric_columns, *([data.image_column] if data.image_column else [])]
-    return [c for c in dict.fromkeys(named)
-            if c in frame.columns and frame[c].map(lambda v: pd.isna(v) or str(v).strip() == "").all()]
+    named = [
+        *data.text_columns,
+        *(c for cols in cfg.text_fields.values() for c in cols),
+        *data.categorical_columns,
+        *data.numeric_columns,
+        *([data.image_column] if data.image_column else []),
+    ]
+    return [
+        c
+        for c in dict.fromkeys(named)
+        if c in frame.columns and frame[c].map(lambda v: pd.isna(v) or str(v).strip() == "").all()
+    ]
 
 
 def _id_unit(ids: pd.Series, salt: str) -> pd.Series:

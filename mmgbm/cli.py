@@ -31,9 +31,14 @@ OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 ConfigOpt = Annotated[
     Optional[Path], typer.Option("--config", "-c", help="YAML config (default: ./mmgbm.yaml).", show_default=False)
 ]
-ClusterOpt = Annotated[Optional[str], typer.Option(
-    help="Run on a Dask cluster: 'local' (started on this machine for the command), a scheduler address "
-         "tcp://HOST:8786, or 'none' (default: the config's `cluster`).", show_default=False)]
+ClusterOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Run on a Dask cluster: 'local' (started on this machine for the command), a scheduler address "
+        "tcp://HOST:8786, or 'none' (default: the config's `cluster`).",
+        show_default=False,
+    ),
+]
 
 
 def _config(ctx: typer.Context, path: Optional[Path], **cli_overrides: object) -> Config:
@@ -65,8 +70,10 @@ def validate(ctx: typer.Context, config: ConfigOpt = None) -> None:
         console.print(f"{split}: {len(frame):,} products, columns OK")
         if split == "train":
             problems += target_problems(cfg, frame, f"split {split!r}")
-            problems += [f"split {split!r}: column {c!r} has no values at all; fill it or drop it from the config"
-                         for c in empty_columns(cfg, frame)]
+            problems += [
+                f"split {split!r}: column {c!r} has no values at all; fill it or drop it from the config"
+                for c in empty_columns(cfg, frame)
+            ]
     for problem in problems:
         err_console.print(f"[bold red]problem:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     if problems:
@@ -89,9 +96,15 @@ def extract_images_cmd(
     from mmgbm.features.images import extract_images
 
     cfg = _config(
-        ctx, config, cluster=cluster,
-        **{"features.image.backbone": backbone, "features.image.image_size": image_size,
-           "features.image.batch_size": batch_size, "features.image.weights": weights},
+        ctx,
+        config,
+        cluster=cluster,
+        **{
+            "features.image.backbone": backbone,
+            "features.image.image_size": image_size,
+            "features.image.batch_size": batch_size,
+            "features.image.weights": weights,
+        },
     )
     with connect(cfg.cluster) as client:
         summary = extract_images(cfg, overwrite=overwrite, progress=True, client=client)
@@ -102,8 +115,9 @@ def extract_images_cmd(
 def extract_text_cmd(
     ctx: typer.Context,
     config: ConfigOpt = None,
-    overwrite: Annotated[bool, typer.Option(
-        help="Refit the vectorizer on train and rebuild all text features.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Refit the vectorizer on train and rebuild all text features.")
+    ] = False,
     cluster: ClusterOpt = None,
 ) -> None:
     """Fit TF-IDF word n-grams on the training split and store sparse vectors for every product (incremental)."""
@@ -117,8 +131,9 @@ def extract_text_cmd(
 
 TargetOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--target", "-t", help="Target name from the config; repeat it, or 'all' (default: all).",
-                 show_default=False),
+    typer.Option(
+        "--target", "-t", help="Target name from the config; repeat it, or 'all' (default: all).", show_default=False
+    ),
 ]
 SplitOpt = Annotated[str, typer.Option(help="Split of the config to use.")]
 
@@ -135,8 +150,13 @@ def train(ctx: typer.Context, config: ConfigOpt = None, target: TargetOpt = None
 
 
 @app.command(context_settings=OVERRIDES)
-def evaluate(ctx: typer.Context, config: ConfigOpt = None, target: TargetOpt = None, split: SplitOpt = "test",
-             cluster: ClusterOpt = None) -> None:
+def evaluate(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    target: TargetOpt = None,
+    split: SplitOpt = "test",
+    cluster: ClusterOpt = None,
+) -> None:
     """Score trained models on a labelled split; metrics.json and PNGs go to <workdir>/reports/<target>/."""
     from mmgbm.commands.evaluate import evaluate as evaluate_targets
 
@@ -154,12 +174,17 @@ def predict(
     split: SplitOpt = "test",
     input: Annotated[Optional[Path], typer.Option("--input", help="Table to predict instead of a split.")] = None,
     out: Annotated[Path, typer.Option(help="CSV to write: one row per input product, in input order.")] = Path(
-        "submission.csv"),
+        "submission.csv"
+    ),
     top_k: Annotated[int, typer.Option(help="Also write the k most likely classes and their probabilities.")] = 0,
     probabilities: Annotated[bool, typer.Option(help="Also write every class's probability.")] = False,
-    min_confidence: Annotated[float, typer.Option(
-        help="Leave a label empty when its calibrated probability is below this (fill only what is safe); a path "
-             "target keeps the deepest level of its path that reaches it, with its depth.")] = 0.0,
+    min_confidence: Annotated[
+        float,
+        typer.Option(
+            help="Leave a label empty when its calibrated probability is below this (fill only what is safe); a path "
+            "target keeps the deepest level of its path that reaches it, with its depth."
+        ),
+    ] = 0.0,
     cluster: ClusterOpt = None,
 ) -> None:
     """Predict every target for each product of a split or an input table and write a CSV."""
@@ -168,9 +193,17 @@ def predict(
 
     cfg = _config(ctx, config, cluster=cluster)
     with connect(cfg.cluster) as client:
-        frame = predict_targets(cfg, target, split, input, probabilities=probabilities, top_k=top_k,
-                                min_confidence=min_confidence, client=client,
-                                say=lambda line: console.print(line, highlight=False))
+        frame = predict_targets(
+            cfg,
+            target,
+            split,
+            input,
+            probabilities=probabilities,
+            top_k=top_k,
+            min_confidence=min_confidence,
+            client=client,
+            say=lambda line: console.print(line, highlight=False),
+        )
     path = write_predictions(frame, out)
     console.print(f"{len(frame):,} products x {len(frame.columns) - 1} columns -> {path}", highlight=False)
 
@@ -182,9 +215,14 @@ DEMO_CONFIG = Path(__file__).resolve().parent / "data" / "demo" / "mmgbm.yaml"
 def demo(
     ctx: typer.Context,
     config: Annotated[Path, typer.Option("--config", "-c", help="Config to run end to end.")] = DEMO_CONFIG,
-    workdir: Annotated[Optional[Path], typer.Option(
-        help="Where features, models and the submission go (default: ./runs/demo for the bundled sample, "
-             "the config's own workdir otherwise).", show_default=False)] = None,
+    workdir: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Where features, models and the submission go (default: ./runs/demo for the bundled sample, "
+            "the config's own workdir otherwise).",
+            show_default=False,
+        ),
+    ] = None,
     cluster: ClusterOpt = None,
 ) -> None:
     """Run the whole pipeline on a config (default: the bundled sample): extract, train, evaluate, predict."""
@@ -203,7 +241,8 @@ def serve(
     config: ConfigOpt = None,
     target: TargetOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes the service to the network.")] = (
-        "127.0.0.1"),
+        "127.0.0.1"
+    ),
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Serve the trained models over HTTP: POST /predict, GET /health, API docs at /docs."""
@@ -219,7 +258,8 @@ def audit(
     config: ConfigOpt = None,
     target: Annotated[str, typer.Option("--target", "-t", help="Classification target whose labels to audit.")] = ...,
     report_rows: Annotated[int, typer.Option(help="Suspects shown in the HTML report (audit.csv has them all).")] = (
-        200),
+        200
+    ),
 ) -> None:
     """Rank training products whose given label looks wrong; write audit.csv and audit.html to reports/<target>/."""
     from mmgbm.commands.audit import audit as audit_target
@@ -232,11 +272,21 @@ def audit(
 def review(
     ctx: typer.Context,
     config: ConfigOpt = None,
-    target: Annotated[Optional[list[str]], typer.Option(
-        "--target", "-t", help="Audited target to review; repeat it (default: every target with an audit).",
-        show_default=False)] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on; any but this machine's needs MMGBM_REVIEW_TOKEN "
-                                           "set to take decisions.")] = "127.0.0.1",
+    target: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--target",
+            "-t",
+            help="Audited target to review; repeat it (default: every target with an audit).",
+            show_default=False,
+        ),
+    ] = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to listen on; any but this machine's needs MMGBM_REVIEW_TOKEN set to take decisions."
+        ),
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Answer the audit's suspects in a browser (keep, take the suggestion, pick another label); the answers go to
@@ -252,8 +302,12 @@ def brands(
     ctx: typer.Context,
     config: ConfigOpt = None,
     column: Annotated[str, typer.Option(help="The brand column of the training table.")] = ...,
-    titles: Annotated[Optional[str], typer.Option(
-        help="Column of the product titles (default: the first of data.text_columns).", show_default=False)] = None,
+    titles: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Column of the product titles (default: the first of data.text_columns).", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """One canonical name per brand and the values that name no brand: brands.csv and brands.html in reports/brands/;
     check and edit the CSV, then name it in targets.<name>.normalise."""
@@ -276,8 +330,7 @@ def main() -> None:
     except Exception as exc:  # a bug, or a library's error nothing anticipated: still one line, with a way to dig
         if os.environ.get("MMGBM_DEBUG"):
             raise
-        _fail(MmgbmError(f"unexpected {type(exc).__name__}: {exc} (set MMGBM_DEBUG=1 to see where; please report "
-                         f"it)"))
+        _fail(MmgbmError(f"unexpected {type(exc).__name__}: {exc} (set MMGBM_DEBUG=1 to see where; please report it)"))
 
 
 def _fail(exc: MmgbmError) -> None:

@@ -43,19 +43,28 @@ def connect(address: str | None) -> Iterator[Client | None]:
         client = Client(address, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError) as exc:  # refused, unknown host, nothing answering in time
         reason = first_line(exc) or type(exc).__name__
-        raise MmgbmError(f"cannot reach the Dask scheduler at {address} ({reason}); start one with `dask scheduler` "
-                         f"or fix the address (setting `cluster` or --cluster)") from None
+        raise MmgbmError(
+            f"cannot reach the Dask scheduler at {address} ({reason}); start one with `dask scheduler` "
+            f"or fix the address (setting `cluster` or --cluster)"
+        ) from None
     with client:
         try:
             client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
         except TimeoutError:
-            raise MmgbmError(f"the Dask scheduler at {address} has no workers; start some with "
-                             f"`dask worker {address}` on machines that see the photos and the feature store") from None
+            raise MmgbmError(
+                f"the Dask scheduler at {address} has no workers; start some with "
+                f"`dask worker {address}` on machines that see the photos and the feature store"
+            ) from None
         yield client
 
 
-def run_parts(client: Client | None, fn: Callable[..., Any], parts: list[Any],
-              on_done: Callable[[Any], None] = lambda result: None, **shared: Any) -> list[Any]:
+def run_parts(
+    client: Client | None,
+    fn: Callable[..., Any],
+    parts: list[Any],
+    on_done: Callable[[Any], None] = lambda result: None,
+    **shared: Any,
+) -> list[Any]:
     """`fn(part, **shared)` for every part, in this process or as one task per part on the cluster, where each
     shared value is sent to every worker once; results in the parts' order. `on_done` sees each result as its part
     finishes."""
@@ -74,12 +83,15 @@ def run_parts(client: Client | None, fn: Callable[..., Any], parts: list[Any],
             on_done(future.result())
         return client.gather(futures)
     except KilledWorker as exc:
-        raise MmgbmError(f"a Dask worker died running {getattr(fn, '__name__', fn)} ({exc}); it may have run out "
-                         f"of memory: see the workers' logs, give them more memory or fewer threads") from None
+        raise MmgbmError(
+            f"a Dask worker died running {getattr(fn, '__name__', fn)} ({exc}); it may have run out "
+            f"of memory: see the workers' logs, give them more memory or fewer threads"
+        ) from None
 
 
-def score_rows(client: Client | None, fn: Callable[..., dict[str, np.ndarray]], products: Any,
-               **shared: Any) -> dict[str, np.ndarray]:
+def score_rows(
+    client: Client | None, fn: Callable[..., dict[str, np.ndarray]], products: Any, **shared: Any
+) -> dict[str, np.ndarray]:
     """`fn(products, **shared)`, a dict of per-row columns; on a cluster computed over parts of the rows on the
     workers and put back together in row order, the same columns as computed here."""
     if client is None:

@@ -120,13 +120,15 @@ class TargetConfig(Strict):
 
     @model_validator(mode="after")
     def _path_settings_only_for_paths(self) -> "TargetConfig":
-        path_settings = [name for name in ("columns", "max_depth", "truncate", "taxonomy", "separator")
-                         if name in self.model_fields_set]
+        path_settings = [
+            name
+            for name in ("columns", "max_depth", "truncate", "taxonomy", "separator")
+            if name in self.model_fields_set
+        ]
         if self.task != "path" and path_settings:
             raise ValueError(f"{path_settings[0]} only applies to task: path")
         if self.column is not None and self.columns:
-            raise ValueError("a path target reads `column` (one path per value) or `columns` (one per level), not "
-                             "both")
+            raise ValueError("a path target reads `column` (one path per value) or `columns` (one per level), not both")
         if self.column is None and not self.columns:
             raise ValueError("needs a `column` (a path target may give `columns` instead, one per level)")
         if self.truncate and self.max_depth is None:
@@ -253,20 +255,26 @@ class ModelConfig(Strict):
     n_jobs: int | None = Field(None, description="heads' folds run at once (joblib: null = one, -1 = all cores)")
     knn_neighbors: int = Field(20, ge=1, description="neighbours of the cosine kNN heads")
     knn_exact_max_rows: int = Field(
-        20_000, ge=1,
+        20_000,
+        ge=1,
         description="exact kNN search up to this many training products; approximate (an inverted file) above",
     )
     linear_max_weights: int = Field(
-        100_000_000, ge=1,
+        100_000_000,
+        ge=1,
         description="skip a block's linear head when classes x features exceeds this (its weights' memory)",
     )
     linear_max_products: int = Field(
-        50_000, ge=100, description="products each linear or boosted head (and kNN projection) learns from, at most: a "
-        "sample that keeps rare classes whole"
+        50_000,
+        ge=100,
+        description="products each linear or boosted head (and kNN projection) learns from, at most: a "
+        "sample that keeps rare classes whole",
     )
     linear_shortlist: int = Field(
-        30, ge=0, description="above twice this many classes, each class's text SVM learns from the products whose "
-        "nearest class centroids include it (0 = one-vs-rest on every product)"
+        30,
+        ge=0,
+        description="above twice this many classes, each class's text SVM learns from the products whose "
+        "nearest class centroids include it (0 = one-vs-rest on every product)",
     )
     linear_c: float = Field(1.0, gt=0, description="inverse regularisation of the linear SVM text heads")
     text_ridge_alpha: float = Field(0.2, gt=0, description="penalty of the ridge text heads (regression)")
@@ -278,9 +286,11 @@ class ModelConfig(Strict):
         True, description="also a kNN image head searching in the space of a ridge classifier's class scores"
     )
     boosted_max_classes: int = Field(
-        64, ge=0, description="a boosted-trees head on each small dense block (the photos' colour statistics) that "
+        64,
+        ge=0,
+        description="a boosted-trees head on each small dense block (the photos' colour statistics) that "
         "tells the target at least as well as the embeddings, for targets of at most this many classes: its cost "
-        "grows with them (0 = none)"
+        "grows with them (0 = none)",
     )
     candidates: int = Field(
         20, ge=2, description="classes per product the stacker re-ranks (all classes when there are fewer)"
@@ -292,8 +302,10 @@ class ModelConfig(Strict):
         0.05, ge=0, lt=1, description="share of the best head's out-of-fold errors the stack must remove to be kept"
     )
     selection_margin_se: float = Field(
-        2.0, ge=0, description="standard errors by which the stack (or a label copied from the text) must beat the "
-        "best head out-of-fold to be kept"
+        2.0,
+        ge=0,
+        description="standard errors by which the stack (or a label copied from the text) must beat the "
+        "best head out-of-fold to be kept",
     )
 
     @field_validator("n_jobs")
@@ -349,9 +361,7 @@ def find_config(path: str | Path | None) -> Path:
         return path
     default = Path.cwd() / DEFAULT_CONFIG_NAME
     if not default.is_file():
-        raise MmgbmError(
-            f"no {DEFAULT_CONFIG_NAME} in {Path.cwd()}; pass --config PATH (see configs/ for examples)"
-        )
+        raise MmgbmError(f"no {DEFAULT_CONFIG_NAME} in {Path.cwd()}; pass --config PATH (see configs/ for examples)")
     return default
 
 
@@ -415,8 +425,10 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 # Settings that name files or folders (resolved by `_resolve_paths`), and the words some of them take instead.
-PATH_SETTINGS = re.compile(r"workdir|store|data\.images_root|data\.splits\.[^.]+|features\.image\.weights|"
-                           r"targets\.[^.]+\.(normalise|taxonomy)")
+PATH_SETTINGS = re.compile(
+    r"workdir|store|data\.images_root|data\.splits\.[^.]+|features\.image\.weights|"
+    r"targets\.[^.]+\.(normalise|taxonomy)"
+)
 PATH_WORDS = ("imagenet", "none", "auto")
 
 

@@ -63,8 +63,9 @@ def append_decision(path: Path, decision: Decision) -> None:
     for name, value in zip(COLUMNS, astuple(decision)):
         # A line break would split the line that readers and the torn-tail repair rely on being one.
         if "\n" in value or "\r" in value or "\0" in value or len(value) > MAX_FIELD_CHARS:
-            raise MmgbmError(f"{name} {value[:80]!r} cannot be recorded: no line breaks, at most "
-                             f"{MAX_FIELD_CHARS:,} characters")
+            raise MmgbmError(
+                f"{name} {value[:80]!r} cannot be recorded: no line breaks, at most {MAX_FIELD_CHARS:,} characters"
+            )
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerow(astuple(decision))
     line = out.getvalue().encode()
@@ -133,7 +134,6 @@ class Corrections:
         return frame, int(changed.sum())
 
 
-
 def read_corrections(path: Path, target: str) -> Corrections:
     """The decisions of `path` for `target`; a line a person broke is a one-line error naming it."""
     try:
@@ -147,8 +147,7 @@ def read_corrections(path: Path, target: str) -> Corrections:
     header = _row(path, 1, lines[0])
     missing = [c for c in REQUIRED if c not in header]
     if missing:
-        raise MmgbmError(f"{path} line 1: no column {missing[0]!r} in the header; it must name "
-                         f"{', '.join(COLUMNS)}")
+        raise MmgbmError(f"{path} line 1: no column {missing[0]!r} in the header; it must name {', '.join(COLUMNS)}")
     rows = {}
     for number, line in enumerate(lines[1:], start=2):
         if b"\0" in line:  # zeros where a crash lost the data of a write the file's size already counted
@@ -158,15 +157,18 @@ def read_corrections(path: Path, target: str) -> Corrections:
         if not values:
             continue
         if len(values) != len(header):
-            raise MmgbmError(f"{path} line {number}: {len(values)} fields where the header has {len(header)}; "
-                             f"fix or delete the line")
+            raise MmgbmError(
+                f"{path} line {number}: {len(values)} fields where the header has {len(header)}; fix or delete the line"
+            )
         row = dict(zip(header, values))
         for column in REQUIRED:
             if not row[column].strip():
                 raise MmgbmError(f"{path} line {number}, column {column}: empty; fill it or delete the line")
         if row["target"] != target:
-            raise MmgbmError(f"{path} line {number}, column target: {row['target']!r} is not {target!r}; move the "
-                             f"line to that target's file or delete it")
+            raise MmgbmError(
+                f"{path} line {number}, column target: {row['target']!r} is not {target!r}; move the "
+                f"line to that target's file or delete it"
+            )
         rows[row["id"].strip()] = (row.get("given", ""), row["decided"].strip())
     latest = pd.DataFrame.from_dict(rows, orient="index", columns=["given", "decided"])
     return Corrections(path, latest, torn)

@@ -82,7 +82,8 @@ def _collect_items(path: Path, source: BinaryIO, items: list[dict[str, str]]) ->
                 if not tags and element.tag != "rss":
                     raise MmgbmError(
                         f"{path}: not an RSS 2.0 feed (the root element is <{_local(element.tag)}>, not <rss>); "
-                        "export the Merchant Center feed as RSS 2.0 XML or as a tab-separated file")
+                        "export the Merchant Center feed as RSS 2.0 XML or as a tab-separated file"
+                    )
                 tags.append(element.tag)
                 continue
             tags.pop()
@@ -96,8 +97,10 @@ def _collect_items(path: Path, source: BinaryIO, items: list[dict[str, str]]) ->
         ) from None
     except ParseError as exc:
         line, column = exc.position
-        raise MmgbmError(f"{path}: malformed XML at line {line}, column {column + 1} ({first_line(exc)}); "
-                         "fix the feed or export it again") from None
+        raise MmgbmError(
+            f"{path}: malformed XML at line {line}, column {column + 1} ({first_line(exc)}); "
+            "fix the feed or export it again"
+        ) from None
 
 
 def tidy_prices(frame: pd.DataFrame, source: str, row: RowLabel) -> pd.DataFrame:
@@ -123,7 +126,8 @@ def _parse_price(value: object, column: str, source: str, where: str) -> tuple[f
     if match is None or (match["pre"] and match["post"]):
         raise MmgbmError(
             f"{source}: {where}: cannot read {column} {str(value)!r} as a price; write a number and an ISO 4217 "
-            "currency code, e.g. '15.00 USD' or '1,299.00 INR'")
+            "currency code, e.g. '15.00 USD' or '1,299.00 INR'"
+        )
     currency = match["pre"] or match["post"]
     return float(match["num"].replace(",", "")), currency.upper() if currency else None
 
@@ -138,7 +142,8 @@ def _check_one_currency(frame: pd.DataFrame, currencies: pd.Series, column: str,
     raise MmgbmError(
         f"{source}: {column!r} mixes currencies: {first} ({row(i_first)}) and "
         f"{named.iloc[offending]} ({row(i_other)}); prices in different currencies cannot be "
-        f"compared, so split the feed into one file per currency (or convert every price to {first})")
+        f"compared, so split the feed into one file per currency (or convert every price to {first})"
+    )
 
 
 def _labeller(frame: pd.DataFrame, id_column: str, unit: str, first: int) -> RowLabel:
@@ -154,7 +159,7 @@ def _labeller(frame: pd.DataFrame, id_column: str, unit: str, first: int) -> Row
 
 def _strip_prefix(columns: Iterable[object], path: Path) -> list[str]:
     names = [str(c).strip() for c in columns]
-    names = [n[len(PREFIX):] if n.startswith(PREFIX) else n for n in names]
+    names = [n[len(PREFIX) :] if n.startswith(PREFIX) else n for n in names]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise MmgbmError(f"{path}: the header names {twice[0]!r} twice (with and without 'g:'); keep one of them")
@@ -175,8 +180,10 @@ def _item_attributes(item: Element) -> dict[str, str]:
         value = _value(child)
         if name is not None and value is not None:
             values.setdefault(name, []).append(value)
-    return {name: json.dumps(found) if len(found) > 1 or name in LIST_COLUMNS else _text(found[0])
-            for name, found in values.items()}
+    return {
+        name: json.dumps(found) if len(found) > 1 or name in LIST_COLUMNS else _text(found[0])
+        for name, found in values.items()
+    }
 
 
 def _value(element: Element) -> object:

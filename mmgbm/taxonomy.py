@@ -63,37 +63,48 @@ class PathFormat:
         mark = self.separator.strip() or self.separator
         for run in SEPARATOR_MARKS.findall(text):
             if run != mark:
-                raise PathProblem(f"path {text!r} is written with {run!r} between levels, not the target's "
-                                  f"separator {self.separator!r}; write every path with {self.separator!r}, or set "
-                                  f"the target's separator to {f' {run} '!r} if every path is written so")
+                raise PathProblem(
+                    f"path {text!r} is written with {run!r} between levels, not the target's "
+                    f"separator {self.separator!r}; write every path with {self.separator!r}, or set "
+                    f"the target's separator to {f' {run} '!r} if every path is written so"
+                )
         return self.checked(tuple(level.strip() for level in text.split(mark)), text)
 
     def from_levels(self, values: Iterable[object]) -> tuple[str, ...] | None:
         """A path from one value per level (cat_l1, cat_l2 ...): it ends at the first missing level."""
-        levels = [None if v is None or (not isinstance(v, str) and pd.isna(v)) or not str(v).strip()
-                  else str(v).strip() for v in values]
+        levels = [
+            None if v is None or (not isinstance(v, str) and pd.isna(v)) or not str(v).strip() else str(v).strip()
+            for v in values
+        ]
         depth = next((i for i, v in enumerate(levels) if v is None), len(levels))
         deeper = [i for i in range(depth, len(levels)) if levels[i] is not None]
         if deeper:
-            raise PathProblem(f"level {depth + 1} is empty but level {deeper[0] + 1} is not (an empty level); fill it "
-                              f"in or clear the levels below it")
+            raise PathProblem(
+                f"level {depth + 1} is empty but level {deeper[0] + 1} is not (an empty level); fill it "
+                f"in or clear the levels below it"
+            )
         mark = self.separator.strip() or self.separator
         for level in levels[:depth]:
             if mark in level:
-                raise PathProblem(f"level {level!r} contains the separator {self.separator!r}; set the target's "
-                                  f"separator to something no level name contains")
+                raise PathProblem(
+                    f"level {level!r} contains the separator {self.separator!r}; set the target's "
+                    f"separator to something no level name contains"
+                )
         return self.checked(tuple(levels[:depth]), self.join(levels[:depth])) if depth else None
 
     def checked(self, levels: tuple[str, ...], shown: str) -> tuple[str, ...]:
         empty = [i + 1 for i, level in enumerate(levels) if not level]
         if empty:
-            raise PathProblem(f"path {shown!r} has an empty level {empty[0]}; remove the extra separator or name "
-                              f"the level")
+            raise PathProblem(
+                f"path {shown!r} has an empty level {empty[0]}; remove the extra separator or name the level"
+            )
         if self.max_depth is not None and len(levels) > self.max_depth:
             if not self.truncate:
-                raise PathProblem(f"path {shown!r} has {len(levels)} levels, deeper than max_depth {self.max_depth}; "
-                                  f"raise max_depth, or set truncate: true to learn its first {self.max_depth}")
-            levels = levels[:self.max_depth]
+                raise PathProblem(
+                    f"path {shown!r} has {len(levels)} levels, deeper than max_depth {self.max_depth}; "
+                    f"raise max_depth, or set truncate: true to learn its first {self.max_depth}"
+                )
+            levels = levels[: self.max_depth]
         return levels
 
     def join(self, levels: Iterable[str]) -> str:
@@ -123,9 +134,11 @@ class Taxonomy:
             by_name.setdefault(node[-1].lower(), []).append(node)
         names = difflib.get_close_matches(levels[-1].lower(), list(by_name), n=3, cutoff=0.0)
         shown = " > ".join(levels).lower()
-        return max((node for name in names for node in by_name[name]),
-                   key=lambda node: difflib.SequenceMatcher(None, shown, " > ".join(node).lower()).ratio(),
-                   default=None)
+        return max(
+            (node for name in names for node in by_name[name]),
+            key=lambda node: difflib.SequenceMatcher(None, shown, " > ".join(node).lower()).ratio(),
+            default=None,
+        )
 
 
 def read_taxonomy(path: Path, form: PathFormat) -> Taxonomy:
@@ -158,8 +171,10 @@ def _text_paths(path: Path, lines: list[str], form: PathFormat) -> list[tuple[st
         if google:
             node_id, line = google.groups()
             if node_id in ids:
-                raise MmgbmError(f"{path} line {number}: id {node_id} is also on line {ids[node_id]} (duplicate "
-                                 f"id); give every category its own id")
+                raise MmgbmError(
+                    f"{path} line {number}: id {node_id} is also on line {ids[node_id]} (duplicate "
+                    f"id); give every category its own id"
+                )
             ids[node_id] = number
         paths.append(_file_path(form, line, f"{path} line {number}"))
     return paths
@@ -176,13 +191,18 @@ def _csv_paths(path: Path, form: PathFormat) -> list[tuple[str, ...]]:
         repeated = ids[ids.duplicated()]
         if len(repeated):
             first = int(ids[ids == repeated.iloc[0]].index[0])
-            raise MmgbmError(f"{path} line {int(repeated.index[0]) + 2}: id {repeated.iloc[0]!r} is also on line "
-                             f"{first + 2} (duplicate id); give every category its own id")
+            raise MmgbmError(
+                f"{path} line {int(repeated.index[0]) + 2}: id {repeated.iloc[0]!r} is also on line "
+                f"{first + 2} (duplicate id); give every category its own id"
+            )
     if {"id", "parent", "name"} <= set(columns):
         return _node_paths(path, frame, columns)
     if "path" in columns:
-        return [_file_path(form, value, f"{path} line {i + 2}") for i, value in enumerate(frame[columns["path"]])
-                if value.strip()]
+        return [
+            _file_path(form, value, f"{path} line {i + 2}")
+            for i, value in enumerate(frame[columns["path"]])
+            if value.strip()
+        ]
     levels = [c for c in frame.columns if c.strip().lower() != "id"]
     out = []
     for i, row in enumerate(frame[levels].itertuples(index=False)):
@@ -205,12 +225,15 @@ def _node_paths(path: Path, frame: pd.DataFrame, columns: dict[str, str]) -> lis
         while parent[chain[-1]]:
             up = parent[chain[-1]]
             if up not in parent:
-                raise MmgbmError(f"{path} line {line[chain[-1]]}: parent {up!r} is no id of the file; fix the parent "
-                                 f"or add its line")
+                raise MmgbmError(
+                    f"{path} line {line[chain[-1]]}: parent {up!r} is no id of the file; fix the parent or add its line"
+                )
             if up in chain:
-                cycle = " -> ".join(chain[chain.index(up):] + [up])
-                raise MmgbmError(f"{path} line {line[up]}: the parents form a cycle ({cycle}); a category cannot be "
-                                 f"its own ancestor: fix one of these parents")
+                cycle = " -> ".join(chain[chain.index(up) :] + [up])
+                raise MmgbmError(
+                    f"{path} line {line[up]}: the parents form a cycle ({cycle}); a category cannot be "
+                    f"its own ancestor: fix one of these parents"
+                )
             chain.append(up)
         empty = [n for n in chain if not name[n]]
         if empty:

@@ -30,5 +30,6 @@ def check_url(url: str, setting: str) -> None:
     except ImportError as exc:  # fsspec says which package: "Install s3fs to access S3"
         raise MmgbmError(f"{setting} {url}: {exc} (on every machine that runs mmgbm or a Dask worker)") from None
     except ValueError:
-        raise MmgbmError(f"{setting} {url}: unknown storage {protocol!r}; give a folder or an fsspec URL such as "
-                         f"s3://bucket/path") from None
+        raise MmgbmError(
+            f"{setting} {url}: unknown storage {protocol!r}; give a folder or an fsspec URL such as s3://bucket/path"
+        ) from None

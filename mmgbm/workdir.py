@@ -69,9 +69,12 @@ def image_store(cfg: Config) -> FeatureStore:
         "format_version": IMAGE_FORMAT_VERSION,
         **image_encoder_choice(cfg).fingerprint(),
     }
-    mixable = Mixable(tuple(LEGACY), image.accept_other_runtimes,
-                      "or set features.image.runtime and precision to auto to extend it as it was made, or "
-                      "features.image.accept_other_runtimes: true to mix them")
+    mixable = Mixable(
+        tuple(LEGACY),
+        image.accept_other_runtimes,
+        "or set features.image.runtime and precision to auto to extend it as it was made, or "
+        "features.image.accept_other_runtimes: true to mix them",
+    )
     return FeatureStore(_embedding_dir(cfg), fingerprint, implied=LEGACY, mixable=mixable)
 
 

@@ -117,8 +117,15 @@ def colour_free(cfg: Config, config_path: Path, overrides: dict) -> Config:
     images = folder / "features" / "image"
     if not images.exists():
         images.symlink_to(image_dir(cfg).root, target_is_directory=True)
-    return load_config(config_path, {**overrides, "workdir": str(folder), "data.splits.train": str(csv),
-                                     "data.holdout.seed": cfg.data.holdout.seed})
+    return load_config(
+        config_path,
+        {
+            **overrides,
+            "workdir": str(folder),
+            "data.splits.train": str(csv),
+            "data.holdout.seed": cfg.data.holdout.seed,
+        },
+    )
 
 
 def run(catalogue: str, cfg: Config, targets: list[str], label: dict[str, str]) -> list[dict]:
@@ -136,19 +143,32 @@ def run(catalogue: str, cfg: Config, targets: list[str], label: dict[str, str]) 
         predict_rate = len(predicted) / (time.perf_counter() - started)
         m = result.metrics
         path = cfg.targets[name].task == "path"  # no flat baseline: the path report compares it with its levels
-        rows.append({"catalogue": catalogue, "target": label.get(name, name), "fused": m[FUSED],
-                     "text": m["modalities"].get("text"), "image": m["modalities"].get("image"),
-                     "baseline": None if path else linear_baseline(cfg, name),
-                     "ece": m.get("calibration", {}).get("ece"),
-                     "train_s": seconds, "evaluate_s": evaluate_s, "predict_rate": predict_rate,
-                     "n_test": m[FUSED]["rows"], "choice": summary.metrics["choice"], "path": m.get("path"),
-                     "answers": predicted.set_index(cfg.data.id_column)[name]})
+        rows.append(
+            {
+                "catalogue": catalogue,
+                "target": label.get(name, name),
+                "fused": m[FUSED],
+                "text": m["modalities"].get("text"),
+                "image": m["modalities"].get("image"),
+                "baseline": None if path else linear_baseline(cfg, name),
+                "ece": m.get("calibration", {}).get("ece"),
+                "train_s": seconds,
+                "evaluate_s": evaluate_s,
+                "predict_rate": predict_rate,
+                "n_test": m[FUSED]["rows"],
+                "choice": summary.metrics["choice"],
+                "path": m.get("path"),
+                "answers": predicted.set_index(cfg.data.id_column)[name],
+            }
+        )
     return rows
 
 
 def print_table(rows: list[dict]) -> bool:
-    print(f"\n{'catalogue':<9} {'target':<29} {'metric':<9} {'text':>7} {'image':>7} {'linear':>7} {'fused':>7} "
-          f"{'goal':>9} {'ECE':>6} {'test n':>7} {'train s':>8} {'eval s':>7} {'pred/s':>7}  verdict")
+    print(
+        f"\n{'catalogue':<9} {'target':<29} {'metric':<9} {'text':>7} {'image':>7} {'linear':>7} {'fused':>7} "
+        f"{'goal':>9} {'ECE':>6} {'test n':>7} {'train s':>8} {'eval s':>7} {'pred/s':>7}  verdict"
+    )
     ok_all = True
     for r in rows:
         regression = "mae_log" in r["fused"]
@@ -168,26 +188,36 @@ def print_table(rows: list[dict]) -> bool:
                 verdicts.append("fused>=best single" if beats else "fused<best single")
                 if not regression and r["baseline"] is not None:
                     margin = r["fused"][metric] - r["baseline"][metric]
-                    verdicts.append(f"{'+' if margin >= 0 else ''}{100 * margin:.2f} pts vs linear"
-                                    + ("" if margin >= BASELINE_MARGIN else " (<0.3)"))
+                    verdicts.append(
+                        f"{'+' if margin >= 0 else ''}{100 * margin:.2f} pts vs linear"
+                        + ("" if margin >= BASELINE_MARGIN else " (<0.3)")
+                    )
                 if not regression and r["ece"] is not None:
                     verdicts.append("ECE ok" if r["ece"] <= ECE_GOAL else "ECE FAIL")
             ok_all &= not any(v in ("FAIL", "fused<best single", "ECE FAIL") or v.endswith("(<0.3)") for v in verdicts)
             goal_text = "" if goal is None else f"{'>=' if goal[1] else '<='}{goal[0]:g}"
             head = (r["catalogue"], r["target"]) if i == 0 else ("", "")
             ece = f"{r['ece']:.3f}" if i == 0 and r["ece"] is not None else ""
-            tail = (f"{r['n_test']:>7,} {r['train_s']:>8.1f} {r['evaluate_s']:>7.1f} {r['predict_rate']:>7,.0f}"
-                    if i == 0 else f"{'':>7} {'':>8} {'':>7} {'':>7}")
-            print(f"{head[0]:<9} {head[1]:<29} {metric:<9} {cells[0]:>7} {cells[1]:>7} {cells[2]:>7} {cells[3]:>7} "
-                  f"{goal_text:>9} {ece:>6} {tail}  {' '.join(verdicts)}")
+            tail = (
+                f"{r['n_test']:>7,} {r['train_s']:>8.1f} {r['evaluate_s']:>7.1f} {r['predict_rate']:>7,.0f}"
+                if i == 0
+                else f"{'':>7} {'':>8} {'':>7} {'':>7}"
+            )
+            print(
+                f"{head[0]:<9} {head[1]:<29} {metric:<9} {cells[0]:>7} {cells[1]:>7} {cells[2]:>7} {cells[3]:>7} "
+                f"{goal_text:>9} {ece:>6} {tail}  {' '.join(verdicts)}"
+            )
     return ok_all
 
 
 def print_paths(cfg: Config, rows: list[dict]) -> bool:
     """Each path target level by level beside the flat targets of its levels from the same run, with issue 30's
     goals; True when all are met."""
-    flat = {cfg.targets[r["target"]].column: r for r in rows
-            if r["target"] in cfg.targets and cfg.targets[r["target"]].task == "multiclass"}
+    flat = {
+        cfg.targets[r["target"]].column: r
+        for r in rows
+        if r["target"] in cfg.targets and cfg.targets[r["target"]].task == "multiclass"
+    }
     train = load_split(cfg, "train")
     ok_all = True
     for r in rows:
@@ -196,10 +226,11 @@ def print_paths(cfg: Config, rows: list[dict]) -> bool:
             continue
         m, levels = r["path"], target.columns
         by_depth = {level: flat.get(column) for level, column in enumerate(levels, start=1)}
-        print(f"\n{r['target']}: {m['rows']:,} test products; full path {m['full_path_accuracy']:.4f}, hierarchical "
-              f"P/R/F1 {m['hierarchical']['precision']:.4f} / {m['hierarchical']['recall']:.4f} / "
-              f"{m['hierarchical']['f1']:.4f}; ECE by depth "
-              + " / ".join(f"{c['ece']:.3f}" for c in m["calibration"]))
+        print(
+            f"\n{r['target']}: {m['rows']:,} test products; full path {m['full_path_accuracy']:.4f}, hierarchical "
+            f"P/R/F1 {m['hierarchical']['precision']:.4f} / {m['hierarchical']['recall']:.4f} / "
+            f"{m['hierarchical']['f1']:.4f}; ECE by depth " + " / ".join(f"{c['ece']:.3f}" for c in m["calibration"])
+        )
         deepest = max((d for d, f in by_depth.items() if f is not None), default=None)
         for row in m["depth_accuracy"]:
             other = by_depth.get(row["depth"])
@@ -209,12 +240,13 @@ def print_paths(cfg: Config, rows: list[dict]) -> bool:
             margin = PATH_DEEPEST_MARGIN if row["depth"] == deepest else 0.0
             ok = row["accuracy"] >= other["fused"]["accuracy"] + margin
             ok_all &= ok
-            print(f"  depth {row['depth']}: {row['accuracy']:.4f} ({row['rows']:,} products; its level names alone "
-                  f"{_names_right(cfg, r, levels[row['depth'] - 1], row['depth'], target.separator):.4f}) against "
-                  f"flat {other['target']} {other['fused']['accuracy']:.4f} ({other['n_test']:,}): goal >= flat"
-                  f"{f' + {100 * margin:.1f} pts' if margin else ''} {'PASS' if ok else 'FAIL'}")
-        nodes = {node for path in target_values(train, target, "train").y
-                 for node in _prefixes(path, target.separator)}
+            print(
+                f"  depth {row['depth']}: {row['accuracy']:.4f} ({row['rows']:,} products; its level names alone "
+                f"{_names_right(cfg, r, levels[row['depth'] - 1], row['depth'], target.separator):.4f}) against "
+                f"flat {other['target']} {other['fused']['accuracy']:.4f} ({other['n_test']:,}): goal >= flat"
+                f"{f' + {100 * margin:.1f} pts' if margin else ''} {'PASS' if ok else 'FAIL'}"
+            )
+        nodes = {node for path in target_values(train, target, "train").y for node in _prefixes(path, target.separator)}
         valid = r["answers"].isin(nodes).mean()
         ok_all &= valid == 1.0
         print(f"  answers that are training paths: {valid:.2%} (goal 100%)" + _disagreement(train, by_depth, levels))
@@ -231,9 +263,11 @@ def print_paths(cfg: Config, rows: list[dict]) -> bool:
         if deepest is not None:
             ratio = r["train_s"] / by_depth[deepest]["train_s"]
             ok_all &= ratio <= PATH_TIME_RATIO
-            print(f"  train {r['train_s']:.1f} s against flat {by_depth[deepest]['target']} "
-                  f"{by_depth[deepest]['train_s']:.1f} s: {ratio:.2f}x (goal <= {PATH_TIME_RATIO}x) "
-                  f"{'PASS' if ratio <= PATH_TIME_RATIO else 'FAIL'}")
+            print(
+                f"  train {r['train_s']:.1f} s against flat {by_depth[deepest]['target']} "
+                f"{by_depth[deepest]['train_s']:.1f} s: {ratio:.2f}x (goal <= {PATH_TIME_RATIO}x) "
+                f"{'PASS' if ratio <= PATH_TIME_RATIO else 'FAIL'}"
+            )
     return ok_all
 
 
@@ -260,8 +294,10 @@ def _disagreement(train: pd.DataFrame, by_depth: dict[int, dict | None], levels:
     pairs = {(str(a).strip(), str(b).strip()) for a, b in given.to_numpy().tolist()}
     answered = pd.concat([first["answers"], last["answers"]], axis=1).dropna()
     apart = ~pd.Series([tuple(pair) in pairs for pair in answered.to_numpy().tolist()], index=answered.index)
-    return (f"; flat {first['target']} and {last['target']} answer a pair no training product has for "
-            f"{apart.mean():.2%} of {len(answered):,} test products")
+    return (
+        f"; flat {first['target']} and {last['target']} answer a pair no training product has for "
+        f"{apart.mean():.2%} of {len(answered):,} test products"
+    )
 
 
 def _cell(metrics: dict | None, metric: str) -> str:
@@ -291,8 +327,13 @@ def main() -> None:
     parser.add_argument("--catalogue", choices=["fashion", "flipkart", "all"], default="all")
     parser.add_argument("--holdout-seed", type=int, default=0, help="which 20%% of products are the test split")
     parser.add_argument("--targets", nargs="*", help="only these targets (names as printed; default: all)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config setting (dotted key, YAML value), e.g. model.boosted_max_classes=0")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config setting (dotted key, YAML value), e.g. model.boosted_max_classes=0",
+    )
     args = parser.parse_args()
     overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
     wanted = set(args.targets or [])
@@ -314,8 +355,10 @@ def main() -> None:
     if args.catalogue in ("flipkart", "all"):
         ok &= print_paths(cfg, [r for r in rows if r["catalogue"] == "flipkart"])
     train_s, evaluate_s = sum(r["train_s"] for r in rows), sum(r["evaluate_s"] for r in rows)
-    print(f"\nevaluate / train: {evaluate_s:.1f} s / {train_s:.1f} s = {evaluate_s / train_s:.2f}; predict of the test "
-          f"split: {min(r['predict_rate'] for r in rows):,.0f} products/s per target at the slowest")
+    print(
+        f"\nevaluate / train: {evaluate_s:.1f} s / {train_s:.1f} s = {evaluate_s / train_s:.2f}; predict of the test "
+        f"split: {min(r['predict_rate'] for r in rows):,.0f} products/s per target at the slowest"
+    )
     print("\nall goals met" if ok else "\nsome goals not met (see verdicts)")
 
 

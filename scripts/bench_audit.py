@@ -64,8 +64,15 @@ def bench_config(base: Path, workdir: Path, table: Path, corrections: bool = Tru
     return cfg
 
 
-def flip(frame: pd.DataFrame, column: str, train_rows: np.ndarray, classes: np.ndarray, confused: np.ndarray,
-         fraction: float, rng: np.random.Generator) -> np.ndarray:
+def flip(
+    frame: pd.DataFrame,
+    column: str,
+    train_rows: np.ndarray,
+    classes: np.ndarray,
+    confused: np.ndarray,
+    fraction: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Flip `fraction` of the training rows' labels in place; returns the flipped row numbers."""
     rows = rng.choice(train_rows, int(round(fraction * len(train_rows))), replace=False)
     index = {c: i for i, c in enumerate(classes)}
@@ -92,15 +99,18 @@ def held_out_right(cfg: Config, target: str) -> tuple[int, int]:
     return round(scores["accuracy"] * scores["rows"]), scores["rows"]
 
 
-def review_loop(args: argparse.Namespace, cfg: Config, table: Path, result: AuditResult, truth: pd.Series,
-                flipped: set[str]) -> None:
+def review_loop(
+    args: argparse.Namespace, cfg: Config, table: Path, result: AuditResult, truth: pd.Series, flipped: set[str]
+) -> None:
     """A simulated reviewer answers the top `fraction` of the audit's suspects from the true labels, through the
     review service as the page does; prints what it answered and what it got right."""
     depth = int(np.ceil(args.fraction * len(result.ranked)))
     shown = result.suspects.head(depth)
     overrides = ["--workdir", str(cfg.workdir), "--data.splits.train", str(table)]
-    with service_process(args.config, [result.target], overrides, command="review", cwd=REPO) as url, \
-            httpx.Client(base_url=url, timeout=60) as client:
+    with (
+        service_process(args.config, [result.target], overrides, command="review", cwd=REPO) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
         page = f"{url}/review/{result.target}"
         screenshot = result.html_path.parent / "review.png"
         if missing_browser() is None:
@@ -116,15 +126,24 @@ def review_loop(args: argparse.Namespace, cfg: Config, table: Path, result: Audi
         kinds = {"kept": 0, "took the suggestion": 0, "another label": 0}
         for row in shown.itertuples():
             decided = truth[row.id]
-            answer = client.post(f"/review/{result.target}/decisions", json={"id": row.id, "decided": decided,
-                                                                            "by": "bench_audit.py"})
+            answer = client.post(
+                f"/review/{result.target}/decisions", json={"id": row.id, "decided": decided, "by": "bench_audit.py"}
+            )
             answer.raise_for_status()
-            kind = ("kept" if decided == row.given_label else
-                    "took the suggestion" if decided == row.suggested_label else "another label")
+            kind = (
+                "kept"
+                if decided == row.given_label
+                else "took the suggestion"
+                if decided == row.suggested_label
+                else "another label"
+            )
             kinds[kind] += 1
     fixed = int(shown["id"].isin(flipped).sum())
-    print(f"reviewer answered the top {depth:,} suspects: " + ", ".join(f"{k} {n:,}" for k, n in kinds.items())
-          + f"; {fixed:,} of the {len(flipped):,} flipped labels restored -> {labels_path(cfg, result.target)}")
+    print(
+        f"reviewer answered the top {depth:,} suspects: "
+        + ", ".join(f"{k} {n:,}" for k, n in kinds.items())
+        + f"; {fixed:,} of the {len(flipped):,} flipped labels restored -> {labels_path(cfg, result.target)}"
+    )
 
 
 def main() -> None:
@@ -169,8 +188,11 @@ def main() -> None:
         np.fill_diagonal(confused, 0)
         rows = flip(flipped, column, train_rows, model.classes_, confused, args.fraction, rng)
         flipped_ids[target] = set(frame[base.data.id_column].iloc[rows])
-        print(f"{target}: clean model trained in {time.perf_counter() - started:.0f}s; flipped {len(rows):,} of "
-              f"{len(train_rows):,} training labels", flush=True)
+        print(
+            f"{target}: clean model trained in {time.perf_counter() - started:.0f}s; flipped {len(rows):,} of "
+            f"{len(train_rows):,} training labels",
+            flush=True,
+        )
     table = args.workdir / "products_flipped.csv"
     flipped.to_csv(table, index=False)
 
@@ -185,21 +207,29 @@ def main() -> None:
         depth = int(np.ceil(args.fraction * len(ranked)))
         top = ranked.head(depth)
         hits = int(top["id"].isin(flipped_ids[target]).sum())
-        print(f"\n{target}: {len(ranked):,} training products, {len(flipped_ids[target]):,} flipped; top {depth:,} "
-              f"({args.fraction:.0%}) of the audit: precision {hits / depth:.3f}, recall "
-              f"{hits / len(flipped_ids[target]):.3f} ({time.perf_counter() - started:.0f}s to train + audit; "
-              f"{result.source})")
+        print(
+            f"\n{target}: {len(ranked):,} training products, {len(flipped_ids[target]):,} flipped; top {depth:,} "
+            f"({args.fraction:.0%}) of the audit: precision {hits / depth:.3f}, recall "
+            f"{hits / len(flipped_ids[target]):.3f} ({time.perf_counter() - started:.0f}s to train + audit; "
+            f"{result.source})"
+        )
         original = top[~top["id"].isin(flipped_ids[target])]
-        contradicted = [names(t, s) and not names(t, g)
-                        for t, s, g in zip(original["title"], original["suggested_label"], original["given_label"])]
-        print(f"{len(original)} ORIGINAL labels flagged in the top {depth:,}; the title names the suggested label and "
-              f"not the given one for {sum(contradicted)}: counting those as found errors, precision "
-              f"{(hits + sum(contradicted)) / depth:.3f}. The first {min(20, len(original))}:")
+        contradicted = [
+            names(t, s) and not names(t, g)
+            for t, s, g in zip(original["title"], original["suggested_label"], original["given_label"])
+        ]
+        print(
+            f"{len(original)} ORIGINAL labels flagged in the top {depth:,}; the title names the suggested label and "
+            f"not the given one for {sum(contradicted)}: counting those as found errors, precision "
+            f"{(hits + sum(contradicted)) / depth:.3f}. The first {min(20, len(original))}:"
+        )
         unflipped = original.head(20)
         for row, title_agrees in zip(unflipped.itertuples(), contradicted):
             assert clean_labels.at[row.id, base.targets[target].column] == row.given_label
-            print(f"  {row.id:>6}  given {row.given_label!r:22} suggested {row.suggested_label!r:22} "
-                  f"{row.confidence_wrong:.2f} [{row.modality}]{' title agrees' if title_agrees else ''}  {row.title}")
+            print(
+                f"  {row.id:>6}  given {row.given_label!r:22} suggested {row.suggested_label!r:22} "
+                f"{row.confidence_wrong:.2f} [{row.modality}]{' title agrees' if title_agrees else ''}  {row.title}"
+            )
         print(f"report: {result.html_path}")
         if target in reviewed:
             flipped_right, rows = held_out_right(noisy, target)
@@ -208,14 +238,21 @@ def main() -> None:
             reviewed_right, _ = held_out_right(noisy, target)
             clean_ok, _ = clean_right[target]
             cost = clean_ok - flipped_right
-            recovered[target] = (f"{(reviewed_right - flipped_right) / cost:.0%}" if cost > 0 else
-                                 f"n/a (the flips cost none: flipped {-cost:+d} products against clean)")
-            print(f"{target} held-out accuracy on {rows:,} products: clean labels {clean_ok / rows:.4f}, flipped "
-                  f"{flipped_right / rows:.4f} ({flipped_right - clean_ok:+d} products), after one review round "
-                  f"{reviewed_right / rows:.4f} ({reviewed_right - flipped_right:+d})")
+            recovered[target] = (
+                f"{(reviewed_right - flipped_right) / cost:.0%}"
+                if cost > 0
+                else f"n/a (the flips cost none: flipped {-cost:+d} products against clean)"
+            )
+            print(
+                f"{target} held-out accuracy on {rows:,} products: clean labels {clean_ok / rows:.4f}, flipped "
+                f"{flipped_right / rows:.4f} ({flipped_right - clean_ok:+d} products), after one review round "
+                f"{reviewed_right / rows:.4f} ({reviewed_right - flipped_right:+d})"
+            )
     for target, share in recovered.items():
-        print(f"\n{target + ' ' if len(recovered) > 1 else ''}review loop: recovered {share} of the accuracy the flips "
-              f"cost")
+        print(
+            f"\n{target + ' ' if len(recovered) > 1 else ''}review loop: recovered {share} of the accuracy the flips "
+            f"cost"
+        )
 
 
 if __name__ == "__main__":

@@ -43,14 +43,73 @@ from mmgbm.estimator.label_names import fold
 from mmgbm.features.text import extract_text
 
 NAMED = ["Regular", "Red", "Purple", "Slim Fit", "Grey"]  # the fit / colour values issue 31 names
-COLOURS = {"black", "white", "red", "pink", "purple", "blue", "beige", "multicolor", "multicolour", "multi", "maroon",
-           "brown", "grey", "gray", "yellow", "green", "skin", "orange", "peach", "navy", "cream", "gold", "silver",
-           "steel", "turquoise", "turquise", "magenta", "majenta", "magentta", "mauve", "coffee", "cherry", "nude",
-           "rust", "olive", "lavender", "rani", "falsa", "firozy", "mehroon", "violet", "khaki", "chocolate", "wine"}
+COLOURS = {
+    "black",
+    "white",
+    "red",
+    "pink",
+    "purple",
+    "blue",
+    "beige",
+    "multicolor",
+    "multicolour",
+    "multi",
+    "maroon",
+    "brown",
+    "grey",
+    "gray",
+    "yellow",
+    "green",
+    "skin",
+    "orange",
+    "peach",
+    "navy",
+    "cream",
+    "gold",
+    "silver",
+    "steel",
+    "turquoise",
+    "turquise",
+    "magenta",
+    "majenta",
+    "magentta",
+    "mauve",
+    "coffee",
+    "cherry",
+    "nude",
+    "rust",
+    "olive",
+    "lavender",
+    "rani",
+    "falsa",
+    "firozy",
+    "mehroon",
+    "violet",
+    "khaki",
+    "chocolate",
+    "wine",
+}
 FITS = {"regular", "slim", "fit", "relaxed", "realx", "normal", "comfortable", "smart", "skinny", "trim", "loose"}
 SIZES = {"plus", "free", "size", "xs", "xl", "xxl"}
-SHADES = {"light", "dark", "deep", "baby", "hot", "neon", "royal", "sky", "powder", "carrot", "bold", "glossy",
-          "vibrant", "melange", "n", "print", "leopard"}
+SHADES = {
+    "light",
+    "dark",
+    "deep",
+    "baby",
+    "hot",
+    "neon",
+    "royal",
+    "sky",
+    "powder",
+    "carrot",
+    "bold",
+    "glossy",
+    "vibrant",
+    "melange",
+    "n",
+    "print",
+    "leopard",
+}
 VOCABULARY = COLOURS | FITS | SIZES | SHADES
 SHARED_WORDS_IGNORED = {"and", "the", "of", "by", "for", "n", "a", "in", "on", "s"}  # words that make no brand
 SHOWN = 12
@@ -75,14 +134,18 @@ def groups_merged(table: pd.DataFrame) -> tuple[int, int]:
 
 def false_merges(table: pd.DataFrame) -> tuple[list[tuple[str, str]], list[tuple[str, str]], int]:
     """(pairs of names sharing a word whose letters differ, those made one brand, groups formed)."""
-    keys = table.assign(key=table["brand"].map(fold)).groupby("key").agg(
-        name=("brand", "first"), canonical=("canonical", "first"), products=("products", "sum"))
+    keys = (
+        table.assign(key=table["brand"].map(fold))
+        .groupby("key")
+        .agg(name=("brand", "first"), canonical=("canonical", "first"), products=("products", "sum"))
+    )
     by_word = defaultdict(list)
     for key, name in keys["name"].items():
         for word in set(words(name)) - SHARED_WORDS_IGNORED:
             by_word[word].append(key)
-    pairs = {tuple(sorted(pair)) for holders in by_word.values() if len(holders) <= 200
-             for pair in combinations(holders, 2)}  # a word in hundreds of names ("fashion") links no brand
+    pairs = {
+        tuple(sorted(pair)) for holders in by_word.values() if len(holders) <= 200 for pair in combinations(holders, 2)
+    }  # a word in hundreds of names ("fashion") links no brand
     ordered = sorted(pairs, key=lambda p: -(keys.loc[p[0], "products"] + keys.loc[p[1], "products"]))
     named = [(keys.loc[a, "name"], keys.loc[b, "name"]) for a, b in ordered]
     merged = [pair for pair, (a, b) in zip(named, ordered) if keys.loc[a, "canonical"] == keys.loc[b, "canonical"]]
@@ -94,19 +157,25 @@ def no_brand_found(table: pd.DataFrame) -> None:
     flagged = table["no_brand"] != ""
     named = table[table["brand"].isin(NAMED)]
     share = (named["no_brand"] != "").mean()
-    print(f"no brand: the values the issue names: {int((named['no_brand'] != '').sum())} of {len(named)} flagged "
-          f"({', '.join(named['brand'])}) {100 * share:.0f}% (goal >= 90%: {'PASS' if share >= 0.9 else 'FAIL'})")
+    print(
+        f"no brand: the values the issue names: {int((named['no_brand'] != '').sum())} of {len(named)} flagged "
+        f"({', '.join(named['brand'])}) {100 * share:.0f}% (goal >= 90%: {'PASS' if share >= 0.9 else 'FAIL'})"
+    )
     listed = table["brand"].map(is_fit_or_colour)
     products = table.loc[listed, "products"]
-    print(f"  every value made of colour / fit / size words: {int((listed & flagged).sum())} of {int(listed.sum())} "
-          f"values flagged ({100 * (listed & flagged).sum() / listed.sum():.1f}%), "
-          f"{int(table.loc[listed & flagged, 'products'].sum()):,} of {int(products.sum()):,} products "
-          f"({100 * table.loc[listed & flagged, 'products'].sum() / products.sum():.1f}%)")
+    print(
+        f"  every value made of colour / fit / size words: {int((listed & flagged).sum())} of {int(listed.sum())} "
+        f"values flagged ({100 * (listed & flagged).sum() / listed.sum():.1f}%), "
+        f"{int(table.loc[listed & flagged, 'products'].sum()):,} of {int(products.sum()):,} products "
+        f"({100 * table.loc[listed & flagged, 'products'].sum() / products.sum():.1f}%)"
+    )
     missed = table[listed & ~flagged]
     print(f"  not flagged: {', '.join(f'{b} ({n})' for b, n in zip(missed['brand'], missed['products']))}")
     outside = table[flagged & ~listed]
-    print(f"  flagged outside the word list ({len(outside)}, for a person to judge): "
-          f"{', '.join(f'{b} ({n})' for b, n in zip(outside['brand'], outside['products']))}")
+    print(
+        f"  flagged outside the word list ({len(outside)}, for a person to judge): "
+        f"{', '.join(f'{b} ({n})' for b, n in zip(outside['brand'], outside['products']))}"
+    )
 
 
 def accuracy(cfg: Config, csv: Path) -> None:
@@ -119,10 +188,14 @@ def accuracy(cfg: Config, csv: Path) -> None:
     canonical_truth = np.full(len(truth), None, dtype=object)
     canonical_truth[labelled] = names.names(truth[labelled])
     scored = pd.notna(canonical_truth)
-    print(f"\nbrand on {int(labelled.sum()):,} labelled test products; {int((labelled & ~scored).sum()):,} marked "
-          f"no brand are left out of the canonical figures")
-    print(f"{'model':<24} {'as written':>10} {'brands only':>11} {'canonical':>10} {'other spelling':>14} "
-          f"{'no brand':>8} {'train s':>8}")
+    print(
+        f"\nbrand on {int(labelled.sum()):,} labelled test products; {int((labelled & ~scored).sum()):,} marked "
+        f"no brand are left out of the canonical figures"
+    )
+    print(
+        f"{'model':<24} {'as written':>10} {'brands only':>11} {'canonical':>10} {'other spelling':>14} "
+        f"{'no brand':>8} {'train s':>8}"
+    )
     for target, label in (("brand", "today (no normalise)"), (normalised, "normalise: brands.csv")):
         started = time.perf_counter()
         train(cfg, [target])
@@ -133,8 +206,10 @@ def accuracy(cfg: Config, csv: Path) -> None:
         shown = [f"{100 * w:.2f}%" if target == "brand" else "-" for w in written]
         on_canonical = np.mean(read[scored] == canonical_truth[scored])
         other = int((pd.notna(read) & (read != predicted)).sum())
-        print(f"{label:<24} {shown[0]:>10} {shown[1]:>11} {100 * on_canonical:>9.2f}% {other:>14,} "
-              f"{int(pd.isna(read).sum()):>8,} {seconds:>8.1f}")
+        print(
+            f"{label:<24} {shown[0]:>10} {shown[1]:>11} {100 * on_canonical:>9.2f}% {other:>14,} "
+            f"{int(pd.isna(read).sum()):>8,} {seconds:>8.1f}"
+        )
 
 
 def main() -> None:
@@ -151,12 +226,16 @@ def main() -> None:
     table = pd.read_csv(report.csv_path, keep_default_na=False)
 
     groups, merged = groups_merged(table)
-    print(f"merged: {merged} of {groups} groups of spellings differing only by accents, case, punctuation or spacing "
-          f"({100 * merged / groups:.1f}%; goal >= 98%: {'PASS' if merged >= 0.98 * groups else 'FAIL'})")
+    print(
+        f"merged: {merged} of {groups} groups of spellings differing only by accents, case, punctuation or spacing "
+        f"({100 * merged / groups:.1f}%; goal >= 98%: {'PASS' if merged >= 0.98 * groups else 'FAIL'})"
+    )
     pairs, wrong, formed = false_merges(table)
-    print(f"false merges: {len(wrong)} of {formed} groups formed ({100 * len(wrong) / max(formed, 1):.2f}%; goal <= "
-          f"1%: {'PASS' if len(wrong) <= 0.01 * formed else 'FAIL'}) among {len(pairs):,} pairs of names sharing a "
-          f"word, the largest: {'; '.join(f'{a} / {b}' for a, b in pairs[:SHOWN])}")
+    print(
+        f"false merges: {len(wrong)} of {formed} groups formed ({100 * len(wrong) / max(formed, 1):.2f}%; goal <= "
+        f"1%: {'PASS' if len(wrong) <= 0.01 * formed else 'FAIL'}) among {len(pairs):,} pairs of names sharing a "
+        f"word, the largest: {'; '.join(f'{a} / {b}' for a, b in pairs[:SHOWN])}"
+    )
     for a, b in wrong:
         print(f"  made one: {a} / {b}")
     no_brand_found(table)

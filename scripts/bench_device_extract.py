@@ -46,15 +46,18 @@ def build_model(weights: str, precision: str):
     import keras
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
-    model = keras.applications.EfficientNetB0(include_top=False, weights=weights, pooling="avg",
-                                              input_shape=(SIZE, SIZE, 3))
+    model = keras.applications.EfficientNetB0(
+        include_top=False, weights=weights, pooling="avg", input_shape=(SIZE, SIZE, 3)
+    )
     keras.mixed_precision.set_global_policy("float32")
     return model
 
 
 def embed(model, images: np.ndarray, batch: int) -> np.ndarray:
-    out = [np.asarray(model.predict_on_batch(images[i:i + batch].astype(np.float32)), dtype=np.float32)
-           for i in range(0, len(images), batch)]
+    out = [
+        np.asarray(model.predict_on_batch(images[i : i + batch].astype(np.float32)), dtype=np.float32)
+        for i in range(0, len(images), batch)
+    ]
     return np.concatenate(out)
 
 
@@ -65,7 +68,7 @@ def forward_rate(model, images: np.ndarray, batch: int, rounds: int = 3, residen
     import keras
 
     usable = images[: len(images) // batch * batch]
-    batches = [usable[i:i + batch].astype(np.float32) for i in range(0, len(usable), batch)]
+    batches = [usable[i : i + batch].astype(np.float32) for i in range(0, len(usable), batch)]
     if resident:
         batches = [keras.ops.convert_to_tensor(b) for b in batches]
     model.predict_on_batch(batches[0])  # compile this shape outside the timing
@@ -82,7 +85,7 @@ def end_to_end(model, paths: list[str], batch: int, workers: int) -> float:
     """Photos/s from files to embeddings: the pool decodes batch i+1.. while the accelerator embeds batch i."""
     started = time.perf_counter()
     with ProcessPoolExecutor(workers, mp_context=SPAWN) as pool:
-        pending = [pool.map(_pixels, paths[i:i + batch], chunksize=8) for i in range(0, len(paths), batch)]
+        pending = [pool.map(_pixels, paths[i : i + batch], chunksize=8) for i in range(0, len(paths), batch)]
         for decoded in pending:
             images = np.stack(list(decoded))
             if len(images) < batch:  # pad the last batch to the compiled shape
@@ -101,8 +104,10 @@ def check(paths: list[str], saved: Path, weights: str) -> None:
     ours = ImageEncoder(weights=weights, runtime="tensorflow", precision="float32").transform(images)
     theirs = data["embeddings"]
     cosine = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
-    print(f"{len(images)} photos: cosine to extract-images' TensorFlow features min {cosine.min():.6f} "
-          f"mean {cosine.mean():.6f}; max |difference| {np.abs(ours - theirs).max():.2e}")
+    print(
+        f"{len(images)} photos: cosine to extract-images' TensorFlow features min {cosine.min():.6f} "
+        f"mean {cosine.mean():.6f}; max |difference| {np.abs(ours - theirs).max():.2e}"
+    )
 
 
 def main() -> None:
@@ -142,13 +147,17 @@ def main() -> None:
             rate = forward_rate(model, images, batch)
             best = max(best, (rate, batch, precision))
             resident = forward_rate(model, images, batch, resident=True)
-            print(f"(b) forward only, {precision:<8} batch {batch:>4}: {rate:8.0f} images/s from decoded images, "
-                  f"{resident:8.0f} from batches already on the device")
+            print(
+                f"(b) forward only, {precision:<8} batch {batch:>4}: {rate:8.0f} images/s from decoded images, "
+                f"{resident:8.0f} from batches already on the device"
+            )
     rate, batch, precision = best
     model = build_model(args.weights, precision)
     embed(model, images[:batch], batch)
-    print(f"(c) end to end, {precision} batch {batch}, {cores} decode processes: "
-          f"{end_to_end(model, paths, batch, cores):8.0f} photos/s")
+    print(
+        f"(c) end to end, {precision} batch {batch}, {cores} decode processes: "
+        f"{end_to_end(model, paths, batch, cores):8.0f} photos/s"
+    )
 
 
 if __name__ == "__main__":

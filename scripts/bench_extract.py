@@ -93,7 +93,7 @@ def _decode_part(paths: list[str], size: int) -> np.ndarray:
 
 def process_decode_rate(pool: ProcessPoolExecutor, paths: list[str], size: int, batch_size: int) -> float:
     """Decoding in a pool of processes, batches shipped back whole: the alternative to the product's threads."""
-    parts = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+    parts = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
     start = time.perf_counter()
     for _ in pool.map(_decode_part, parts, [size] * len(parts)):
         pass
@@ -118,11 +118,21 @@ def extraction(products: pd.DataFrame, cfg: Config, encoder: ImageEncoder, workd
     products.to_csv(table, index=False)
     raw = {
         "workdir": str(workdir / "work"),
-        "data": {"id_column": cfg.data.id_column, "splits": {"train": str(table)},
-                 "image_column": cfg.data.image_column, "images_root": str(Photos.of(cfg).root)},
-        "features": {"image": {"backbone": encoder.backbone, "weights": str(encoder.weights),
-                               "batch_size": encoder.batch_size, "precision": encoder.precision,
-                               "runtime": encoder.runtime}},
+        "data": {
+            "id_column": cfg.data.id_column,
+            "splits": {"train": str(table)},
+            "image_column": cfg.data.image_column,
+            "images_root": str(Photos.of(cfg).root),
+        },
+        "features": {
+            "image": {
+                "backbone": encoder.backbone,
+                "weights": str(encoder.weights),
+                "batch_size": encoder.batch_size,
+                "precision": encoder.precision,
+                "runtime": encoder.runtime,
+            }
+        },
     }
     config = workdir / "bench.yaml"
     config.write_text(yaml.safe_dump(raw))
@@ -145,8 +155,12 @@ def bench(args: argparse.Namespace) -> None:
         settings.append((default.runtime, default.precision))
     if REFERENCE not in settings:
         settings.insert(0, REFERENCE)
-    encoders = {s: ImageEncoder(args.backbone, weights_for(args.backbone, cfg), batch_size=args.batch_size,
-                                runtime=s[0], precision=s[1]).fit() for s in settings}
+    encoders = {
+        s: ImageEncoder(
+            args.backbone, weights_for(args.backbone, cfg), batch_size=args.batch_size, runtime=s[0], precision=s[1]
+        ).fit()
+        for s in settings
+    }
     size = encoders[REFERENCE].size
     decoded = np.stack([decode_image(p, size).pixels for p in paths])
     rates = {s: {"forward": [], "decode": [], "full": []} for s in settings}
@@ -166,30 +180,44 @@ def bench(args: argparse.Namespace) -> None:
     best = {s: {route: max(values) for route, values in routes.items()} for s, routes in rates.items()}
     bound = {s: 1 / (1 / b["forward"] + 1 / b["decode"]) for s, b in best.items()}
     cosine = {s: min_cosine(stored[s], stored[REFERENCE]) for s in settings}
-    print(f"\n{args.backbone.upper()} ({size} px, batch {args.batch_size}, {len(paths)} photos x {args.rounds} rounds, "
-          f"{os.cpu_count()} cores, {image_encoder.PHOTOS_PER_REQUEST} photos per OpenVINO request); photos/s, best "
-          "round [every round]")
+    print(
+        f"\n{args.backbone.upper()} ({size} px, batch {args.batch_size}, {len(paths)} photos x {args.rounds} rounds, "
+        f"{os.cpu_count()} cores, {image_encoder.PHOTOS_PER_REQUEST} photos per OpenVINO request); photos/s, best "
+        "round [every round]"
+    )
     for s in settings:
         b, every = best[s], {route: ", ".join(f"{r:.0f}" for r in values) for route, values in rates[s].items()}
         print(f"  {NAMES[s[0]]} {s[1]}{'  (auto here)' if s == default[:2] else ''}")
-        print(f"    forward only {b['forward']:7.1f} [{every['forward']}]   decode only {b['decode']:7.1f} "
-              f"[{every['decode']}]   end to end {b['full']:7.1f} [{every['full']}]")
-        print(f"    = {b['full'] / bound[s]:.2f} of the combined bound ({bound[s]:.1f}), "
-              f"{b['full'] / best[REFERENCE]['full']:.2f}x TensorFlow float32 end to end; cosine to TensorFlow "
-              f"float32 min {cosine[s]:.5f}")
-    print(f"  decode only in {os.cpu_count()} processes (not the product's; for comparison): {max(processes):.1f} "
-          f"[{', '.join(f'{r:.0f}' for r in processes)}]")
+        print(
+            f"    forward only {b['forward']:7.1f} [{every['forward']}]   decode only {b['decode']:7.1f} "
+            f"[{every['decode']}]   end to end {b['full']:7.1f} [{every['full']}]"
+        )
+        print(
+            f"    = {b['full'] / bound[s]:.2f} of the combined bound ({bound[s]:.1f}), "
+            f"{b['full'] / best[REFERENCE]['full']:.2f}x TensorFlow float32 end to end; cosine to TensorFlow "
+            f"float32 min {cosine[s]:.5f}"
+        )
+    print(
+        f"  decode only in {os.cpu_count()} processes (not the product's; for comparison): {max(processes):.1f} "
+        f"[{', '.join(f'{r:.0f}' for r in processes)}]"
+    )
     d = (default.runtime, default.precision)
     print(f"\ndefault settings: {default.describe()}")
-    print(f"extraction: {best[d]['full'] / best[REFERENCE]['full']:.2f}x TensorFlow float32, "
-          f"{best[d]['full'] / bound[d]:.2f} of the combined bound, cosine min {cosine[d]:.4f}")
+    print(
+        f"extraction: {best[d]['full'] / best[REFERENCE]['full']:.2f}x TensorFlow float32, "
+        f"{best[d]['full'] / bound[d]:.2f} of the combined bound, cosine min {cosine[d]:.4f}"
+    )
 
 
 def request_sizes(args: argparse.Namespace) -> None:
     """OpenVINO's forward pass per photos-per-request, in each precision, interleaved."""
     _, paths, cfg = sample_products(args.config, args.images)
-    encoders = {p: ImageEncoder(args.backbone, weights_for(args.backbone, cfg), batch_size=args.batch_size,
-                                runtime="openvino", precision=p).fit() for p in ("float32", "bfloat16")}
+    encoders = {
+        p: ImageEncoder(
+            args.backbone, weights_for(args.backbone, cfg), batch_size=args.batch_size, runtime="openvino", precision=p
+        ).fit()
+        for p in ("float32", "bfloat16")
+    }
     decoded = np.stack([decode_image(p, encoders["float32"].size).pixels for p in paths])
     rates: dict[tuple[str, int], list[float]] = {}
     for _ in range(args.rounds):
@@ -197,8 +225,10 @@ def request_sizes(args: argparse.Namespace) -> None:
             for n in args.request_sizes:
                 image_encoder.PHOTOS_PER_REQUEST = n
                 rates.setdefault((precision, n), []).append(forward_rate(encoder, decoded))
-    print(f"\nOpenVINO forward only, {len(paths)} photos x {args.rounds} rounds, "
-          f"{encoders['float32'].forward_.requests} requests in flight; photos/s, best round [every round]")
+    print(
+        f"\nOpenVINO forward only, {len(paths)} photos x {args.rounds} rounds, "
+        f"{encoders['float32'].forward_.requests} requests in flight; photos/s, best round [every round]"
+    )
     for (precision, n), values in rates.items():
         every = ", ".join(f"{r:.0f}" for r in values)
         print(f"  {precision:8s} {n:3d} photos per request {max(values):7.1f} [{every}]")
@@ -213,8 +243,9 @@ def probe(args: argparse.Namespace) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(args.threads[1])
     _, paths, cfg = sample_products(args.config, args.images)
     batch = args.probe_batch or args.batch_size
-    reference = ImageEncoder(args.probe, weights_for(args.probe, cfg), batch_size=batch, runtime="tensorflow",
-                             precision="float32")
+    reference = ImageEncoder(
+        args.probe, weights_for(args.probe, cfg), batch_size=batch, runtime="tensorflow", precision="float32"
+    )
     decoded = np.stack([decode_image(p, reference.size).pixels for p in paths])
     result = {}
     if args.bf16:
@@ -222,15 +253,23 @@ def probe(args: argparse.Namespace) -> None:
         # TensorFlow's oneDNN rewrite is a process-wide switch (so the library offers the Keras policy instead).
         if args.bf16 == "onednn":
             tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
-        encoder = ImageEncoder(args.probe, weights_for(args.probe, cfg), batch_size=batch, runtime="tensorflow",
-                               precision="bfloat16" if args.bf16 == "keras" else "float32")
+        encoder = ImageEncoder(
+            args.probe,
+            weights_for(args.probe, cfg),
+            batch_size=batch,
+            runtime="tensorflow",
+            precision="bfloat16" if args.bf16 == "keras" else "float32",
+        )
     else:
         encoder = reference
     encoder.fit()
     if args.graph != "frozen":  # the Keras model called in a tf.function, weights as variables (XLA-compiled or not)
         model = encoder.model_
-        encoder.forward_ = tf.function(lambda x: tf.cast(model(tf.cast(x, tf.float32), training=False), tf.float32),
-                                       jit_compile=args.graph == "xla", reduce_retracing=True)
+        encoder.forward_ = tf.function(
+            lambda x: tf.cast(model(tf.cast(x, tf.float32), training=False), tf.float32),
+            jit_compile=args.graph == "xla",
+            reduce_retracing=True,
+        )
         encoder.transform(decoded[:batch])
     timings = []
     for _ in range(2):  # best of two: the machine is shared
@@ -248,8 +287,19 @@ def explore(args: argparse.Namespace, backbone: str) -> None:
     n = min(args.images, 128)
     print(f"\n{backbone.upper()} forward-only under CPU settings ({n} images, one process each)")
     for name, (env, options) in EXPLORE.items():
-        cmd = [sys.executable, __file__, "--config", str(args.config), "--images", str(n), "--batch-size",
-               str(args.batch_size), "--probe", backbone, *options]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--config",
+            str(args.config),
+            "--images",
+            str(n),
+            "--batch-size",
+            str(args.batch_size),
+            "--probe",
+            backbone,
+            *options,
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env}, timeout=900)
         if out.returncode != 0:
             print(f"  {name:46s} failed: {out.stderr.strip().splitlines()[-1]}")
@@ -265,8 +315,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--settings", nargs="+", default=SETTINGS, choices=SETTINGS, metavar="RUNTIME:PRECISION",
-                        help="TensorFlow float32 (the reference) and `auto`'s pick are always timed")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=SETTINGS,
+        choices=SETTINGS,
+        metavar="RUNTIME:PRECISION",
+        help="TensorFlow float32 (the reference) and `auto`'s pick are always timed",
+    )
     parser.add_argument("--backbone", default="b0", choices=["b0", "b3"])
     parser.add_argument("--request-sizes", type=int, nargs="+", help="time OpenVINO per photos-per-request instead")
     parser.add_argument("--explore", action="store_true", help="time TensorFlow CPU settings instead, one process each")

@@ -70,12 +70,21 @@ def run(cfg: Config, ids: list[str], values: list[str], folder: Path, remote: bo
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"id": ids, "image": values}).to_csv(folder / "products.csv", index=False)
     image = cfg.features.image
-    raw = {"workdir": str(folder / "work"),
-           "data": {"splits": {"train": str(folder / "products.csv")}, "image_column": "image",
-                    "images_root": str(Photos.of(cfg).root), "remote_images": remote,
-                    "remote_image_hosts": ["127.0.0.1"], "fetch": cfg.data.fetch.model_dump()},
-           "features": {"image": {"backbone": image.backbone, "weights": image.weights,
-                                  "batch_size": image.batch_size}, "text": {"enabled": False}}}
+    raw = {
+        "workdir": str(folder / "work"),
+        "data": {
+            "splits": {"train": str(folder / "products.csv")},
+            "image_column": "image",
+            "images_root": str(Photos.of(cfg).root),
+            "remote_images": remote,
+            "remote_image_hosts": ["127.0.0.1"],
+            "fetch": cfg.data.fetch.model_dump(),
+        },
+        "features": {
+            "image": {"backbone": image.backbone, "weights": image.weights, "batch_size": image.batch_size},
+            "text": {"enabled": False},
+        },
+    }
     (folder / "bench.yaml").write_text(yaml.safe_dump(raw))
     summary = extract_images(load_config(folder / "bench.yaml"), overwrite=True)
     return summary.images_per_second, summary.embedding_seconds, summary.failures
@@ -87,8 +96,13 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=512)
     parser.add_argument("--hung", type=float, default=0.01, help="share of URLs that hang (and as many bad ones)")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--fetch", action="append", default=[], metavar="KEY=VALUE",
-                        help="a data.fetch setting for the URL runs, e.g. per_host=64")
+    parser.add_argument(
+        "--fetch",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a data.fetch setting for the URL runs, e.g. per_host=64",
+    )
     args = parser.parse_args()
     cfg, ids, values = sample(args.config, args.photos)
     for key, _, value in (item.partition("=") for item in args.fetch):
@@ -100,15 +114,27 @@ def main() -> None:
     for process in servers:
         process.start()
     base = {latency: f"http://127.0.0.1:{port}" for latency, port in (ports.get(timeout=60) for _ in servers)}
-    print(f"{len(ids)} photos of {args.config.name} x {args.rounds} rounds, fetch settings: "
-          f"{cfg.data.fetch.model_dump()}")
+    print(
+        f"{len(ids)} photos of {args.config.name} x {args.rounds} rounds, fetch settings: {cfg.data.fetch.model_dump()}"
+    )
     n_bad = max(1, round(args.hung * len(ids)))
     hung_name, bad_name = f"URLs, 100 ms, {n_bad} hung", f"URLs, 100 ms, {n_bad} bad"
-    routes = {"local files": (values, False), **{f"URLs, {lat * 1000:.0f} ms": (
-        [f"{base[lat]}/photos/{v}" for v in values], True) for lat in latencies},
+    routes = {
+        "local files": (values, False),
+        **{f"URLs, {lat * 1000:.0f} ms": ([f"{base[lat]}/photos/{v}" for v in values], True) for lat in latencies},
         hung_name: (spread(values, base[0.1], [f"hang/{k}.jpg" for k in range(n_bad)]), True),
-        bad_name: (spread(values, base[0.1], [("status/404/x.jpg", "status/500/x.jpg", f"slow/{values[0]}",
-                                               "html/x.jpg")[k % 4] for k in range(n_bad)]), True)}
+        bad_name: (
+            spread(
+                values,
+                base[0.1],
+                [
+                    ("status/404/x.jpg", "status/500/x.jpg", f"slow/{values[0]}", "html/x.jpg")[k % 4]
+                    for k in range(n_bad)
+                ],
+            ),
+            True,
+        ),
+    }
     rates: dict[str, list[float]] = {name: [] for name in routes}
     seconds: dict[str, list[float]] = {name: [] for name in routes}
     try:
@@ -118,8 +144,10 @@ def main() -> None:
                     rate, took, failures = run(cfg, ids, images, Path(tmp) / f"{r}-{i}", remote)
                     rates[name].append(rate)
                     seconds[name].append(took)
-                    print(f"  round {r + 1}  {name:28s} {rate:6.1f} photos/s  {took:5.1f} s"
-                          + (f"  failures {failures}" if failures else ""))
+                    print(
+                        f"  round {r + 1}  {name:28s} {rate:6.1f} photos/s  {took:5.1f} s"
+                        + (f"  failures {failures}" if failures else "")
+                    )
     finally:
         stop.set()
         for process in servers:
@@ -132,14 +160,20 @@ def main() -> None:
     print("best round of each:")
     for name in routes:
         print(f"  {name:28s} {best[name]:6.1f} photos/s  {best[name] / local:.2f}x of local files")
-    print(f"  the run with hung URLs took {hung - clean:.1f} s more than the clean one; the goal's bound: read timeout "
-          f"{fetch.read_timeout:.0f} s (a host that does not answer is not tried again) + 10% of the clean run = "
-          f"{fetch.read_timeout + 0.1 * clean:.1f} s")
-    print(f"  the run with bad URLs took {bad - clean:.1f} s more; a trickling body is cut at the whole-try timeout "
-          f"({fetch.total_timeout:.0f} s), 5xx answers after {fetch.tries} tries")
+    print(
+        f"  the run with hung URLs took {hung - clean:.1f} s more than the clean one; the goal's bound: read timeout "
+        f"{fetch.read_timeout:.0f} s (a host that does not answer is not tried again) + 10% of the clean run = "
+        f"{fetch.read_timeout + 0.1 * clean:.1f} s"
+    )
+    print(
+        f"  the run with bad URLs took {bad - clean:.1f} s more; a trickling body is cut at the whole-try timeout "
+        f"({fetch.total_timeout:.0f} s), 5xx answers after {fetch.tries} tries"
+    )
     print(f"  peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-    print(f"fetch: 100 ms {best['URLs, 100 ms'] / local:.2f}x, 300 ms {best['URLs, 300 ms'] / local:.2f}x of local "
-          f"files; {args.hung:.0%} hung +{hung / clean - 1:.0%}")
+    print(
+        f"fetch: 100 ms {best['URLs, 100 ms'] / local:.2f}x, 300 ms {best['URLs, 300 ms'] / local:.2f}x of local "
+        f"files; {args.hung:.0%} hung +{hung / clean - 1:.0%}"
+    )
 
 
 if __name__ == "__main__":

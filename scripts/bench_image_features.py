@@ -39,10 +39,12 @@ def projection(cfg, alpha: float) -> None:
     scaler = StandardScaler().fit(A[keep_a])
     A, B = scaler.transform(A[keep_a]), scaler.transform(B[keep_b])
     for target in TARGETS:
-        names = np.r_[train[target].fillna("?").astype(str).to_numpy()[keep_a],
-                      test[target].fillna("?").astype(str).to_numpy()[keep_b]]
+        names = np.r_[
+            train[target].fillna("?").astype(str).to_numpy()[keep_a],
+            test[target].fillna("?").astype(str).to_numpy()[keep_b],
+        ]
         codes = np.unique(names, return_inverse=True)[1]
-        y_a, y_b = codes[:len(A)], codes[len(A):]
+        y_a, y_b = codes[: len(A)], codes[len(A) :]
         row = []
         for name, proj in (("plain kNN", None), ("projected kNN", alpha)):
             started = time.perf_counter()
@@ -68,8 +70,9 @@ def flip(cfg, sample: int) -> None:
             scaler = StandardScaler().fit(E[:fit_rows])
             model = RidgeClassifier(alpha=10.0).fit(scaler.transform(E[:fit_rows]), y[:fit_rows])
             row.append(f"{name} {(model.predict(scaler.transform(E[fit_rows:])) == y[fit_rows:]).mean():.4f}")
-        print(f"{target:<12} ridge on {sample - fit_rows:,} of {sample:,} sampled photos: " + "; ".join(row),
-              flush=True)
+        print(
+            f"{target:<12} ridge on {sample - fit_rows:,} of {sample:,} sampled photos: " + "; ".join(row), flush=True
+        )
 
 
 def main() -> None:

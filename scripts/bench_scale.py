@@ -119,7 +119,7 @@ def grow(real: pd.DataFrame, n: int, seed: int, n_photos: int) -> pd.DataFrame:
 def perturb(title: str, donor: str, rnd: random.Random) -> str:
     words, other = title.split(), donor.split()
     if len(words) > 1 and len(other) > 1 and rnd.random() < SPLICE:  # head of one title, tail of the other
-        words = words[:rnd.randrange(1, len(words))] + other[rnd.randrange(1, len(other)):]
+        words = words[: rnd.randrange(1, len(words))] + other[rnd.randrange(1, len(other)) :]
     if len(words) > 2 and rnd.random() < DROP:
         del words[rnd.randrange(len(words))]
     if other and rnd.random() < BORROW:
@@ -138,8 +138,9 @@ def typo(word: str, rnd: random.Random) -> str:
     if len(word) < 3:
         return word
     i = rnd.randrange(len(word) - 1)
-    return rnd.choice([word[:i] + word[i + 1] + word[i] + word[i + 2:], word[:i] + word[i + 1:],
-                       word[:i] + word[i] + word[i:]])
+    return rnd.choice(
+        [word[:i] + word[i + 1] + word[i] + word[i + 2 :], word[:i] + word[i + 1 :], word[:i] + word[i] + word[i:]]
+    )
 
 
 def noisy_rows(real: np.ndarray, picks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -148,16 +149,20 @@ def noisy_rows(real: np.ndarray, picks: np.ndarray, rng: np.random.Generator) ->
     scale = (IMAGE_NOISE * real.std(axis=0)).astype(np.float32)
     out = np.empty((len(picks), real.shape[1]), dtype=np.float16)
     for start in range(0, len(picks), NOISE_CHUNK):
-        rows = picks[start:start + NOISE_CHUNK]
+        rows = picks[start : start + NOISE_CHUNK]
         noise = rng.standard_normal((len(rows), real.shape[1]), dtype=np.float32)
-        out[start:start + len(rows)] = real[rows] + noise * scale
+        out[start : start + len(rows)] = real[rows] + noise * scale
     return out
 
 
 def product_matrix(frame: pd.DataFrame, tfidf, photos: dict[str, np.ndarray], rng: np.random.Generator):
-    return ProductMatrix(frame["id"].to_numpy(), {"text": tfidf}, {"text": frame[TITLE].to_numpy(dtype=object)},
-                         {name: noisy_rows(real, frame["photo"].to_numpy(), rng) for name, real in photos.items()},
-                         frame[list(META)].reset_index(drop=True))
+    return ProductMatrix(
+        frame["id"].to_numpy(),
+        {"text": tfidf},
+        {"text": frame[TITLE].to_numpy(dtype=object)},
+        {name: noisy_rows(real, frame["photo"].to_numpy(), rng) for name, real in photos.items()},
+        frame[list(META)].reset_index(drop=True),
+    )
 
 
 # ---- one size, in a child process -------------------------------------------------------------------------------
@@ -190,14 +195,29 @@ def run_size(n: int, seed: int, images: bool, classifier_only: bool = False) -> 
     X_train = product_matrix(train_rows, vectorizer.fit_transform(train_rows[TITLE]), photos, rng)
     X_test = product_matrix(test_rows, vectorizer.transform(test_rows[TITLE]), photos, rng)
     del real, photos, catalogue
-    report({"stage": "catalogue", "seconds": time.perf_counter() - started, "train": len(X_train),
-            "test": len(X_test), "classes": int(train_rows[CLASS].nunique()), "peak_gib": memory_gib(),
-            "resident_gib": memory_gib("VmRSS")})
+    report(
+        {
+            "stage": "catalogue",
+            "seconds": time.perf_counter() - started,
+            "train": len(X_train),
+            "test": len(X_test),
+            "classes": int(train_rows[CLASS].nunique()),
+            "peak_gib": memory_gib(),
+            "resident_gib": memory_gib("VmRSS"),
+        }
+    )
     print(f"[{n:,}] catalogue and TF-IDF ready in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     # As configs/flipkart.yaml: the category target does not read the other levels of its own path.
-    targets = [(CLASSIFIER, CLASS, MMGBMClassifier(categorical_columns=("brand",), numeric_columns=RATINGS)),
-               (REGRESSOR, PRICE, MMGBMRegressor(categorical_columns=("brand", "cat_l1", "cat_l2", CLASS),
-                                                 numeric_columns=RATINGS, log_target=True))]
+    targets = [
+        (CLASSIFIER, CLASS, MMGBMClassifier(categorical_columns=("brand",), numeric_columns=RATINGS)),
+        (
+            REGRESSOR,
+            PRICE,
+            MMGBMRegressor(
+                categorical_columns=("brand", "cat_l1", "cat_l2", CLASS), numeric_columns=RATINGS, log_target=True
+            ),
+        ),
+    ]
     for target, column, model in targets[:1] if classifier_only else targets:
         gc.collect()
         reset_peak()
@@ -207,10 +227,20 @@ def run_size(n: int, seed: int, images: bool, classifier_only: bool = False) -> 
         predicted = model.predict(X_test)
         predict_s = time.perf_counter() - trained
         truth = test_rows[column].to_numpy()
-        score = (float(np.mean(predicted == truth)) if target == CLASSIFIER
-                 else float(np.mean(np.abs(np.log1p(predicted) - np.log1p(truth)))))
-        report({"target": target, "train_s": trained - began, "predict_per_s": len(X_test) / predict_s,
-                "peak_gib": memory_gib(), "score": score})
+        score = (
+            float(np.mean(predicted == truth))
+            if target == CLASSIFIER
+            else float(np.mean(np.abs(np.log1p(predicted) - np.log1p(truth))))
+        )
+        report(
+            {
+                "target": target,
+                "train_s": trained - began,
+                "predict_per_s": len(X_test) / predict_s,
+                "peak_gib": memory_gib(),
+                "score": score,
+            }
+        )
         print(f"[{n:,}] {target} trained in {trained - began:.0f} s", file=sys.stderr)
         del model, predicted
 
@@ -231,8 +261,11 @@ def measure(n: int, args: argparse.Namespace) -> tuple[list[dict], str | None]:
         out, _ = child.communicate()
         problem = f"not reached in {args.time_limit:g} s"
     if problem is None and child.returncode:
-        problem = ("killed (out of memory?)" if child.returncode == -signal.SIGKILL
-                   else f"failed (exit status {child.returncode})")
+        problem = (
+            "killed (out of memory?)"
+            if child.returncode == -signal.SIGKILL
+            else f"failed (exit status {child.returncode})"
+        )
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")], problem
 
 
@@ -241,8 +274,10 @@ def ensure_photos(no_images: bool) -> None:
     cfg = load_config(FASHION_CONFIG)
     if no_images or image_store(cfg).shards():
         return
-    print(f"no stored fashion image embeddings in {image_dir(cfg)}: extracting them "
-          f"(mmgbm extract-images --config configs/fashion.yaml; --no-images leaves the image block out)")
+    print(
+        f"no stored fashion image embeddings in {image_dir(cfg)}: extracting them "
+        f"(mmgbm extract-images --config configs/fashion.yaml; --no-images leaves the image block out)"
+    )
     from mmgbm.features.images import extract_images
 
     extract_images(cfg, progress=True)
@@ -252,16 +287,20 @@ def print_size(n: int, records: list[dict], problem: str | None) -> None:
     stages = {r.get("target", r.get("stage")): r for r in records}
     if "catalogue" in stages:
         c = stages["catalogue"]
-        print(f"\n{n:,} products: {c['train']:,} train / {c['test']:,} held out, {c['classes']} classes; catalogue "
-              f"and TF-IDF {c['seconds']:.1f} s, peak {c['peak_gib']:.2f} GiB, resident after "
-              f"{c['resident_gib']:.2f} GiB")
+        print(
+            f"\n{n:,} products: {c['train']:,} train / {c['test']:,} held out, {c['classes']} classes; catalogue "
+            f"and TF-IDF {c['seconds']:.1f} s, peak {c['peak_gib']:.2f} GiB, resident after "
+            f"{c['resident_gib']:.2f} GiB"
+        )
     for target, metric in ((CLASSIFIER, "accuracy"), (REGRESSOR, "MAE log1p")):
         r = stages.get(target)
         if r is None:
             print(f"  {target:<7} {problem or 'not run (--classifier-only)'}")
             continue
-        print(f"  {target:<7} train {r['train_s']:>8.1f} s  predict {r['predict_per_s']:>9,.0f} products/s  "
-              f"peak {r['peak_gib']:>6.2f} GiB  {metric} {r['score']:.4f}")
+        print(
+            f"  {target:<7} train {r['train_s']:>8.1f} s  predict {r['predict_per_s']:>9,.0f} products/s  "
+            f"peak {r['peak_gib']:>6.2f} GiB  {metric} {r['score']:.4f}"
+        )
 
 
 def verdict(value: float | None, goal: float, higher: bool, unit: str, missing: str) -> str:
@@ -283,14 +322,22 @@ def print_goals(finished: dict[int, dict], exponent: float | None, reference_acc
     largest, at_15k = finished.get(LARGEST, {}), finished.get(REFERENCE_SIZE, {})
     unreached = f"{LARGEST:,} not reached"
     print("\ngoals (issue 11, the ~750-class classifier):")
-    print(f"  exponent of train time in n <= {EXPONENT_GOAL}: "
-          f"{verdict(exponent, EXPONENT_GOAL, False, '', 'fewer than two sizes finished')}")
-    print(f"  {LARGEST:,}-product train <= {TRAIN_GOAL_S} s: "
-          f"{verdict(largest.get('train_s'), TRAIN_GOAL_S, False, ' s', unreached)}")
-    print(f"  {LARGEST:,}-product peak <= {PEAK_GOAL_GIB:g} GiB: "
-          f"{verdict(largest.get('peak_gib'), PEAK_GOAL_GIB, False, ' GiB', unreached)}")
-    print(f"  {REFERENCE_SIZE:,}-product accuracy >= today's {reference_accuracy:.4f} - 0.3 points: "
-          f"{verdict(at_15k.get('score'), reference_accuracy - ACCURACY_MARGIN, True, '', 'size not run')}")
+    print(
+        f"  exponent of train time in n <= {EXPONENT_GOAL}: "
+        f"{verdict(exponent, EXPONENT_GOAL, False, '', 'fewer than two sizes finished')}"
+    )
+    print(
+        f"  {LARGEST:,}-product train <= {TRAIN_GOAL_S} s: "
+        f"{verdict(largest.get('train_s'), TRAIN_GOAL_S, False, ' s', unreached)}"
+    )
+    print(
+        f"  {LARGEST:,}-product peak <= {PEAK_GOAL_GIB:g} GiB: "
+        f"{verdict(largest.get('peak_gib'), PEAK_GOAL_GIB, False, ' GiB', unreached)}"
+    )
+    print(
+        f"  {REFERENCE_SIZE:,}-product accuracy >= today's {reference_accuracy:.4f} - 0.3 points: "
+        f"{verdict(at_15k.get('score'), reference_accuracy - ACCURACY_MARGIN, True, '', 'size not run')}"
+    )
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -302,16 +349,31 @@ def parse_sizes(text: str) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=parse_sizes, default=[15_000, 60_000, 250_000, 1_000_000],
-                        help="catalogue sizes in products, comma-separated")
-    parser.add_argument("--time-limit", type=float, default=3600,
-                        help="seconds per size (catalogue, both targets) before its child is killed")
+    parser.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        default=[15_000, 60_000, 250_000, 1_000_000],
+        help="catalogue sizes in products, comma-separated",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=3600,
+        help="seconds per size (catalogue, both targets) before its child is killed",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds the grown catalogue and the held-out split")
     parser.add_argument("--no-images", action="store_true", help="leave the image blocks out")
-    parser.add_argument("--classifier-only", action="store_true",
-                        help="train the ~750-class classifier only (the goals' target), not the price regressor")
-    parser.add_argument("--reference-accuracy", type=float, default=TODAY_15K_ACCURACY,
-                        help="today's classifier accuracy at 15,000 products (default: measured at --seed 0)")
+    parser.add_argument(
+        "--classifier-only",
+        action="store_true",
+        help="train the ~750-class classifier only (the goals' target), not the price regressor",
+    )
+    parser.add_argument(
+        "--reference-accuracy",
+        type=float,
+        default=TODAY_15K_ACCURACY,
+        help="today's classifier accuracy at 15,000 products (default: measured at --seed 0)",
+    )
     parser.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_size:
@@ -344,8 +406,11 @@ def main() -> None:
     if largest:
         print(f"scale: exponent {e}, 1M-row train {largest['train_s']:.0f} s, peak {largest['peak_gib']:.1f} GiB")
     else:
-        print(f"scale: exponent {e}, 1M-row train n/a, peak n/a (largest size reached: "
-              f"{f'{reached:,}' if reached else 'none'})")
+        print(
+            f"scale: exponent {e}, 1M-row train n/a, peak n/a (largest size reached: "
+            f"{f'{reached:,}' if reached else 'none'})"
+        )
+
 
 if __name__ == "__main__":
     main()

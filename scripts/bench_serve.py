@@ -62,8 +62,11 @@ def load_products(cfg, n: int) -> tuple[list[dict], list[str]]:
     columns = [cfg.data.id_column, *cfg.data.text_columns, *cfg.data.categorical_columns, *cfg.data.numeric_columns]
     products = []
     for row, path in zip(frame[columns].to_dict("records"), paths):
-        product = {k: (str(v) if k != cfg.data.id_column and k not in cfg.data.numeric_columns else v)
-                   for k, v in row.items() if v == v}  # v == v: not NaN
+        product = {
+            k: (str(v) if k != cfg.data.id_column and k not in cfg.data.numeric_columns else v)
+            for k, v in row.items()
+            if v == v
+        }  # v == v: not NaN
         product["image_base64"] = base64.b64encode(Path(path).read_bytes()).decode()
         products.append(product)
     return products, paths
@@ -72,10 +75,13 @@ def load_products(cfg, n: int) -> tuple[list[dict], list[str]]:
 def forward_only(cfg, paths: list[str]) -> Callable[[int], float]:
     """Seconds of the encoder's forward pass alone on batch i's photos, decoded beforehand (warmed up)."""
     image, made = cfg.features.image, image_encoder_choice(cfg)  # the service's encoder, as it builds it
-    encoder = ImageEncoder(image.backbone, image.weights, image.image_size, BATCH, made.precision, made.runtime,
-                           performance_hint="latency").fit()
-    batches = [np.stack([decode_image(p, encoder.size).pixels for p in paths[i:i + BATCH]])
-               for i in range(0, len(paths) - BATCH + 1, BATCH)]
+    encoder = ImageEncoder(
+        image.backbone, image.weights, image.image_size, BATCH, made.precision, made.runtime, performance_hint="latency"
+    ).fit()
+    batches = [
+        np.stack([decode_image(p, encoder.size).pixels for p in paths[i : i + BATCH]])
+        for i in range(0, len(paths) - BATCH + 1, BATCH)
+    ]
     encoder.embed_batch(batches[0])
 
     def seconds(i: int) -> float:
@@ -104,8 +110,10 @@ def concurrent_load(client: httpx.Client, products: list[dict], clients: int, du
         thread.start()
     for thread in threads:
         thread.join()
-    print(f"{clients} concurrent clients for {duration:.0f}s: {len(latencies)} answered, {len(errors)} errors; "
-          f"{describe(latencies)}" + (f"; first error: {errors[0]}" if errors else ""))
+    print(
+        f"{clients} concurrent clients for {duration:.0f}s: {len(latencies)} answered, {len(errors)} errors; "
+        f"{describe(latencies)}" + (f"; first error: {errors[0]}" if errors else "")
+    )
 
 
 def main() -> None:
@@ -122,24 +130,28 @@ def main() -> None:
     products, paths = load_products(cfg, max(args.singles, args.batches * BATCH))
 
     started = time.perf_counter()
-    with service_process(args.config, targets, ["--workdir", str(cfg.workdir)], cwd=REPO) as url, \
-            httpx.Client(base_url=url, timeout=120) as client:
+    with (
+        service_process(args.config, targets, ["--workdir", str(cfg.workdir)], cwd=REPO) as url,
+        httpx.Client(base_url=url, timeout=120) as client,
+    ):
         print(f"service up in {time.perf_counter() - started:.1f}s serving {', '.join(targets)}")
         for product in products[:5]:  # warm-up: first calls set up TensorFlow's and LightGBM's caches
             timed_post(client, [product])
-        singles = [timed_post(client, [p]) for p in products[:args.singles]]
+        singles = [timed_post(client, [p]) for p in products[: args.singles]]
         print(f"one product with a photo: {describe(singles)}")
         timed_post(client, products[:BATCH])  # warm-up: the first batch of a new size sets up TensorFlow's kernels
         # Each served batch is followed by the bare forward pass on the same photos, so both figures of the ratio
         # see the same phases of a machine whose speed swings by a third within an hour.
-        bound = forward_only(cfg, paths[:args.batches * BATCH])
+        bound = forward_only(cfg, paths[: args.batches * BATCH])
         batches, forwards = [], []
         for i in range(args.batches):
-            batches.append(timed_post(client, products[i * BATCH:(i + 1) * BATCH]))
+            batches.append(timed_post(client, products[i * BATCH : (i + 1) * BATCH]))
             forwards.append(bound(i))
         served, forward = BATCH * len(batches) / sum(batches), BATCH * len(forwards) / sum(forwards)
-        print(f"batches of {BATCH}: {describe(batches)}; {served:.1f} products/s; encoder forward-only bound "
-              f"{forward:.1f} images/s on the same photos, interleaved -> {served / forward:.0%} of the bound")
+        print(
+            f"batches of {BATCH}: {describe(batches)}; {served:.1f} products/s; encoder forward-only bound "
+            f"{forward:.1f} images/s on the same photos, interleaved -> {served / forward:.0%} of the bound"
+        )
         concurrent_load(client, products, clients=4, duration=args.duration)
 
 

@@ -30,13 +30,31 @@ from mmgbm.feeds import GOOGLE_NS
 REPO = Path(__file__).resolve().parents[1]
 FLIPKART = REPO.parent / "shared/data/flipkart/products.csv"
 OUT = REPO / "tests" / "data" / "feeds"
-ATTRIBUTES = ["id", "title", "description", "link", "image_link", "additional_image_link", "price", "sale_price",
-              "brand", "product_type", "google_product_category", "condition", "availability"]
+ATTRIBUTES = [
+    "id",
+    "title",
+    "description",
+    "link",
+    "image_link",
+    "additional_image_link",
+    "price",
+    "sale_price",
+    "brand",
+    "product_type",
+    "google_product_category",
+    "condition",
+    "availability",
+]
 # Attributes RSS itself has; the rest are in Google's namespace.
 RSS_ELEMENTS = {"title", "description", "link"}
 # Google product taxonomy: Apparel & Accessories > Clothing / Shoes / Jewelry, Home & Garden > Kitchen & Dining / Decor.
-GOOGLE_CATEGORY = {"Clothing": "1604", "Footwear": "187", "Jewellery": "188", "Kitchen & Dining": "638",
-                   "Home Decor & Festive Needs": "696"}
+GOOGLE_CATEGORY = {
+    "Clothing": "1604",
+    "Footwear": "187",
+    "Jewellery": "188",
+    "Kitchen & Dining": "638",
+    "Home Decor & Festive Needs": "696",
+}
 DESCRIPTION_MAX = 5000  # Merchant Center's limit
 
 
@@ -58,22 +76,24 @@ def feed_rows(products: pd.DataFrame) -> list[dict[str, object]]:
     for p in products.itertuples(index=False):
         images = json.loads(p.image)
         path = json.loads(p.product_category_tree)[0].split(">>")
-        rows.append({
-            "id": p.uniq_id,
-            "title": " ".join(p.product_name.split()),
-            "description": " ".join(p.description.split())[:DESCRIPTION_MAX],
-            "link": p.product_url,
-            "image_link": images[0],
-            "additional_image_link": images[1:],
-            "price": inr(p.retail_price),
-            "sale_price": inr(p.discounted_price) if p.discounted_price < p.retail_price else "",
-            "brand": p.brand.strip(),
-            # Flipkart ends a long path with "..." where it cut it; Merchant Center wants whole levels.
-            "product_type": " > ".join(level.strip() for level in path if not level.strip().endswith("...")),
-            "google_product_category": GOOGLE_CATEGORY.get(p.cat_l1, ""),
-            "condition": "new",
-            "availability": "in stock",
-        })
+        rows.append(
+            {
+                "id": p.uniq_id,
+                "title": " ".join(p.product_name.split()),
+                "description": " ".join(p.description.split())[:DESCRIPTION_MAX],
+                "link": p.product_url,
+                "image_link": images[0],
+                "additional_image_link": images[1:],
+                "price": inr(p.retail_price),
+                "sale_price": inr(p.discounted_price) if p.discounted_price < p.retail_price else "",
+                "brand": p.brand.strip(),
+                # Flipkart ends a long path with "..." where it cut it; Merchant Center wants whole levels.
+                "product_type": " > ".join(level.strip() for level in path if not level.strip().endswith("...")),
+                "google_product_category": GOOGLE_CATEGORY.get(p.cat_l1, ""),
+                "condition": "new",
+                "availability": "in stock",
+            }
+        )
     return rows
 
 
@@ -89,8 +109,11 @@ def write_xml(rows: list[dict[str, object]], path: Path) -> None:
     ET.register_namespace("g", GOOGLE_NS)
     rss = ET.Element("rss", {"version": "2.0"})
     channel = ET.SubElement(rss, "channel")
-    for tag, text in [("title", "Flipkart sample products"), ("link", "http://www.flipkart.com"),
-                      ("description", "Products from the Flipkart Products catalogue (2016 crawl)")]:
+    for tag, text in [
+        ("title", "Flipkart sample products"),
+        ("link", "http://www.flipkart.com"),
+        ("description", "Products from the Flipkart Products catalogue (2016 crawl)"),
+    ]:
         ET.SubElement(channel, tag).text = text
     for row in rows:
         item = ET.SubElement(channel, "item")

@@ -34,8 +34,15 @@ def chromium(width: int = 1366, height: int = 768) -> Iterator:
     options = webdriver.ChromeOptions()
     options.binary_location = next(shutil.which(b) for b in BROWSERS if shutil.which(b))
     # --no-sandbox: CI and containers run as root, where Chromium refuses its sandbox.
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-extensions", "--no-first-run", f"--window-size={width},{height}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-extensions",
+        "--no-first-run",
+        f"--window-size={width},{height}",
+    ):
         options.add_argument(flag)
     os.environ.setdefault("SE_OFFLINE", "true")  # Selenium's driver manager must not look for downloads
     driver = webdriver.Chrome(service=Service(shutil.which(DRIVER)), options=options)

@@ -57,8 +57,14 @@ def make_project(folder: Path, frame: pd.DataFrame | None = None, **model: objec
             "is_men": {"column": "is_men", "task": "binary"},
         },
         "features": {"image": {"weights": "none"}, "text": {"min_df": 1}},
-        "model": {"learning_rate": 0.2, "max_rounds": 60, "early_stopping_rounds": 10, "num_threads": 1,
-                  "n_folds": 3, **model},
+        "model": {
+            "learning_rate": 0.2,
+            "max_rounds": 60,
+            "early_stopping_rounds": 10,
+            "num_threads": 1,
+            "n_folds": 3,
+            **model,
+        },
     }
     path = folder / "mmgbm.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

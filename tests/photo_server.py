@@ -88,7 +88,7 @@ class _Handler(BaseHTTPRequestHandler):
             for i in range(len(body)):
                 if self.server.stopping.wait(0.5):
                     return
-                self.wfile.write(body[i:i + 1])
+                self.wfile.write(body[i : i + 1])
                 self.wfile.flush()
         elif kind == "html":
             page = b"<!doctype html><html><body>Please log in</body></html>"
@@ -108,8 +108,9 @@ class _Handler(BaseHTTPRequestHandler):
         info = path.stat()
         etag = f'"{hashlib.sha1(f"{info.st_mtime_ns}-{info.st_size}".encode()).hexdigest()[:16]}"'
         modified = formatdate(info.st_mtime, usegmt=True)
-        if self.headers.get("If-None-Match") == etag or _not_modified_since(self.headers.get("If-Modified-Since"),
-                                                                             info.st_mtime):
+        if self.headers.get("If-None-Match") == etag or _not_modified_since(
+            self.headers.get("If-Modified-Since"), info.st_mtime
+        ):
             self._answer(304, b"", ETag=etag, **{"Last-Modified": modified})
             return
         self.server.count(self.server.served, name)

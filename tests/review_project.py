@@ -25,8 +25,11 @@ def review_project(folder: Path) -> tuple[Path, str]:
     frame, flipped = flip_labels(clean, "articleType", 0.05, seed=0)
     training = ~in_holdout(frame["id"], HOLDOUT["fraction"], HOLDOUT["seed"])  # make_project's holdout
     # A flipped product whose own title names its true class: the audit puts it first, where the page opens.
-    row = next(i for i in frame.index[training & frame["id"].isin(flipped)]
-               if clean.loc[i, "articleType"].lower().rstrip("s") in frame.loc[i, "productDisplayName"].lower())
+    row = next(
+        i
+        for i in frame.index[training & frame["id"].isin(flipped)]
+        if clean.loc[i, "articleType"].lower().rstrip("s") in frame.loc[i, "productDisplayName"].lower()
+    )
     scripted = frame.loc[row, "id"]
     frame.loc[row, "productDisplayName"] = SCRIPT + frame.loc[row, "productDisplayName"]
     path = make_project(folder, frame)
@@ -37,8 +40,7 @@ def review_project(folder: Path) -> tuple[Path, str]:
 
 
 def audit_suspects(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path.parent / "work" / "reports" / "articleType" / "audit.csv", dtype=str,
-                       keep_default_na=False)
+    return pd.read_csv(path.parent / "work" / "reports" / "articleType" / "audit.csv", dtype=str, keep_default_na=False)
 
 
 def decisions(path: Path) -> pd.DataFrame:

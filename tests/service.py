@@ -14,8 +14,9 @@ from pathlib import Path
 
 
 @contextmanager
-def service_process(config: Path, targets: list[str], overrides: list[str] = (), startup_s: float = 300,
-                    command: str = "serve", **popen) -> Iterator[str]:
+def service_process(
+    config: Path, targets: list[str], overrides: list[str] = (), startup_s: float = 300, command: str = "serve", **popen
+) -> Iterator[str]:
     """`mmgbm serve` (or `mmgbm review`: `command`) in a child process on a free 127.0.0.1 port while the block runs
     (tests, benchmarks): yields its base URL once /health answers, and stops it after."""
     with socket.socket() as probe:

@@ -33,24 +33,35 @@ def tables() -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(3)
     made_up = brand_names(rng, 60)
     known, once = made_up[:20], made_up[20:]
-    train = pd.concat([
-        catalogue(rng, known, 5, 0), catalogue(rng, once, 1, 500),
-        spelled(rng, "DressBerry", 8, 600), spelled(rng, "Dressberry", 3, 620), spelled(rng, "DRESS BERRY", 2, 640),
-        spelled(rng, "FashBlush", 5, 660), spelled(rng, "Fash Blush", 3, 680),
-        spelled(rng, "Red Chief", 5, 700), spelled(rng, "Red Tape", 5, 720),
-        spelled(rng, "Nike", 6, 740), spelled(rng, "Nike Air", 4, 760),
-        # A colour where the brand goes: the titles start with the products' real brands.
-        catalogue(rng, known[:RED_PRODUCTS], 1, 800).assign(brand="Red"),
-        catalogue(rng, known[:2], 1, 900).assign(brand=None),  # no brand given at all
-    ])
-    test = pd.concat([
-        catalogue(rng, known, 1, 2000),
-        spelled(rng, "DRESSBERRY", 3, 2100, brand="DressBerry"),  # a spelling training never saw
-        spelled(rng, "Nike Air", 2, 2200), spelled(rng, "Fash Blush", 2, 2300),
-        # Brands training saw once, written in capitals: the title's first words are the best guess of the brand.
-        pd.concat([spelled(rng, b.upper(), 1, 2500 + i, brand=b) for i, b in enumerate(once[:10])]),
-        catalogue(rng, known[8:10], 1, 2400).assign(brand="Red"),
-    ])
+    train = pd.concat(
+        [
+            catalogue(rng, known, 5, 0),
+            catalogue(rng, once, 1, 500),
+            spelled(rng, "DressBerry", 8, 600),
+            spelled(rng, "Dressberry", 3, 620),
+            spelled(rng, "DRESS BERRY", 2, 640),
+            spelled(rng, "FashBlush", 5, 660),
+            spelled(rng, "Fash Blush", 3, 680),
+            spelled(rng, "Red Chief", 5, 700),
+            spelled(rng, "Red Tape", 5, 720),
+            spelled(rng, "Nike", 6, 740),
+            spelled(rng, "Nike Air", 4, 760),
+            # A colour where the brand goes: the titles start with the products' real brands.
+            catalogue(rng, known[:RED_PRODUCTS], 1, 800).assign(brand="Red"),
+            catalogue(rng, known[:2], 1, 900).assign(brand=None),  # no brand given at all
+        ]
+    )
+    test = pd.concat(
+        [
+            catalogue(rng, known, 1, 2000),
+            spelled(rng, "DRESSBERRY", 3, 2100, brand="DressBerry"),  # a spelling training never saw
+            spelled(rng, "Nike Air", 2, 2200),
+            spelled(rng, "Fash Blush", 2, 2300),
+            # Brands training saw once, written in capitals: the title's first words are the best guess of the brand.
+            pd.concat([spelled(rng, b.upper(), 1, 2500 + i, brand=b) for i, b in enumerate(once[:10])]),
+            catalogue(rng, known[8:10], 1, 2400).assign(brand="Red"),
+        ]
+    )
     return train, test
 
 
@@ -140,8 +151,9 @@ def test_the_edited_csv_is_what_training_evaluation_predict_and_audit_use(projec
     assert metrics["fused"]["rows"] == len(pd.read_csv(project.parent / "test.csv")) - 2
 
     out = tmp_path / "predictions.csv"
-    predicted = invoke("predict", "--config", project, "-t", "brand", "--top-k", "3", "--out", out,
-                       "--targets.brand.normalise", names)
+    predicted = invoke(
+        "predict", "--config", project, "-t", "brand", "--top-k", "3", "--out", out, "--targets.brand.normalise", names
+    )
     assert predicted.exit_code == 0, predicted.output
     sub = pd.read_csv(out, keep_default_na=False)
     test = pd.read_csv(project.parent / "test.csv")
@@ -160,29 +172,47 @@ def test_the_edited_csv_is_what_training_evaluation_predict_and_audit_use(projec
 
 def test_a_model_is_refused_with_other_names_than_it_was_trained_with(project: Path, tmp_path: Path):
     names = edited(project, "trained_with.csv")
-    assert invoke("train", "--config", project, "-t", "brand", "--workdir", sibling(project, tmp_path / "work"),
-                  "--targets.brand.normalise", names).exit_code == 0
+    assert (
+        invoke(
+            "train",
+            "--config",
+            project,
+            "-t",
+            "brand",
+            "--workdir",
+            sibling(project, tmp_path / "work"),
+            "--targets.brand.normalise",
+            names,
+        ).exit_code
+        == 0
+    )
     other = report(project)  # the names before the person's edits
     other.to_csv(tmp_path / "other.csv", index=False)
     settings = ["-t", "brand", "--workdir", tmp_path / "work", "--targets.brand.normalise"]
     refused = invoke("predict", "--config", project, "--out", tmp_path / "p.csv", *settings, tmp_path / "other.csv")
     one_line_error(refused, "trained with the names of", "trained_with.csv", "other.csv", "mmgbm train --target brand")
-    one_line_error(invoke("predict", "--config", project, "--out", tmp_path / "p.csv", *settings, "null"),
-                   "now gives the labels as written (no normalise)")
+    one_line_error(
+        invoke("predict", "--config", project, "--out", tmp_path / "p.csv", *settings, "null"),
+        "now gives the labels as written (no normalise)",
+    )
     with pytest.raises(MmgbmError, match="now gives normalise: auto"):
-        PredictionService(load_config(project, {"workdir": str(tmp_path / "work"), "targets.brand.normalise": "auto"}),
-                          ["brand"])
+        PredictionService(
+            load_config(project, {"workdir": str(tmp_path / "work"), "targets.brand.normalise": "auto"}), ["brand"]
+        )
     # An edit that changes no name (a reason, a count) is the same names.
     same = pd.read_csv(names, keep_default_na=False).assign(reason="checked", products=0)
     same.to_csv(tmp_path / "same.csv", index=False)
-    assert invoke("predict", "--config", project, "--out", tmp_path / "p.csv", *settings,
-                  tmp_path / "same.csv").exit_code == 0
+    assert (
+        invoke("predict", "--config", project, "--out", tmp_path / "p.csv", *settings, tmp_path / "same.csv").exit_code
+        == 0
+    )
 
 
 def test_normalise_auto_merges_spelling_variants_but_no_names_differing_in_a_word(project: Path, tmp_path: Path):
     workdir = sibling(project, tmp_path / "auto")
-    trained = invoke("train", "--config", project, "-t", "brand", "--workdir", workdir,
-                     "--targets.brand.normalise", "auto")
+    trained = invoke(
+        "train", "--config", project, "-t", "brand", "--workdir", workdir, "--targets.brand.normalise", "auto"
+    )
     assert trained.exit_code == 0, trained.output
     learned = classes(project, str(workdir))
     assert {"DressBerry", "FashBlush", "Red Chief", "Red Tape", "Nike", "Nike Air", "Red"} <= learned
@@ -194,8 +224,17 @@ def test_rerunning_brands_keeps_a_persons_decisions(project: Path, tmp_path: Pat
     table = pd.read_csv(names, keep_default_na=False).set_index("brand")
     table.loc["Red", "no_brand"] = ""  # the person says Red is a brand after all
     table.reset_index().to_csv(names, index=False)
-    result = invoke("brands", "--config", project, "--column", "brand", "--workdir", tmp_path / "again",
-                    "--targets.brand.normalise", names)
+    result = invoke(
+        "brands",
+        "--config",
+        project,
+        "--column",
+        "brand",
+        "--workdir",
+        tmp_path / "again",
+        "--targets.brand.normalise",
+        names,
+    )
     assert result.exit_code == 0, result.output
     again = pd.read_csv(tmp_path / "again" / "reports" / "brands" / "brands.csv", keep_default_na=False)
     row = again.set_index("brand")
@@ -204,14 +243,20 @@ def test_rerunning_brands_keeps_a_persons_decisions(project: Path, tmp_path: Pat
     assert row.loc["Dressberry", "canonical"] == "DressBerry"
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (lambda t: t.drop(columns="no_brand"), ["bad.csv", "no column 'no_brand'"]),
-    (lambda t: t.assign(canonical=t["canonical"].mask(t.index == 1, "")), ["bad.csv line 3", "'canonical'"]),
-    (lambda t: pd.concat([t, t.head(1)]), ["bad.csv line", "listed again (first on line 2)"]),
-    (lambda t: t.assign(canonical=t["canonical"].mask(t["brand"] == "DressBerry", "Dressberry")),
-     ["bad.csv line", "circle (DressBerry -> Dressberry -> DressBerry)"]),
-])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda t: t.drop(columns="no_brand"), ["bad.csv", "no column 'no_brand'"]),
+        (lambda t: t.assign(canonical=t["canonical"].mask(t.index == 1, "")), ["bad.csv line 3", "'canonical'"]),
+        (lambda t: pd.concat([t, t.head(1)]), ["bad.csv line", "listed again (first on line 2)"]),
+        (
+            lambda t: t.assign(canonical=t["canonical"].mask(t["brand"] == "DressBerry", "Dressberry")),
+            ["bad.csv line", "circle (DressBerry -> Dressberry -> DressBerry)"],
+        ),
+    ],
+)
 def test_a_wrong_edit_of_the_csv_is_a_one_line_error_naming_the_line(project: Path, tmp_path: Path, edit, expected):
     edit(report(project)).to_csv(tmp_path / "bad.csv", index=False)
-    one_line_error(invoke("validate", "--config", project, "--targets.brand.normalise", tmp_path / "bad.csv"),
-                   *expected)
+    one_line_error(
+        invoke("validate", "--config", project, "--targets.brand.normalise", tmp_path / "bad.csv"), *expected
+    )

@@ -11,7 +11,7 @@ from mmgbm.errors import MmgbmError
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
 def test_reads_every_format_with_string_ids(tmp_path: Path, fmt: str):
-    frame = pd.DataFrame({"id": [10, 11, 12], "title": ["a, \"quoted\"", "multi\nline", None]})
+    frame = pd.DataFrame({"id": [10, 11, 12], "title": ['a, "quoted"', "multi\nline", None]})
     path = tmp_path / f"t.{fmt}"
     if fmt == "csv":
         frame.to_csv(path, index=False)
@@ -84,5 +84,3 @@ def test_holdout_membership_does_not_move_when_the_catalogue_grows():
 def test_unknown_split_lists_the_known_ones(tiny_config: Path):
     with pytest.raises(MmgbmError, match="unknown split 'valid'.*train"):
         load_split(load_config(tiny_config), "valid")
-
-

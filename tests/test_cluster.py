@@ -44,8 +44,14 @@ TOLERANCE = 1e-4  # see the module docstring
 def start_cluster(processes: bool):
     from distributed import LocalCluster
 
-    return LocalCluster(n_workers=2, threads_per_worker=1, processes=processes, host="127.0.0.1", protocol="tcp://",
-                        dashboard_address="127.0.0.1:0")
+    return LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=processes,
+        host="127.0.0.1",
+        protocol="tcp://",
+        dashboard_address="127.0.0.1:0",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +101,19 @@ def test_text_train_evaluate_predict_on_the_cluster_equal_a_local_run(cluster, t
 
     for config, where in ((local, ()), (remote, on_cluster)):
         mmgbm("train", "-c", str(config), "-t", "articleType", *where)
-        mmgbm("predict", "-c", str(config), "-t", "articleType", "--top-k", "2", "--probabilities",
-              "--out", str(config.parent / "submission.csv"), *where)
+        mmgbm(
+            "predict",
+            "-c",
+            str(config),
+            "-t",
+            "articleType",
+            "--top-k",
+            "2",
+            "--probabilities",
+            "--out",
+            str(config.parent / "submission.csv"),
+            *where,
+        )
     mmgbm("evaluate", "-c", str(remote), "-t", "articleType", *on_cluster)
     assert ran_there(cluster, "target_columns") and ran_there(cluster, "predictions")
     assert any(task.startswith("batch_of_") for task in cluster.scheduler.task_prefixes)  # joblib's: the folds
@@ -122,13 +139,17 @@ def image_catalogue(folder: Path, write_config) -> Path:
     frame = pd.read_csv(DEMO / "products.csv", dtype={"id": str})[["id", "image"]].head(8)
     extra = pd.DataFrame({"id": ["lost", "blank"], "image": ["images/lost.jpg", ""]})
     pd.concat([frame, extra]).to_csv(folder / "products.csv", index=False)
-    return write_config({
-        "workdir": "work",
-        "data": {"splits": {"train": "products.csv"}, "image_column": "image", "images_root": str(DEMO)},
-        # Real weights: random ones would differ between the workers' processes and this one.
-        "features": {"image": {"weights": str(BUNDLED_B0_WEIGHTS), "image_size": 48, "batch_size": 2, "shard_size": 3},
-                     "text": {"enabled": False}},
-    })
+    return write_config(
+        {
+            "workdir": "work",
+            "data": {"splits": {"train": "products.csv"}, "image_column": "image", "images_root": str(DEMO)},
+            # Real weights: random ones would differ between the workers' processes and this one.
+            "features": {
+                "image": {"weights": str(BUNDLED_B0_WEIGHTS), "image_size": 48, "batch_size": 2, "shard_size": 3},
+                "text": {"enabled": False},
+            },
+        }
+    )
 
 
 @pytest.mark.slow  # TensorFlow in each worker process
@@ -168,11 +189,14 @@ def test_bad_cluster_settings_are_one_line_errors(tiny_config: Path, monkeypatch
     from distributed import LocalCluster
 
     monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT_S", 0.5)
-    idle = LocalCluster(n_workers=0, processes=False, host="127.0.0.1", protocol="tcp://",
-                        dashboard_address="127.0.0.1:0")
-    cases = [("8786", "setting 'cluster'.*tcp://10.0.0.5:8786"),
-             ("tcp://127.0.0.1:9", "cannot reach the Dask scheduler at tcp://127.0.0.1:9 .*dask scheduler"),
-             (idle.scheduler_address, "has no workers; start some with `dask worker tcp://127.0.0.1:")]
+    idle = LocalCluster(
+        n_workers=0, processes=False, host="127.0.0.1", protocol="tcp://", dashboard_address="127.0.0.1:0"
+    )
+    cases = [
+        ("8786", "setting 'cluster'.*tcp://10.0.0.5:8786"),
+        ("tcp://127.0.0.1:9", "cannot reach the Dask scheduler at tcp://127.0.0.1:9 .*dask scheduler"),
+        (idle.scheduler_address, "has no workers; start some with `dask worker tcp://127.0.0.1:"),
+    ]
     with idle:
         for address, expected in cases:
             result = runner.invoke(app, ["train", "-c", str(tiny_config), "--cluster", address])

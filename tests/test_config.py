@@ -26,8 +26,11 @@ def test_the_feature_store_is_the_workdirs_unless_a_folder_or_url_says_otherwise
     local = features_dir(load_config(tiny_config, {"store": "file:///srv/features"}))  # a folder, renamed into
     assert local.root == Path("/srv/features")
     # A storage whose package is not installed here (fsspec knows dozens): the package is named, not a traceback.
-    protocol, spec = next((protocol, spec) for protocol, spec in known_implementations.items()
-                          if "err" in spec and importlib.util.find_spec(spec["class"].split(".")[0]) is None)
+    protocol, spec = next(
+        (protocol, spec)
+        for protocol, spec in known_implementations.items()
+        if "err" in spec and importlib.util.find_spec(spec["class"].split(".")[0]) is None
+    )
     with pytest.raises(MmgbmError, match=f"store {protocol}://bucket/x: .*{re.escape(spec['err'])}"):
         load_config(tiny_config, {"store": f"{protocol}://bucket/x"})
 
@@ -44,8 +47,9 @@ def test_missing_default_config_names_the_fix(tmp_path, monkeypatch):
 
 
 def test_overrides_change_one_run_and_are_typed(tiny_config: Path):
-    overrides = parse_overrides(["--model.learning_rate", "0.03", "--features.text.min_df=1", "--targets.colour.task",
-                                 "binary"])
+    overrides = parse_overrides(
+        ["--model.learning_rate", "0.03", "--features.text.min_df=1", "--targets.colour.task", "binary"]
+    )
     cfg = load_config(tiny_config, overrides)
     assert cfg.model.learning_rate == 0.03
     assert cfg.features.text.min_df == 1
@@ -84,8 +88,12 @@ def test_invalid_yaml_names_the_line(tmp_path):
 
 
 def test_log_target_only_for_regression(write_config, tiny_catalogue):
-    path = write_config({"data": {"splits": {"train": tiny_catalogue.name}},
-                         "targets": {"c": {"column": "colour", "task": "multiclass", "log_target": True}}})
+    path = write_config(
+        {
+            "data": {"splits": {"train": tiny_catalogue.name}},
+            "targets": {"c": {"column": "colour", "task": "multiclass", "log_target": True}},
+        }
+    )
     with pytest.raises(MmgbmError, match="log_target"):
         load_config(path)
 
@@ -106,8 +114,9 @@ def test_paths_typed_on_the_command_line_are_relative_to_the_current_folder(tmp_
     here = tmp_path / "elsewhere"
     here.mkdir()
     monkeypatch.chdir(here)
-    result = CliRunner().invoke(app, ["validate", "-c", str(DEMO_CONFIG), "--workdir", "runs/demo",
-                                      "--features.image.weights", "none"])
+    result = CliRunner().invoke(
+        app, ["validate", "-c", str(DEMO_CONFIG), "--workdir", "runs/demo", "--features.image.weights", "none"]
+    )
     assert result.exit_code == 0, result.output
     assert f"workdir: {here / 'runs' / 'demo'}" in result.output.replace("\n", "")
     assert load_config(DEMO_CONFIG).workdir.is_relative_to(DEMO_CONFIG.parent)  # the config's own: beside it

@@ -11,8 +11,9 @@ from mmgbm.features.design import load_products
 from mmgbm.features.text import extract_text
 
 
-def test_products_carry_the_declared_metadata_in_row_order_and_never_the_target(tiny_config: Path,
-                                                                                tiny_catalogue: Path):
+def test_products_carry_the_declared_metadata_in_row_order_and_never_the_target(
+    tiny_config: Path, tiny_catalogue: Path
+):
     cfg = load_config(tiny_config, {"targets.colour.label_in_text": "title", "features.text.min_df": 1})
     extract_text(cfg)
     frame = pd.read_csv(tiny_catalogue).iloc[::-1]

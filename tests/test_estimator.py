@@ -37,8 +37,13 @@ def products(n: int = 240, seed: int = 0) -> tuple[ProductMatrix, np.ndarray]:
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 4, n)
     meta = pd.DataFrame({"season": rng.choice(["summer", "winter", None], n), "year": rng.integers(2010, 2020, n)})
-    X = ProductMatrix(np.arange(n).astype(str), {"title": text_block(y, rng)}, {},
-                      {"image": one_hot_block(y, 8, rng, noise=0.8)}, meta)
+    X = ProductMatrix(
+        np.arange(n).astype(str),
+        {"title": text_block(y, rng)},
+        {},
+        {"image": one_hot_block(y, 8, rng, noise=0.8)},
+        meta,
+    )
     return X, np.array(["boots", "dress", "shirt", "watch"])[y]
 
 
@@ -84,13 +89,16 @@ def test_regressor_owns_its_log_target():
         clone(model).fit(X, np.where(y == "watch", 0.0, 10.0))
 
 
-@pytest.mark.parametrize("bad, message", [
-    (lambda X, y: (X.meta, y), "must be a ProductMatrix"),
-    (lambda X, y: (X, y[:-1]), "one target per product"),
-    (lambda X, y: (X, np.full(len(y), "dress")), "single class"),
-    (lambda X, y: (X, np.where(np.arange(len(y)) == 3, None, y)), "missing labels"),
-    (lambda X, y: (X[:4], y[:4]), "cannot be split into 3 folds"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (lambda X, y: (X.meta, y), "must be a ProductMatrix"),
+        (lambda X, y: (X, y[:-1]), "one target per product"),
+        (lambda X, y: (X, np.full(len(y), "dress")), "single class"),
+        (lambda X, y: (X, np.where(np.arange(len(y)) == 3, None, y)), "missing labels"),
+        (lambda X, y: (X[:4], y[:4]), "cannot be split into 3 folds"),
+    ],
+)
 def test_bad_input_is_a_value_error_that_says_what_is_wrong(bad, message):
     X, y = products()
     with pytest.raises(ValueError, match=message):
@@ -108,8 +116,12 @@ def test_stack_is_chosen_when_it_wins():
     rng = np.random.default_rng(0)
     n = 300
     y = rng.integers(0, 4, n)
-    X = ProductMatrix(np.arange(n).astype(str), {"title": text_block(y // 2, rng)}, {},
-                      {"image": one_hot_block(y % 2, 4, rng, noise=0.1)})
+    X = ProductMatrix(
+        np.arange(n).astype(str),
+        {"title": text_block(y // 2, rng)},
+        {},
+        {"image": one_hot_block(y % 2, 4, rng, noise=0.1)},
+    )
     model = MMGBMClassifier(**FAST).fit(X, y)
     heads = {name: score for name, score in model.validation_.items() if name != FUSED}
     assert max(heads.values()) < 0.65 and model.validation_[FUSED] > 0.95
@@ -123,9 +135,15 @@ def test_best_head_is_chosen_when_the_stack_loses():
     rng = np.random.default_rng(0)
     n = 300
     y = rng.integers(0, 6, n)
-    X = ProductMatrix(np.arange(n).astype(str), {"title": text_block(y, rng)}, {},
-                      {"image": rng.normal(size=(n, 6)).astype(np.float32),
-                       "image.colour": rng.normal(size=(n, 6)).astype(np.float32)})
+    X = ProductMatrix(
+        np.arange(n).astype(str),
+        {"title": text_block(y, rng)},
+        {},
+        {
+            "image": rng.normal(size=(n, 6)).astype(np.float32),
+            "image.colour": rng.normal(size=(n, 6)).astype(np.float32),
+        },
+    )
     model = MMGBMClassifier(**{**FAST, "min_data_in_leaf": 10_000}).fit(X, y)
     assert model.validation_[FUSED] < model.validation_[model.choice_]
     assert model.choice_.startswith("text.title.")
@@ -154,7 +172,7 @@ def test_a_significant_but_tiny_gain_keeps_the_head():
     head = np.r_[np.ones(9000), np.zeros(1000)]
     for extra, kept in ((20, False), (80, True)):
         fused = head.copy()
-        fused[9000:9000 + extra] = 1
+        fused[9000 : 9000 + extra] = 1
         per_row = {FUSED: fused, "text.title.linear": head, "image.knn": np.zeros(10_000)}
         assert (choose_predictor(per_row, 2.0, 0.05) == FUSED) is kept
         assert choose_predictor(per_row, 2.0) == FUSED  # without the floor, both pass on significance alone
@@ -165,12 +183,17 @@ def test_a_significant_but_tiny_gain_keeps_the_head():
 def test_mention_head_scores_named_classes_longest_and_earliest_first():
     names = ("Levi's", "United Colors of Benetton", "Colors", "Necklaces")
     head = MentionHead(names).fit(np.array(["", "", "", ""], dtype=object), np.array([0, 1, 2, 3]))
-    out = head.predict(np.array([
-        "United Colors of Benetton Men Shirt",  # the four-word brand beats the one-word class inside it
-        "levi's slim jeans",                    # case and punctuation do not matter
-        "Gold Plated Necklace",                 # singular in the title, plural in the class name
-        "plain socks",                          # nothing named: every class unscored
-    ], dtype=object))
+    out = head.predict(
+        np.array(
+            [
+                "United Colors of Benetton Men Shirt",  # the four-word brand beats the one-word class inside it
+                "levi's slim jeans",  # case and punctuation do not matter
+                "Gold Plated Necklace",  # singular in the title, plural in the class name
+                "plain socks",  # nothing named: every class unscored
+            ],
+            dtype=object,
+        )
+    )
     assert np.nanargmax(out[0]) == 1 and out[0, 1] > out[0, 2]
     assert np.nanargmax(out[1]) == 0
     assert np.nanargmax(out[2]) == 3
@@ -224,8 +247,9 @@ def many_class_products(n: int = 360, n_classes: int = 60, seed: int = 0) -> tup
     rows = np.repeat(np.arange(n), 3)
     cols = np.column_stack([y, n_classes + rng.integers(0, 20, (n, 2))]).ravel()
     text = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n_classes + 20))
-    X = ProductMatrix(np.arange(n).astype(str), {"title": text}, {},
-                      {"image": one_hot_block(y, n_classes, rng, noise=0.8)})
+    X = ProductMatrix(
+        np.arange(n).astype(str), {"title": text}, {}, {"image": one_hot_block(y, n_classes, rng, noise=0.8)}
+    )
     return X, np.array([f"class {c:02d}" for c in range(n_classes)])[y]
 
 
@@ -250,8 +274,9 @@ def test_a_head_that_scores_few_classes_still_ranks_distinct_labels():
     """A kNN head scores only its neighbours' classes; the ranked labels past those are other classes (with no
     probability), never a repeat, so top-k lists and probability tables stay well formed."""
     X, y = many_class_products()
-    model = MMGBMClassifier(linear_max_weights=1, image_knn_projection=False, boosted_max_classes=0, knn_neighbors=3,
-                            **FAST)
+    model = MMGBMClassifier(
+        linear_max_weights=1, image_knn_projection=False, boosted_max_classes=0, knn_neighbors=3, **FAST
+    )
     model.fit(X[:300], y[:300])
     assert set(model.heads_) == {"text.title.knn", "image.knn"}
     labels, probabilities = model.predict_top_k(X[300:], 20)
@@ -271,8 +296,12 @@ def test_boosted_trees_learn_what_is_not_linear_in_a_small_block_where_that_bloc
     n = 600
     colour = rng.normal(0, 1, (n, 20)).astype(np.float32)
     y = np.where(np.abs(colour[:, 0]) > 0.7, "vivid", "muted")
-    X = ProductMatrix(np.arange(n).astype(str), {"title": text_block(rng.integers(0, 4, n), rng)}, {},
-                      {"colour": colour, "embedding": rng.normal(0, 1, (n, 300)).astype(np.float32)})
+    X = ProductMatrix(
+        np.arange(n).astype(str),
+        {"title": text_block(rng.integers(0, 4, n), rng)},
+        {},
+        {"colour": colour, "embedding": rng.normal(0, 1, (n, 300)).astype(np.float32)},
+    )
     model = MMGBMClassifier(**FAST).fit(X[:450], y[:450])
     assert "colour.boosted" in model.heads_ and "embedding.boosted" not in model.heads_
     assert np.mean(model.predict(X[450:]) == y[450:]) >= 0.9

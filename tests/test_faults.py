@@ -95,8 +95,9 @@ def test_a_damaged_shard_is_named_when_read_and_set_aside_by_the_next_extraction
     store = text_store_of(text_project)
     damaged = store.shards()[1]
     damage_data_page(damaged)
-    err = fails_in_one_line(capsys, monkeypatch, "train", "--config", str(text_project),
-                            expected=f"{damaged}: unreadable feature shard")
+    err = fails_in_one_line(
+        capsys, monkeypatch, "train", "--config", str(text_project), expected=f"{damaged}: unreadable feature shard"
+    )
     assert "delete it and re-run the extract command" in err
 
     summary = extract_text(load_config(text_project))
@@ -123,25 +124,48 @@ def restored_afterwards(folder: Path, scratch: Path):
         shutil.copytree(scratch / "backup", folder)
 
 
-@pytest.mark.parametrize("damage, expected", [
-    (lambda f: truncate(f / "lightgbm.txt"), "lightgbm.txt: missing or changed since training"),
-    (lambda f: (f / "config.json").write_text("{}"), "config.json: missing or changed since training"),
-    (lambda f: (f / "fingerprints.json").write_text("{}"), "fingerprints.json: missing or changed since training"),
-    (lambda f: truncate(f / "estimator.skops"), "estimator.skops: missing or changed since training"),
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda f: truncate(f / "lightgbm.txt"), "lightgbm.txt: missing or changed since training"),
+        (lambda f: (f / "config.json").write_text("{}"), "config.json: missing or changed since training"),
+        (lambda f: (f / "fingerprints.json").write_text("{}"), "fingerprints.json: missing or changed since training"),
+        (lambda f: truncate(f / "estimator.skops"), "estimator.skops: missing or changed since training"),
+    ],
+)
 def test_damaged_model_files_are_refused_before_loading(trained, tmp_path, capsys, monkeypatch, damage, expected):
     with restored_afterwards(model_dir(load_config(trained), TARGET), tmp_path) as folder:
         damage(folder)
-        fails_in_one_line(capsys, monkeypatch, "predict", "--config", str(trained), "--target", TARGET,
-                          "--out", str(tmp_path / "out.csv"), expected=expected)
+        fails_in_one_line(
+            capsys,
+            monkeypatch,
+            "predict",
+            "--config",
+            str(trained),
+            "--target",
+            TARGET,
+            "--out",
+            str(tmp_path / "out.csv"),
+            expected=expected,
+        )
 
 
 def test_a_model_folder_copied_under_another_target_is_refused(trained, tmp_path, capsys, monkeypatch):
     cfg = load_config(trained)
     shutil.copytree(model_dir(cfg, TARGET), model_dir(cfg, "price"))
     try:
-        fails_in_one_line(capsys, monkeypatch, "predict", "--config", str(trained), "--target", "price",
-                          "--out", str(tmp_path / "out.csv"), expected="holds a model of target 'is_men', not 'price'")
+        fails_in_one_line(
+            capsys,
+            monkeypatch,
+            "predict",
+            "--config",
+            str(trained),
+            "--target",
+            "price",
+            "--out",
+            str(tmp_path / "out.csv"),
+            expected="holds a model of target 'is_men', not 'price'",
+        )
     finally:
         shutil.rmtree(model_dir(cfg, "price"))
 
@@ -156,17 +180,30 @@ def forge(folder: Path, name: str, write) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize("name, write, expected", [
-    ("estimator.skops", lambda p: sio.dump({"payload": fractions.Fraction(1, 3)}, p),
-     r"names types mmgbm does not load \(fractions.Fraction\)"),
-    # A function inside a trusted library that runs the code it is given: a name, not a module, is trusted.
-    ("estimator.skops", lambda p: sio.dump({"payload": np.testing._private.utils.runstring}, p),
-     r"names types mmgbm does not load \(numpy.testing._private.utils.runstring\)"),
-    ("estimator.skops", lambda p: p.write_bytes(pickle.dumps({"a": 1})), "unreadable model"),
-    ("labels.json", lambda p: p.write_text('{"classes": ["no", "maybe"]}'), "does not match its manifest and labels"),
-    # Half a LightGBM model: LightGBM itself would abort the process on some of these.
-    ("lightgbm.txt", lambda p: p.write_text(p.read_text()[: len(p.read_text()) // 2]), "truncated model"),
-])
+@pytest.mark.parametrize(
+    "name, write, expected",
+    [
+        (
+            "estimator.skops",
+            lambda p: sio.dump({"payload": fractions.Fraction(1, 3)}, p),
+            r"names types mmgbm does not load \(fractions.Fraction\)",
+        ),
+        # A function inside a trusted library that runs the code it is given: a name, not a module, is trusted.
+        (
+            "estimator.skops",
+            lambda p: sio.dump({"payload": np.testing._private.utils.runstring}, p),
+            r"names types mmgbm does not load \(numpy.testing._private.utils.runstring\)",
+        ),
+        ("estimator.skops", lambda p: p.write_bytes(pickle.dumps({"a": 1})), "unreadable model"),
+        (
+            "labels.json",
+            lambda p: p.write_text('{"classes": ["no", "maybe"]}'),
+            "does not match its manifest and labels",
+        ),
+        # Half a LightGBM model: LightGBM itself would abort the process on some of these.
+        ("lightgbm.txt", lambda p: p.write_text(p.read_text()[: len(p.read_text()) // 2]), "truncated model"),
+    ],
+)
 def test_forged_model_files_are_never_loaded(trained, tmp_path, name, write, expected):
     folder = tmp_path / TARGET
     shutil.copytree(model_dir(load_config(trained), TARGET), folder)
@@ -178,13 +215,21 @@ def test_forged_model_files_are_never_loaded(trained, tmp_path, name, write, exp
 def test_a_forged_empty_fingerprint_record_does_not_switch_the_check_off(trained, tmp_path, capsys, monkeypatch):
     with restored_afterwards(model_dir(load_config(trained), TARGET), tmp_path) as folder:
         forge(folder, "fingerprints.json", lambda p: p.write_text("{}"))
-        fails_in_one_line(capsys, monkeypatch, "predict", "--config", str(trained), "--target", TARGET,
-                          "--out", str(tmp_path / "out.csv"),
-                          expected="records no image or text features although the model reads them")
+        fails_in_one_line(
+            capsys,
+            monkeypatch,
+            "predict",
+            "--config",
+            str(trained),
+            "--target",
+            TARGET,
+            "--out",
+            str(tmp_path / "out.csv"),
+            expected="records no image or text features although the model reads them",
+        )
 
 
-def test_killed_trainings_leave_nothing_for_long_and_never_lose_the_only_model(trained, tmp_path, capsys,
-                                                                               monkeypatch):
+def test_killed_trainings_leave_nothing_for_long_and_never_lose_the_only_model(trained, tmp_path, capsys, monkeypatch):
     folder = model_dir(load_config(trained), TARGET)
     old, young = time.time() - 7200, [folder.parent / f".{TARGET}.young.tmp"]
     leftovers = [folder.parent / f".{TARGET}.{kind}" for kind in ("half.tmp", "aside.old")]
@@ -197,8 +242,18 @@ def test_killed_trainings_leave_nothing_for_long_and_never_lose_the_only_model(t
     assert [p.exists() for p in leftovers + young] == [False, False, True]  # a young one may be a live trainer's
     with restored_afterwards(folder, tmp_path):
         os.replace(folder, folder.parent / f".{TARGET}.killed.old")  # killed between its two renames
-        err = fails_in_one_line(capsys, monkeypatch, "predict", "--config", str(trained), "--target", TARGET,
-                                "--out", str(tmp_path / "out.csv"), expected="training was interrupted")
+        err = fails_in_one_line(
+            capsys,
+            monkeypatch,
+            "predict",
+            "--config",
+            str(trained),
+            "--target",
+            TARGET,
+            "--out",
+            str(tmp_path / "out.csv"),
+            expected="training was interrupted",
+        )
         assert f".{TARGET}.killed.old" in err
         folder.mkdir()
     shutil.rmtree(folder.parent / f".{TARGET}.killed.old")
@@ -216,29 +271,49 @@ def test_artifacts_hold_no_pickle(trained):
 def test_predict_needs_no_write_to_the_workdir(trained, tmp_path, capsys, monkeypatch):
     cfg = load_config(trained)
     before = sorted((p, p.stat().st_mtime_ns) for p in cfg.workdir.rglob("*"))
-    code, err = run(capsys, monkeypatch, "predict", "--config", str(trained), "--target", TARGET,
-                    "--out", str(tmp_path / "out.csv"))
+    code, err = run(
+        capsys, monkeypatch, "predict", "--config", str(trained), "--target", TARGET, "--out", str(tmp_path / "out.csv")
+    )
     assert code == 0, err
     assert sorted((p, p.stat().st_mtime_ns) for p in cfg.workdir.rglob("*")) == before
     assert len(pd.read_csv(tmp_path / "out.csv")) > 0
 
 
 def test_predict_out_pointing_at_a_folder(trained, tmp_path, capsys, monkeypatch):
-    fails_in_one_line(capsys, monkeypatch, "predict", "--config", str(trained), "--target", TARGET,
-                      "--out", str(tmp_path), expected=f"--out {tmp_path} is a folder")
+    fails_in_one_line(
+        capsys,
+        monkeypatch,
+        "predict",
+        "--config",
+        str(trained),
+        "--target",
+        TARGET,
+        "--out",
+        str(tmp_path),
+        expected=f"--out {tmp_path} is a folder",
+    )
 
 
 def test_workdir_pointing_at_a_file(tiny_config: Path, capsys, monkeypatch):
     (tiny_config.parent / "work").write_text("not a folder")
-    fails_in_one_line(capsys, monkeypatch, "extract-text", "--config", str(tiny_config),
-                      expected="is a file, not a folder; point `workdir` at a folder")
+    fails_in_one_line(
+        capsys,
+        monkeypatch,
+        "extract-text",
+        "--config",
+        str(tiny_config),
+        expected="is a file, not a folder; point `workdir` at a folder",
+    )
 
 
-@pytest.mark.parametrize("error, expected", [
-    (errno.EROFS, "not writable (Read-only file system); make the workdir writable"),
-    (errno.EACCES, "not writable (Permission denied)"),
-    (errno.ENOSPC, "no space left on the device; free some space and re-run"),
-])
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (errno.EROFS, "not writable (Read-only file system); make the workdir writable"),
+        (errno.EACCES, "not writable (Permission denied)"),
+        (errno.ENOSPC, "no space left on the device; free some space and re-run"),
+    ],
+)
 def test_write_failures_keep_finished_shards_and_are_one_line(tiny_config, capsys, monkeypatch, error, expected):
     written = []
     real_write = pq.write_table
@@ -250,8 +325,16 @@ def test_write_failures_keep_finished_shards_and_are_one_line(tiny_config, capsy
         real_write(table, where, **kwargs)
 
     monkeypatch.setattr(pq, "write_table", write_then_fail)
-    fails_in_one_line(capsys, monkeypatch, "extract-text", "--config", str(tiny_config),
-                      "--features.text.shard_size", "2", expected=expected)
+    fails_in_one_line(
+        capsys,
+        monkeypatch,
+        "extract-text",
+        "--config",
+        str(tiny_config),
+        "--features.text.shard_size",
+        "2",
+        expected=expected,
+    )
     monkeypatch.undo()
     store = text_store_of(tiny_config)
     assert len(store.shards()) == 1 and len(store.present_ids()) == 2  # the finished shard is kept
@@ -264,8 +347,14 @@ def test_errors_the_library_does_not_expect_are_still_one_line(tiny_config, caps
         raise PermissionError(errno.EACCES, "Permission denied", "/somewhere/models")
 
     monkeypatch.setattr("mmgbm.features.text.extract_text", unwritable)
-    fails_in_one_line(capsys, monkeypatch, "extract-text", "--config", str(tiny_config),
-                      expected="/somewhere/models: not writable (Permission denied)")
+    fails_in_one_line(
+        capsys,
+        monkeypatch,
+        "extract-text",
+        "--config",
+        str(tiny_config),
+        expected="/somewhere/models: not writable (Permission denied)",
+    )
 
 
 def test_an_unexpected_error_is_one_line_unless_debugging(tiny_config, capsys, monkeypatch):
@@ -273,8 +362,14 @@ def test_an_unexpected_error_is_one_line_unless_debugging(tiny_config, capsys, m
         raise RuntimeError("something nobody anticipated")
 
     monkeypatch.setattr("mmgbm.features.text.extract_text", broken)
-    fails_in_one_line(capsys, monkeypatch, "extract-text", "--config", str(tiny_config),
-                      expected="unexpected RuntimeError: something nobody anticipated (set MMGBM_DEBUG=1")
+    fails_in_one_line(
+        capsys,
+        monkeypatch,
+        "extract-text",
+        "--config",
+        str(tiny_config),
+        expected="unexpected RuntimeError: something nobody anticipated (set MMGBM_DEBUG=1",
+    )
     monkeypatch.setenv("MMGBM_DEBUG", "1")
     monkeypatch.setattr(sys, "argv", ["mmgbm", "extract-text", "--config", str(tiny_config)])
     with pytest.raises(RuntimeError, match="nobody anticipated"):
@@ -351,8 +446,15 @@ def test_changed_text_is_revectorised_at_predict_time_and_re_extracted(text_proj
 
 
 def test_validate_names_every_problem_a_table_has(write_config, tmp_path: Path, capsys, monkeypatch):
-    pd.DataFrame({"id": [f"p{i}" for i in range(12)], "kind": ["shoe"] * 12, "price": [None] * 10 + [3.0, 4.0],
-                  "season": [None] * 12, "title": ["a shoe"] * 12}).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame(
+        {
+            "id": [f"p{i}" for i in range(12)],
+            "kind": ["shoe"] * 12,
+            "price": [None] * 10 + [3.0, 4.0],
+            "season": [None] * 12,
+            "title": ["a shoe"] * 12,
+        }
+    ).to_csv(tmp_path / "train.csv", index=False)
     pd.DataFrame(columns=["id", "title", "season"]).to_csv(tmp_path / "empty.csv", index=False)
     data = {"splits": {"train": "train.csv"}, "text_columns": ["title"], "categorical_columns": ["season"]}
     targets = {"kind": {"column": "kind"}, "price": {"column": "price", "task": "regression"}}
@@ -367,5 +469,11 @@ def test_validate_names_every_problem_a_table_has(write_config, tmp_path: Path, 
     assert "3 problem(s) above" in lines[3]
 
     header_only = write_config({"workdir": "work", "data": {**data, "splits": {"train": "empty.csv"}}})
-    fails_in_one_line(capsys, monkeypatch, "validate", "--config", str(header_only),
-                      expected="empty.csv: no products (the table has no rows)")
+    fails_in_one_line(
+        capsys,
+        monkeypatch,
+        "validate",
+        "--config",
+        str(header_only),
+        expected="empty.csv: no products (the table has no rows)",
+    )

@@ -52,18 +52,25 @@ def test_both_sample_feeds_read_to_the_same_products():
 @pytest.mark.parametrize("fmt", ["tsv", "xml"])
 def test_prices_in_every_merchant_form_become_numbers_with_their_currency(tmp_path: Path, fmt: str):
     prices = ["15.00 USD", "USD 15.50", "1,299.00 usd", "7", ""]
-    path = write_feed(tmp_path, fmt, [{"id": f"p{i}", "image_link": "x.jpg", "availability": "in stock", "price": p}
-                                      for i, p in enumerate(prices)])
+    path = write_feed(
+        tmp_path,
+        fmt,
+        [{"id": f"p{i}", "image_link": "x.jpg", "availability": "in stock", "price": p} for i, p in enumerate(prices)],
+    )
     frame = read_table(path, "id")
     assert frame["price"].tolist()[:4] == [15.0, 15.5, 1299.0, 7.0] and pd.isna(frame["price"].iloc[4])
     assert frame["price_currency"].tolist()[:3] == ["USD"] * 3 and frame["price_currency"].iloc[3:].isna().all()
 
 
-@pytest.mark.parametrize(("fmt", "first", "where"), [("tsv", "line 2, id 'p1'", "line 4, id 'p3'"),
-                                                    ("xml", "item 1, id 'p1'", "item 3, id 'p3'")])
+@pytest.mark.parametrize(
+    ("fmt", "first", "where"),
+    [("tsv", "line 2, id 'p1'", "line 4, id 'p3'"), ("xml", "item 1, id 'p1'", "item 3, id 'p3'")],
+)
 def test_a_feed_mixing_currencies_is_refused_naming_the_row(tmp_path: Path, fmt: str, first: str, where: str):
-    rows = [{"id": f"p{i}", "price": p, "image_link": "x.jpg", "availability": "in stock"}
-            for i, p in enumerate(["10.00 USD", "12.00 USD", "9.00 EUR"], start=1)]
+    rows = [
+        {"id": f"p{i}", "price": p, "image_link": "x.jpg", "availability": "in stock"}
+        for i, p in enumerate(["10.00 USD", "12.00 USD", "9.00 EUR"], start=1)
+    ]
     with pytest.raises(MmgbmError) as caught:
         read_table(write_feed(tmp_path, fmt, rows), "id")
     message = str(caught.value)
@@ -73,15 +80,24 @@ def test_a_feed_mixing_currencies_is_refused_naming_the_row(tmp_path: Path, fmt:
 
 @pytest.mark.parametrize(("fmt", "where"), [("tsv", "line 3, id 'p2'"), ("xml", "item 2, id 'p2'")])
 def test_a_price_written_some_other_way_is_refused_naming_the_row(tmp_path: Path, fmt: str, where: str):
-    rows = [{"id": "p1", "price": "1.00 EUR", "image_link": "x.jpg", "availability": "in stock"},
-            {"id": "p2", "price": "15,00 EUR"}]
+    rows = [
+        {"id": "p1", "price": "1.00 EUR", "image_link": "x.jpg", "availability": "in stock"},
+        {"id": "p2", "price": "15,00 EUR"},
+    ]
     with pytest.raises(MmgbmError, match=f"{where}: cannot read price '15,00 EUR' as a price.*'15.00 USD'"):
         read_table(write_feed(tmp_path, fmt, rows), "id")
 
 
 def test_g_prefixed_tsv_headers_are_attribute_names_and_ids_and_categories_stay_text(tmp_path: Path):
-    rows = [{"id": "00123", "title": "Shirt", "price": "9.99 GBP", "product_type": "1604",
-             "google_product_category": "1604"}]
+    rows = [
+        {
+            "id": "00123",
+            "title": "Shirt",
+            "price": "9.99 GBP",
+            "product_type": "1604",
+            "google_product_category": "1604",
+        }
+    ]
     frame = read_table(write_feed(tmp_path, "tsv", rows, prefix="g:"), "id")
     assert list(frame.columns) == ["id", "title", "price", "price_currency", "product_type", "google_product_category"]
     assert frame.iloc[0].tolist() == ["00123", "Shirt", 9.99, "GBP", "1604", "1604"]
@@ -100,7 +116,8 @@ def test_nested_attributes_do_not_pass_for_the_products_own(tmp_path: Path):
         f'<rss version="2.0" xmlns:g="{G}" xmlns:c="http://base.google.com/cns/1.0"><channel><item>'
         "<g:id>p1</g:id><title>Mug</title><g:price>5.00 USD</g:price><c:price>1</c:price>"
         "<g:shipping><g:country>US</g:country><g:price>99.00 USD</g:price></g:shipping>"
-        "<g:additional_image_link>a.jpg</g:additional_image_link></item></channel></rss>")
+        "<g:additional_image_link>a.jpg</g:additional_image_link></item></channel></rss>"
+    )
     product = read_table(path, "id").iloc[0]
     assert product["price"] == 5.0 and product["title"] == "Mug"
     assert json.loads(product["shipping"]) == {"country": "US", "price": "99.00 USD"}
@@ -179,8 +196,12 @@ def test_a_broken_feed_stops_the_cli_with_one_line(tmp_path: Path, write_config)
     rows = [{"id": "p1", "price": "10.00 USD"}, {"id": "p2", "price": "USD 1O.00"}]
     feed = write_feed(tmp_path, "xml", rows)
     config = write_config({**FEED_CONFIG, "data": {"splits": {"train": str(feed)}}, "targets": {}})
-    result = subprocess.run([sys.executable, "-m", "mmgbm", "validate", "--config", str(config)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "mmgbm", "validate", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "item 2, id 'p2': cannot read price 'USD 1O.00'" in result.stderr

@@ -26,8 +26,9 @@ def catalogue(n: int = 300, seed: int = 7) -> tuple[ProductMatrix, np.ndarray, n
     rng = np.random.default_rng(seed)
     codes = rng.integers(0, 4, n)
     names = np.array(["boots", "dress", "shirt", "watch"])
-    words = np.array([f"{'acme' if i % 3 else 'zeta'} {names[c]} {rng.integers(100)}" for i, c in enumerate(codes)],
-                     dtype=object)
+    words = np.array(
+        [f"{'acme' if i % 3 else 'zeta'} {names[c]} {rng.integers(100)}" for i, c in enumerate(codes)], dtype=object
+    )
     meta = pd.DataFrame({"season": rng.choice(["summer", "winter", None], n), "year": rng.integers(2010, 2020, n)})
     dense = {"image": one_hot_block(codes, 16, rng, noise=1.2), "image.colour": one_hot_block(codes, 6, rng, 0.9)}
     X = ProductMatrix(np.arange(n).astype(str), {"title": text_block(codes, rng)}, {"title": words}, dense, meta)
@@ -41,8 +42,11 @@ def predictions() -> dict[str, np.ndarray]:
     settings = dict(FAST, categorical_columns=("season",), numeric_columns=("year",))
     classifier = MMGBMClassifier(**settings).fit(X[train], y[train])
     regressor = MMGBMRegressor(log_target=True, **settings).fit(X[train], price[train])
-    return {"heads": np.array(list(classifier.heads_) + list(regressor.heads_)),
-            "proba": classifier.predict_proba(X[test]), "price": regressor.predict(X[test])}
+    return {
+        "heads": np.array(list(classifier.heads_) + list(regressor.heads_)),
+        "proba": classifier.predict_proba(X[test]),
+        "price": regressor.predict(X[test]),
+    }
 
 
 def test_predictions_are_those_recorded_before_the_registry():
@@ -72,14 +76,16 @@ class NearestPriceHead(BaseEstimator):
 
 
 def first_feature(X) -> np.ndarray:
-    return np.asarray(X[0:X.shape[0]])[:, 0]  # a dense block is read by rows (a `RowView`)
+    return np.asarray(X[0 : X.shape[0]])[:, 0]  # a dense block is read by rows (a `RowView`)
 
 
 @pytest.fixture
 def nearest_price_head():
-    register("nearest_price", NearestPriceHead,
-             lambda est, block, n: NearestPriceHead(est.seed) if est.regression and block_kind(block) == "dense"
-             else None)
+    register(
+        "nearest_price",
+        NearestPriceHead,
+        lambda est, block, n: NearestPriceHead(est.seed) if est.regression and block_kind(block) == "dense" else None,
+    )
     yield
     HEAD_KINDS.pop()
 

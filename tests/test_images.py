@@ -77,8 +77,8 @@ def huge_png_header(path: Path, side: int = 10_000) -> Path:
     Image.new("RGB", (8, 8)).save(buf, "PNG")
     data = bytearray(buf.getvalue())
     ihdr = 8 + 8  # signature, then length + type of the IHDR chunk
-    data[ihdr:ihdr + 8] = struct.pack(">II", side, side)
-    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
+    data[ihdr : ihdr + 8] = struct.pack(">II", side, side)
+    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4 : ihdr + 13])))
     path.write_bytes(bytes(data))
     return path
 
@@ -127,8 +127,9 @@ def test_every_kind_of_file_decodes_or_fails_with_its_reason(zoo: Path, name: st
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-@pytest.mark.parametrize("name", sorted(n for n, (_, reason) in CASES.items() if reason not in ("file not found",
-                                                                                                "not a file")))
+@pytest.mark.parametrize(
+    "name", sorted(n for n, (_, reason) in CASES.items() if reason not in ("file not found", "not a file"))
+)
 def test_posted_bytes_decode_exactly_as_their_file(zoo: Path, name: str):
     """The service decodes a posted photo's bytes without writing a file: same pixels, colours and reasons."""
     data = (zoo / name).read_bytes()
@@ -199,18 +200,21 @@ def fake_encoder(monkeypatch) -> dict[str, int]:
     return log
 
 
-def catalogue(folder: Path, rows: list[tuple[str, str]], write_config, store: str | None = None,
-              **image_settings) -> Path:
-    pd.DataFrame({"id": [r[0] for r in rows], "image": [r[1] for r in rows]}).to_csv(folder / "products.csv",
-                                                                                   index=False)
-    image = {"backbone": "b0", "weights": "none", "image_size": 32, "batch_size": 4, "shard_size": 3,
-             **image_settings}
-    return write_config({
-        "workdir": "work",
-        **({"store": store} if store else {}),
-        "data": {"splits": {"train": "products.csv"}, "image_column": "image", "images_root": "imgs"},
-        "features": {"image": image, "text": {"enabled": False}},
-    })
+def catalogue(
+    folder: Path, rows: list[tuple[str, str]], write_config, store: str | None = None, **image_settings
+) -> Path:
+    pd.DataFrame({"id": [r[0] for r in rows], "image": [r[1] for r in rows]}).to_csv(
+        folder / "products.csv", index=False
+    )
+    image = {"backbone": "b0", "weights": "none", "image_size": 32, "batch_size": 4, "shard_size": 3, **image_settings}
+    return write_config(
+        {
+            "workdir": "work",
+            **({"store": store} if store else {}),
+            "data": {"splits": {"train": "products.csv"}, "image_column": "image", "images_root": "imgs"},
+            "features": {"image": image, "text": {"enabled": False}},
+        }
+    )
 
 
 def read_back(cfg: Config, ids: list[str]) -> ProductMatrix:
@@ -219,7 +223,7 @@ def read_back(cfg: Config, ids: list[str]) -> ProductMatrix:
 
 
 def demo_rows(n: int, start: int = 0) -> list[tuple[str, str]]:
-    return [(pid, path) for pid, path in DEMO_PRODUCTS[["id", "image"]].values[start:start + n]]
+    return [(pid, path) for pid, path in DEMO_PRODUCTS[["id", "image"]].values[start : start + n]]
 
 
 @pytest.fixture
@@ -265,8 +269,9 @@ def test_bad_inputs_never_stop_a_run_and_are_listed(tmp_path: Path, images_dir: 
 
 
 @pytest.mark.parametrize("on_object_storage", [False, True], ids=["folder", "object-storage"])
-def test_reruns_do_only_new_and_previously_failed_products(tmp_path: Path, images_dir: Path, write_config,
-                                                          fake_encoder, object_store: str, on_object_storage: bool):
+def test_reruns_do_only_new_and_previously_failed_products(
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder, object_store: str, on_object_storage: bool
+):
     store = object_store if on_object_storage else None
     config = catalogue(tmp_path, demo_rows(4) + [("late", "later.jpg")], write_config, store)
     first = extract_images(load_config(config))
@@ -288,8 +293,9 @@ def test_reruns_do_only_new_and_previously_failed_products(tmp_path: Path, image
     assert late.dense_present("image").all() and late.dense_present("image.colour").all()
 
 
-def test_photos_on_object_storage_are_embedded_as_the_same_files_on_disk(tmp_path: Path, images_dir: Path,
-                                                                          write_config, fake_encoder, object_store):
+def test_photos_on_object_storage_are_embedded_as_the_same_files_on_disk(
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder, object_store
+):
     """`data.images_root` as a URL: the same embeddings and colour statistics as from a folder, keys that climb out
     of the root or name another bucket refused unread, one listing tells what changed since the last run."""
     import fsspec
@@ -297,9 +303,13 @@ def test_photos_on_object_storage_are_embedded_as_the_same_files_on_disk(tmp_pat
     fs, prefix = fsspec.core.url_to_fs(object_store)
     fs.put(str(images_dir / "images"), f"{prefix}/photos/images", recursive=True)
     good = demo_rows(4)
-    rows = good + [("lost", "images/lost.jpg"), ("climb", "../secrets/x.jpg"), ("elsewhere", "memory://other/x.jpg"),
-                   ("encoded", "images/%2e%2e/%2e%2e/secrets/x.jpg"),  # an HTTP server would resolve these
-                   ("through", f"{object_store}/photos/../secrets/x.jpg")]
+    rows = good + [
+        ("lost", "images/lost.jpg"),
+        ("climb", "../secrets/x.jpg"),
+        ("elsewhere", "memory://other/x.jpg"),
+        ("encoded", "images/%2e%2e/%2e%2e/secrets/x.jpg"),  # an HTTP server would resolve these
+        ("through", f"{object_store}/photos/../secrets/x.jpg"),
+    ]
     config = catalogue(tmp_path, rows, write_config)
     on_disk = load_config(config)
     remote = load_config(config, {"data.images_root": f"{object_store}/photos", "workdir": str(tmp_path / "remote")})
@@ -317,12 +327,14 @@ def test_photos_on_object_storage_are_embedded_as_the_same_files_on_disk(tmp_pat
     changed = extract_images(remote)
     assert (changed.extracted, changed.skipped) == (1, 3)
     pixels, _ = decode_image(images_dir / "ok.png", 32)
-    np.testing.assert_allclose(read_back(remote, ids[:1]).dense["image"][0], fake_embedding(pixels[None], 1280)[0],
-                               **FLOAT16)
+    np.testing.assert_allclose(
+        read_back(remote, ids[:1]).dense["image"][0], fake_embedding(pixels[None], 1280)[0], **FLOAT16
+    )
 
 
-def test_a_workdir_from_before_colour_extraction_gets_colour_without_a_forward_pass(tmp_path: Path, images_dir: Path,
-                                                                                    write_config, fake_encoder):
+def test_a_workdir_from_before_colour_extraction_gets_colour_without_a_forward_pass(
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder
+):
     cfg = load_config(catalogue(tmp_path, demo_rows(5), write_config))
     extract_images(cfg)
     ids = [pid for pid, _ in demo_rows(5)]
@@ -346,10 +358,11 @@ def test_reading_never_writes_the_stores(tmp_path: Path, images_dir: Path, write
     before = sorted((p, p.stat().st_mtime_ns) for p in cfg.workdir.rglob("*"))
     # A new product with a photo on disk: its image features stay missing until extract-images has run.
     # A stored product whose row now names another photo: its stored features are stale, so missing too.
-    (stored_id, stored_image), = demo_rows(1)
+    ((stored_id, stored_image),) = demo_rows(1)
     other_image = demo_rows(1, start=9)[0][1]
-    frame = pd.DataFrame({"id": ["new", stored_id, demo_rows(2)[1][0]],
-                          "image": [other_image, stored_image, other_image]})
+    frame = pd.DataFrame(
+        {"id": ["new", stored_id, demo_rows(2)[1][0]], "image": [other_image, stored_image, other_image]}
+    )
     products, fingerprints = load_products(cfg, frame)
     assert products.dense_present("image").tolist() == [False, True, False]
     assert products.dense_present("image.colour").tolist() == [False, True, False]
@@ -357,8 +370,9 @@ def test_reading_never_writes_the_stores(tmp_path: Path, images_dir: Path, write
     assert sorted((p, p.stat().st_mtime_ns) for p in cfg.workdir.rglob("*")) == before
 
 
-def test_changed_settings_refuse_old_shards_until_overwrite_clears_both_stores(tmp_path: Path, images_dir: Path,
-                                                                               write_config, fake_encoder):
+def test_changed_settings_refuse_old_shards_until_overwrite_clears_both_stores(
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder
+):
     extract_images(load_config(catalogue(tmp_path, demo_rows(3), write_config)))
     changed = load_config(catalogue(tmp_path, demo_rows(2), write_config, image_size=40))
     with pytest.raises(MmgbmError, match="image_size: stored 32 vs now 40"):
@@ -396,14 +410,17 @@ def cpu(monkeypatch) -> dict[str, bool]:
     return found
 
 
-@pytest.mark.parametrize("openvino, bfloat16, chosen, why", [
-    (True, True, "OpenVINO bfloat16", "OpenVINO is installed, this CPU computes bfloat16 natively"),
-    (True, False, "OpenVINO float32", "OpenVINO is installed, this CPU has no native bfloat16"),
-    (False, True, "TensorFlow float32", "OpenVINO is not installed, TensorFlow runs fastest in float32"),
-])
-def test_auto_picks_the_fastest_runtime_and_precision_and_says_which(tmp_path: Path, images_dir: Path, write_config,
-                                                                   fake_encoder, cpu, monkeypatch, openvino,
-                                                                   bfloat16, chosen, why):
+@pytest.mark.parametrize(
+    "openvino, bfloat16, chosen, why",
+    [
+        (True, True, "OpenVINO bfloat16", "OpenVINO is installed, this CPU computes bfloat16 natively"),
+        (True, False, "OpenVINO float32", "OpenVINO is installed, this CPU has no native bfloat16"),
+        (False, True, "TensorFlow float32", "OpenVINO is not installed, TensorFlow runs fastest in float32"),
+    ],
+)
+def test_auto_picks_the_fastest_runtime_and_precision_and_says_which(
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder, cpu, monkeypatch, openvino, bfloat16, chosen, why
+):
     cpu.update(openvino=openvino, bfloat16=bfloat16)
     built = []
     monkeypatch.setattr(FakeEncoder, "fit", lambda self: built.append((self.runtime, self.precision)) or self)
@@ -417,24 +434,32 @@ def test_auto_picks_the_fastest_runtime_and_precision_and_says_which(tmp_path: P
     assert {k: v for k, v in image_store(cfg).fingerprint.items() if k in LEGACY} == expected
 
 
-def test_a_store_refuses_another_runtime_or_precision_unless_told(tmp_path: Path, images_dir: Path, write_config,
-                                                                 fake_encoder, cpu):
+def test_a_store_refuses_another_runtime_or_precision_unless_told(
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder, cpu
+):
     tensorflow = {"runtime": "tensorflow", "precision": "float32"}
     extract_images(load_config(catalogue(tmp_path, demo_rows(3), write_config, **tensorflow)))
     # `auto` extends the store as it was made, on this machine that has faster settings.
     more = catalogue(tmp_path, demo_rows(5), write_config)
     summary = extract_images(load_config(more))
-    assert summary.extracted == 2 and "embedded by TensorFlow float32 (auto: as the store was made)" in \
-        summary.describe()
+    assert (
+        summary.extracted == 2 and "embedded by TensorFlow float32 (auto: as the store was made)" in summary.describe()
+    )
     # Explicit other settings are refused, writing or reading, naming what differs and the ways out.
     openvino = load_config(more, {"features.image.runtime": "openvino", "features.image.precision": "bfloat16"})
     for use in (extract_images, lambda cfg: read_back(cfg, ["x"])):
-        with pytest.raises(MmgbmError, match="precision: stored 'float32' vs now 'bfloat16'; runtime: stored "
-                                             "'tensorflow' vs now 'openvino'.*accept_other_runtimes: true"):
+        with pytest.raises(
+            MmgbmError,
+            match="precision: stored 'float32' vs now 'bfloat16'; runtime: stored "
+            "'tensorflow' vs now 'openvino'.*accept_other_runtimes: true",
+        ):
             use(openvino)
     # Told to accept them, the store is read and extended with both kinds.
-    mixed = load_config(catalogue(tmp_path, demo_rows(7), write_config, runtime="openvino", precision="bfloat16",
-                                  accept_other_runtimes=True))
+    mixed = load_config(
+        catalogue(
+            tmp_path, demo_rows(7), write_config, runtime="openvino", precision="bfloat16", accept_other_runtimes=True
+        )
+    )
     assert extract_images(mixed).extracted == 2
     assert read_back(mixed, [pid for pid, _ in demo_rows(7)]).dense_present("image").all()
     # --overwrite starts a new store, which `auto` makes the fastest way.
@@ -442,11 +467,13 @@ def test_a_store_refuses_another_runtime_or_precision_unless_told(tmp_path: Path
     assert summary.extracted == 5 and "OpenVINO bfloat16 (auto: OpenVINO is installed" in summary.describe()
 
 
-def test_cli_options_override_the_config_and_print_the_summary(tmp_path: Path, images_dir: Path, write_config,
-                                                               fake_encoder):
+def test_cli_options_override_the_config_and_print_the_summary(
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder
+):
     config = catalogue(tmp_path, demo_rows(3) + [("gone", "")], write_config)
-    result = CliRunner().invoke(app, ["extract-images", "-c", str(config), "--backbone", "b3", "--image-size", "36",
-                                      "--batch-size", "2"])
+    result = CliRunner().invoke(
+        app, ["extract-images", "-c", str(config), "--backbone", "b3", "--image-size", "36", "--batch-size", "2"]
+    )
     assert result.exit_code == 0, result.output
     assert "3 embedded" in result.output and "no image path: 1" in result.output
     assert "4/4" in result.output and "photos/s" in result.output  # the progress bar
@@ -471,8 +498,9 @@ def test_configs_without_images_are_told_so_in_one_line(tiny_config: Path):
         extract_images(load_config(tiny_config, {"features.image.enabled": True}))
 
 
-def test_an_interrupted_run_keeps_its_finished_shards_and_resumes(tmp_path: Path, images_dir: Path, write_config,
-                                                                 fake_encoder, monkeypatch):
+def test_an_interrupted_run_keeps_its_finished_shards_and_resumes(
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder, monkeypatch
+):
     rows = demo_rows(20)
     config = catalogue(tmp_path, rows, write_config, shard_size=2, batch_size=2)
 
@@ -508,8 +536,8 @@ def quick_lock(monkeypatch):
 
 @pytest.mark.parametrize("where", ["folder", "object storage"])
 def test_a_second_extraction_of_a_store_is_refused_and_nothing_is_embedded_twice(
-        tmp_path: Path, images_dir: Path, write_config, fake_encoder, object_store, quick_lock, monkeypatch,
-        where):
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder, object_store, quick_lock, monkeypatch, where
+):
     rows = demo_rows(12)
     cfg = load_config(catalogue(tmp_path, rows, write_config, store=object_store if where != "folder" else None))
     embedding, finish = threading.Event(), threading.Event()
@@ -534,8 +562,9 @@ def test_a_second_extraction_of_a_store_is_refused_and_nothing_is_embedded_twice
     assert extract_images(cfg).skipped == len(rows)  # the lock went with the run that held it
 
 
-def test_a_killed_runs_lock_stops_others_only_until_it_is_stale(tmp_path: Path, images_dir: Path, write_config,
-                                                                fake_encoder, quick_lock):
+def test_a_killed_runs_lock_stops_others_only_until_it_is_stale(
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder, quick_lock
+):
     cfg = load_config(catalogue(tmp_path, demo_rows(2), write_config))
     lock = image_dir(cfg).root / "writing-1-0123abcd.lock"
     lock.parent.mkdir(parents=True)
@@ -567,8 +596,7 @@ def test_b3_builds_and_writes_1536_wide_shards(tmp_path: Path, images_dir: Path,
 
 @pytest.mark.slow
 def test_weights_of_the_wrong_shape_are_one_line_errors(tmp_path: Path, images_dir: Path, write_config):
-    wrong = load_config(catalogue(tmp_path, demo_rows(1), write_config, backbone="b3",
-                                  weights=str(BUNDLED_B0_WEIGHTS)))
+    wrong = load_config(catalogue(tmp_path, demo_rows(1), write_config, backbone="b3", weights=str(BUNDLED_B0_WEIGHTS)))
     with pytest.raises(MmgbmError, match="cannot load b3 weights"):
         extract_images(wrong)
     (tmp_path / "text.h5").write_text("not weights")
@@ -592,12 +620,16 @@ def demo_photos() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("runtime, precision, hint", [
-    ("openvino", "float32", "throughput"), ("openvino", "bfloat16", "throughput"), ("openvino", "bfloat16", "latency"),
-    ("tensorflow", "bfloat16", "throughput"),
-])
-def test_each_runtime_and_precision_is_within_its_bound_of_tensorflow_float32(demo_photos, runtime, precision,
-                                                                              hint):
+@pytest.mark.parametrize(
+    "runtime, precision, hint",
+    [
+        ("openvino", "float32", "throughput"),
+        ("openvino", "bfloat16", "throughput"),
+        ("openvino", "bfloat16", "latency"),
+        ("tensorflow", "bfloat16", "throughput"),
+    ],
+)
+def test_each_runtime_and_precision_is_within_its_bound_of_tensorflow_float32(demo_photos, runtime, precision, hint):
     import keras
 
     photos, reference = demo_photos
@@ -608,18 +640,21 @@ def test_each_runtime_and_precision_is_within_its_bound_of_tensorflow_float32(de
 
 
 @pytest.mark.slow
-def test_extraction_with_the_default_settings_stores_each_photos_own_embedding(tmp_path: Path, images_dir: Path,
-                                                                              write_config, demo_photos):
+def test_extraction_with_the_default_settings_stores_each_photos_own_embedding(
+    tmp_path: Path, images_dir: Path, write_config, demo_photos
+):
     """The default (`auto`) runtime with many photos in flight at once: every product still gets its own photo's
     embedding, within the chosen precision's bound of TensorFlow float32."""
     rows = demo_rows(len(DEMO_PRODUCTS))
-    config = catalogue(tmp_path, rows, write_config, weights=str(BUNDLED_B0_WEIGHTS), image_size=224, batch_size=32,
-                       shard_size=100)
+    config = catalogue(
+        tmp_path, rows, write_config, weights=str(BUNDLED_B0_WEIGHTS), image_size=224, batch_size=32, shard_size=100
+    )
     result = CliRunner().invoke(app, ["extract-images", "-c", str(config)])
     assert result.exit_code == 0, result.output
     chosen = image_runtime.choose("auto", "auto")
     assert f"{len(rows)} embedded" in result.output and f"embedded by {chosen.describe()}" in " ".join(
-        result.output.split())
+        result.output.split()
+    )
     stored = read_back(load_config(config), [pid for pid, _ in rows]).dense["image"].astype(np.float32)
     # Held as float16: the cosine is computed in float32 (float16 sums alone are off by ~5e-4).
     bound = COSINE_BOUNDS.get((chosen.runtime, chosen.precision), 0.9999)
@@ -631,8 +666,11 @@ def test_a_killed_run_resumes_from_its_last_shard(tmp_path: Path, images_dir: Pa
     rows = demo_rows(60)
     config = catalogue(tmp_path, rows, write_config, shard_size=2, batch_size=2)
     store_root = image_store(load_config(config)).root
-    run = subprocess.Popen([sys.executable, "-m", "mmgbm", "extract-images", "-c", str(config)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "mmgbm", "extract-images", "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 90
         while len(list(store_root.glob("part-*.parquet"))) < 3 and time.time() < deadline and run.poll() is None:
@@ -641,8 +679,9 @@ def test_a_killed_run_resumes_from_its_last_shard(tmp_path: Path, images_dir: Pa
     finally:
         run.wait()
     # The kill may land between a batch's embedding shard and its colour shard: those products lack colour only.
-    embedded, coloured = (store.present_ids() for store in (image_store(load_config(config)),
-                                                            colour_store(load_config(config))))
+    embedded, coloured = (
+        store.present_ids() for store in (image_store(load_config(config)), colour_store(load_config(config)))
+    )
     done_before = len(embedded & coloured)
     assert 6 <= done_before < len(rows), "the run should have been killed part-way"
 
@@ -664,8 +703,9 @@ def test_real_weights_give_sane_embeddings_that_match_the_naive_route():
     assert ours.shape == (len(picked), 1280) and np.isfinite(ours).all()
 
     # The reference notebooks' route: PIL open + resize, Keras model.predict on float arrays.
-    naive = np.stack([np.asarray(Image.open(DEMO / p).convert("RGB").resize((224, 224), Image.BILINEAR))
-                      for p in picked.image]).astype(np.float32)
+    naive = np.stack(
+        [np.asarray(Image.open(DEMO / p).convert("RGB").resize((224, 224), Image.BILINEAR)) for p in picked.image]
+    ).astype(np.float32)
     reference = keras.applications.EfficientNetB0(include_top=False, weights=str(BUNDLED_B0_WEIGHTS), pooling="avg")
     theirs = reference.predict(naive, batch_size=8, verbose=0)
     cosine = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
@@ -682,23 +722,36 @@ def test_real_weights_give_sane_embeddings_that_match_the_naive_route():
 
 
 def test_paths_outside_images_root_and_special_files_are_refused_without_opening(
-        tmp_path: Path, images_dir: Path, write_config, fake_encoder, monkeypatch):
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder, monkeypatch
+):
     os.mkfifo(images_dir / "pipe.jpg")  # opening it would block for ever
     (images_dir / "escape.jpg").symlink_to(DEMO / DEMO_PRODUCTS.image[0])  # a photo, but outside images_root
     (images_dir / "inside.jpg").symlink_to(images_dir / DEMO_PRODUCTS.image[1])
     huge_png_header(images_dir / "bomb.png", 15_000)
     outside = str(DEMO / DEMO_PRODUCTS.image[2])
-    rows = [("fifo", "pipe.jpg"), ("nul", "images/a\0b.jpg"), ("dotdot", "../products.csv"), ("absolute", outside),
-            ("symlink", "escape.jpg"), ("inside-link", "inside.jpg"), ("bomb", "bomb.png"),
-            ("ok", DEMO_PRODUCTS.image[3])]
+    rows = [
+        ("fifo", "pipe.jpg"),
+        ("nul", "images/a\0b.jpg"),
+        ("dotdot", "../products.csv"),
+        ("absolute", outside),
+        ("symlink", "escape.jpg"),
+        ("inside-link", "inside.jpg"),
+        ("bomb", "bomb.png"),
+        ("ok", DEMO_PRODUCTS.image[3]),
+    ]
     config = catalogue(tmp_path, rows, write_config)
     result = CliRunner().invoke(app, ["extract-images", "--config", str(config)])
     assert result.exit_code == 0, result.output
     where, name = image_failures(load_config(config))
     listed = pd.read_csv(where.address(name), dtype=str, keep_default_na=False)
     assert dict(zip(listed.id, listed.reason)) == {
-        "fifo": "not a file", "nul": "invalid path", "dotdot": "outside images_root",
-        "absolute": "outside images_root", "symlink": "outside images_root", "bomb": "too large"}
+        "fifo": "not a file",
+        "nul": "invalid path",
+        "dotdot": "outside images_root",
+        "absolute": "outside images_root",
+        "symlink": "outside images_root",
+        "bomb": "too large",
+    }
     assert fake_encoder["embedded"] == 2
 
     # Reading for training or prediction never opens an image of these (colour comes from the store; predict's
@@ -719,8 +772,7 @@ def test_paths_outside_images_root_and_special_files_are_refused_without_opening
     assert fake_encoder["embedded"] == 2
 
 
-def test_a_changed_photo_is_missing_until_extracted_again(tmp_path: Path, images_dir: Path, write_config,
-                                                           fake_encoder):
+def test_a_changed_photo_is_missing_until_extracted_again(tmp_path: Path, images_dir: Path, write_config, fake_encoder):
     rows = demo_rows(2)
     cfg = load_config(catalogue(tmp_path, rows, write_config))
     extract_images(cfg)
@@ -737,8 +789,9 @@ def test_a_changed_photo_is_missing_until_extracted_again(tmp_path: Path, images
     np.testing.assert_allclose(products.dense["image"][0], fake_embedding(new_pixels, 1280)[0], **FLOAT16)
 
 
-def test_predict_embeds_photos_the_store_lacks_in_memory_and_writes_nothing(tmp_path: Path, images_dir: Path,
-                                                                             write_config, fake_encoder):
+def test_predict_embeds_photos_the_store_lacks_in_memory_and_writes_nothing(
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder
+):
     rows = demo_rows(3)
     cfg = load_config(catalogue(tmp_path, rows[:2], write_config))
     extract_images(cfg)

@@ -40,8 +40,14 @@ def catalogue(rng: np.random.Generator, brands: list[str], per_brand: int, start
     for brand in brands:
         for _ in range(per_brand):
             noun = NOUNS[rng.integers(len(NOUNS))]
-            rows.append({"id": f"p{start + len(rows)}", "brand": brand, "kind": noun.split()[-1],
-                         "title": f"{brand} {noun} {rng.integers(1, 9)} pieces"})
+            rows.append(
+                {
+                    "id": f"p{start + len(rows)}",
+                    "brand": brand,
+                    "kind": noun.split()[-1],
+                    "title": f"{brand} {noun} {rng.integers(1, 9)} pieces",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -51,12 +57,14 @@ def written_project(folder: Path, train_frame: pd.DataFrame, test_frame: pd.Data
     test_frame.to_csv(folder / "test.csv", index=False)
     raw = {
         "workdir": "work",
-        "data": {"splits": {"train": "train.csv", "test": "test.csv"}, "text_columns": ["title"],
-                 "categorical_columns": ["kind"]},
+        "data": {
+            "splits": {"train": "train.csv", "test": "test.csv"},
+            "text_columns": ["title"],
+            "categorical_columns": ["kind"],
+        },
         "targets": {"brand": {"column": "brand", "label_in_text": "title"}, "kind": {"column": "kind"}},
         "features": {"image": {"enabled": False}, "text": {"min_df": 1}},
-        "model": {"learning_rate": 0.2, "max_rounds": 60, "early_stopping_rounds": 10, "num_threads": 1,
-                  "n_folds": 3},
+        "model": {"learning_rate": 0.2, "max_rounds": 60, "early_stopping_rounds": 10, "num_threads": 1, "n_folds": 3},
     }
     path = folder / "mmgbm.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -91,8 +99,7 @@ def new_brand_rows(path: Path) -> tuple[pd.DataFrame, pd.Series]:
 
 def test_unseen_brand_written_first_in_the_title_is_predicted_through_the_cli(project: Path, tmp_path: Path):
     out = tmp_path / "predictions.csv"
-    result = runner.invoke(app, ["predict", "--config", str(project), "-t", "brand", "--top-k", "2",
-                                 "--out", str(out)])
+    result = runner.invoke(app, ["predict", "--config", str(project), "-t", "brand", "--top-k", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     sub = pd.read_csv(out, dtype=str)
     test, unseen = new_brand_rows(project)
@@ -125,9 +132,24 @@ def test_without_the_setting_only_training_classes_are_predicted(project: Path, 
     (cfg.workdir / "features").symlink_to(load_config(project).workdir / "features")
     [summary] = train(cfg, ["brand"])
     assert summary.metrics["label_in_text"] is None
-    out = runner.invoke(app, ["predict", "--config", str(project), "-t", "brand", "--top-k", "1",
-                              "--targets.brand.label_in_text", "null", "--workdir", str(cfg.workdir),
-                              "--out", str(tmp_path / "off.csv")])
+    out = runner.invoke(
+        app,
+        [
+            "predict",
+            "--config",
+            str(project),
+            "-t",
+            "brand",
+            "--top-k",
+            "1",
+            "--targets.brand.label_in_text",
+            "null",
+            "--workdir",
+            str(cfg.workdir),
+            "--out",
+            str(tmp_path / "off.csv"),
+        ],
+    )
     assert out.exit_code == 0, out.output
     sub = pd.read_csv(tmp_path / "off.csv", dtype=str)
     train_brands = set(pd.read_csv(project.parent / "train.csv")["brand"])
@@ -159,8 +181,11 @@ def test_a_new_brand_ends_where_the_training_titles_product_words_begin(tmp_path
     def titled(frame: pd.DataFrame) -> pd.DataFrame:
         words = frame["title"].str.split()
         material = rng.choice(materials, len(frame))
-        return frame.assign(title=[f"{b} {m} {' '.join(w[len(b.split()):]).title()}"
-                                   for b, m, w in zip(frame["brand"], material, words)])
+        return frame.assign(
+            title=[
+                f"{b} {m} {' '.join(w[len(b.split()) :]).title()}" for b, m, w in zip(frame["brand"], material, words)
+            ]
+        )
 
     train_frame = titled(pd.concat([catalogue(rng, brands[:40], 4, 0), catalogue(rng, brands[40:120], 1, 1000)]))
     test_frame = titled(catalogue(rng, brands[120:], 1, 2000))

@@ -35,8 +35,11 @@ def s3_server():
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     with pytest.MonkeyPatch.context() as env:  # moto accepts any key; s3fs must find one
-        for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                            "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
             env.setenv(name, value)
         s3fs.S3FileSystem(endpoint_url=endpoint).mkdir("catalogues")
         yield endpoint
@@ -71,25 +74,44 @@ def test_extract_train_predict_with_the_store_in_an_s3_bucket_equal_a_local_run(
     assert image_store(uploaded).present_ids() == colour_store(uploaded).present_ids() != set()
     for config in (local, remote):
         mmgbm("train", "-c", str(config), "-t", "articleType")
-        mmgbm("predict", "-c", str(config), "-t", "articleType", "--probabilities",
-              "--out", str(config.parent / "submission.csv"))
+        mmgbm(
+            "predict",
+            "-c",
+            str(config),
+            "-t",
+            "articleType",
+            "--probabilities",
+            "--out",
+            str(config.parent / "submission.csv"),
+        )
     here, there = (pd.read_csv(path.parent / "submission.csv", dtype={"id": str}) for path in (local, remote))
     pd.testing.assert_frame_equal(there, here)
     assert not features.exists()  # the workdir holds the models; every feature is in the bucket
 
 
 def test_a_bucket_that_does_not_exist_is_named_in_one_line(s3_server: str, tiny_config: Path):
-    result = runner.invoke(app, ["extract-text", "-c", str(tiny_config), "--store", "s3://no-such-bucket/features",
-                                 "--store_options", f"{{endpoint_url: '{s3_server}'}}"])
+    result = runner.invoke(
+        app,
+        [
+            "extract-text",
+            "-c",
+            str(tiny_config),
+            "--store",
+            "s3://no-such-bucket/features",
+            "--store_options",
+            f"{{endpoint_url: '{s3_server}'}}",
+        ],
+    )
     assert isinstance(result.exception, MmgbmError), result.output
     message = str(result.exception)
-    assert "\n" not in message and message.startswith("s3://no-such-bucket/features/text/text/vectorizer.json: "
-                                                      "cannot be written (The specified bucket does not exist); "
-                                                      "create the bucket"), message
+    assert "\n" not in message and message.startswith(
+        "s3://no-such-bucket/features/text/text/vectorizer.json: "
+        "cannot be written (The specified bucket does not exist); "
+        "create the bucket"
+    ), message
 
 
-def test_photos_and_features_in_a_bucket_need_no_file_system(s3_server: str, tmp_path: Path, write_config,
-                                                             monkeypatch):
+def test_photos_and_features_in_a_bucket_need_no_file_system(s3_server: str, tmp_path: Path, write_config, monkeypatch):
     """A catalogue whose photos are objects (`data.images_root: s3://...`) and whose store is in the same bucket:
     what a cluster without a shared file system runs. The S3 endpoint comes from fsspec's own configuration, as
     `FSSPEC_S3_ENDPOINT_URL` or ~/.config/fsspec/s3.json give it."""
@@ -106,12 +128,16 @@ def test_photos_and_features_in_a_bucket_need_no_file_system(s3_server: str, tmp
     for name in frame["image"]:
         bucket.put_file(str(DEMO / name), f"{root}/photos/{name}")
     pd.concat([frame, pd.DataFrame({"id": ["lost"], "image": ["images/lost.jpg"]})]).to_csv(
-        tmp_path / "products.csv", index=False)
-    config = write_config({
-        "workdir": "work", "store": f"{root}/features",
-        "data": {"splits": {"train": "products.csv"}, "image_column": "image", "images_root": f"{root}/photos"},
-        "features": {"image": {"weights": "none", "image_size": 32, "shard_size": 2}, "text": {"enabled": False}},
-    })
+        tmp_path / "products.csv", index=False
+    )
+    config = write_config(
+        {
+            "workdir": "work",
+            "store": f"{root}/features",
+            "data": {"splits": {"train": "products.csv"}, "image_column": "image", "images_root": f"{root}/photos"},
+            "features": {"image": {"weights": "none", "image_size": 32, "shard_size": 2}, "text": {"enabled": False}},
+        }
+    )
     assert "5 embedded" in mmgbm("extract-images", "-c", str(config))
     assert "0 embedded, 5 already stored" in mmgbm("extract-images", "-c", str(config))
     failures = pd.read_csv(bucket.open(f"{root}/features/image/b0/failures.csv"), keep_default_na=False)

@@ -32,11 +32,15 @@ from mmgbm.workdir import model_dir
 runner = CliRunner()
 # Leaf -> words naming it in a title. Rings end at level 2 (and toe rings below them); the others at level 3.
 LEAVES = {
-    "Clothing > Women > Dresses": ["dress", "gown"], "Clothing > Women > Tops": ["top", "blouse"],
-    "Clothing > Men > Shirts": ["shirt", "formal"], "Clothing > Men > Jeans": ["jeans", "denim"],
-    "Jewellery > Rings": ["ring", "band"], "Jewellery > Rings > Toe Rings": ["toe ring", "toe band"],
+    "Clothing > Women > Dresses": ["dress", "gown"],
+    "Clothing > Women > Tops": ["top", "blouse"],
+    "Clothing > Men > Shirts": ["shirt", "formal"],
+    "Clothing > Men > Jeans": ["jeans", "denim"],
+    "Jewellery > Rings": ["ring", "band"],
+    "Jewellery > Rings > Toe Rings": ["toe ring", "toe band"],
     "Jewellery > Necklaces > Chains": ["chain", "necklace"],
-    "Kitchen > Cookware > Pans": ["pan", "skillet"], "Kitchen > Cookware > Kadhais": ["kadhai", "wok"],
+    "Kitchen > Cookware > Pans": ["pan", "skillet"],
+    "Kitchen > Cookware > Kadhais": ["kadhai", "wok"],
 }
 VAGUE = "Clothing > Women"  # titles that say only this much: which leaf below it is a coin toss
 TAXONOMY = """# Google_Product_Taxonomy_Version: test
@@ -64,8 +68,11 @@ HOLDOUT = {"fraction": 0.25, "seed": 0}
 
 def training_id(stem: str) -> str:
     """An id the holdout leaves in the training split."""
-    return next(f"{stem}{k}" for k in range(100)
-                if not in_holdout(pd.Series([f"{stem}{k}"]), HOLDOUT["fraction"], HOLDOUT["seed"]).iloc[0])
+    return next(
+        f"{stem}{k}"
+        for k in range(100)
+        if not in_holdout(pd.Series([f"{stem}{k}"]), HOLDOUT["fraction"], HOLDOUT["seed"]).iloc[0]
+    )
 
 
 WRONG_TOP, WRONG_LEAF = training_id("p-wrong-top"), training_id("p-wrong-leaf")  # labels audit must find
@@ -82,9 +89,11 @@ def catalogue() -> pd.DataFrame:
             rows.append((f"p{len(rows)}", title, leaf))
     for i in range(60):  # women's clothing whose title names no kind: half dresses, half tops
         rows.append((f"p{len(rows)}", "women clothing", f"{VAGUE} > {'Dresses' if i % 2 else 'Tops'}"))
-    rows += [(WRONG_TOP, "kora ring classic", "Kitchen > Cookware > Pans"),
-             (WRONG_LEAF, "acme women dress daily", "Clothing > Women > Tops"),
-             (training_id("p-typo"), "zed women gown new", TYPO)]
+    rows += [
+        (WRONG_TOP, "kora ring classic", "Kitchen > Cookware > Pans"),
+        (WRONG_LEAF, "acme women dress daily", "Clothing > Women > Tops"),
+        (training_id("p-typo"), "zed women gown new", TYPO),
+    ]
     frame = pd.DataFrame(rows, columns=["id", "title", "category"])
     # Flipkart writes its paths as a JSON list holding one path.
     frame.loc[::3, "category"] = frame.loc[::3, "category"].map(lambda path: json.dumps([path]))
@@ -101,12 +110,17 @@ def write_project(folder: Path, target: dict, frame: pd.DataFrame | None = None)
     (folder / "taxonomy.txt").write_text(TAXONOMY)
     raw = {
         "workdir": "work",
-        "data": {"splits": {"train": "products.csv"}, "holdout": HOLDOUT,
-                 "text_columns": ["title"]},
+        "data": {"splits": {"train": "products.csv"}, "holdout": HOLDOUT, "text_columns": ["title"]},
         "targets": {"category": target},
         "features": {"image": {"enabled": False}, "text": {"min_df": 1, "char_ngram_range": None}},
-        "model": {"learning_rate": 0.2, "max_rounds": 60, "early_stopping_rounds": 10, "num_threads": 1,
-                  "n_folds": 3, "stack_folds": 2},
+        "model": {
+            "learning_rate": 0.2,
+            "max_rounds": 60,
+            "early_stopping_rounds": 10,
+            "num_threads": 1,
+            "n_folds": 3,
+            "stack_folds": 2,
+        },
     }
     path = folder / "mmgbm.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -115,8 +129,9 @@ def write_project(folder: Path, target: dict, frame: pd.DataFrame | None = None)
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    path = write_project(tmp_path_factory.mktemp("paths"), {"column": "category", "task": "path",
-                                                            "taxonomy": "taxonomy.txt"})
+    path = write_project(
+        tmp_path_factory.mktemp("paths"), {"column": "category", "task": "path", "taxonomy": "taxonomy.txt"}
+    )
     extract_text(load_config(path))
     result = runner.invoke(app, ["train", "--config", str(path), "--target", "category"])
     assert result.exit_code == 0, result.output
@@ -217,19 +232,24 @@ def test_a_path_in_level_columns_or_flipkart_json_reads_the_same(tmp_path: Path)
     frame["tree"] = levels.map(lambda path: json.dumps([" >> ".join(path + ["Acme Things"])]))
     columns = target_values(frame, TargetConfig(task="path", columns=["l1", "l2", "l3"]), "t")
     written = target_values(frame, TargetConfig(task="path", column="category"), "t")
-    tree = target_values(frame, TargetConfig(task="path", column="tree", separator=" >> ", max_depth=3,
-                                             truncate=True), "t")
+    tree = target_values(
+        frame, TargetConfig(task="path", column="tree", separator=" >> ", max_depth=3, truncate=True), "t"
+    )
     assert columns.y.tolist() == written.y.tolist()
-    assert [p.replace(" >> ", " > ") for p in tree.y] == [" > ".join((p.split(" > ") + ["Acme Things"])[:3])
-                                                          for p in written.y]
+    assert [p.replace(" >> ", " > ") for p in tree.y] == [
+        " > ".join((p.split(" > ") + ["Acme Things"])[:3]) for p in written.y
+    ]
 
 
-@pytest.mark.parametrize("values, target, message", [
-    (["A >> C", "A > B"], {"column": "c"}, "written with '>>' between levels, not the target's separator ' > '"),
-    (["A >  > C", "A > B"], {"column": "c"}, "has an empty level 2"),
-    (["A > B > C > D", "A > B"], {"column": "c", "max_depth": 3}, "4 levels, deeper than max_depth 3"),
-    ([None, "A"], {"columns": ["c", "d"]}, "level 1 is empty but level 2 is not"),
-])
+@pytest.mark.parametrize(
+    "values, target, message",
+    [
+        (["A >> C", "A > B"], {"column": "c"}, "written with '>>' between levels, not the target's separator ' > '"),
+        (["A >  > C", "A > B"], {"column": "c"}, "has an empty level 2"),
+        (["A > B > C > D", "A > B"], {"column": "c", "max_depth": 3}, "4 levels, deeper than max_depth 3"),
+        ([None, "A"], {"columns": ["c", "d"]}, "level 1 is empty but level 2 is not"),
+    ],
+)
 def test_bad_paths_are_one_line_naming_the_product_and_the_fix(values, target, message):
     frame = pd.DataFrame({"id": ["x1", "x2"], "c": values, "d": ["A", None]})
     with pytest.raises(MmgbmError, match=re.escape(message)) as error:
@@ -237,11 +257,14 @@ def test_bad_paths_are_one_line_naming_the_product_and_the_fix(values, target, m
     assert "\n" not in str(error.value) and "product 'x1'" in str(error.value)
 
 
-@pytest.mark.parametrize("name, text, message", [
-    ("google.txt", "1 - A\n2 - A > B\n2 - A > C\n", "line 3: id 2 is also on line 2 (duplicate id)"),
-    ("nodes.csv", "id,parent,name\n1,,A\n2,3,B\n3,2,C\n", "the parents form a cycle (2 -> 3 -> 2)"),
-    ("paths.csv", "path\nA > B\nA >> C\n", "line 3: path 'A >> C' is written with '>>'"),
-])
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("google.txt", "1 - A\n2 - A > B\n2 - A > C\n", "line 3: id 2 is also on line 2 (duplicate id)"),
+        ("nodes.csv", "id,parent,name\n1,,A\n2,3,B\n3,2,C\n", "the parents form a cycle (2 -> 3 -> 2)"),
+        ("paths.csv", "path\nA > B\nA >> C\n", "line 3: path 'A >> C' is written with '>>'"),
+    ],
+)
 def test_bad_taxonomy_files_are_one_line_naming_the_line(tmp_path: Path, name: str, text: str, message: str):
     (tmp_path / name).write_text(text)
     with pytest.raises(MmgbmError, match=re.escape(message)) as error:
@@ -255,9 +278,12 @@ def test_taxonomy_formats_name_the_same_tree(tmp_path: Path):
     pd.DataFrame({"path": sorted(nodes_of_taxonomy())}).to_csv(tmp_path / "paths.csv", index=False)
     leaves = [p.split(" > ") for p in sorted(nodes_of_taxonomy())]
     pd.DataFrame([(p + [None, None])[:3] for p in leaves], columns=["l1", "l2", "l3"]).to_csv(
-        tmp_path / "levels.csv", index=False)
-    trees = {name: read_taxonomy(tmp_path / name, PathFormat(" > ")).nodes
-             for name in ("google.txt", "plain.txt", "paths.csv", "levels.csv")}
+        tmp_path / "levels.csv", index=False
+    )
+    trees = {
+        name: read_taxonomy(tmp_path / name, PathFormat(" > ")).nodes
+        for name in ("google.txt", "plain.txt", "paths.csv", "levels.csv")
+    }
     assert len({frozenset(t) for t in trees.values()}) == 1 and ("Clothing", "Men", "Suits") in trees["plain.txt"]
 
 
@@ -265,5 +291,7 @@ def test_validate_lists_labels_outside_the_taxonomy_with_the_closest_node(tmp_pa
     path = write_project(tmp_path, {"column": "category", "task": "path", "taxonomy": "taxonomy.txt"})
     result = runner.invoke(app, ["validate", "--config", str(path)])
     assert result.exit_code != 0
-    assert f"'{TYPO}' (1 product) is no node of taxonomy.txt; the closest node is 'Clothing > Women > Dresses'" in \
-        " ".join(result.output.split())
+    assert (
+        f"'{TYPO}' (1 product) is no node of taxonomy.txt; the closest node is 'Clothing > Women > Dresses'"
+        in " ".join(result.output.split())
+    )

@@ -46,14 +46,25 @@ def with_colour(project: Path, tmp_path_factory) -> Path:
 
 def test_cli_writes_one_row_per_product_in_input_order_with_topk(project: Path, tmp_path: Path):
     out = tmp_path / "submission.csv"
-    result = runner.invoke(app, ["predict", "--config", str(project), "-t", "articleType", "-t", "price",
-                                 "--out", str(out), "--top-k", "3"])
+    result = runner.invoke(
+        app,
+        ["predict", "--config", str(project), "-t", "articleType", "-t", "price", "--out", str(out), "--top-k", "3"],
+    )
     assert result.exit_code == 0, result.output
     sub = pd.read_csv(out, dtype={"id": str})
     test = load_split(load_config(project), "test")
     assert sub["id"].tolist() == test["id"].tolist()
-    assert list(sub.columns) == ["id", "articleType", "articleType_top1", "articleType_p1", "articleType_top2",
-                                 "articleType_p2", "articleType_top3", "articleType_p3", "price"]
+    assert list(sub.columns) == [
+        "id",
+        "articleType",
+        "articleType_top1",
+        "articleType_p1",
+        "articleType_top2",
+        "articleType_p2",
+        "articleType_top3",
+        "articleType_p3",
+        "price",
+    ]
     assert (sub["articleType"] == sub["articleType_top1"]).all()
     assert (sub["articleType_p1"] >= sub["articleType_p2"]).all()
     assert (sub["price"] > 0).all()  # back on the original scale, not log1p
@@ -91,8 +102,20 @@ def test_cli_predict_embeds_a_photo_the_store_lacks_and_says_so(project: Path, t
     table = demo_frame().iloc[:3].copy()  # the fixture's products without a photo
     table.loc[table.index[0], "image"] = pd.read_csv(DEMO_TABLE, dtype=str)["image"].iloc[0]
     table.to_csv(tmp_path / "input.csv", index=False)
-    result = runner.invoke(app, ["predict", "-c", str(project), "-t", "articleType", "--input",
-                                 str(tmp_path / "input.csv"), "--out", str(tmp_path / "out.csv")])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            "-c",
+            str(project),
+            "-t",
+            "articleType",
+            "--input",
+            str(tmp_path / "input.csv"),
+            "--out",
+            str(tmp_path / "out.csv"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "1 products have a photo that is not in the image store" in result.output
     assert fake_encoder == {"fits": 1, "embedded": 1}
@@ -100,7 +123,8 @@ def test_cli_predict_embeds_a_photo_the_store_lacks_and_says_so(project: Path, t
 
 
 def test_cli_predict_fetches_a_photo_url_the_store_lacks_as_it_reads_the_same_photo_from_disk(
-        project: Path, tmp_path: Path, fake_encoder):
+    project: Path, tmp_path: Path, fake_encoder
+):
     """A product of the --input table whose photo is a URL (data.remote_images, given as dotted options) is fetched
     once and embedded on the fly, and predicted exactly as the same photo given as a path under images_root; with
     remote_images off the URL is never requested and the product is still predicted (as one without a photo)."""
@@ -111,9 +135,25 @@ def test_cli_predict_fetches_a_photo_url_the_store_lacks_as_it_reads_the_same_ph
     def run(image: str, name: str, *options: str) -> tuple[str, pd.DataFrame]:
         table.loc[table.index[0], "image"] = image
         table.to_csv(tmp_path / f"{name}.csv", index=False)
-        result = runner.invoke(app, ["predict", "-c", str(project), "-t", "articleType", "-t", "price", "--top-k",
-                                     "3", "--input", str(tmp_path / f"{name}.csv"),
-                                     "--out", str(tmp_path / f"{name}-out.csv"), *options])
+        result = runner.invoke(
+            app,
+            [
+                "predict",
+                "-c",
+                str(project),
+                "-t",
+                "articleType",
+                "-t",
+                "price",
+                "--top-k",
+                "3",
+                "--input",
+                str(tmp_path / f"{name}.csv"),
+                "--out",
+                str(tmp_path / f"{name}-out.csv"),
+                *options,
+            ],
+        )
         assert result.exit_code == 0, result.output
         out = pd.read_csv(tmp_path / f"{name}-out.csv", dtype={"id": str})
         assert out["id"].tolist() == table["id"].tolist()

@@ -20,7 +20,14 @@ from mmgbm.features.images import extract_images
 from mmgbm.features.photo_fetch import PhotoFetcher, photo_candidates
 from tests.photo_server import photo_server
 from tests.test_images import (  # noqa: F401 (fixtures)
-    FLOAT16, catalogue, demo_rows, fake_embedding, fake_encoder, images_dir, read_back, zoo,
+    FLOAT16,
+    catalogue,
+    demo_rows,
+    fake_embedding,
+    fake_encoder,
+    images_dir,
+    read_back,
+    zoo,
 )
 
 # Seconds, not minutes: the bad hosts below cost the test what they would cost a user with these settings.
@@ -30,15 +37,32 @@ QUICK = {"connect_timeout": 1.0, "read_timeout": 1.0, "total_timeout": 2.0, "bac
 def remote_catalogue(folder: Path, rows: list[tuple[str, str]], write_config, **fetch) -> Path:
     """A Merchant Center feed (tab-separated) whose image_link values are URLs on the test servers (a relative one
     stays a file under `imgs/`); the servers' 127.0.0.1 is listed, as a user lists an internal CDN."""
-    pd.DataFrame({"id": [r[0] for r in rows], "title": [f"product {r[0]}" for r in rows],
-                  "image_link": [r[1] for r in rows], "availability": "in stock",
-                  "price": "15.00 USD"}).to_csv(folder / "feed.tsv", sep="\t", index=False)
-    return write_config({
-        "workdir": "work",
-        "data": {"splits": {"train": "feed.tsv"}, "image_column": "image_link", "images_root": "imgs",
-                 "remote_images": True, "remote_image_hosts": ["127.0.0.1"], "fetch": {**QUICK, **fetch}},
-        "features": {"image": {"backbone": "b0", "weights": "none", "image_size": 32, "batch_size": 4,
-                               "shard_size": 3}, "text": {"enabled": False}}})
+    pd.DataFrame(
+        {
+            "id": [r[0] for r in rows],
+            "title": [f"product {r[0]}" for r in rows],
+            "image_link": [r[1] for r in rows],
+            "availability": "in stock",
+            "price": "15.00 USD",
+        }
+    ).to_csv(folder / "feed.tsv", sep="\t", index=False)
+    return write_config(
+        {
+            "workdir": "work",
+            "data": {
+                "splits": {"train": "feed.tsv"},
+                "image_column": "image_link",
+                "images_root": "imgs",
+                "remote_images": True,
+                "remote_image_hosts": ["127.0.0.1"],
+                "fetch": {**QUICK, **fetch},
+            },
+            "features": {
+                "image": {"backbone": "b0", "weights": "none", "image_size": 32, "batch_size": 4, "shard_size": 3},
+                "text": {"enabled": False},
+            },
+        }
+    )
 
 
 def failures(cfg_path: Path) -> dict[str, str]:
@@ -48,10 +72,11 @@ def failures(cfg_path: Path) -> dict[str, str]:
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_a_feed_on_two_hosts_embeds_every_photo_and_lists_every_bad_url_with_its_reason(
-        tmp_path: Path, images_dir: Path, write_config, fake_encoder):
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder
+):
     good = demo_rows(6)
     with photo_server(images_dir) as a, photo_server(images_dir) as b:
-        rows = ([(pid, f"{(a, b)[i % 2].url}/photos/{path}") for i, (pid, path) in enumerate(good)] + [
+        rows = [(pid, f"{(a, b)[i % 2].url}/photos/{path}") for i, (pid, path) in enumerate(good)] + [
             ("redirected", f"{b.url}/redirect/{good[0][1]}"),
             ("flaky", f"{a.url}/flaky/1/{good[1][1]}"),  # one 500, then the photo: a second try gets it
             ("second-photo", f'["{a.url}/status/404/first.jpg", "{b.url}/photos/{good[2][1]}"]'),
@@ -67,16 +92,24 @@ def test_a_feed_on_two_hosts_embeds_every_photo_and_lists_every_bad_url_with_its
             ("metadata", "http://169.254.169.254/latest/meta-data/x.jpg"),
             ("private", "http://10.1.2.3/x.jpg"),
             ("not-web", "ftp://127.0.0.1/x.jpg"),
-        ])
+        ]
         config = remote_catalogue(tmp_path, rows, write_config)
         result = CliRunner().invoke(app, ["extract-images", "-c", str(config)])
         assert result.exit_code == 0, result.output
         assert "10 embedded" in result.output
         assert failures(config) == {
-            "hung": "timed out", "missing": "HTTP 404", "failing": "HTTP 500 after 3 tries",
-            "throttled": "HTTP 429 after 3 tries", "trickle": "timed out", "login-page": "not an image",
-            "huge": "too large", "loop": "too many redirects", "metadata": "address not allowed",
-            "private": "address not allowed", "not-web": "outside images_root"}
+            "hung": "timed out",
+            "missing": "HTTP 404",
+            "failing": "HTTP 500 after 3 tries",
+            "throttled": "HTTP 429 after 3 tries",
+            "trickle": "timed out",
+            "login-page": "not an image",
+            "huge": "too large",
+            "loop": "too many redirects",
+            "metadata": "address not allowed",
+            "private": "address not allowed",
+            "not-web": "outside images_root",
+        }
         assert a.requests["/hang/x.jpg"] == 1  # a host that did not answer is not asked again
         assert b.requests["/status/500/x.jpg"] == 3 and a.requests["/status/404/x.jpg"] == 1
     cfg = load_config(config)
@@ -89,8 +122,9 @@ def test_a_feed_on_two_hosts_embeds_every_photo_and_lists_every_bad_url_with_its
     np.testing.assert_allclose(fallbacks.dense["image"], expected[:4], **FLOAT16)
 
 
-def test_reruns_ask_the_server_and_fetch_only_changed_photos(tmp_path: Path, images_dir: Path, write_config,
-                                                              fake_encoder):
+def test_reruns_ask_the_server_and_fetch_only_changed_photos(
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder
+):
     good = demo_rows(3)
     with photo_server(images_dir) as server:
         rows = [(pid, f"{server.url}/photos/{path}") for pid, path in good]
@@ -113,14 +147,20 @@ def test_reruns_ask_the_server_and_fetch_only_changed_photos(tmp_path: Path, ima
         assert "3 photo URLs embedded before checked for changes: 1 changed" in changed.describe()
         assert [server.served[path] for _, path in good[1:]] == [1, 1]  # the unchanged photos were sent once
     pixels, _ = decode_image(images_dir / "ok.png", 32)
-    np.testing.assert_allclose(read_back(load_config(config), [good[0][0]]).dense["image"][0],
-                               fake_embedding(pixels[None], 1280)[0], **FLOAT16)
+    np.testing.assert_allclose(
+        read_back(load_config(config), [good[0][0]]).dense["image"][0], fake_embedding(pixels[None], 1280)[0], **FLOAT16
+    )
 
 
-def test_photo_urls_need_remote_images_and_are_never_joined_as_local_paths(tmp_path: Path, images_dir: Path,
-                                                                            write_config, fake_encoder):
+def test_photo_urls_need_remote_images_and_are_never_joined_as_local_paths(
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder
+):
     with photo_server(images_dir) as server:
-        config = catalogue(tmp_path, [("a", f"{server.url}/photos/ok.png")], write_config,)
+        config = catalogue(
+            tmp_path,
+            [("a", f"{server.url}/photos/ok.png")],
+            write_config,
+        )
         summary = extract_images(load_config(config, {"data.allow_absolute_image_paths": True}))
         assert summary.failures == {"photo URL (set data.remote_images: true)": 1} and not server.requests
 

@@ -72,9 +72,11 @@ def test_a_writer_killed_mid_stream_leaves_only_whole_lines(tmp_path: Path):
     """A reviewer's service killed while it appends: every line in the file reads back whole, and the next
     answer appends cleanly after them."""
     path = tmp_path / "articleType.csv"
-    code = ("import sys; from pathlib import Path; from mmgbm.corrections import Decision, append_decision\n"
-            "for i in range(100_000): append_decision(Path(sys.argv[1]), "
-            "Decision(str(i), 'articleType', 'Tshirts', 'Shirts', 'Shirts', 'reviewer 9, the careful one'))")
+    code = (
+        "import sys; from pathlib import Path; from mmgbm.corrections import Decision, append_decision\n"
+        "for i in range(100_000): append_decision(Path(sys.argv[1]), "
+        "Decision(str(i), 'articleType', 'Tshirts', 'Shirts', 'Shirts', 'reviewer 9, the careful one'))"
+    )
     writer = subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=Path(__file__).resolve().parents[1])
     deadline = time.monotonic() + 30
     while (not path.exists() or path.stat().st_size < 20_000) and time.monotonic() < deadline:
@@ -96,8 +98,9 @@ def test_a_write_cut_short_by_a_crash_is_ignored_then_cut_off(tmp_path: Path):
     read = read_corrections(path, "articleType")
     assert list(read.latest.index) == ["1"] and read.torn == 1
     append_decision(path, decision("3", "Tshirts"))
-    assert path.read_text().splitlines()[1:] == [line for line in path.read_text().splitlines()[1:]
-                                                 if line.startswith(("1,", "3,"))]
+    assert path.read_text().splitlines()[1:] == [
+        line for line in path.read_text().splitlines()[1:] if line.startswith(("1,", "3,"))
+    ]
     read = read_corrections(path, "articleType")
     assert read.latest["decided"].to_dict() == {"1": "Shirts", "3": "Tshirts"} and read.torn == 0
 
@@ -153,8 +156,9 @@ def test_answers_are_recorded_with_what_the_reviewer_was_shown(project, decided)
     assert queue["left"] == queue["suspects"] == len(audit_suspects(path)) and queue["decided"] == 0
     first, second = queue["queue"][:2]
     assert "Tshirts" in queue["classes"] and len(queue["queue"]) == 5
-    answer = client.post("/review/articleType/decisions", json={"id": first["id"], "decided": first["suggested"],
-                                                                "by": "ana"})
+    answer = client.post(
+        "/review/articleType/decisions", json={"id": first["id"], "decided": first["suggested"], "by": "ana"}
+    )
     assert answer.status_code == 200, answer.text
     assert answer.json()["left"] == queue["left"] - 1
     client.post("/review/articleType/decisions", json={"id": second["id"], "decided": second["given"]})
@@ -162,7 +166,8 @@ def test_answers_are_recorded_with_what_the_reviewer_was_shown(project, decided)
     assert list(rows.columns) == COLUMNS
     assert rows[["id", "given", "suggested", "decided", "by"]].values.tolist() == [
         [first["id"], first["given"], first["suggested"], first["suggested"], "ana"],
-        [second["id"], second["given"], second["suggested"], second["given"], ""]]
+        [second["id"], second["given"], second["suggested"], second["given"], ""],
+    ]
     manifest = model_dir(load_config(path), "articleType") / "manifest.json"
     assert rows["model"].tolist() == [hashlib.sha256(manifest.read_bytes()).hexdigest()[:12]] * 2
     assert rows["at"].str.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$").all() and rows["audit"].str.len().eq(12).all()
@@ -170,14 +175,17 @@ def test_answers_are_recorded_with_what_the_reviewer_was_shown(project, decided)
     assert after["decided"] == 2 and [s["id"] for s in after["queue"][:3]] == [s["id"] for s in queue["queue"][2:5]]
 
 
-@pytest.mark.parametrize("answer, reason", [
-    ({"id": "no-such-product", "decided": "Shirts"}, "product 'no-such-product' is not in the training table"),
-    ({"id": "{not_suspect}", "decided": "Shirts"}, "is not among the suspects of"),
-    ({"id": "{suspect}", "decided": "Jeans"}, "'Jeans' is not a class of 'articleType'"),
-    ({"id": "{suspect}", "decided": "Shirts", "role": "admin"}, "role: Extra inputs are not permitted"),
-    ({"id": "{suspect}", "decided": "Shirts", "by": "a\nb"}, "by: String should match pattern"),
-    ({"id": "{suspect}", "decided": ""}, "decided: String should have at least 1 character"),
-])
+@pytest.mark.parametrize(
+    "answer, reason",
+    [
+        ({"id": "no-such-product", "decided": "Shirts"}, "product 'no-such-product' is not in the training table"),
+        ({"id": "{not_suspect}", "decided": "Shirts"}, "is not among the suspects of"),
+        ({"id": "{suspect}", "decided": "Jeans"}, "'Jeans' is not a class of 'articleType'"),
+        ({"id": "{suspect}", "decided": "Shirts", "role": "admin"}, "role: Extra inputs are not permitted"),
+        ({"id": "{suspect}", "decided": "Shirts", "by": "a\nb"}, "by: String should match pattern"),
+        ({"id": "{suspect}", "decided": ""}, "decided: String should have at least 1 character"),
+    ],
+)
 def test_answers_are_checked_against_the_table_and_the_classes(project, decided, answer, reason):
     path, _ = project
     suspects = audit_suspects(path)
@@ -206,8 +214,12 @@ def test_writes_need_this_machine_or_the_token(project, decided):
     with_token = service(path, host="0.0.0.0", token="s3cret")
     assert with_token.post(url, json=answer).status_code == 401
     assert with_token.post(url, json=answer, headers={"X-Review-Token": "s3cre"}).status_code == 401
-    assert with_token.post(url, json=answer, headers={"X-Review-Token": "s3cret",
-                                                      "Origin": "https://review.example"}).status_code == 200
+    assert (
+        with_token.post(
+            url, json=answer, headers={"X-Review-Token": "s3cret", "Origin": "https://review.example"}
+        ).status_code
+        == 200
+    )
     assert decisions(path)["id"].tolist() == [answer["id"]]
 
 
@@ -238,15 +250,22 @@ def test_photos_are_served_small_and_only_of_suspects(project):
 
 def test_every_review_endpoint_documents_its_refusals(project):
     schema = service(project[0]).get("/openapi.json").json()
-    answers = {(path, method): operation["responses"] for path, item in schema["paths"].items()
-               for method, operation in item.items() if path.startswith("/review")}
+    answers = {
+        (path, method): operation["responses"]
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        if path.startswith("/review")
+    }
     assert ("/review/{target}/decisions", "post") in answers
     for (path, method), responses in answers.items():
         refusals = {status: r for status, r in responses.items() if status.startswith("4")}
         assert "422" in refusals, (path, method)
         for status, response in refusals.items():
             assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Problem"}, (
-                path, method, status)
+                path,
+                method,
+                status,
+            )
 
 
 def test_review_without_an_audit_says_what_to_run(tmp_path: Path):
@@ -273,8 +292,9 @@ def test_train_learns_the_decided_labels_and_audit_hides_them(own_copy: Path):
     train_ids = _model(path).train_ids_
     flipped = [pid for pid in train_ids if clean[pid] != table[pid]]
     for pid in flipped:  # a reviewer restores each flipped label
-        append_decision(labels_path(load_config(path), "articleType"),
-                        Decision(pid, "articleType", table[pid], "", clean[pid]))
+        append_decision(
+            labels_path(load_config(path), "articleType"), Decision(pid, "articleType", table[pid], "", clean[pid])
+        )
     trained = runner.invoke(app, ["train", "-c", str(path), "-t", "articleType"])
     assert trained.exit_code == 0, trained.output
     assert f"{len(flipped)} labels corrected by articleType.csv" in said(trained)

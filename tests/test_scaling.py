@@ -182,9 +182,12 @@ def test_folds_in_parallel_give_the_serial_model():
         parallel = make(**FAST, n_jobs=2).fit(X, target)
         # Worker processes get copies of the rows: float32 products may differ in their last bits, which the
         # heads' settled scores absorb (to ~1e-5 at worst: test_cluster.py).
-        np.testing.assert_allclose(parallel.predict(X) if make is MMGBMRegressor else parallel.predict_proba(X),
-                                   serial.predict(X) if make is MMGBMRegressor else serial.predict_proba(X),
-                                   rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            parallel.predict(X) if make is MMGBMRegressor else parallel.predict_proba(X),
+            serial.predict(X) if make is MMGBMRegressor else serial.predict_proba(X),
+            rtol=1e-4,
+            atol=1e-4,
+        )
         np.testing.assert_array_equal(parallel.choice_, serial.choice_)
 
 
@@ -263,8 +266,10 @@ def grouped_titles(n: int, n_classes: int, seed: int) -> tuple[sp.csr_matrix, np
     y = np.arange(n) % n_classes
     own = np.where(rng.random(n) < 0.7, y, y // 10 * 10 + rng.integers(0, 10, n))
     words = np.column_stack([n_classes + y // 10, own, n_classes + n_classes // 10 + rng.integers(0, 3000, (n, 2))])
-    X = sp.csr_matrix((np.ones(words.size, np.float32), (np.repeat(np.arange(n), 4), words.ravel())),
-                      shape=(n, n_classes + n_classes // 10 + 3000))
+    X = sp.csr_matrix(
+        (np.ones(words.size, np.float32), (np.repeat(np.arange(n), 4), words.ravel())),
+        shape=(n, n_classes + n_classes // 10 + 3000),
+    )
     return sp.csr_matrix(X.multiply(1 / np.sqrt(X.multiply(X).sum(axis=1)))), y
 
 
@@ -284,13 +289,15 @@ def test_a_shortlisted_text_svm_scores_like_one_vs_rest_with_sparse_weights(tmp_
     # Through the classifier and its artifact (skops must trust the shortlisted SVM, and only it).
     labels = np.array([f"c{c:03d}" for c in range(150)])
     model = MMGBMClassifier(**FAST, linear_shortlist=20, image_knn_projection=False).fit(
-        ProductMatrix(np.arange(3000).astype(str), {"title": X}), labels[y])
+        ProductMatrix(np.arange(3000).astype(str), {"title": X}), labels[y]
+    )
     assert isinstance(model.heads_["text.title.linear"].model_, ShortlistSVM)
     test = ProductMatrix(np.arange(600).astype(str), {"title": Q})
     assert np.mean(model.predict(test) == labels[truth]) >= accuracy[0] - 0.02
     save_artifact(tmp_path / "m", Artifact(TargetInfo("t", "t", "classification"), model, {}, {}, {}))
-    np.testing.assert_array_equal(load_artifact(tmp_path / "m", "t").model.predict_proba(test),
-                                  model.predict_proba(test))
+    np.testing.assert_array_equal(
+        load_artifact(tmp_path / "m", "t").model.predict_proba(test), model.predict_proba(test)
+    )
 
 
 def test_a_projected_head_whose_products_sit_in_one_half_of_the_folds_is_scored_fold_by_fold():

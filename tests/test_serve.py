@@ -84,22 +84,24 @@ def test_answers_equal_batch_predict(service: httpx.Client, text_project: Path, 
     blank = frame.iloc[[52]].assign(id="blank", productDisplayName=None, season=None)
     table = pd.concat([new, stored, blank])[FIELDS]
     table.to_csv(tmp_path / "input.csv", index=False)
-    batch = predict(load_config(text_project), ["articleType", "price"], input_path=tmp_path / "input.csv",
-                    top_k=TOP_K)
+    batch = predict(load_config(text_project), ["articleType", "price"], input_path=tmp_path / "input.csv", top_k=TOP_K)
     response = service.post("/predict", params={"top_k": TOP_K}, json=products_json(table, FIELDS))
     assert response.status_code == 200, response.text
     assert_same_as_batch(response.json()["predictions"], batch, ["articleType"], ["price"])
 
 
-@pytest.mark.parametrize("body, status, reason", [
-    ([{"id": "a", "colour": "red"}], 422, "product 0, field 'colour': Extra inputs are not permitted"),
-    ([{"id": "a", "year": "last year"}], 422, "product 0, field 'year': Input should be a valid number"),
-    ([{"productDisplayName": "no id"}], 422, "product 0, field 'id': Field required"),
-    ([{"id": "a", "image": "x.jpg"}], 422, "field 'image': Extra inputs"),  # image features are off here
-    ([], 422, "at least 1 item"),
-    ({"id": "a"}, 422, "valid list"),
-    ([{"id": str(i)} for i in range(300)], 422, "at most 256 items"),
-])
+@pytest.mark.parametrize(
+    "body, status, reason",
+    [
+        ([{"id": "a", "colour": "red"}], 422, "product 0, field 'colour': Extra inputs are not permitted"),
+        ([{"id": "a", "year": "last year"}], 422, "product 0, field 'year': Input should be a valid number"),
+        ([{"productDisplayName": "no id"}], 422, "product 0, field 'id': Field required"),
+        ([{"id": "a", "image": "x.jpg"}], 422, "field 'image': Extra inputs"),  # image features are off here
+        ([], 422, "at least 1 item"),
+        ({"id": "a"}, 422, "valid list"),
+        ([{"id": str(i)} for i in range(300)], 422, "at most 256 items"),
+    ],
+)
 def test_bad_input_is_a_one_line_4xx(service: httpx.Client, body, status: int, reason: str):
     response = service.post("/predict", json=body)
     assert response.status_code == status
@@ -119,8 +121,7 @@ def test_body_over_the_limit_is_refused_and_service_keeps_serving(service: httpx
 
 
 def test_health_and_openapi(service: httpx.Client):
-    assert service.get("/health").json() == {"status": "ok", "targets": ["articleType", "price"],
-                                             "image_encoder": None}
+    assert service.get("/health").json() == {"status": "ok", "targets": ["articleType", "price"], "image_encoder": None}
     schema = service.get("/openapi.json").json()
     assert "/predict" in schema["paths"]
     assert service.get("/docs").status_code == 200
@@ -140,7 +141,7 @@ def photo_project(tmp_path_factory) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
     cfg = load_config(path)
     extract_images(cfg, overwrite=True)
     train(cfg, ["baseColour"])
-    table = demo_frame().iloc[NO_IMAGE:NO_IMAGE + 4]
+    table = demo_frame().iloc[NO_IMAGE : NO_IMAGE + 4]
     table[FIELDS + ["image"]].to_csv(folder / "input.csv", index=False)
     return path, table, predict(cfg, ["baseColour"], input_path=folder / "input.csv", top_k=TOP_K)
 
@@ -159,17 +160,24 @@ def test_posted_photos_are_embedded_as_extraction_embeds_them(photo_project, pho
     _, table, batch = photo_project
     client = photo_service
     by_path = products_json(table, FIELDS + ["image"])
-    by_bytes = [{**products_json(table, FIELDS)[i],
-                 "image_base64": base64.b64encode((DEMO_TABLE.parent / p["image"]).read_bytes()).decode()}
-                for i, p in enumerate(by_path)]
+    by_bytes = [
+        {
+            **products_json(table, FIELDS)[i],
+            "image_base64": base64.b64encode((DEMO_TABLE.parent / p["image"]).read_bytes()).decode(),
+        }
+        for i, p in enumerate(by_path)
+    ]
     for products in (by_path, by_bytes):
         response = client.post("/predict", params={"top_k": TOP_K}, json=products)
         assert response.status_code == 200, response.text
         assert_same_as_batch(response.json()["predictions"], batch, ["baseColour"], [])
     first = by_path[0]
-    upload = client.post("/predict/upload", params={"top_k": TOP_K},
-                         files={"image": (DEMO_TABLE.parent / first["image"]).read_bytes()},
-                         data={"product": json.dumps({k: v for k, v in first.items() if k != "image"})})
+    upload = client.post(
+        "/predict/upload",
+        params={"top_k": TOP_K},
+        files={"image": (DEMO_TABLE.parent / first["image"]).read_bytes()},
+        data={"product": json.dumps({k: v for k, v in first.items() if k != "image"})},
+    )
     assert upload.status_code == 200, upload.text
     assert_same_as_batch(upload.json()["predictions"], batch.iloc[:1], ["baseColour"], [])
     bad = client.post("/predict", json=[{"id": "x", "image_base64": base64.b64encode(b"not a photo").decode()}])
@@ -181,7 +189,8 @@ def test_posted_photos_are_embedded_as_extraction_embeds_them(photo_project, pho
 
 @pytest.mark.slow
 def test_posted_photo_urls_are_fetched_and_embedded_as_extraction_embeds_the_files(
-        photo_project, photo_service: httpx.Client):
+    photo_project, photo_service: httpx.Client
+):
     """Products posted with their photo as a URL (one as a list whose first URL is missing) give batch predict's
     answers on the same photos read from disk, each photo downloaded once; a URL that answers 404, or one to the
     cloud metadata address, is a one-line 422 naming the product, and the service keeps serving."""
@@ -205,8 +214,9 @@ def test_posted_photo_urls_are_fetched_and_embedded_as_extraction_embeds_the_fil
         assert server.requests["/photos/images/not-there.jpg"] == 1  # a 404 is not tried again
     response = client.post("/predict", json=[{"id": "metadata", "image": "http://169.254.169.254/x.jpg"}])
     assert response.status_code == 422
-    assert response.json()["detail"] == ("product 'metadata': image 'http://169.254.169.254/x.jpg' unusable "
-                                         "(address not allowed)")
+    assert response.json()["detail"] == (
+        "product 'metadata': image 'http://169.254.169.254/x.jpg' unusable (address not allowed)"
+    )
     assert client.get("/health").status_code == 200
 
 
@@ -221,11 +231,30 @@ def test_the_service_keeps_its_openapi_contract(photo_project):
 
     overrides = ["--data.remote_images", "false"]
     with service_process(photo_project[0], ["baseColour"], overrides, cwd=REPO) as url:
-        run = subprocess.run([str(Path(sys.executable).parent / "schemathesis"), "--config-file",
-                              str(Path(__file__).parent / "schemathesis.toml"), "run", f"{url}/openapi.json",
-                              "--checks", "all", "--max-examples", "300", "--seed", "20261204", "--workers", "1",
-                              "--generation-deterministic", "--no-shrink", "--max-failures", "5"],
-                             capture_output=True, text=True, timeout=900)
+        run = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "schemathesis"),
+                "--config-file",
+                str(Path(__file__).parent / "schemathesis.toml"),
+                "run",
+                f"{url}/openapi.json",
+                "--checks",
+                "all",
+                "--max-examples",
+                "300",
+                "--seed",
+                "20261204",
+                "--workers",
+                "1",
+                "--generation-deterministic",
+                "--no-shrink",
+                "--max-failures",
+                "5",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     assert run.returncode == 0, run.stdout[-4000:]
     cases = sum(int(n) for n in re.findall(r"(\d+) generated", run.stdout))
     assert cases >= 500, run.stdout[-2000:]

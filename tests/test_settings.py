@@ -21,18 +21,22 @@ def test_every_estimator_parameter_is_a_model_setting_with_the_estimators_defaul
         for name, default in kind().get_params().items():
             if name not in FROM_TARGET:
                 assert name in settings, f"{kind.__name__}({name}=...) cannot be set from the config"
-                assert settings[name] == default, f"model.{name}: the config says {settings[name]!r}, " \
-                                                  f"{kind.__name__} {default!r}"
+                assert settings[name] == default, (
+                    f"model.{name}: the config says {settings[name]!r}, {kind.__name__} {default!r}"
+                )
     taken = set(MMGBMClassifier().get_params()) | set(MMGBMRegressor().get_params())
     assert set(settings) <= taken, f"settings no estimator reads: {set(settings) - taken}"
 
 
 def test_every_setting_reaches_the_estimator(tiny_config: Path):
-    cfg = load_config(tiny_config, parse_overrides(["--model.selection_margin_se", "3.5", "--model.linear_c", "4",
-                                                    "--model.params", "{max_bin: 63}"]))
+    cfg = load_config(
+        tiny_config,
+        parse_overrides(
+            ["--model.selection_margin_se", "3.5", "--model.linear_c", "4", "--model.params", "{max_bin: 63}"]
+        ),
+    )
     model = build_estimator(cfg, cfg.targets["colour"])
     assert (model.selection_margin_se, model.linear_c, model.lightgbm_params) == (3.5, 4.0, {"max_bin": 63})
-
 
 
 def test_contradicting_settings_stop_train_before_it_reads_anything(tiny_config: Path):

@@ -162,8 +162,9 @@ def test_on_object_storage_a_crash_leaves_no_object_and_a_damaged_one_is_set_asi
 
 
 @pytest.mark.parametrize("fails", ["opening", "reading"])
-def test_an_object_store_that_cannot_be_reached_stops_the_run_and_sets_nothing_aside(object_store: str, monkeypatch,
-                                                                                     fails: str):
+def test_an_object_store_that_cannot_be_reached_stops_the_run_and_sets_nothing_aside(
+    object_store: str, monkeypatch, fails: str
+):
     from fsspec.implementations.memory import MemoryFile
 
     s = FeatureStore(f"{object_store}/b0", FP)
@@ -174,8 +175,11 @@ def test_an_object_store_that_cannot_be_reached_stops_the_run_and_sets_nothing_a
         monkeypatch.setattr(later.folder.fs, "open", reset)
     else:  # the connection drops in the middle of the shard, while the Parquet reader asks for its bytes
         monkeypatch.setattr(MemoryFile, "read", reset)
-    with pytest.raises(MmgbmError, match=r"b0/part-\d+-[0-9a-f]+\.parquet: the object store failed \(ConnectionError: "
-                                         r"reset\); check the `store` URL"):
+    with pytest.raises(
+        MmgbmError,
+        match=r"b0/part-\d+-[0-9a-f]+\.parquet: the object store failed \(ConnectionError: "
+        r"reset\); check the `store` URL",
+    ):
         later.prepare_writing()
     monkeypatch.undo()
     assert later.quarantined == [] and s.present_ids() == {"a"}  # the shard is where it was, still read

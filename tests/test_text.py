@@ -39,12 +39,17 @@ def text_config(tmp_path: Path, write_config):
     TEST.to_csv(tmp_path / "test.csv", index=False)
 
     def make(**text_settings) -> Path:
-        return write_config({
-            "workdir": "work",
-            "data": {"id_column": "pid", "splits": {"train": "train.csv", "test": "test.csv"},
-                     "text_columns": ["title"]},
-            "features": {"image": {"enabled": False}, "text": {"min_df": 1, **text_settings}},
-        })
+        return write_config(
+            {
+                "workdir": "work",
+                "data": {
+                    "id_column": "pid",
+                    "splits": {"train": "train.csv", "test": "test.csv"},
+                    "text_columns": ["title"],
+                },
+                "features": {"image": {"enabled": False}, "text": {"min_df": 1, **text_settings}},
+            }
+        )
 
     return make
 
@@ -181,7 +186,7 @@ def test_several_fields_each_with_its_own_vectorizer(text_config):
     assert set(feats) == {"title", "desc", "all"}
     desc = load_vectorizer(cfg, "desc").vocabulary_
     assert {"soft", "cotton", "lace"} <= set(desc) and not {"p", "b", "nbsp", "amp"} & set(desc)
-    desc_words = feats["desc"][:, :len(desc)]  # word columns come first, character n-grams after them
+    desc_words = feats["desc"][:, : len(desc)]  # word columns come first, character n-grams after them
     assert desc_words.getnnz(axis=1).tolist() == [5, 0] and feats["desc"][1].nnz == 0  # p2 has no description
     assert "denim" in load_vectorizer(cfg, "all").vocabulary_ and "lace" in load_vectorizer(cfg, "all").vocabulary_
 
@@ -276,7 +281,9 @@ def test_cli_extract_text(text_config):
 
     stale = subprocess.run(
         [sys.executable, "-m", "mmgbm", "extract-text", "-c", str(path), "--features.text.min_df", "2"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert stale.returncode == 1 and "Traceback" not in stale.stderr
     assert "min_df: fitted with 1, config asks 2" in stale.stderr.replace("\n", "")
@@ -288,8 +295,9 @@ def test_bench_script_reports_throughput_and_memory(tmp_path):
     data = tmp_path / "names.csv"
     pd.DataFrame({"uniq_id": [f"u{i}" for i in range(40)], "product_name": names}).to_csv(data, index=False)
     script = Path(__file__).resolve().parents[1] / "scripts" / "bench_text.py"
-    out = subprocess.run([sys.executable, str(script), "--data", str(data), "--rows", "100"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(script), "--data", str(data), "--rows", "100"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert "repeated (100): transform" in out.stdout and "docs/s" in out.stdout and "peak RSS" in out.stdout
     assert "100 new products" in out.stdout

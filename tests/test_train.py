@@ -42,8 +42,16 @@ def test_train_writes_one_artifact_per_target_that_loads_alone(project: Path):
     for name in cfg.targets:
         folder = model_dir(cfg, name)
         assert sorted(p.name for p in folder.iterdir()) == sorted(
-            ["manifest.json", "estimator.skops", "lightgbm.txt", "labels.json", "config.json", "fingerprints.json",
-             "metrics.json"])
+            [
+                "manifest.json",
+                "estimator.skops",
+                "lightgbm.txt",
+                "labels.json",
+                "config.json",
+                "fingerprints.json",
+                "metrics.json",
+            ]
+        )
         artifact = load_artifact(folder, name)
         assert set(artifact.fingerprints) == {"text/text", "image/b0", "image/colour"}
         assert artifact.config["targets"][name]["column"] == cfg.targets[name].column
@@ -167,18 +175,32 @@ def test_artifact_holds_no_config_object_and_knows_its_target(project: Path):
     folder = model_dir(cfg, "price")
     assert b"mmgbm.config" not in (folder / "estimator.skops").read_bytes()  # flat parameters, no pydantic
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["target"] == {"name": "price", "column": "price", "task": "regression", "log_target": True,
-                                  "normalise": None, "path": None}
+    assert manifest["target"] == {
+        "name": "price",
+        "column": "price",
+        "task": "regression",
+        "log_target": True,
+        "normalise": None,
+        "path": None,
+    }
     assert load_artifact(folder, "price").model.log_target is True
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda folder: _edit_manifest(folder, format_version=1), f"format 1; this mmgbm reads format {FORMAT_VERSION}"),
-    (lambda folder: (folder / "manifest.json").unlink(), "older format"),
-    (lambda folder: (folder / "lightgbm.txt").write_text("tree\n"), "lightgbm.txt: missing or changed"),
-    (lambda folder: _edit_manifest(folder, target={"name": "is_men", "column": "is_men", "task": "binary"}),
-     "holds a model of target 'is_men', not 'price'"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            lambda folder: _edit_manifest(folder, format_version=1),
+            f"format 1; this mmgbm reads format {FORMAT_VERSION}",
+        ),
+        (lambda folder: (folder / "manifest.json").unlink(), "older format"),
+        (lambda folder: (folder / "lightgbm.txt").write_text("tree\n"), "lightgbm.txt: missing or changed"),
+        (
+            lambda folder: _edit_manifest(folder, target={"name": "is_men", "column": "is_men", "task": "binary"}),
+            "holds a model of target 'is_men', not 'price'",
+        ),
+    ],
+)
 def test_damaged_or_foreign_artifacts_are_refused_in_one_line(tmp_path: Path, project: Path, damage, message):
     cfg = load_config(project)
     folder = tmp_path / "price"
@@ -195,9 +217,11 @@ def _edit_manifest(folder: Path, **changes) -> None:
 
 
 def test_writing_reports_leaves_the_matplotlib_backend_alone(tmp_path: Path):
-    code = ("import matplotlib; matplotlib.use('pdf'); from mmgbm.commands.reports import importance_png; "
-            f"importance_png(__import__('pathlib').Path({str(tmp_path / 'i.png')!r}), {{'text': 1.0}}, 't'); "
-            "print(matplotlib.get_backend())")
+    code = (
+        "import matplotlib; matplotlib.use('pdf'); from mmgbm.commands.reports import importance_png; "
+        f"importance_png(__import__('pathlib').Path({str(tmp_path / 'i.png')!r}), {{'text': 1.0}}, 't'); "
+        "print(matplotlib.get_backend())"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "pdf"
     assert (tmp_path / "i.png").read_bytes()[:4] == b"\x89PNG"
@@ -219,12 +243,15 @@ def test_last_bit_differences_in_the_features_leave_the_model_unchanged(tmp_path
     cfg = load_config(make_project(tmp_path, demo_frame().head(270), n_folds=2, stack_folds=2))
     train, test = load_split(cfg, "train"), load_split(cfg, "test")
     X, new = (load_products(cfg, frame)[0] for frame in (train, test))
-    text = {name: sp.csr_matrix((np.nextafter(m.data, np.float32(np.inf)), m.indices, m.indptr), shape=m.shape)
-            for name, m in X.text.items()}
+    text = {
+        name: sp.csr_matrix((np.nextafter(m.data, np.float32(np.inf)), m.indices, m.indptr), shape=m.shape)
+        for name, m in X.text.items()
+    }
     dense = {name: np.nextafter(block, np.float32(np.inf)) for name, block in X.dense.items()}
     nudged = ProductMatrix(X.ids, text, X.words, dense, X.meta)
-    models = [build_estimator(cfg, cfg.targets["articleType"]).fit(m, train["articleType"].to_numpy())
-              for m in (X, nudged)]
+    models = [
+        build_estimator(cfg, cfg.targets["articleType"]).fit(m, train["articleType"].to_numpy()) for m in (X, nudged)
+    ]
     # Here the heads' verdicts do not move and the stack's move for one product; a settled score within a bit of a
     # grid point may still cross it, which can move a probability by ~1e-5 (test_cluster.py), never by the 0.03 of
     # unsettled scores.

@@ -59,8 +59,17 @@ JSON_FILES = ("labels.json", "config.json", "fingerprints.json", "metrics.json")
 # attribute that holds the booster's owner.
 BOOSTERS = {BOOSTER: "stacker_", "chooser.txt": "chooser_"}
 # The types an artifact may name beyond skops's defaults: classes, never functions.
-ESTIMATOR_TYPES = (MMGBMClassifier, MMGBMPathClassifier, MMGBMRegressor, PrefixChooser, LabelNames, MetadataEncoder,
-                   CandidateReranker, RegressionStacker, sp.csr_matrix)
+ESTIMATOR_TYPES = (
+    MMGBMClassifier,
+    MMGBMPathClassifier,
+    MMGBMRegressor,
+    PrefixChooser,
+    LabelNames,
+    MetadataEncoder,
+    CandidateReranker,
+    RegressionStacker,
+    sp.csr_matrix,
+)
 
 
 def trusted_type_names() -> frozenset[str]:
@@ -109,13 +118,24 @@ def save_artifact(folder: Path, artifact: Artifact) -> None:
             sio.dump(model, tmp / ESTIMATOR)
         finally:
             _attach_boosters(model, boosters)
-        payloads = {"labels.json": _labels(model, artifact.target), "config.json": artifact.config,
-                    "fingerprints.json": artifact.fingerprints, "metrics.json": artifact.metrics}
+        payloads = {
+            "labels.json": _labels(model, artifact.target),
+            "config.json": artifact.config,
+            "fingerprints.json": artifact.fingerprints,
+            "metrics.json": artifact.metrics,
+        }
         for name, payload in payloads.items():
             _write_json(tmp / name, payload)
         files = {name: _sha256(tmp / name) for name in (ESTIMATOR, *boosters, *JSON_FILES)}
-        _write_json(tmp / MANIFEST, {"format_version": FORMAT_VERSION, "mmgbm_version": __version__,
-                                     "target": vars(artifact.target), "files": files})
+        _write_json(
+            tmp / MANIFEST,
+            {
+                "format_version": FORMAT_VERSION,
+                "mmgbm_version": __version__,
+                "target": vars(artifact.target),
+                "files": files,
+            },
+        )
         old = folder.parent / f".{folder.name}.{uuid.uuid4().hex}.old"
         if folder.exists():
             os.replace(folder, old)
@@ -145,8 +165,10 @@ def load_artifact(folder: Path, name: str) -> Artifact:
     if not folder.is_dir():
         previous = sorted(folder.parent.glob(f".{folder.name}.*.old"))
         if previous:  # killed between setting the old model aside and moving the new one in
-            raise MmgbmError(f"no model in {folder}: training was interrupted while replacing it; the previous "
-                             f"model is {previous[-1]}: rename it to {folder.name} or {retrain}")
+            raise MmgbmError(
+                f"no model in {folder}: training was interrupted while replacing it; the previous "
+                f"model is {previous[-1]}: rename it to {folder.name} or {retrain}"
+            )
         raise MmgbmError(f"no trained model for target {name!r} in {folder}; run `mmgbm train --target {name}`")
     manifest = _read_json(folder / MANIFEST, retrain) if (folder / MANIFEST).is_file() else None
     if manifest is None or manifest.get("format_version") != FORMAT_VERSION:
@@ -168,8 +190,10 @@ def load_artifact(folder: Path, name: str) -> Artifact:
     model = _load_estimator(folder / ESTIMATOR, retrain)
     _attach_boosters(model, {f: _load_booster(folder / f, retrain) for f in BOOSTERS if f in files})
     if (target.task == "regression") != model.regression or read["labels.json"] != _labels(model, target):
-        raise MmgbmError(f"{folder}: the model does not match its manifest and labels.json (a {target.task} target "
-                         f"{target.name!r}); {retrain}")
+        raise MmgbmError(
+            f"{folder}: the model does not match its manifest and labels.json (a {target.task} target "
+            f"{target.name!r}); {retrain}"
+        )
     return Artifact(target, model, read["config.json"], read["fingerprints.json"], read["metrics.json"])
 
 
@@ -183,11 +207,14 @@ def _labels(model: MMGBMBase, target: TargetInfo) -> dict[str, Any]:
 def check_fingerprints(artifact: Artifact, fingerprints: dict[str, dict], folder: Path) -> None:
     """Refuse features made with another backbone, vectorizer or settings than the model was trained on, and a
     model that records no fingerprint for a modality it reads (an emptied fingerprints.json checks nothing)."""
-    unrecorded = sorted({modality_of(h) for h in artifact.model.heads_}
-                        - {key.split("/", 1)[0] for key in artifact.fingerprints})
+    unrecorded = sorted(
+        {modality_of(h) for h in artifact.model.heads_} - {key.split("/", 1)[0] for key in artifact.fingerprints}
+    )
     if unrecorded:
-        raise MmgbmError(f"{folder / 'fingerprints.json'} records no {' or '.join(unrecorded)} features although the "
-                         f"model reads them; retrain with `mmgbm train --target {artifact.name}`")
+        raise MmgbmError(
+            f"{folder / 'fingerprints.json'} records no {' or '.join(unrecorded)} features although the "
+            f"model reads them; retrain with `mmgbm train --target {artifact.name}`"
+        )
     for key, trained in artifact.fingerprints.items():
         now = fingerprints.get(key)
         if now is None:
@@ -227,8 +254,10 @@ def _load_estimator(path: Path, retrain: str) -> MMGBMBase:
     trusted = trusted_type_names()
     foreign = [t for t in untrusted if t not in trusted]
     if foreign:
-        raise MmgbmError(f"{path} names types mmgbm does not load ({', '.join(foreign[:3])}); "
-                         f"only models trained by mmgbm are loaded: {retrain}")
+        raise MmgbmError(
+            f"{path} names types mmgbm does not load ({', '.join(foreign[:3])}); "
+            f"only models trained by mmgbm are loaded: {retrain}"
+        )
     try:
         model = sio.load(path, trusted=untrusted)
     except Exception as exc:

@@ -40,8 +40,16 @@ from mmgbm.workdir import report_dir
 
 FUSED_ONLY = "fused"  # no single modality suggests the label: only their combination does
 THUMBNAIL = (96, 128)
-COLUMNS = ["id", "given_label", "suggested_label", "suggested_probability", "confidence_wrong", "modality",
-           "label_issue", "title"]
+COLUMNS = [
+    "id",
+    "given_label",
+    "suggested_label",
+    "suggested_probability",
+    "confidence_wrong",
+    "modality",
+    "label_issue",
+    "title",
+]
 
 
 @dataclass
@@ -61,10 +69,12 @@ class AuditResult:
 
     def describe(self) -> str:
         decided = f"; {len(self.decided):,} decided by reviewers, left out" if self.decided else ""
-        return (f"{self.target}: {len(self.ranked):,} training products; the model disagrees with "
-                f"{len(self.suspects):,} given labels left to review{decided}; "
-                f"{int(self.ranked['label_issue'].sum()):,} flagged as label issues ({self.source})"
-                f"\n-> {self.csv_path}\n-> {self.html_path}")
+        return (
+            f"{self.target}: {len(self.ranked):,} training products; the model disagrees with "
+            f"{len(self.suspects):,} given labels left to review{decided}; "
+            f"{int(self.ranked['label_issue'].sum()):,} flagged as label issues ({self.source})"
+            f"\n-> {self.csv_path}\n-> {self.html_path}"
+        )
 
 
 def audit(cfg: Config, target: str, report_rows: int = 200) -> AuditResult:
@@ -76,8 +86,9 @@ def audit(cfg: Config, target: str, report_rows: int = 200) -> AuditResult:
     frame, _ = correct_labels(cfg, name, frame, cfg.targets[name].column)
     if model.regression:
         raise MmgbmError(f"target {name!r} is a regression; audit ranks the labels of classification targets")
-    values = target_values(frame, cfg.targets[name], f"{cfg.data.splits['train']} (train)", model.label_names,
-                           cfg.data.id_column)
+    values = target_values(
+        frame, cfg.targets[name], f"{cfg.data.splits['train']} (train)", model.label_names, cfg.data.id_column
+    )
     kept = frame[values.keep].reset_index(drop=True)
     probs, by_modality, source = out_of_fold(model, products[values.keep], values.y)
     ranked = rank_labels(model.classes_, values.y, probs, by_modality)
@@ -87,8 +98,10 @@ def audit(cfg: Config, target: str, report_rows: int = 200) -> AuditResult:
     ranked = ranked.sort_values(["confidence_wrong", "suggested_probability"], ascending=False, kind="stable")
     columns = COLUMNS
     if isinstance(model, MMGBMPathClassifier):  # where down the path the model parts from the given label
-        ranked["wrong_from_depth"] = [_parting_depth(given, suggested, model.separator)
-                                      for given, suggested in zip(ranked["given_label"], ranked["suggested_label"])]
+        ranked["wrong_from_depth"] = [
+            _parting_depth(given, suggested, model.separator)
+            for given, suggested in zip(ranked["given_label"], ranked["suggested_label"])
+        ]
         columns = [*COLUMNS[:3], "wrong_from_depth", *COLUMNS[3:]]
     ranked = ranked[columns].reset_index(drop=True)
 
@@ -99,8 +112,9 @@ def audit(cfg: Config, target: str, report_rows: int = 200) -> AuditResult:
     result = AuditResult(name, ranked, source, folder / "audit.csv", folder / "audit.html", decided)
     result.suspects.to_csv(result.csv_path, index=False)
     places = Photos.of(cfg)
-    photos = (dict(zip(kept[cfg.data.id_column], places.paths(kept[cfg.data.image_column])))
-              if cfg.data.image_column else {})
+    photos = (
+        dict(zip(kept[cfg.data.id_column], places.paths(kept[cfg.data.image_column]))) if cfg.data.image_column else {}
+    )
     result.html_path.write_text(_html_report(result, photos, places, report_rows))
     return result
 
@@ -159,9 +173,16 @@ def rank_labels(classes: np.ndarray, given: np.ndarray, probs: np.ndarray, by_mo
         "" if s == g else "+".join(m for m, alone in by_modality.items() if alone[i] == s) or FUSED_ONLY
         for i, (s, g) in enumerate(zip(suggested, given))
     ]
-    return pd.DataFrame({"given_label": given, "suggested_label": suggested,
-                         "suggested_probability": probs.max(axis=1), "confidence_wrong": 1 - quality,
-                         "modality": modality, "label_issue": issues})
+    return pd.DataFrame(
+        {
+            "given_label": given,
+            "suggested_label": suggested,
+            "suggested_probability": probs.max(axis=1),
+            "confidence_wrong": 1 - quality,
+            "modality": modality,
+            "label_issue": issues,
+        }
+    )
 
 
 def _html_report(result: AuditResult, photos: dict[str, str], places: Photos, rows: int) -> str:

@@ -52,10 +52,12 @@ class BrandReport:
         t = self.table
         merged = t[t["brand"] != t["canonical"]]
         no_brand = t[t["no_brand"] != ""]
-        return (f"{len(t):,} spellings on {int(t['products'].sum()):,} products: {len(merged):,} merged into another "
-                f"spelling ({merged['canonical'].nunique():,} brands); {len(no_brand):,} values on "
-                f"{int(no_brand['products'].sum()):,} products look like no brand\n-> {self.csv_path}\n-> "
-                f"{self.html_path}")
+        return (
+            f"{len(t):,} spellings on {int(t['products'].sum()):,} products: {len(merged):,} merged into another "
+            f"spelling ({merged['canonical'].nunique():,} brands); {len(no_brand):,} values on "
+            f"{int(no_brand['products'].sum()):,} products look like no brand\n-> {self.csv_path}\n-> "
+            f"{self.html_path}"
+        )
 
 
 def brands(cfg: Config, column: str, titles: str | None = None) -> BrandReport:
@@ -68,8 +70,9 @@ def brands(cfg: Config, column: str, titles: str | None = None) -> BrandReport:
         raise MmgbmError("mmgbm brands reads the product titles: pass --titles COLUMN or set data.text_columns")
     for name in (column, titles):
         if name not in frame.columns:
-            raise MmgbmError(f"{source}: no column {name!r}; pick the brand column with --column and the titles "
-                             f"with --titles")
+            raise MmgbmError(
+                f"{source}: no column {name!r}; pick the brand column with --column and the titles with --titles"
+            )
     labels = given_labels(frame, column)
     if labels.isna().all():
         raise MmgbmError(f"{source}: column {column!r} has no values; is it the brand column?")
@@ -87,8 +90,9 @@ def declared_names(cfg: Config, column: str) -> LabelNames | None:
     return read_names(Path(files[0])) if files else None
 
 
-def find_brands(labels: pd.Series, titles: pd.Series, declared: LabelNames | None = None
-                ) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+def find_brands(
+    labels: pd.Series, titles: pd.Series, declared: LabelNames | None = None
+) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     """One line per spelling of `labels` (None = no value; `titles` row for row) with its canonical name, products,
     reason and no_brand (COLUMNS), groups largest first; and up to EXAMPLES titles per spelling. `declared` (a
     person's file) decides the spellings it knows."""
@@ -104,13 +108,21 @@ def find_brands(labels: pd.Series, titles: pd.Series, declared: LabelNames | Non
             canonical, no_brand = _declared(spelling, declared, automatic)
         else:
             canonical, no_brand = automatic.name(spelling), suspects.get(fold(spelling), "")
-        rows.append({"brand": spelling, "canonical": canonical, "products": products,
-                     "reason": _reason(spelling, canonical), "no_brand": no_brand})
+        rows.append(
+            {
+                "brand": spelling,
+                "canonical": canonical,
+                "products": products,
+                "reason": _reason(spelling, canonical),
+                "no_brand": no_brand,
+            }
+        )
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["group"] = table.groupby("canonical")["products"].transform("sum")
     table["first"] = table["brand"] != table["canonical"]
-    table = table.sort_values(["group", "canonical", "first", "products", "brand"],
-                              ascending=[False, True, True, False, True], kind="stable")
+    table = table.sort_values(
+        ["group", "canonical", "first", "products", "brand"], ascending=[False, True, True, False, True], kind="stable"
+    )
     examples: dict[str, list[str]] = defaultdict(list)
     for spelling, title in zip(labels, titles):
         if len(examples[spelling]) < EXAMPLES and title:
@@ -153,13 +165,19 @@ def no_brand_values(labels, titles) -> dict[str, str]:
     reasons = {}
     for key, titles_words in by_key.items():
         n = len(titles_words)
-        led = sum(any(fold(" ".join(words[:m])) == key for m in range(1, min(len(words), LONGEST_BRAND) + 1))
-                  for words in titles_words)
+        led = sum(
+            any(fold(" ".join(words[:m])) == key for m in range(1, min(len(words), LONGEST_BRAND) + 1))
+            for words in titles_words
+        )
         if led > LEAD_SHARE * n:
             continue
-        start = ("its one product's title does not start with it" if n == 1 else
-                 f"none of its {n:,} products' titles starts with it" if not led else
-                 f"only {led:,} of its {n:,} products' titles start with it")
+        start = (
+            "its one product's title does not start with it"
+            if n == 1
+            else f"none of its {n:,} products' titles starts with it"
+            if not led
+            else f"only {led:,} of its {n:,} products' titles start with it"
+        )
         firsts = Counter(fold(words[0]) for words in titles_words if words)
         shown = {fold(words[0]): words[0] for words in titles_words if words}
         words = [w for w in (fold(part) for part in re.split(r"[\W_]+", names[key])) if w]
@@ -170,8 +188,10 @@ def no_brand_values(labels, titles) -> dict[str, str]:
         elif words and all(len(o) >= INSIDE_BRANDS for o in others):
             rarest = min(others, key=len)
             said = " and ".join(f"'{w}'" for w in words)
-            reasons[key] = (f"{start}; {said} {'is' if len(words) == 1 else 'are'} written inside the titles of at "
-                            f"least {len(rarest):,} other brands (e.g. {next(iter(rarest.values()))!r})")
+            reasons[key] = (
+                f"{start}; {said} {'is' if len(words) == 1 else 'are'} written inside the titles of at "
+                f"least {len(rarest):,} other brands (e.g. {next(iter(rarest.values()))!r})"
+            )
     return reasons
 
 
@@ -185,16 +205,20 @@ def _page(table: pd.DataFrame, examples: dict[str, list[str]], column: str) -> s
         rows = []
         for r in group.itertuples():
             titles = "<br>".join(html.escape(t) for t in examples.get(r.brand, []))
-            rows.append(f"<tr><td><b>{html.escape(r.brand)}</b></td><td>{r.products:,}</td>"
-                        f"<td>{html.escape(getattr(r, say) or ('canonical' if say == 'reason' else ''))}</td>"
-                        f"<td><small>{titles}</small></td></tr>")
+            rows.append(
+                f"<tr><td><b>{html.escape(r.brand)}</b></td><td>{r.products:,}</td>"
+                f"<td>{html.escape(getattr(r, say) or ('canonical' if say == 'reason' else ''))}</td>"
+                f"<td><small>{titles}</small></td></tr>"
+            )
         return "\n".join(rows)
 
     def section(groups_: list[pd.DataFrame], say: str) -> str:
         return "\n".join(
             f"<h3>{html.escape(g['canonical'].iloc[0])} <small>({int(g['products'].sum()):,} products)</small></h3>"
             f"<table><tr><th>spelling</th><th>products</th><th>{say}</th><th>example titles</th></tr>"
-            f"{spellings(g, say)}</table>" for g in groups_)
+            f"{spellings(g, say)}</table>"
+            for g in groups_
+        )
 
     single = sum(len(g) == 1 and (g["no_brand"] == "").all() for g in groups)
     title = f"mmgbm brands: {html.escape(column)}"
@@ -205,7 +229,7 @@ td, th {{ border-bottom: 1px solid #ddd; padding: 3px 10px; text-align: left; ve
 h3 {{ margin: 1.2em 0 0.3em; }}
 </style></head><body>
 <h1>{title}</h1>
-<p>{len(table):,} spellings on {int(table['products'].sum()):,} training products. brands.csv lists every spelling
+<p>{len(table):,} spellings on {int(table["products"].sum()):,} training products. brands.csv lists every spelling
 with its canonical name; edit it (merge two groups by giving them one canonical, split one by giving a spelling its
 own, rename a canonical, fill in or clear no_brand) and name it in <code>targets.&lt;name&gt;.normalise</code>.</p>
 <h2>Brands spelled more than one way ({len(merged):,})</h2>

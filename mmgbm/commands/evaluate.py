@@ -32,6 +32,7 @@ from mmgbm.workdir import report_dir
 if TYPE_CHECKING:
     from distributed import Client
 
+
 @dataclass
 class EvaluationResult:
     target: str
@@ -45,20 +46,24 @@ class EvaluationResult:
         if "calibration" in m:
             c = m["calibration"]
             share = next(row for row in c["coverage"] if row["coverage"] == 0.9)
-            confidence = (f"; calibration error {c['ece']:.3f}, the 90% most confident at accuracy "
-                          f"{share['accuracy']:.4f} (confidence >= {share['min_confidence']:.2f})")
+            confidence = (
+                f"; calibration error {c['ece']:.3f}, the 90% most confident at accuracy "
+                f"{share['accuracy']:.4f} (confidence >= {share['min_confidence']:.2f})"
+            )
         if "path" in m:
             confidence += f"; {path_headline(m['path'])}"
         unseen = ", ".join(f"{col} {n:,}" for col, n in m["unseen_metadata_levels"].items() if n)
         unseen = f"; products with metadata levels unseen in training (read as missing): {unseen}" if unseen else ""
-        return (f"{self.target} on {m['split']} ({m[FUSED]['rows']:,} products, {m['dropped']}"
-                f"{corrections_note(m['corrections'])}): "
-                f"fused {headline(m[FUSED])}" + (f"; {alone}" if alone else "") + confidence + unseen
-                + f" -> {self.folder}")
+        return (
+            f"{self.target} on {m['split']} ({m[FUSED]['rows']:,} products, {m['dropped']}"
+            f"{corrections_note(m['corrections'])}): "
+            f"fused {headline(m[FUSED])}" + (f"; {alone}" if alone else "") + confidence + unseen + f" -> {self.folder}"
+        )
 
 
-def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test",
-             client: Client | None = None) -> list[EvaluationResult]:
+def evaluate(
+    cfg: Config, targets: list[str] | None = None, split: str = "test", client: Client | None = None
+) -> list[EvaluationResult]:
     names = resolve_targets(cfg, targets)
     frame = load_split(cfg, split, with_targets=False)
     products, fingerprints = load_products(cfg, frame)
@@ -71,9 +76,13 @@ def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test",
         labelled, corrections = correct_labels(cfg, name, frame, info.column)
         # The target as the model was trained (column, task, log transform, label names), whatever the config says
         # now; products whose label names no label are left out of the scores and counted.
-        values = target_values(labelled, recorded_target(info.column, info.task, info.log_target, info.path),
-                               f"split {split!r}", None if artifact.model.regression else artifact.model.label_names,
-                               cfg.data.id_column)
+        values = target_values(
+            labelled,
+            recorded_target(info.column, info.task, info.log_target, info.path),
+            f"split {split!r}",
+            None if artifact.model.regression else artifact.model.label_names,
+            cfg.data.id_column,
+        )
         if not values.keep.any():
             raise MmgbmError(f"split {split!r} has no labelled products for target {name!r} ({info.column!r})")
         model, truth = artifact.model, values.y
@@ -81,7 +90,10 @@ def evaluate(cfg: Config, targets: list[str] | None = None, split: str = "test",
         predicted = score_rows(client, partial(_predictions, name=name), products[values.keep], model=model)
         fused = predicted[FUSED]
         metrics = {
-            "target": name, "split": split, "dropped": values.describe(), "dropped_no_label": values.dropped_no_label,
+            "target": name,
+            "split": split,
+            "dropped": values.describe(),
+            "dropped_no_label": values.dropped_no_label,
             "corrections": corrections,
             "predicts_with": model.choice_,
             FUSED: score(truth, fused),
@@ -116,8 +128,9 @@ def _scorer(artifact: Artifact):
     return lambda truth, predicted: classification_metrics(truth, predicted, train_counts, model.n_folds)
 
 
-def _pictures(folder: Path, name: str, artifact: Artifact, truth: np.ndarray, fused: np.ndarray,
-              metrics: dict) -> list[Path]:
+def _pictures(
+    folder: Path, name: str, artifact: Artifact, truth: np.ndarray, fused: np.ndarray, metrics: dict
+) -> list[Path]:
     pictures = [importance_png(folder / "importance_by_modality.png", metrics["importance_by_modality"], name)]
     if artifact.model.regression:
         log = artifact.target.log_target

@@ -25,16 +25,23 @@ def path_metrics(truth: np.ndarray, nodes: np.ndarray, probabilities: np.ndarray
     levels = [str(path).split(separator) for path in truth]
     truth_depth = np.array([len(path) for path in levels])
     width = max(depth, int(truth_depth.max()))
-    true_nodes = np.array([[separator.join(path[:d + 1]) if d < len(path) else None for d in range(width)]
-                           for path in levels], dtype=object).reshape(n, width)
+    true_nodes = np.array(
+        [[separator.join(path[: d + 1]) if d < len(path) else None for d in range(width)] for path in levels],
+        dtype=object,
+    ).reshape(n, width)
     answered = nodes != None  # noqa: E711 (elementwise)
     right = answered & (nodes == true_nodes[:, :depth])  # the answer's node at that level is the product's
     by_depth = []
     for d in range(width):
         rows = truth_depth > d
         if rows.any():
-            by_depth.append({"depth": d + 1, "rows": int(rows.sum()),
-                             "accuracy": float(right[rows, d].mean()) if d < depth else 0.0})
+            by_depth.append(
+                {
+                    "depth": d + 1,
+                    "rows": int(rows.sum()),
+                    "accuracy": float(right[rows, d].mean()) if d < depth else 0.0,
+                }
+            )
     shared, predicted, true = int(right.sum()), int(answered.sum()), int(truth_depth.sum())
     precision, recall = shared / max(predicted, 1), shared / max(true, 1)
     answer = nodes[np.arange(n), np.maximum(answered.sum(axis=1) - 1, 0)]
@@ -42,12 +49,20 @@ def path_metrics(truth: np.ndarray, nodes: np.ndarray, probabilities: np.ndarray
         "rows": n,
         "full_path_accuracy": float(np.mean(answer == np.asarray(truth, dtype=object))),
         "depth_accuracy": by_depth,
-        "hierarchical": {"precision": precision, "recall": recall,
-                         "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0},
-        "calibration": [{"depth": d + 1, "rows": int(answered[:, d].sum()),
-                         **_without_coverage(calibration_metrics(right[answered[:, d], d],
-                                                                 probabilities[answered[:, d], d]))}
-                        for d in range(depth) if answered[:, d].any()],
+        "hierarchical": {
+            "precision": precision,
+            "recall": recall,
+            "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        },
+        "calibration": [
+            {
+                "depth": d + 1,
+                "rows": int(answered[:, d].sum()),
+                **_without_coverage(calibration_metrics(right[answered[:, d], d], probabilities[answered[:, d], d])),
+            }
+            for d in range(depth)
+            if answered[:, d].any()
+        ],
         "coverage": [fill_at_precision(right, probabilities, goal) for goal in PRECISIONS],
     }
 
@@ -63,10 +78,18 @@ def fill_at_precision(right: np.ndarray, probabilities: np.ndarray, goal: float)
         some = filled > 0
         correct = right[rows[some], filled[some] - 1]
         if some.any() and correct.mean() >= goal:
-            return {"precision_goal": goal, "min_confidence": float(threshold), "precision": float(correct.mean()),
-                    "filled_to_depth": {str(d + 1): float(np.mean(filled > d)) for d in range(probs.shape[1])}}
-    return {"precision_goal": goal, "min_confidence": None, "precision": None,
-            "filled_to_depth": {str(d + 1): 0.0 for d in range(probs.shape[1])}}
+            return {
+                "precision_goal": goal,
+                "min_confidence": float(threshold),
+                "precision": float(correct.mean()),
+                "filled_to_depth": {str(d + 1): float(np.mean(filled > d)) for d in range(probs.shape[1])},
+            }
+    return {
+        "precision_goal": goal,
+        "min_confidence": None,
+        "precision": None,
+        "filled_to_depth": {str(d + 1): 0.0 for d in range(probs.shape[1])},
+    }
 
 
 def _without_coverage(calibration: dict) -> dict:
@@ -78,7 +101,12 @@ def path_headline(metrics: dict) -> str:
     depths = " / ".join(f"{row['accuracy']:.4f}" for row in metrics["depth_accuracy"])
     strict = metrics["coverage"][-1]
     filled = ", ".join(f"{share:.1%} to depth {d}" for d, share in strict["filled_to_depth"].items())
-    at = "no threshold reaches it" if strict["min_confidence"] is None else \
-        f"--min-confidence {strict['min_confidence']:.3f} fills {filled}"
-    return (f"accuracy by depth {depths}, full path {metrics['full_path_accuracy']:.4f}, hierarchical F1 "
-            f"{metrics['hierarchical']['f1']:.4f}; at {strict['precision_goal']:.0%} precision {at}")
+    at = (
+        "no threshold reaches it"
+        if strict["min_confidence"] is None
+        else f"--min-confidence {strict['min_confidence']:.3f} fills {filled}"
+    )
+    return (
+        f"accuracy by depth {depths}, full path {metrics['full_path_accuracy']:.4f}, hierarchical F1 "
+        f"{metrics['hierarchical']['f1']:.4f}; at {strict['precision_goal']:.0%} precision {at}"
+    )

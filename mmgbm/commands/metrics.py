@@ -6,19 +6,25 @@ import numpy as np
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, train_counts: dict[str, int],
-                           rare_below: int) -> dict:
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, train_counts: dict[str, int], rare_below: int
+) -> dict:
     """Labels are strings. Classes never seen in training cannot be predicted; they are counted, not hidden."""
     y_true = np.asarray(y_true, dtype=str)
     y_pred = np.asarray(y_pred, dtype=str)
     labels = np.unique(np.concatenate([y_true, y_pred]))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     per_class = [
-        {"class": str(c), "support": int(s), "train_support": int(train_counts.get(c, 0)),
-         "precision": round(float(p), 4), "recall": round(float(r), 4), "f1": round(float(f), 4)}
-        for c, p, r, f, s in zip(labels, precision, recall, f1, support) if s > 0 or p > 0
+        {
+            "class": str(c),
+            "support": int(s),
+            "train_support": int(train_counts.get(c, 0)),
+            "precision": round(float(p), 4),
+            "recall": round(float(r), 4),
+            "f1": round(float(f), 4),
+        }
+        for c, p, r, f, s in zip(labels, precision, recall, f1, support)
+        if s > 0 or p > 0
     ]
     unseen = ~np.isin(y_true, list(train_counts))
     rare = np.array([0 < train_counts.get(c, 0) < rare_below for c in y_true], dtype=bool)
@@ -49,16 +55,29 @@ def calibration_metrics(correct: np.ndarray, confidence: np.ndarray) -> dict:
     for b in range(CALIBRATION_BINS):
         rows = which == b
         if rows.any():
-            bins.append({"low": b / CALIBRATION_BINS, "high": (b + 1) / CALIBRATION_BINS, "rows": int(rows.sum()),
-                         "confidence": float(confidence[rows].mean()), "accuracy": float(correct[rows].mean())})
+            bins.append(
+                {
+                    "low": b / CALIBRATION_BINS,
+                    "high": (b + 1) / CALIBRATION_BINS,
+                    "rows": int(rows.sum()),
+                    "confidence": float(confidence[rows].mean()),
+                    "accuracy": float(correct[rows].mean()),
+                }
+            )
     ece = sum(r["rows"] * abs(r["accuracy"] - r["confidence"]) for r in bins) / max(len(correct), 1)
     order = np.argsort(-confidence, kind="stable")
     coverage = []
     for share in COVERAGES:
         n = max(1, int(round(share * len(order))))
         top = order[:n]
-        coverage.append({"coverage": share, "rows": n, "accuracy": float(correct[top].mean()),
-                         "min_confidence": float(confidence[top].min())})
+        coverage.append(
+            {
+                "coverage": share,
+                "rows": n,
+                "accuracy": float(correct[top].mean()),
+                "min_confidence": float(confidence[top].min()),
+            }
+        )
     return {"ece": float(ece), "bins": bins, "coverage": coverage}
 
 

@@ -35,14 +35,17 @@ def read_names(path: Path) -> LabelNames:
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
-        raise MmgbmError(f"normalise file {path} not found; write one with `mmgbm brands --column COLUMN` or set "
-                         f"normalise: auto") from None
+        raise MmgbmError(
+            f"normalise file {path} not found; write one with `mmgbm brands --column COLUMN` or set normalise: auto"
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:  # pandas' parser and empty-file errors are ValueErrors
         raise MmgbmError(f"{path}: not a readable CSV ({first_line(exc)}); save it as CSV (UTF-8)") from None
     missing = [c for c in READ_BACK if c not in frame.columns]
     if missing:
-        raise MmgbmError(f"{path}: no column {missing[0]!r}; a normalise file has the columns {','.join(COLUMNS)} "
-                         f"(as `mmgbm brands` writes it)")
+        raise MmgbmError(
+            f"{path}: no column {missing[0]!r}; a normalise file has the columns {','.join(COLUMNS)} "
+            f"(as `mmgbm brands` writes it)"
+        )
     direct: dict[str, str] = {}
     flagged: dict[str, str] = {}
     lines: dict[str, int] = {}
@@ -50,19 +53,26 @@ def read_names(path: Path) -> LabelNames:
         if not brand:
             raise MmgbmError(f"{path} line {line}: column 'brand' is empty; fill it in or delete the line")
         if brand in lines:
-            raise MmgbmError(f"{path} line {line}: brand {brand!r} is listed again (first on line {lines[brand]}); "
-                             f"keep one line per spelling")
+            raise MmgbmError(
+                f"{path} line {line}: brand {brand!r} is listed again (first on line {lines[brand]}); "
+                f"keep one line per spelling"
+            )
         if not canonical and not no_brand:
-            raise MmgbmError(f"{path} line {line}: brand {brand!r} has an empty 'canonical'; write the name it should "
-                             f"become (itself to keep it as it is), or fill in 'no_brand'")
+            raise MmgbmError(
+                f"{path} line {line}: brand {brand!r} has an empty 'canonical'; write the name it should "
+                f"become (itself to keep it as it is), or fill in 'no_brand'"
+            )
         lines[brand] = line
         direct[brand] = canonical or brand
         if no_brand:
             flagged[brand] = no_brand
     canonical = {brand: _followed(brand, direct, lines, path) for brand in direct}
     # A value is no brand when its own line says so or its canonical name's line does.
-    no_label = {brand: flagged.get(brand) or flagged[name] for brand, name in canonical.items()
-                if brand in flagged or name in flagged}
+    no_label = {
+        brand: flagged.get(brand) or flagged[name]
+        for brand, name in canonical.items()
+        if brand in flagged or name in flagged
+    }
     return LabelNames(canonical, no_label, source=str(path))
 
 
@@ -70,9 +80,11 @@ def _followed(brand: str, direct: dict[str, str], lines: dict[str, int], path: P
     chain = [brand]
     while (after := direct.get(chain[-1], chain[-1])) != chain[-1]:
         if after in chain:
-            circle = " -> ".join([*chain[chain.index(after):], after])
-            raise MmgbmError(f"{path} line {lines[brand]}: canonical names go round in a circle ({circle}); make one "
-                             f"of them its own canonical")
+            circle = " -> ".join([*chain[chain.index(after) :], after])
+            raise MmgbmError(
+                f"{path} line {lines[brand]}: canonical names go round in a circle ({circle}); make one "
+                f"of them its own canonical"
+            )
         chain.append(after)
     return chain[-1]
 
@@ -96,8 +108,10 @@ def check_normalisation(cfg: Config, artifact: Artifact, folder: Path) -> None:
         now = normalisation(read_names(Path(setting)))
         same = trained is not None and trained["fingerprint"] == now["fingerprint"]
     if not same:
-        raise MmgbmError(f"model {folder} was trained with {_said(trained)} but targets.{artifact.name}.normalise "
-                         f"now gives {_said(now)}; retrain with `mmgbm train --target {artifact.name}` or set it back")
+        raise MmgbmError(
+            f"model {folder} was trained with {_said(trained)} but targets.{artifact.name}.normalise "
+            f"now gives {_said(now)}; retrain with `mmgbm train --target {artifact.name}` or set it back"
+        )
 
 
 def _said(record: dict | None) -> str:

@@ -57,9 +57,17 @@ def estimator_call(name: str, call, *args):
         raise MmgbmError(f"target {name!r}: {exc}") from None
 
 
-def predict(cfg: Config, targets: list[str] | None = None, split: str | None = None, input_path: Path | None = None,
-            probabilities: bool = False, top_k: int = 0, min_confidence: float = 0.0,
-            client: Client | None = None, say: Callable[[str], None] = lambda line: None) -> pd.DataFrame:
+def predict(
+    cfg: Config,
+    targets: list[str] | None = None,
+    split: str | None = None,
+    input_path: Path | None = None,
+    probabilities: bool = False,
+    top_k: int = 0,
+    min_confidence: float = 0.0,
+    client: Client | None = None,
+    say: Callable[[str], None] = lambda line: None,
+) -> pd.DataFrame:
     """A frame: the id column, then per target its prediction and, on request, top-k labels with their
     probabilities (`<target>_top1`, `<target>_p1` ...) or every class's probability (`<target>_p_<class>`).
     With `min_confidence`, labels whose calibrated probability is below it are left empty (only what is safe to
@@ -76,21 +84,24 @@ def predict(cfg: Config, targets: list[str] | None = None, split: str | None = N
     out = {cfg.data.id_column: frame[cfg.data.id_column].to_numpy()}
     for name in names:
         artifact = checked_artifact(cfg, name, fingerprints)
-        columns = partial(_target_columns, name=name, probabilities=probabilities, top_k=top_k,
-                          min_confidence=min_confidence)
+        columns = partial(
+            _target_columns, name=name, probabilities=probabilities, top_k=top_k, min_confidence=min_confidence
+        )
         out.update(score_rows(client, columns, products, model=artifact.model))
     return pd.DataFrame(out)
 
 
-def _target_columns(products: ProductMatrix, *, name: str, model, probabilities: bool, top_k: int,
-                    min_confidence: float) -> dict[str, np.ndarray]:
+def _target_columns(
+    products: ProductMatrix, *, name: str, model, probabilities: bool, top_k: int, min_confidence: float
+) -> dict[str, np.ndarray]:
     """Values on the target's own scale (prices, not log1p), or labels: top-k follows the final label (the first is
     always the predicted one, also when copied from the text); per-class probabilities are the model's own."""
     if model.regression:
         return {name: estimator_call(name, model.predict, products)}
     if isinstance(model, MMGBMPathClassifier):
-        return _path_columns(products, name=name, model=model, probabilities=probabilities,
-                             min_confidence=min_confidence)
+        return _path_columns(
+            products, name=name, model=model, probabilities=probabilities, min_confidence=min_confidence
+        )
     labels, label_probs = estimator_call(name, model.predict_top_k, products, max(top_k, 1))
     cols = {name: labels[:, 0]}
     if min_confidence > 0:
@@ -105,8 +116,9 @@ def _target_columns(products: ProductMatrix, *, name: str, model, probabilities:
     return cols
 
 
-def _path_columns(products: ProductMatrix, *, name: str, model: MMGBMPathClassifier, probabilities: bool,
-                  min_confidence: float) -> dict[str, np.ndarray]:
+def _path_columns(
+    products: ProductMatrix, *, name: str, model: MMGBMPathClassifier, probabilities: bool, min_confidence: float
+) -> dict[str, np.ndarray]:
     """The answer's path; with `min_confidence` its deepest node that reaches it (empty where not even the first
     level does) with `<target>_depth` and `<target>_confidence`, that node's probability; with `probabilities` the
     probability of the answer's node at each level (`<target>_p_depth1` ...)."""

@@ -60,8 +60,9 @@ def reliability_png(path: Path, calibration: dict, title: str) -> Path:
     fig, ax = _subplots(figsize=(5, 5))
     centres = [(b["low"] + b["high"]) / 2 for b in bins]
     ax.bar(centres, [b["accuracy"] for b in bins], width=0.09, color="#4878a8", label="accuracy")
-    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="#c44e52",
-            label="mean confidence")
+    ax.plot(
+        [b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="#c44e52", label="mean confidence"
+    )
     ax.plot([0, 1], [0, 1], color="grey", linewidth=1)
     for centre, b in zip(centres, bins):
         ax.annotate(str(b["rows"]), (centre, b["accuracy"]), ha="center", va="bottom", fontsize=7)

@@ -49,17 +49,27 @@ DEFAULT_QUEUE = 50
 # catalogue's photo URLs: an injected tag in a title could not run even if it escaped the page's text.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-                               "img-src 'self' data: http: https:; base-uri 'none'; form-action 'none'; "
-                               "frame-ancestors 'none'",
+    "img-src 'self' data: http: https:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
 ASSETS = {"review.js": "text/javascript", "review.css": "text/css"}
-REVIEW_PROBLEMS = {**PROBLEMS, **{status: {"model": Problem, "description": text} for status, text in (
-    (401, f"a token is configured and the request's {TOKEN_HEADER} header does not carry it"),
-    (403, "decisions are not taken from here: another site's page, or a service open to the network without a "
-          "token"),
-    (404, "no such photo"))}}
+REVIEW_PROBLEMS = {
+    **PROBLEMS,
+    **{
+        status: {"model": Problem, "description": text}
+        for status, text in (
+            (401, f"a token is configured and the request's {TOKEN_HEADER} header does not carry it"),
+            (
+                403,
+                "decisions are not taken from here: another site's page, or a service open to the network without a "
+                "token",
+            ),
+            (404, "no such photo"),
+        )
+    },
+}
 
 
 class ReviewTarget:
@@ -85,8 +95,11 @@ class ReviewTarget:
         self.ids = frozenset(table[cfg.data.id_column])
         shown = table[table[cfg.data.id_column].isin(self.suspects.index)]
         self.places = places
-        self.photos = (dict(zip(shown[cfg.data.id_column], places.paths(shown[cfg.data.image_column])))
-                       if cfg.data.image_column else {})
+        self.photos = (
+            dict(zip(shown[cfg.data.id_column], places.paths(shown[cfg.data.image_column])))
+            if cfg.data.image_column
+            else {}
+        )
         self.labels_path = labels_path(cfg, name)
 
     def decided(self) -> frozenset[str]:
@@ -101,15 +114,29 @@ class ReviewTarget:
     def queue(self, limit: int) -> dict[str, Any]:
         decided = self.decided()
         waiting = self.suspects[~self.suspects.index.isin(decided)].head(limit)
-        return {"target": self.name, "classes": self.classes, **self.progress(decided),
-                "queue": [self._shown(row) for row in waiting.itertuples(index=False)]}
+        return {
+            "target": self.name,
+            "classes": self.classes,
+            **self.progress(decided),
+            "queue": [self._shown(row) for row in waiting.itertuples(index=False)],
+        }
 
     def _shown(self, row) -> dict[str, Any]:
         path = self.photos.get(row.id, "")
-        photo = path if path and self.places.fetched(path) else (
-            f"/review/{quote(self.name)}/photo?id={quote(row.id)}" if path else None)
-        return {"id": row.id, "title": row.title, "given": row.given_label, "suggested": row.suggested_label,
-                "confidence": float(row.confidence_wrong), "modality": row.modality, "photo": photo}
+        photo = (
+            path
+            if path and self.places.fetched(path)
+            else (f"/review/{quote(self.name)}/photo?id={quote(row.id)}" if path else None)
+        )
+        return {
+            "id": row.id,
+            "title": row.title,
+            "given": row.given_label,
+            "suggested": row.suggested_label,
+            "confidence": float(row.confidence_wrong),
+            "modality": row.modality,
+            "photo": photo,
+        }
 
     def photo(self, product_id: str) -> Optional[bytes]:
         """A photo file of a suspect as a JPEG the page can show; None for none (URLs the page loads itself)."""
@@ -121,14 +148,23 @@ class ReviewTarget:
         if product_id not in self.ids:
             raise MmgbmError(f"product {product_id!r} is not in the training table; answer the suspects listed")
         if product_id not in self.suspects.index:
-            raise MmgbmError(f"product {product_id!r} is not among the suspects of {self.audit_path}; only those "
-                             f"are reviewed here")
+            raise MmgbmError(
+                f"product {product_id!r} is not among the suspects of {self.audit_path}; only those are reviewed here"
+            )
         if label not in self.classes:
-            raise MmgbmError(f"{label!r} is not a class of {self.name!r}; pick one of its {len(self.classes)} "
-                             f"classes")
+            raise MmgbmError(f"{label!r} is not a class of {self.name!r}; pick one of its {len(self.classes)} classes")
         shown = self.suspects.loc[product_id]
-        decision = Decision(product_id, self.name, shown["given_label"], shown["suggested_label"], label, by, now(),
-                            self.model_fingerprint, self.audit_fingerprint)
+        decision = Decision(
+            product_id,
+            self.name,
+            shown["given_label"],
+            shown["suggested_label"],
+            label,
+            by,
+            now(),
+            self.model_fingerprint,
+            self.audit_fingerprint,
+        )
         append_decision(self.labels_path, decision)
         return {"recorded": asdict(decision), **self.progress(self.decided())}
 
@@ -162,9 +198,13 @@ class Answer(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     id: str = Field(..., min_length=1, max_length=MAX_FIELD_CHARS, description="The product's id")
-    decided: str = Field(..., min_length=1, max_length=MAX_FIELD_CHARS,
-                         description="The label it should have: the given one to keep it, the suggested, or another "
-                                     "of the target's classes")
+    decided: str = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_FIELD_CHARS,
+        description="The label it should have: the given one to keep it, the suggested, or another "
+        "of the target's classes",
+    )
     by: str = Field("", max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$", description="Who answers (optional)")
 
 
@@ -187,15 +227,22 @@ def create_review_app(service: ReviewService, host: str = "127.0.0.1", token: Op
     Target = Literal[tuple(service.targets)]  # type: ignore[valid-type]
     page = resources.files("mmgbm").joinpath("data/review/review.html").read_text()
 
-    def may_write(request: Request, x_review_token: Optional[str] = Header(
-            None, description=f"The token of {TOKEN_ENV}, where the service was started with one")) -> None:
+    def may_write(
+        request: Request,
+        x_review_token: Optional[str] = Header(
+            None, description=f"The token of {TOKEN_ENV}, where the service was started with one"
+        ),
+    ) -> None:
         if token is not None:
             if x_review_token is None or not hmac.compare_digest(x_review_token.encode(), token.encode()):
                 raise HTTPException(401, f"send the review token ({TOKEN_ENV}) in the {TOKEN_HEADER} header")
             return
         if not is_loopback(host):
-            raise HTTPException(403, f"this service listens on {host}, beyond this machine; set {TOKEN_ENV} when "
-                                     f"starting it to take decisions")
+            raise HTTPException(
+                403,
+                f"this service listens on {host}, beyond this machine; set {TOKEN_ENV} when "
+                f"starting it to take decisions",
+            )
         sent_to = request.headers.get("host", "")
         origin = request.headers.get("origin")
         if not is_loopback(urlsplit(f"//{sent_to}").hostname or "") or (origin and origin != f"http://{sent_to}"):
@@ -215,24 +262,40 @@ def create_review_app(service: ReviewService, host: str = "127.0.0.1", token: Op
         return Response(text, media_type=ASSETS[name], headers=PAGE_HEADERS)
 
     # The page's refusals are JSON too: named as such, since FastAPI would document them as the page's HTML.
-    @app.get("/review/{target}", response_class=HTMLResponse, responses={
-        status: {"description": answer["description"],
-                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-        for status, answer in PROBLEMS.items()})
+    @app.get(
+        "/review/{target}",
+        response_class=HTMLResponse,
+        responses={
+            status: {
+                "description": answer["description"],
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            }
+            for status, answer in PROBLEMS.items()
+        },
+    )
     def review_page(target: Target) -> HTMLResponse:  # type: ignore[valid-type]
         """The review page of a target (static: it reads the queue below)."""
         return HTMLResponse(page, headers=PAGE_HEADERS)
 
     @app.get("/review/{target}/queue", responses=PROBLEMS)
-    def queue(target: Target,  # type: ignore[valid-type]
-              limit: int = Query(DEFAULT_QUEUE, ge=1, le=1000, description="Suspects to return")) -> dict[str, Any]:
+    def queue(
+        target: Target,  # type: ignore[valid-type]
+        limit: int = Query(DEFAULT_QUEUE, ge=1, le=1000, description="Suspects to return"),
+    ) -> dict[str, Any]:
         """The target's classes, how many suspects are decided and left, and the next undecided ones."""
         return service.targets[target].queue(limit)
 
-    @app.get("/review/{target}/photo", response_class=Response, responses={
-        200: {"description": "The photo",
-              "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
-        **REVIEW_PROBLEMS})
+    @app.get(
+        "/review/{target}/photo",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "The photo",
+                "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            **REVIEW_PROBLEMS,
+        },
+    )
     def photo(target: Target, id: str = Query(..., max_length=MAX_FIELD_CHARS)) -> Response:  # type: ignore
         """A suspect's photo as a small JPEG."""
         jpeg = service.targets[target].photo(id)
@@ -248,8 +311,7 @@ def create_review_app(service: ReviewService, host: str = "127.0.0.1", token: Op
     return app
 
 
-def review(cfg: Config, targets: list[str] | None = None, host: str = "127.0.0.1", port: int = 8000,
-           say=print) -> None:
+def review(cfg: Config, targets: list[str] | None = None, host: str = "127.0.0.1", port: int = 8000, say=print) -> None:
     """Load the audits once, then serve the review page until interrupted."""
     import uvicorn
 
@@ -257,8 +319,10 @@ def review(cfg: Config, targets: list[str] | None = None, host: str = "127.0.0.1
     token = os.environ.get(TOKEN_ENV) or None
     for name, target in service.targets.items():
         left = target.progress(target.decided())
-        say(f"{name}: {left['left']:,} of {left['suspects']:,} suspects left to review at "
-            f"http://{host}:{port}/review/{quote(name)}; decisions -> {target.labels_path}")
+        say(
+            f"{name}: {left['left']:,} of {left['suspects']:,} suspects left to review at "
+            f"http://{host}:{port}/review/{quote(name)}; decisions -> {target.labels_path}"
+        )
     if token is None and not is_loopback(host):
         say(f"decisions are refused: the service listens on {host} and {TOKEN_ENV} is not set")
     uvicorn.run(create_review_app(service, host, token), host=host, port=port, log_level="warning")

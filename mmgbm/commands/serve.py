@@ -52,16 +52,20 @@ class PredictionService:
         # each use every core), and the estimators were not written to be shared across threads.
         self._lock = threading.Lock()
 
-    def predict(self, products: list[BaseModel], images: list[PostedImage], top_k: int,
-                min_confidence: float = 0.0) -> list[dict[str, Any]]:
+    def predict(
+        self, products: list[BaseModel], images: list[PostedImage], top_k: int, min_confidence: float = 0.0
+    ) -> list[dict[str, Any]]:
         rows = [p.model_dump(exclude={self.cfg.data.image_column, IMAGE_BYTES_FIELD}) for p in products]
         frame = pd.DataFrame(rows, columns=[self.cfg.data.id_column, *self.features.columns])
         with self._lock:
             matrix = self.features.products(frame, images)
-            answers = {name: _answers(name, model, matrix, top_k, min_confidence)
-                       for name, model in self.models.items()}
-        return [{"id": pid, "targets": {name: per_product[i] for name, per_product in answers.items()}}
-                for i, pid in enumerate(frame[self.cfg.data.id_column])]
+            answers = {
+                name: _answers(name, model, matrix, top_k, min_confidence) for name, model in self.models.items()
+            }
+        return [
+            {"id": pid, "targets": {name: per_product[i] for name, per_product in answers.items()}}
+            for i, pid in enumerate(frame[self.cfg.data.id_column])
+        ]
 
 
 class Problem(BaseModel):
@@ -71,10 +75,14 @@ class Problem(BaseModel):
 
 
 # The answers a request can get besides 200, as the OpenAPI schema documents them.
-PROBLEMS = {status: {"model": Problem, "description": text} for status, text in (
-    (400, "the body could not be parsed (a broken multipart request)"),
-    (413, "the body is over the size limit"),
-    (422, "a product or a parameter is invalid: one line naming it"))}
+PROBLEMS = {
+    status: {"model": Problem, "description": text}
+    for status, text in (
+        (400, "the body could not be parsed (a broken multipart request)"),
+        (413, "the body is over the size limit"),
+        (422, "a product or a parameter is invalid: one line naming it"),
+    )
+}
 
 
 def product_model(cfg: Config, features: OnlineFeatures) -> type[BaseModel]:
@@ -115,14 +123,28 @@ def _answers(name: str, model, products: ProductMatrix, top_k: int, min_confiden
     if isinstance(model, MMGBMPathClassifier):
         nodes, probabilities = estimator_call(name, model.predict_path, products)
         paths, depths, confidences = deepest_confident(nodes, probabilities, min_confidence)
-        return [{"label": path, "depth": int(depth), "probability": float(confidence),
-                 "levels": [{"label": node.rsplit(model.separator, 1)[-1], "probability": float(p)}
-                            for node, p in zip(answer, levels) if node is not None]}
-                for path, depth, confidence, answer, levels in zip(paths, depths, confidences, nodes, probabilities)]
+        return [
+            {
+                "label": path,
+                "depth": int(depth),
+                "probability": float(confidence),
+                "levels": [
+                    {"label": node.rsplit(model.separator, 1)[-1], "probability": float(p)}
+                    for node, p in zip(answer, levels)
+                    if node is not None
+                ],
+            }
+            for path, depth, confidence, answer, levels in zip(paths, depths, confidences, nodes, probabilities)
+        ]
     labels, probabilities = estimator_call(name, model.predict_top_k, products, top_k)
-    return [{"label": str(ranked[0]) if p[0] >= min_confidence else None, "probability": float(p[0]),
-             "top_k": [{"label": str(label), "probability": float(q)} for label, q in zip(ranked, p)]}
-            for ranked, p in zip(labels, probabilities)]
+    return [
+        {
+            "label": str(ranked[0]) if p[0] >= min_confidence else None,
+            "probability": float(p[0]),
+            "top_k": [{"label": str(label), "probability": float(q)} for label, q in zip(ranked, p)],
+        }
+        for ranked, p in zip(labels, probabilities)
+    ]
 
 
 def create_app(service: PredictionService, max_body_bytes: int = MAX_BODY_BYTES):
@@ -136,8 +158,13 @@ def create_app(service: PredictionService, max_body_bytes: int = MAX_BODY_BYTES)
     app = FastAPI(title="mmgbm", version="1", summary="Product attributes from text, photo and metadata.")
     answer_problems(app, max_body_bytes)
     TopK = Query(DEFAULT_TOP_K, ge=1, le=20, description="Labels ranked per classification target.")
-    MinConfidence = Query(0.0, ge=0.0, lt=1.0, description="A label below this probability is null; a path target "
-                          "answers the deepest node of its path whose probability reaches it, with its depth.")
+    MinConfidence = Query(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="A label below this probability is null; a path target "
+        "answers the deepest node of its path whose probability reaches it, with its depth.",
+    )
 
     @app.exception_handler(BadProduct)
     async def bad_product(request: Request, exc: Exception) -> JSONResponse:
@@ -146,20 +173,31 @@ def create_app(service: PredictionService, max_body_bytes: int = MAX_BODY_BYTES)
     @app.get("/health")
     def health() -> dict[str, Any]:
         encoder = service.features.encoder
-        return {"status": "ok", "targets": list(service.models),
-                "image_encoder": None if encoder is None else encoder.backbone}
+        return {
+            "status": "ok",
+            "targets": list(service.models),
+            "image_encoder": None if encoder is None else encoder.backbone,
+        }
 
     @app.post("/predict", responses=PROBLEMS)
-    def predict(products: list[Product] = Body(..., min_length=1, max_length=MAX_PRODUCTS),  # type: ignore[valid-type]
-                top_k: int = TopK, min_confidence: float = MinConfidence) -> dict[str, Any]:
+    def predict(
+        products: list[Product] = Body(..., min_length=1, max_length=MAX_PRODUCTS),  # type: ignore[valid-type]
+        top_k: int = TopK,
+        min_confidence: float = MinConfidence,
+    ) -> dict[str, Any]:
         """Predict every served target for a list of products (at most 256)."""
         images = [posted_image(cfg, p) for p in products]
         return {"predictions": service.predict(products, images, top_k, min_confidence)}
 
     if service.features.encoder is not None:
+
         @app.post("/predict/upload", responses=PROBLEMS)
-        def predict_upload(image: UploadFile = File(...), product: str = Form(..., description="The product as JSON"),
-                           top_k: int = TopK, min_confidence: float = MinConfidence) -> dict[str, Any]:
+        def predict_upload(
+            image: UploadFile = File(...),
+            product: str = Form(..., description="The product as JSON"),
+            top_k: int = TopK,
+            min_confidence: float = MinConfidence,
+        ) -> dict[str, Any]:
             """One product with its photo uploaded as a file; `product` holds its other fields as JSON."""
             try:
                 posted = Product.model_validate(json.loads(product))
@@ -203,11 +241,22 @@ def _openapi(app) -> dict[str, Any]:
         if upload is not None:
             generated = upload["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
             del schema["components"]["schemas"][generated.rsplit("/", 1)[1]]
-            upload["requestBody"] = {"required": True, "content": {"multipart/form-data": {
-                "schema": {"type": "object", "required": ["image", "product"], "properties": {
-                    "image": {"type": "string", "format": "binary", "description": "The product's photo"},
-                    "product": {"$ref": "#/components/schemas/Product"}}},
-                "encoding": {"product": {"contentType": "application/json"}}}}}
+            upload["requestBody"] = {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["image", "product"],
+                            "properties": {
+                                "image": {"type": "string", "format": "binary", "description": "The product's photo"},
+                                "product": {"$ref": "#/components/schemas/Product"},
+                            },
+                        },
+                        "encoding": {"product": {"contentType": "application/json"}},
+                    }
+                },
+            }
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -267,8 +316,7 @@ class BodyLimit:
         await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
 
 
-def serve(cfg: Config, targets: list[str] | None = None, host: str = "127.0.0.1", port: int = 8000,
-          say=print) -> None:
+def serve(cfg: Config, targets: list[str] | None = None, host: str = "127.0.0.1", port: int = 8000, say=print) -> None:
     """Load everything once, then serve until interrupted."""
     import uvicorn
 

@@ -39,8 +39,10 @@ def resolve_targets(cfg: Config, names: list[str] | None) -> list[str]:
 def metadata_columns(cfg: Config, target: TargetConfig) -> tuple[list[str], list[str]]:
     """(categorical, numeric) metadata columns for a target: never its own column or the ones it excludes."""
     skip = {*target.source_columns, *target.exclude_columns}
-    return ([c for c in cfg.data.categorical_columns if c not in skip],
-            [c for c in cfg.data.numeric_columns if c not in skip])
+    return (
+        [c for c in cfg.data.categorical_columns if c not in skip],
+        [c for c in cfg.data.numeric_columns if c not in skip],
+    )
 
 
 @dataclass
@@ -67,8 +69,10 @@ class TargetValues:
         if self.dropped_no_label:
             parts.append(f"{self.dropped_no_label:,} marked no_brand in {Path(self.names_source).name}")
         if self.off_taxonomy:
-            parts.append(f"{sum(self.off_taxonomy.values()):,} with a path not in {Path(self.taxonomy.source).name} "
-                         f"(`mmgbm validate` lists them)")
+            parts.append(
+                f"{sum(self.off_taxonomy.values()):,} with a path not in {Path(self.taxonomy.source).name} "
+                f"(`mmgbm validate` lists them)"
+            )
         return f"dropped {' and '.join(parts)}" if parts else "no rows dropped"
 
 
@@ -89,8 +93,13 @@ def target_names(cfg: Config, name: str, frame: pd.DataFrame) -> LabelNames | No
     return read_names(Path(setting))
 
 
-def target_values(frame: pd.DataFrame, target: TargetConfig, source: str, names: LabelNames | None = None,
-                  id_column: str | None = None) -> TargetValues:
+def target_values(
+    frame: pd.DataFrame,
+    target: TargetConfig,
+    source: str,
+    names: LabelNames | None = None,
+    id_column: str | None = None,
+) -> TargetValues:
     """The learnable rows; with `names`, labels in their canonical names and values that name no label dropped. A
     path that cannot be read is an error naming the product (its `id_column`)."""
     for column in target.source_columns:
@@ -106,8 +115,14 @@ def target_values(frame: pd.DataFrame, target: TargetConfig, source: str, names:
             return TargetValues(keep, given[keep].astype(str), int((~keep).sum()), 0)
         named = np.full(len(given), None, dtype=object)
         named[keep] = names.names(given[keep])
-        return TargetValues(pd.notna(named), named[pd.notna(named)].astype(str), int((~keep).sum()), 0,
-                            int((keep & pd.isna(named)).sum()), names.source)
+        return TargetValues(
+            pd.notna(named),
+            named[pd.notna(named)].astype(str),
+            int((~keep).sum()),
+            0,
+            int((keep & pd.isna(named)).sum()),
+            names.source,
+        )
     values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
     missing = ~np.isfinite(values)
     nonpositive = ~missing & (values <= 0) if target.log_target else np.zeros(len(values), dtype=bool)
@@ -157,8 +172,9 @@ def path_values(frame: pd.DataFrame, target: TargetConfig, source: str, id_colum
             continue
         paths[row] = form.join(levels)
     keep = pd.notna(paths)
-    return TargetValues(keep, paths[keep].astype(str), int((~keep).sum()) - sum(off.values()), 0,
-                        off_taxonomy=off, taxonomy=taxonomy)
+    return TargetValues(
+        keep, paths[keep].astype(str), int((~keep).sum()) - sum(off.values()), 0, off_taxonomy=off, taxonomy=taxonomy
+    )
 
 
 def min_training_rows(cfg: Config) -> int:
@@ -175,21 +191,29 @@ def target_problems(cfg: Config, frame: pd.DataFrame, source: str) -> list[str]:
         for levels, count in off[:LISTED_OFF_TAXONOMY]:
             closest = path_format(target).join(values.taxonomy.closest(levels))
             products = f"{count:,} product{'s' if count > 1 else ''}"
-            problems.append(f"{source}: target {name!r}: {path_format(target).join(levels)!r} ({products}) "
-                            f"is no node of {Path(values.taxonomy.source).name}; the closest node is {closest!r}: "
-                            f"relabel them")
+            problems.append(
+                f"{source}: target {name!r}: {path_format(target).join(levels)!r} ({products}) "
+                f"is no node of {Path(values.taxonomy.source).name}; the closest node is {closest!r}: "
+                f"relabel them"
+            )
         if len(off) > LISTED_OFF_TAXONOMY:
-            problems.append(f"{source}: target {name!r}: {len(off) - LISTED_OFF_TAXONOMY:,} more paths are no node of "
-                            f"{Path(values.taxonomy.source).name}")
+            problems.append(
+                f"{source}: target {name!r}: {len(off) - LISTED_OFF_TAXONOMY:,} more paths are no node of "
+                f"{Path(values.taxonomy.source).name}"
+            )
         usable, classes = int(values.keep.sum()), len(np.unique(values.y))
         shown = " / ".join(target.source_columns)
         if usable < min_training_rows(cfg):
-            problems.append(f"{source}: target {name!r} has only {usable} usable rows in {shown!r} "
-                            f"({values.describe()}); train needs at least {min_training_rows(cfg)}")
+            problems.append(
+                f"{source}: target {name!r} has only {usable} usable rows in {shown!r} "
+                f"({values.describe()}); train needs at least {min_training_rows(cfg)}"
+            )
         elif target.task != "regression" and classes < 2:
             only = str(values.y[0])
-            problems.append(f"{source}: target {name!r} has a single class ({only!r}) in {shown!r}; there "
-                            f"is nothing to predict: drop the target or add products of other classes")
+            problems.append(
+                f"{source}: target {name!r} has a single class ({only!r}) in {shown!r}; there "
+                f"is nothing to predict: drop the target or add products of other classes"
+            )
         elif target.task == "binary" and (problem := binary_problem(name, values.y, source)):
             problems.append(problem)
     return problems

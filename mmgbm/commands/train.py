@@ -16,8 +16,15 @@ from mmgbm.catalogue import load_split
 from mmgbm.cluster import joblib_on
 from mmgbm.commands.artifact import Artifact, TargetInfo, save_artifact
 from mmgbm.commands.normalise import normalisation
-from mmgbm.commands.targets import (check_binary, metadata_columns, min_training_rows, path_settings, resolve_targets,
-                                    target_names, target_values)
+from mmgbm.commands.targets import (
+    check_binary,
+    metadata_columns,
+    min_training_rows,
+    path_settings,
+    resolve_targets,
+    target_names,
+    target_values,
+)
 from mmgbm.config import Config, TargetConfig
 from mmgbm.corrections import correct_labels, corrections_note
 from mmgbm.errors import MmgbmError
@@ -92,8 +99,14 @@ def train(cfg: Config, targets: list[str] | None = None, client: Client | None =
     return [train_target(cfg, name, frame, products, fingerprints, client) for name in names]
 
 
-def train_target(cfg: Config, name: str, frame: pd.DataFrame, products: ProductMatrix,
-                 fingerprints: dict[str, dict], client: Client | None = None) -> TrainSummary:
+def train_target(
+    cfg: Config,
+    name: str,
+    frame: pd.DataFrame,
+    products: ProductMatrix,
+    fingerprints: dict[str, dict],
+    client: Client | None = None,
+) -> TrainSummary:
     started = time.perf_counter()
     target = cfg.targets[name]
     source = f"{cfg.data.splits['train']} (train)"

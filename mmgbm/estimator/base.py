@@ -29,6 +29,7 @@ from mmgbm.estimator.row_view import RowView
 from mmgbm.estimator.selection import FUSED, choose_predictor
 from mmgbm.estimator.top_scores import TopScores
 
+
 @dataclass
 class Prediction:
     """Classification: `candidates` (n, k) class codes best first with `probabilities` (the model's ranking of
@@ -59,11 +60,14 @@ class MMGBMBase(BaseEstimator):
         if y.ndim != 1 or len(y) != len(X):
             raise ValueError(f"y has shape {y.shape}; expected one target per product ({len(X)})")
         if len(X) < 2 * self.n_folds:
-            raise ValueError(f"{len(X)} products cannot be split into {self.n_folds} folds; need at least "
-                             f"{2 * self.n_folds} (or lower n_folds)")
+            raise ValueError(
+                f"{len(X)} products cannot be split into {self.n_folds} folds; need at least "
+                f"{2 * self.n_folds} (or lower n_folds)"
+            )
         target = self._encode_target(y)
-        self.metadata_ = MetadataEncoder(tuple(self.categorical_columns), tuple(self.numeric_columns),
-                                         self.rare_category_min_count).fit(X.meta)
+        self.metadata_ = MetadataEncoder(
+            tuple(self.categorical_columns), tuple(self.numeric_columns), self.rare_category_min_count
+        ).fit(X.meta)
         meta = self.metadata_.transform(X.meta)
         folds = fold_ids(target, self.n_folds, self.seed, self.regression)
 
@@ -83,21 +87,23 @@ class MMGBMBase(BaseEstimator):
                     self._fit_head(blocks, block, kind.name, head, target, folds, oof)
         # Heads worth their cost only where the others' out-of-fold scores show what their block tells the target.
         for kind in HEAD_KINDS:
-            for block, head in (kind.build(self, blocks, oof, target) if kind.after_others else ()):
+            for block, head in kind.build(self, blocks, oof, target) if kind.after_others else ():
                 self._fit_head(blocks, block, kind.name, head, target, folds, oof)
         if not self.heads_:
             raise ValueError("no feature block to learn from: give the products text or dense (image) features")
         # The stacker's own folds: fewer than the heads' (its LightGBM fits are the costly part of training) and
         # drawn independently of them; a few dozen features need no more than `stack_max_products` to learn from.
-        stack_folds = cap_rows(fold_ids(target, self.stack_folds, self.seed + 1, self.regression),
-                               self.stack_max_products, self.seed)
+        stack_folds = cap_rows(
+            fold_ids(target, self.stack_folds, self.seed + 1, self.regression), self.stack_max_products, self.seed
+        )
         self.stacker_ = self._fit_stacker([oof[n] for n in self.heads_], meta, target, stack_folds)
         honest = self._select(oof, target)
         self._fit_after_selection(X, honest, oof, target)
         return self
 
-    def _fit_head(self, blocks: dict, block: str, kind: str, head, target: np.ndarray, folds: np.ndarray,
-                  oof: dict) -> None:
+    def _fit_head(
+        self, blocks: dict, block: str, kind: str, head, target: np.ndarray, folds: np.ndarray, oof: dict
+    ) -> None:
         B, present = blocks[block]
         name = f"{block}.{kind}"
         self.heads_[name], oof[name] = fit_and_score(head, B, target, folds, present, self.n_jobs, self._top_k)
@@ -123,9 +129,17 @@ class MMGBMBase(BaseEstimator):
 
     def _lightgbm_params(self, objective: str) -> dict:
         params = {
-            "objective": objective, "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
-            "min_data_in_leaf": self.min_data_in_leaf, "feature_fraction": 0.9, "cat_smooth": 10, "seed": self.seed,
-            "deterministic": True, "force_row_wise": True, "num_threads": self.num_threads, "verbose": -1,
+            "objective": objective,
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": 0.9,
+            "cat_smooth": 10,
+            "seed": self.seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": self.num_threads,
+            "verbose": -1,
         }
         params.update(self.lightgbm_params or {})
         return params
@@ -139,8 +153,9 @@ class MMGBMBase(BaseEstimator):
         per_row = {FUSED: self._per_row(self._stack_oof(), target)}
         per_row.update({n: self._head_per_row(s, target) for n, s in oof.items()})
         self.validation_ = {n: float(np.mean(r)) for n, r in per_row.items()}
-        self.choice_ = choose_predictor(per_row, self.selection_margin_se, self.selection_min_gain,
-                                        perfect=0.0 if self.regression else 1.0)
+        self.choice_ = choose_predictor(
+            per_row, self.selection_margin_se, self.selection_min_gain, perfect=0.0 if self.regression else 1.0
+        )
         self.head_order_ = sorted(oof, key=self.validation_.get, reverse=True)
         self.modality_heads_ = {}
         for name in self.head_order_:
@@ -168,12 +183,14 @@ class MMGBMBase(BaseEstimator):
             head = self.heads_[name]
             block = blocks.get(name.rsplit(".", 1)[0])
             # A block the input cannot provide (no text columns in an --input table) is a missing modality.
-            scores[name] = (apply_head(head, *block, self._top_k) if block is not None
-                            else unscored(head, len(X), self._top_k))
+            scores[name] = (
+                apply_head(head, *block, self._top_k) if block is not None else unscored(head, len(X), self._top_k)
+            )
         return scores
 
-    def _prediction(self, X: ProductMatrix, modality: str | None = None,
-                    scores: dict[str, np.ndarray | TopScores] | None = None) -> Prediction:
+    def _prediction(
+        self, X: ProductMatrix, modality: str | None = None, scores: dict[str, np.ndarray | TopScores] | None = None
+    ) -> Prediction:
         """The chosen predictor (stack or head), or with `modality` the best head of that modality alone; from
         `scores` where the heads' scores of X are at hand (`head_scores`), else scoring only the heads it reads."""
         check_is_fitted(self, "choice_")

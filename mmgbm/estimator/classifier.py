@@ -41,21 +41,41 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
     names), `seed`, `num_threads` of LightGBM (0 = all cores) and `n_jobs` for the heads' folds (joblib: None =
     one at a time, -1 = all cores, or a Dask cluster's workers under `joblib.parallel_config("dask")`)."""
 
-    def __init__(self, *, categorical_columns=(), numeric_columns=(), rare_category_min_count: int = 5,
-                 learning_rate: float = 0.05, num_leaves: int = 31, min_data_in_leaf: int = 20,
-                 max_rounds: int = 2000, early_stopping_rounds: int = 50,
-                 lightgbm_params: dict | None = None, n_folds: int = 5, stack_folds: int = 3,
-                 stack_max_products: int = 200_000, knn_neighbors: int = 20, knn_exact_max_rows: int = 20_000,
-                 linear_c: float = 1.0, linear_max_weights: int = 100_000_000, linear_max_products: int = 50_000,
-                 linear_shortlist: int = 30,
-                 image_components: int = 0,
-                 image_alpha: float = 10.0, image_knn_projection: bool = True, boosted_max_classes: int = 64,
-                 head_top_k: int = 32,
-                 candidates: int = 20,
-                 selection_margin_se: float = 2.0,
-                 selection_min_gain: float = 0.05,
-                 label_in_text: str | None = None, label_names: LabelNames | None = None, seed: int = 42,
-                 num_threads: int = 0, n_jobs: int | None = None):
+    def __init__(
+        self,
+        *,
+        categorical_columns=(),
+        numeric_columns=(),
+        rare_category_min_count: int = 5,
+        learning_rate: float = 0.05,
+        num_leaves: int = 31,
+        min_data_in_leaf: int = 20,
+        max_rounds: int = 2000,
+        early_stopping_rounds: int = 50,
+        lightgbm_params: dict | None = None,
+        n_folds: int = 5,
+        stack_folds: int = 3,
+        stack_max_products: int = 200_000,
+        knn_neighbors: int = 20,
+        knn_exact_max_rows: int = 20_000,
+        linear_c: float = 1.0,
+        linear_max_weights: int = 100_000_000,
+        linear_max_products: int = 50_000,
+        linear_shortlist: int = 30,
+        image_components: int = 0,
+        image_alpha: float = 10.0,
+        image_knn_projection: bool = True,
+        boosted_max_classes: int = 64,
+        head_top_k: int = 32,
+        candidates: int = 20,
+        selection_margin_se: float = 2.0,
+        selection_min_gain: float = 0.05,
+        label_in_text: str | None = None,
+        label_names: LabelNames | None = None,
+        seed: int = 42,
+        num_threads: int = 0,
+        n_jobs: int | None = None,
+    ):
         self.categorical_columns = categorical_columns
         self.numeric_columns = numeric_columns
         self.rare_category_min_count = rare_category_min_count
@@ -156,7 +176,8 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
             column = self.chooser_.column
             texts = X.meta[column].to_numpy() if column in X.meta else np.full(len(X), None)
             prediction.labels, prediction.label_probabilities = self.chooser_.apply(
-                texts, prediction.labels, prediction.label_probabilities)
+                texts, prediction.labels, prediction.label_probabilities
+            )
         return prediction
 
     # ---- what the base class asks of a task ---------------------------------------------------------------
@@ -166,8 +187,10 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
 
     def check_params(self) -> None:
         if self.head_top_k < self.candidates:
-            raise ValueError(f"head_top_k ({self.head_top_k}) must be at least candidates ({self.candidates}): "
-                             "the stacker's candidates come from the heads' best classes")
+            raise ValueError(
+                f"head_top_k ({self.head_top_k}) must be at least candidates ({self.candidates}): "
+                "the stacker's candidates come from the heads' best classes"
+            )
 
     def _encode_target(self, y: np.ndarray) -> np.ndarray:
         if pd.isna(y).any():
@@ -186,9 +209,13 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         return tuple(str(c) for c in self.classes_)
 
     def _fit_stacker(self, scores: list[np.ndarray], meta, target: np.ndarray, folds: np.ndarray) -> CandidateReranker:
-        return CandidateReranker(list(self.heads_), self.candidates, self._lightgbm_params("binary"), self.max_rounds,
-                                 self.early_stopping_rounds).fit(scores, meta, list(self.categorical_columns), target,
-                                                                 folds, self.log_prior_)
+        return CandidateReranker(
+            list(self.heads_),
+            self.candidates,
+            self._lightgbm_params("binary"),
+            self.max_rounds,
+            self.early_stopping_rounds,
+        ).fit(scores, meta, list(self.categorical_columns), target, folds, self.log_prior_)
 
     def _stack_oof(self) -> Prediction:
         return self._ranked(*self.stacker_.oof_)
@@ -210,9 +237,9 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         if self.label_in_text not in X.meta:
             raise ValueError(f"no column {self.label_in_text!r} in X.meta (label_in_text)")
         counts = dict(zip(self.classes_.tolist(), self.class_counts_.tolist()))
-        self.chooser_ = PrefixChooser(self.label_in_text, counts, self.seed, margin_se=self.selection_margin_se,
-                                      names=self.label_names).fit(
-            X.meta[self.label_in_text].to_numpy(), honest.labels, honest.label_probabilities, self.classes_[target])
+        self.chooser_ = PrefixChooser(
+            self.label_in_text, counts, self.seed, margin_se=self.selection_margin_se, names=self.label_names
+        ).fit(X.meta[self.label_in_text].to_numpy(), honest.labels, honest.label_probabilities, self.classes_[target])
 
     def _stack_predict(self, scores: list[np.ndarray], meta) -> Prediction:
         return self._ranked(*self.stacker_.predict(scores, meta))
@@ -235,8 +262,9 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         return self._ranked(cands, probs)
 
     def _ranked(self, cands: np.ndarray, probs: np.ndarray) -> Prediction:
-        return Prediction(candidates=cands, probabilities=probs, labels=self.classes_[cands].astype(object),
-                          label_probabilities=probs)
+        return Prediction(
+            candidates=cands, probabilities=probs, labels=self.classes_[cands].astype(object), label_probabilities=probs
+        )
 
     @staticmethod
     def _per_row(prediction: Prediction, target: np.ndarray) -> np.ndarray:
@@ -247,9 +275,9 @@ def _padded(cands: np.ndarray, order: np.ndarray) -> np.ndarray:
     """Rows of distinct class codes whose -1 slots are filled, in turn, by the first classes of `order` the row does
     not hold yet; ROW_BLOCK rows at a time. A row holds at most k classes, so the first 2k of `order` suffice."""
     out = cands.copy()
-    pool = order[:2 * cands.shape[1]]
+    pool = order[: 2 * cands.shape[1]]
     for start in range(0, len(out), ROW_BLOCK):
-        block = out[start:start + ROW_BLOCK]
+        block = out[start : start + ROW_BLOCK]
         free = ~(pool[None, :, None] == block[:, None, :]).any(axis=2)
         fill = pool[np.argsort(~free, axis=1, kind="stable")]  # per row its free classes first, in `order`
         holes = block < 0

@@ -23,7 +23,7 @@ def fit_reducer(reducer, block: np.ndarray, present: np.ndarray):
         # float32 first: a pipeline's scaler would standardise a float16 block (`ProductMatrix`) in float16.
         return reducer.fit(block[present].astype(np.float32))
     for start in range(0, len(block), ROW_BLOCK):
-        rows = np.flatnonzero(present[start:start + ROW_BLOCK])
+        rows = np.flatnonzero(present[start : start + ROW_BLOCK])
         if len(rows):
             reducer.partial_fit(block[start + rows])
     return reducer

@@ -61,8 +61,9 @@ def bounded_rows(strata: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     order = np.argsort(inverse, kind="stable")
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    kept = [rng.choice(order[start:start + count], min(count, low), replace=False)
-            for start, count in zip(starts, counts)]
+    kept = [
+        rng.choice(order[start : start + count], min(count, low), replace=False) for start, count in zip(starts, counts)
+    ]
     return np.sort(np.concatenate(kept))
 
 

@@ -28,8 +28,17 @@ MAX_WORDS = 4
 MODEL = 0  # option 0 keeps the model's label; option k copies the first k words
 N_FOLDS = 5
 # Small trees: the chooser learns from a few hundred validation rows and ~50 features.
-PARAMS = {"objective": "multiclass", "learning_rate": 0.05, "num_leaves": 7, "min_data_in_leaf": 10,
-          "feature_fraction": 0.9, "deterministic": True, "force_row_wise": True, "num_threads": 1, "verbose": -1}
+PARAMS = {
+    "objective": "multiclass",
+    "learning_rate": 0.05,
+    "num_leaves": 7,
+    "min_data_in_leaf": 10,
+    "feature_fraction": 0.9,
+    "deterministic": True,
+    "force_row_wise": True,
+    "num_threads": 1,
+    "verbose": -1,
+}
 
 
 def leading_words(texts, max_words: int = MAX_WORDS) -> list[list[str]]:
@@ -50,8 +59,15 @@ def prefix_options(words: list[list[str]], max_words: int = MAX_WORDS) -> np.nda
 class PrefixChooser:
     """Multiclass LightGBM over {model's label, prefix of 1..max_words words}; see the module docstring."""
 
-    def __init__(self, column: str, class_counts: dict[str, int], seed: int = 0, max_words: int = MAX_WORDS,
-                 margin_se: float = 2.0, names: LabelNames | None = None):
+    def __init__(
+        self,
+        column: str,
+        class_counts: dict[str, int],
+        seed: int = 0,
+        max_words: int = MAX_WORDS,
+        margin_se: float = 2.0,
+        names: LabelNames | None = None,
+    ):
         self.column = column
         self.class_counts = class_counts
         self.seed = seed
@@ -79,9 +95,14 @@ class PrefixChooser:
         folds = np.arange(int(teach.sum())) % N_FOLDS
         folds = folds[np.random.default_rng(self.seed).permutation(len(folds))]
         params = {**PARAMS, "num_class": self.max_words + 1, "seed": self.seed}
-        cv = lgb.cv(params, lgb.Dataset(X[teach], y[teach]), num_boost_round=500, return_cvbooster=True,
-                    folds=[(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in range(N_FOLDS)],
-                    callbacks=[lgb.early_stopping(20, verbose=False)])
+        cv = lgb.cv(
+            params,
+            lgb.Dataset(X[teach], y[teach]),
+            num_boost_round=500,
+            return_cvbooster=True,
+            folds=[(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in range(N_FOLDS)],
+            callbacks=[lgb.early_stopping(20, verbose=False)],
+        )
         rounds = cv["cvbooster"].best_iteration
         # Out-of-fold picks on every honest row (rows no option gets right are scored by all folds' mean).
         oof = np.mean([b.predict(X, num_iteration=rounds) for b in cv["cvbooster"].boosters], axis=0)
@@ -96,7 +117,8 @@ class PrefixChooser:
             self.booster_ = lgb.train(params, lgb.Dataset(X[teach], y[teach]), num_boost_round=rounds)
             # The chooser's vote share is no probability: map it to the share of its out-of-fold picks that were right.
             self.calibrator_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
-                confidence, (picked == truth).astype(float))
+                confidence, (picked == truth).astype(float)
+            )
         return self
 
     def apply(self, texts, labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,8 +128,9 @@ class PrefixChooser:
             return labels, probs
         words = leading_words(texts, self.max_words)
         options = self._options(words, labels)
-        chosen, confidence = self._pick(options, self.booster_.predict(self._features(words, options, labels, probs)),
-                                        with_confidence=True)
+        chosen, confidence = self._pick(
+            options, self.booster_.predict(self._features(words, options, labels, probs)), with_confidence=True
+        )
         confidence = self.calibrator_.predict(confidence)
         labels, probs = labels.copy(), probs.astype(np.float64).copy()
         for row in range(len(labels)):
@@ -141,8 +164,14 @@ class PrefixChooser:
             confidence[row] = totals[chosen[row]] / max(sum(totals.values()), 1e-12)
         return (chosen, confidence) if with_confidence else chosen
 
-    def _features(self, words: list[list[str]], options: np.ndarray, labels: np.ndarray, probs: np.ndarray,
-                  truth: np.ndarray | None = None) -> np.ndarray:
+    def _features(
+        self,
+        words: list[list[str]],
+        options: np.ndarray,
+        labels: np.ndarray,
+        probs: np.ndarray,
+        truth: np.ndarray | None = None,
+    ) -> np.ndarray:
         lower_counts: dict[str, int] = {}
         for name, n in self.class_counts.items():
             lower_counts[name.lower()] = lower_counts.get(name.lower(), 0) + n
@@ -173,11 +202,20 @@ class PrefixChooser:
             top = options[row, MODEL]
             text = " ".join(w).lower()
             second = probs[row, 1] if probs.shape[1] > 1 else 0.0
-            feats = [probs[row, 0], probs[row, 0] - second, np.log1p(max(count(top, row), 0)), len(top.split()),
-                     float(top.lower() in text), len(w)]
+            feats = [
+                probs[row, 0],
+                probs[row, 0] - second,
+                np.log1p(max(count(top, row), 0)),
+                len(top.split()),
+                float(top.lower() in text),
+                len(w),
+            ]
             matches = [k + 1 for k in range(self.max_words) if options[row, k + 1] == top]
-            lower_matches = [k + 1 for k in range(self.max_words)
-                             if options[row, k + 1] is not None and options[row, k + 1].lower() == top.lower()]
+            lower_matches = [
+                k + 1
+                for k in range(self.max_words)
+                if options[row, k + 1] is not None and options[row, k + 1].lower() == top.lower()
+            ]
             feats += [matches[0] if matches else 0, lower_matches[0] if lower_matches else 0]
             ranked = {label: (i, p) for i, (label, p) in reversed(list(enumerate(zip(labels[row], probs[row]))))}
             for k in range(1, self.max_words + 1):
@@ -189,16 +227,29 @@ class PrefixChooser:
                 # word), whatever name it reads as.
                 written = " ".join(w[:k]).lower() if k <= len(w) else None
                 starting = 0 if written is None else self.starting_rows_.get(written, 0) - int(truth is not None)
-                feats += [count(prefix, row), count(prefix, row, lower=True), rank, p,
-                          _capitalised(word), word.isupper(), _has_digit(word), len(word),
-                          _capitalised(after), _has_digit(after), after == "", np.log1p(max(starting, 0)),
-                          *roles(word, own), *roles(after, own)]
+                feats += [
+                    count(prefix, row),
+                    count(prefix, row, lower=True),
+                    rank,
+                    p,
+                    _capitalised(word),
+                    word.isupper(),
+                    _has_digit(word),
+                    len(word),
+                    _capitalised(after),
+                    _has_digit(after),
+                    after == "",
+                    np.log1p(max(starting, 0)),
+                    *roles(word, own),
+                    *roles(after, own),
+                ]
             rows.append(feats)
         return np.asarray(rows, dtype=np.float64)
 
 
-def _word_roles(words: list[list[str]], truth: np.ndarray, max_words: int
-                ) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+def _word_roles(
+    words: list[list[str]], truth: np.ndarray, max_words: int
+) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
     """Over the training rows' leading words (lower case): how many rows hold each word, how many of those have it
     in the label written at their start, and how many start with each prefix of 1..max_words words."""
     held, in_label, starting = Counter(), Counter(), Counter()
@@ -212,7 +263,7 @@ def _word_roles(words: list[list[str]], truth: np.ndarray, max_words: int
 def _label_words(words: list[str], label: str) -> set[str]:
     """The lower-cased words of `label` where the text starts with it, else none."""
     label_words = label.lower().split()
-    return set(label_words) if [w.lower() for w in words[:len(label_words)]] == label_words else set()
+    return set(label_words) if [w.lower() for w in words[: len(label_words)]] == label_words else set()
 
 
 def _capitalised(word: str) -> float:

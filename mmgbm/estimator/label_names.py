@@ -52,8 +52,7 @@ class LabelNames:
     """Spelling -> canonical name (`canonical`), the spellings that name no label with why (`no_label`), and where
     the map came from (`source`: "auto" or a file name). See the module docstring."""
 
-    def __init__(self, canonical: Mapping[str, str], no_label: Mapping[str, str] | None = None,
-                 source: str = "auto"):
+    def __init__(self, canonical: Mapping[str, str], no_label: Mapping[str, str] | None = None, source: str = "auto"):
         self.canonical = dict(canonical)
         self.no_label = dict(no_label or {})
         self.source = source

@@ -76,7 +76,7 @@ class NeighbourIndex:
         image block at once were one more copy of it (4 GB at 800,000 products) at the peak of training."""
         out = np.empty((X.shape[0], self.projection_.shape[1]), dtype=np.float32)
         for start in range(0, X.shape[0], KNN_CHUNK):
-            out[start:start + KNN_CHUNK] = unit_rows(X[start:start + KNN_CHUNK]) @ self.projection_
+            out[start : start + KNN_CHUNK] = unit_rows(X[start : start + KNN_CHUNK]) @ self.projection_
         return normalize(out, copy=False)
 
     def _index(self):
@@ -107,8 +107,9 @@ def _build_ivf(rows: np.ndarray, seed: int):
 
     n, dim = rows.shape
     cells = max(1, min(int(4 * np.sqrt(n)), n // CELL_SAMPLE))
-    index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, cells, faiss.ScalarQuantizer.QT_fp16,
-                                          faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexIVFScalarQuantizer(
+        faiss.IndexFlatIP(dim), dim, cells, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+    )
     index.cp.niter, index.cp.seed = KMEANS_ITERATIONS, seed
     sample = min(n, CELL_SAMPLE * cells)
     index.train(rows[np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))])
@@ -132,14 +133,14 @@ def nearest(Q, XT, k: int) -> tuple[np.ndarray, np.ndarray]:
     sims = np.empty((Q.shape[0], k), dtype=np.float32)
     index = np.empty((Q.shape[0], k), dtype=np.int64)
     for start in range(0, Q.shape[0], KNN_CHUNK):
-        block = Q[start:start + KNN_CHUNK] @ XT
+        block = Q[start : start + KNN_CHUNK] @ XT
         if sp.issparse(block):
             block = block.toarray()
         top = np.argpartition(-block, k - 1, axis=1)[:, :k] if k < block.shape[1] else np.argsort(-block, axis=1)
         top_sims = np.take_along_axis(block, top, axis=1)
         order = np.argsort(-top_sims, axis=1, kind="stable")
-        index[start:start + len(block)] = np.take_along_axis(top, order, axis=1)
-        sims[start:start + len(block)] = np.take_along_axis(top_sims, order, axis=1)
+        index[start : start + len(block)] = np.take_along_axis(top, order, axis=1)
+        sims[start : start + len(block)] = np.take_along_axis(top_sims, order, axis=1)
     return sims, index
 
 

@@ -14,11 +14,19 @@ from sklearn.base import clone
 from mmgbm.estimator.row_view import take_rows
 from mmgbm.estimator.top_scores import ROW_BLOCK, TopScores
 
-SCORE_STEP = 2.0 ** -12  # a power of two: grid points are exact in float32 for scores below 2048
+SCORE_STEP = 2.0**-12  # a power of two: grid points are exact in float32 for scores below 2048
 
 
-def out_of_fold(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, n_jobs: int | None = None,
-                top_k: int | None = None, across=None):
+def out_of_fold(
+    head,
+    X,
+    y: np.ndarray,
+    folds: np.ndarray,
+    present: np.ndarray,
+    n_jobs: int | None = None,
+    top_k: int | None = None,
+    across=None,
+):
     """Scores of every training row from a clone of `head` fitted on the other folds (unscored where absent), as
     `scored` gives them. The folds run as `n_jobs` joblib tasks: on local processes, or on a Dask cluster inside
     `joblib.parallel_config("dask")`. With `across`, a kNN head fitted on every row present, each row is scored by
@@ -35,7 +43,8 @@ def out_of_fold(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, 
         return out
     parts = Parallel(n_jobs=n_jobs)(
         delayed(_fold_scores)(clone(head), X, y, np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f), top_k)
-        for f in names)
+        for f in names
+    )
     for f, part in zip(names, parts):
         out[rows[fold_of == f]] = part
     return out
@@ -51,8 +60,9 @@ def fit_present(head, X, y: np.ndarray, present: np.ndarray):
     return clone(head).fit(on_rows(X, rows), on_rows(y, rows))
 
 
-def fit_and_score(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, n_jobs: int | None = None,
-                  top_k: int | None = None):
+def fit_and_score(
+    head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, n_jobs: int | None = None, top_k: int | None = None
+):
     """(`fit_present`, `out_of_fold`): a kNN head that searches across folds gets both from its one index, or,
     with a projection, from two (`halves_fit_and_score`)."""
     across = getattr(head, "searches_across_folds", lambda n: False)(int(present.sum()))
@@ -62,8 +72,9 @@ def fit_and_score(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray
     return fitted, out_of_fold(head, X, y, folds, present, n_jobs, top_k, across=fitted if across else None)
 
 
-def halves_fit_and_score(head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, n_jobs: int | None = None,
-                         top_k: int | None = None):
+def halves_fit_and_score(
+    head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, n_jobs: int | None = None, top_k: int | None = None
+):
     """A projected kNN head cross-fitted on two halves of the folds (even and odd): each half's clone learns its
     projection from that half's rows and indexes every row; the other half's rows are scored by it from their
     neighbours outside their own fold, so no row's position or neighbours know its label. The clone of the
@@ -78,16 +89,19 @@ def halves_fit_and_score(head, X, y: np.ndarray, folds: np.ndarray, present: np.
     out = unscored(head, X.shape[0], top_k)
     X, y = on_rows(X, rows), on_rows(y, rows)
     parts = Parallel(n_jobs=n_jobs)(
-        delayed(_half_scores)(clone(head), X, y, fold_of, np.flatnonzero(half == h), np.flatnonzero(half != h),
-                              top_k, keep=h == 0)
-        for h in (0, 1))
+        delayed(_half_scores)(
+            clone(head), X, y, fold_of, np.flatnonzero(half == h), np.flatnonzero(half != h), top_k, keep=h == 0
+        )
+        for h in (0, 1)
+    )
     for h, (_, part) in enumerate(parts):
         out[rows[half != h]] = part
     return parts[0][0], out
 
 
-def _half_scores(head, X, y: np.ndarray, fold_of: np.ndarray, learn: np.ndarray, score: np.ndarray,
-                 top_k: int | None, keep: bool):
+def _half_scores(
+    head, X, y: np.ndarray, fold_of: np.ndarray, learn: np.ndarray, score: np.ndarray, top_k: int | None, keep: bool
+):
     """(the fitted head if `keep`, else None: a worker would send back its index for nothing; the scores)."""
     head.fit(X, y, projector_rows=learn)
     return head if keep else None, scored(head, take_rows(X, score), top_k, (fold_of[score], fold_of))
@@ -112,6 +126,7 @@ def scored(head, X, top_k: int | None, folds: tuple[np.ndarray, np.ndarray] | No
     """`head.predict(X)`, settled, ROW_BLOCK products at a time (every class's score, and a dense block's rows read
     through a `RowView`, exist for one block only); with `top_k` (classification), each product's best `top_k`
     classes. `folds` (the rows' folds, the training rows' folds) go to a kNN head's `predict`, each block's own."""
+
     def predict(start: int, stop: int) -> np.ndarray:
         block = X[start:stop]
         if folds is None:

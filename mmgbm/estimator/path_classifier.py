@@ -60,8 +60,12 @@ class MMGBMPathClassifier(MMGBMClassifier):
         heads: what an evaluation compares."""
         scores = self.head_scores(check_products(X))
         nodes, probabilities = self._named(*self._walk(self._calibrated(self._prediction(X, scores=scores))))
-        out = {FUSED: self._deepest(nodes), "probability": _last(probabilities), "nodes": nodes,
-               "node_probabilities": probabilities}
+        out = {
+            FUSED: self._deepest(nodes),
+            "probability": _last(probabilities),
+            "nodes": nodes,
+            "node_probabilities": probabilities,
+        }
         # A head alone has no calibrated probabilities to sum down the tree: its best path is its answer.
         out.update({m: self._prediction(X, m, scores).labels[:, 0] for m in self.modalities_})
         return out
@@ -81,12 +85,13 @@ class MMGBMPathClassifier(MMGBMClassifier):
         if empty is not None:
             raise ValueError(f"path {empty!r} has an empty level; every level needs a name")
         self.depth_ = max(len(path) for path in levels)
-        self.nodes_ = np.array(sorted({self.separator.join(path[:d]) for path in levels
-                                       for d in range(1, len(path) + 1)}))
+        self.nodes_ = np.array(
+            sorted({self.separator.join(path[:d]) for path in levels for d in range(1, len(path) + 1)})
+        )
         code = {node: i for i, node in enumerate(self.nodes_)}
         self.ancestors_ = np.full((len(self.classes_), self.depth_), -1, dtype=np.int32)
         for row, path in enumerate(levels):
-            self.ancestors_[row, :len(path)] = [code[self.separator.join(path[:d + 1])] for d in range(len(path))]
+            self.ancestors_[row, : len(path)] = [code[self.separator.join(path[: d + 1])] for d in range(len(path))]
         return target
 
     def _mention_names(self) -> tuple[str, ...]:
@@ -101,10 +106,18 @@ class MMGBMPathClassifier(MMGBMClassifier):
             self.top_block_ = block
             top_nodes, self.top_of_class_ = np.unique(self.ancestors_[:, 0], return_inverse=True)
             B, present = self._blocks(X)[block]
-            head = LinearHead("multiclass", len(top_nodes), self.linear_c, dense_alpha=self.image_alpha,
-                              max_rows=self.linear_max_products, shortlist=self.linear_shortlist, seed=self.seed)
-            fitted, scores = fit_and_score(head, B, self.top_of_class_[target],
-                                           fold_ids(target, self.n_folds, self.seed), present, self.n_jobs)
+            head = LinearHead(
+                "multiclass",
+                len(top_nodes),
+                self.linear_c,
+                dense_alpha=self.image_alpha,
+                max_rows=self.linear_max_products,
+                shortlist=self.linear_shortlist,
+                seed=self.seed,
+            )
+            fitted, scores = fit_and_score(
+                head, B, self.top_of_class_[target], fold_ids(target, self.n_folds, self.seed), present, self.n_jobs
+            )
             weight = _pooling_weight(honest, self._top_scores(scores, honest.candidates), target)
             if weight > 0:
                 self.top_head_, self.top_weight_ = fitted, weight
@@ -132,8 +145,9 @@ class MMGBMPathClassifier(MMGBMClassifier):
         p[prediction.probabilities <= 0] = 0.0
         p /= np.clip(p.sum(axis=1, keepdims=True), 1e-300, None)
         order = np.argsort(-p, axis=1, kind="stable")
-        return self._ranked(np.take_along_axis(prediction.candidates, order, axis=1),
-                            np.take_along_axis(p, order, axis=1))
+        return self._ranked(
+            np.take_along_axis(prediction.candidates, order, axis=1), np.take_along_axis(p, order, axis=1)
+        )
 
     # ---- reading a path from the paths' probabilities ---------------------------------------------------
     def _walk(self, prediction: Prediction) -> tuple[np.ndarray, np.ndarray]:
@@ -144,8 +158,9 @@ class MMGBMPathClassifier(MMGBMClassifier):
         codes, probabilities = np.full((n, self.depth_), -1, dtype=np.int32), np.full((n, self.depth_), np.nan)
         for start in range(0, n, ROW_BLOCK):
             block = slice(start, start + ROW_BLOCK)
-            codes[block], probabilities[block] = _walk(self.ancestors_[prediction.candidates[block]],
-                                                       prediction.probabilities[block])
+            codes[block], probabilities[block] = _walk(
+                self.ancestors_[prediction.candidates[block]], prediction.probabilities[block]
+            )
         return codes, probabilities
 
     def _named(self, codes: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -205,8 +220,9 @@ def _last(probabilities: np.ndarray) -> np.ndarray:
     return probabilities[np.arange(len(probabilities)), np.maximum(depth - 1, 0)]
 
 
-def deepest_confident(nodes: np.ndarray, probabilities: np.ndarray, min_confidence: float
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def deepest_confident(
+    nodes: np.ndarray, probabilities: np.ndarray, min_confidence: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per product the deepest node of its answer whose probability reaches `min_confidence` (None where not even
     the first level does), its depth (0 then) and its probability (the first level's where nothing reaches it)."""
     reached = np.nan_to_num(probabilities, nan=-1.0) >= min_confidence

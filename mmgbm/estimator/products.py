@@ -35,9 +35,12 @@ class ProductMatrix:
         n = len(self.ids)
         if self.meta is None:
             self.meta = pd.DataFrame(index=range(n))
-        blocks = {**{f"text[{k}]": v for k, v in self.text.items()},
-                  **{f"words[{k}]": v for k, v in self.words.items()},
-                  **{f"dense[{k}]": v for k, v in self.dense.items()}, "meta": self.meta}
+        blocks = {
+            **{f"text[{k}]": v for k, v in self.text.items()},
+            **{f"words[{k}]": v for k, v in self.words.items()},
+            **{f"dense[{k}]": v for k, v in self.dense.items()},
+            "meta": self.meta,
+        }
         for name, block in blocks.items():
             if block.shape[0] != n:
                 raise ValueError(f"ProductMatrix: {name} has {block.shape[0]} rows but there are {n} ids")
@@ -77,8 +80,12 @@ class ProductMatrix:
     def dense_present(self, name: str) -> np.ndarray:
         # A block of rows at a time: a whole block's NaN mask was 1.3 GB at a million photos.
         block = self.dense[name]
-        return np.concatenate([~np.isnan(block[start:start + PRESENT_ROWS]).any(axis=1)
-                               for start in range(0, max(len(block), 1), PRESENT_ROWS)])
+        return np.concatenate(
+            [
+                ~np.isnan(block[start : start + PRESENT_ROWS]).any(axis=1)
+                for start in range(0, max(len(block), 1), PRESENT_ROWS)
+            ]
+        )
 
 
 def half_precision(block) -> np.ndarray:
@@ -92,8 +99,8 @@ def half_precision(block) -> np.ndarray:
     out = np.empty(block.shape, dtype=np.float16)
     with np.errstate(over="ignore"):
         for start in range(0, len(block), PRESENT_ROWS):
-            chunk = block[start:start + PRESENT_ROWS]
-            out[start:start + len(chunk)] = chunk
-            if np.isinf(out[start:start + len(chunk)]).sum() > np.isinf(chunk).sum():
+            chunk = block[start : start + PRESENT_ROWS]
+            out[start : start + len(chunk)] = chunk
+            if np.isinf(out[start : start + len(chunk)]).sum() > np.isinf(chunk).sum():
                 return block
     return out

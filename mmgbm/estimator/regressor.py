@@ -24,16 +24,35 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
 
     regression = True
 
-    def __init__(self, *, categorical_columns=(), numeric_columns=(), rare_category_min_count: int = 5,
-                 learning_rate: float = 0.05, num_leaves: int = 31, min_data_in_leaf: int = 20,
-                 max_rounds: int = 2000, early_stopping_rounds: int = 50,
-                 lightgbm_params: dict | None = None, n_folds: int = 5, stack_folds: int = 3,
-                 stack_max_products: int = 200_000, knn_neighbors: int = 20, knn_exact_max_rows: int = 20_000,
-                 linear_max_products: int = 50_000, text_ridge_alpha: float = 0.2, image_components: int = 0,
-                 image_alpha: float = 10.0,
-                 objective: str = "regression_l1", log_target: bool = False, selection_margin_se: float = 2.0,
-                 selection_min_gain: float = 0.05,
-                 seed: int = 42, num_threads: int = 0, n_jobs: int | None = None):
+    def __init__(
+        self,
+        *,
+        categorical_columns=(),
+        numeric_columns=(),
+        rare_category_min_count: int = 5,
+        learning_rate: float = 0.05,
+        num_leaves: int = 31,
+        min_data_in_leaf: int = 20,
+        max_rounds: int = 2000,
+        early_stopping_rounds: int = 50,
+        lightgbm_params: dict | None = None,
+        n_folds: int = 5,
+        stack_folds: int = 3,
+        stack_max_products: int = 200_000,
+        knn_neighbors: int = 20,
+        knn_exact_max_rows: int = 20_000,
+        linear_max_products: int = 50_000,
+        text_ridge_alpha: float = 0.2,
+        image_components: int = 0,
+        image_alpha: float = 10.0,
+        objective: str = "regression_l1",
+        log_target: bool = False,
+        selection_margin_se: float = 2.0,
+        selection_min_gain: float = 0.05,
+        seed: int = 42,
+        num_threads: int = 0,
+        n_jobs: int | None = None,
+    ):
         self.categorical_columns = categorical_columns
         self.numeric_columns = numeric_columns
         self.rare_category_min_count = rare_category_min_count
@@ -95,9 +114,9 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
         return target
 
     def _fit_stacker(self, scores: list[np.ndarray], meta, target: np.ndarray, folds: np.ndarray) -> RegressionStacker:
-        return RegressionStacker(list(self.heads_), self._lightgbm_params(self.objective), self.max_rounds,
-                                 self.early_stopping_rounds).fit(scores, meta, list(self.categorical_columns), target,
-                                                                 folds)
+        return RegressionStacker(
+            list(self.heads_), self._lightgbm_params(self.objective), self.max_rounds, self.early_stopping_rounds
+        ).fit(scores, meta, list(self.categorical_columns), target, folds)
 
     def _stack_oof(self) -> Prediction:
         return Prediction(values=self.stacker_.oof_)

@@ -17,8 +17,9 @@ import numpy as np
 FUSED = "fused"
 
 
-def choose_predictor(per_row: dict[str, np.ndarray], margin_se: float, min_gain: float = 0.0,
-                     perfect: float = 1.0) -> str:
+def choose_predictor(
+    per_row: dict[str, np.ndarray], margin_se: float, min_gain: float = 0.0, perfect: float = 1.0
+) -> str:
     """FUSED, or the name of the best single head; `per_row` holds FUSED and every head, higher is better, and
     `perfect` is a row's best possible score (1 for right/wrong, 0 for minus an error)."""
     heads = [name for name in per_row if name != FUSED]

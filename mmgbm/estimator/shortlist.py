@@ -22,8 +22,9 @@ class ShortlistSVM:
     """`fit(X, y)` on sparse rows and integer labels, then `decision_function(X)` -> (n, len(classes_)) scores,
     NaN outside each product's shortlist. `C`, `tol`, `max_iter` and `random_state` are LinearSVC's."""
 
-    def __init__(self, shortlist: int = 30, C: float = 1.0, tol: float = 1e-2, max_iter: int = 30,
-                 random_state: int = 0):
+    def __init__(
+        self, shortlist: int = 30, C: float = 1.0, tol: float = 1e-2, max_iter: int = 30, random_state: int = 0
+    ):
         self.shortlist = shortlist
         self.C = C
         self.tol = tol
@@ -41,13 +42,14 @@ class ShortlistSVM:
         units = unit_rows(X)
         self.centroids_ = transposed(unit_rows(members @ units))
         # (class, product) pairs, sorted by class: every product's shortlist and its own class, once each.
-        pairs = np.unique(np.column_stack([self._shortlisted(units), codes]).astype(np.int64) * n
-                          + np.arange(n)[:, None])
+        pairs = np.unique(
+            np.column_stack([self._shortlisted(units), codes]).astype(np.int64) * n + np.arange(n)[:, None]
+        )
         pair_class, pair_row = pairs // n, pairs % n
         bounds = np.searchsorted(pair_class, np.arange(n_classes + 1))
         weights, self.intercept_ = [], np.ones(n_classes, dtype=np.float32)
         for code in range(n_classes):
-            rows = pair_row[bounds[code]:bounds[code + 1]]
+            rows = pair_row[bounds[code] : bounds[code + 1]]
             is_class = codes[rows] == code
             if is_class.all():  # no other product comes near this class: it wins wherever it is shortlisted
                 weights.append(sp.csr_matrix((1, X.shape[1]), dtype=np.float32))
@@ -74,7 +76,8 @@ class ShortlistSVM:
         m = min(self.shortlist, n_classes)
         out = np.empty((units.shape[0], m), dtype=np.int64)
         for start in range(0, units.shape[0], KNN_CHUNK):
-            sims = (units[start:start + KNN_CHUNK] @ self.centroids_).toarray()
-            out[start:start + len(sims)] = (np.argpartition(-sims, m - 1, axis=1)[:, :m] if m < n_classes
-                                            else np.arange(n_classes))
+            sims = (units[start : start + KNN_CHUNK] @ self.centroids_).toarray()
+            out[start : start + len(sims)] = (
+                np.argpartition(-sims, m - 1, axis=1)[:, :m] if m < n_classes else np.arange(n_classes)
+            )
         return out

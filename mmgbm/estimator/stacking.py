@@ -20,8 +20,16 @@ from mmgbm.estimator.top_scores import ROW_BLOCK, TopScores
 PREDICT_ROWS = 2**18  # rows the final booster predicts at once: ~35 MB of features
 
 
-def cross_fit(params: dict, rounds: int, patience: int, rows: np.ndarray, names: list[str], label: np.ndarray,
-              folds: np.ndarray, categorical: list[str]) -> tuple[np.ndarray, lgb.Booster]:
+def cross_fit(
+    params: dict,
+    rounds: int,
+    patience: int,
+    rows: np.ndarray,
+    names: list[str],
+    label: np.ndarray,
+    folds: np.ndarray,
+    categorical: list[str],
+) -> tuple[np.ndarray, lgb.Booster]:
     """Out-of-fold predictions for every row, each from a booster that never saw it, and a booster fitted on all
     rows with fold >= 0 with the number of rounds at which the folds' mean validation loss stopped improving.
     Rows with fold -1 are left out of fitting (a bounded sample keeps the stacker's cost flat on large catalogues):
@@ -36,8 +44,14 @@ def cross_fit(params: dict, rounds: int, patience: int, rows: np.ndarray, names:
     # Binned once, and the folds are subsets of the binned rows: with the raw rows kept (free_raw_data=False)
     # every fold copied its rows' features, 1.6 GB at 200,000 products of 20 candidates, the peak of training.
     dataset = lgb.Dataset(fitted, label[inside], feature_name=names, categorical_feature=categorical)
-    cv = lgb.cv(params, dataset, num_boost_round=rounds, folds=splits, return_cvbooster=True,
-                callbacks=[lgb.early_stopping(patience, verbose=False)])
+    cv = lgb.cv(
+        params,
+        dataset,
+        num_boost_round=rounds,
+        folds=splits,
+        return_cvbooster=True,
+        callbacks=[lgb.early_stopping(patience, verbose=False)],
+    )
     boosters = cv["cvbooster"]
     best = boosters.best_iteration
     oof = np.empty(len(rows), dtype=np.float64)
@@ -46,7 +60,7 @@ def cross_fit(params: dict, rounds: int, patience: int, rows: np.ndarray, names:
     final = lgb.train(params, dataset, num_boost_round=best)
     outside = np.flatnonzero(folds < 0)
     for start in range(0, len(outside), PREDICT_ROWS):  # not a copy of every row left out at once
-        block = outside[start:start + PREDICT_ROWS]
+        block = outside[start : start + PREDICT_ROWS]
         oof[block] = final.predict(rows[block])
     return oof, final
 
@@ -76,8 +90,15 @@ class CandidateReranker:
         self.rounds = rounds
         self.patience = patience
 
-    def fit(self, scores: list[TopScores], meta: pd.DataFrame, meta_categorical: list[str], y: np.ndarray,
-            folds: np.ndarray, log_prior: np.ndarray) -> "CandidateReranker":
+    def fit(
+        self,
+        scores: list[TopScores],
+        meta: pd.DataFrame,
+        meta_categorical: list[str],
+        y: np.ndarray,
+        folds: np.ndarray,
+        log_prior: np.ndarray,
+    ) -> "CandidateReranker":
         """Cross-fitted over the products' `folds`; `oof_` holds every product's out-of-fold (candidates, probs),
         from the final booster for the products left out of fitting (fold -1), which it predicts as `predict` does:
         the candidate rows of every product at once were 2.2 GB at 800,000 training products."""
@@ -88,15 +109,24 @@ class CandidateReranker:
         cands, rows = self.candidate_rows(*sample)
         label = (cands == y[inside, None]).ravel().astype(np.float32)
         categorical = ["candidate", *(meta_feature(c) for c in self.meta_categorical_)]
-        oof, self.booster_ = cross_fit(self.params, self.rounds, self.patience, rows, self.feature_names(meta),
-                                       label, np.repeat(folds[inside], cands.shape[1]), categorical)
+        oof, self.booster_ = cross_fit(
+            self.params,
+            self.rounds,
+            self.patience,
+            rows,
+            self.feature_names(meta),
+            label,
+            np.repeat(folds[inside], cands.shape[1]),
+            categorical,
+        )
         del rows
         shape = (len(folds), cands.shape[1])
         self.oof_ = (np.empty(shape, dtype=np.intp), np.empty(shape))
         self.oof_[0][inside], self.oof_[1][inside] = _ranked(cands, oof.reshape(cands.shape), log_prior)
         if len(outside):
-            self.oof_[0][outside], self.oof_[1][outside] = self.predict([s[outside] for s in scores],
-                                                                        meta.iloc[outside])
+            self.oof_[0][outside], self.oof_[1][outside] = self.predict(
+                [s[outside] for s in scores], meta.iloc[outside]
+            )
         return self
 
     def predict(self, scores: list[TopScores], meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -113,8 +143,14 @@ class CandidateReranker:
     def feature_names(self, meta: pd.DataFrame) -> list[str]:
         """The columns of `candidate_rows`, in order."""
         per_head = [f"{name}.{kind}" for name in self.head_names for kind in ("score", "rank", "gap")]
-        return ["candidate", "candidate_position", "class_log_prior", *per_head, "heads_ranking_first",
-                *(meta_feature(c) for c in meta.columns)]
+        return [
+            "candidate",
+            "candidate_position",
+            "class_log_prior",
+            *per_head,
+            "heads_ranking_first",
+            *(meta_feature(c) for c in meta.columns),
+        ]
 
     def candidate_rows(self, scores: list[TopScores], meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(n, k) candidates and their (n * k, features) float32 rows, filled in place: n x k rows through pandas
@@ -127,8 +163,9 @@ class CandidateReranker:
         metadata = [meta[c].to_numpy() for c in meta.columns]
         for start in range(0, n, ROW_BLOCK):
             block = slice(start, min(start + ROW_BLOCK, n))
-            cands[block] = self._fill(rows[block.start * k:block.stop * k], [s[block] for s in scores],
-                                      [m[block] for m in metadata])
+            cands[block] = self._fill(
+                rows[block.start * k : block.stop * k], [s[block] for s in scores], [m[block] for m in metadata]
+            )
         return cands, rows
 
     def _fill(self, rows: np.ndarray, top: list[TopScores], metadata: list[np.ndarray]) -> np.ndarray:
@@ -161,25 +198,41 @@ class RegressionStacker:
         self.rounds = rounds
         self.patience = patience
 
-    def fit(self, scores: list[np.ndarray], meta: pd.DataFrame, meta_categorical: list[str], y: np.ndarray,
-            folds: np.ndarray) -> "RegressionStacker":
+    def fit(
+        self,
+        scores: list[np.ndarray],
+        meta: pd.DataFrame,
+        meta_categorical: list[str],
+        y: np.ndarray,
+        folds: np.ndarray,
+    ) -> "RegressionStacker":
         """Cross-fitted over the products' `folds`; `oof_` holds every product's out-of-fold prediction."""
         self.meta_categorical_ = list(meta_categorical)
-        self.oof_, self.booster_ = cross_fit(self.params, self.rounds, self.patience, self.feature_rows(scores, meta),
-                                             self.feature_names(scores, meta), y, folds,
-                                             [meta_feature(c) for c in self.meta_categorical_])
+        self.oof_, self.booster_ = cross_fit(
+            self.params,
+            self.rounds,
+            self.patience,
+            self.feature_rows(scores, meta),
+            self.feature_names(scores, meta),
+            y,
+            folds,
+            [meta_feature(c) for c in self.meta_categorical_],
+        )
         return self
 
     def predict(self, scores: list[np.ndarray], meta: pd.DataFrame) -> np.ndarray:
         return self.booster_.predict(self.feature_rows(scores, meta))
 
     def feature_names(self, scores: list[np.ndarray], meta: pd.DataFrame) -> list[str]:
-        return [*(f"{name}.{i}" for name, s in zip(self.head_names, scores) for i in range(s.shape[1])),
-                *(meta_feature(c) for c in meta.columns)]
+        return [
+            *(f"{name}.{i}" for name, s in zip(self.head_names, scores) for i in range(s.shape[1])),
+            *(meta_feature(c) for c in meta.columns),
+        ]
 
     def feature_rows(self, scores: list[np.ndarray], meta: pd.DataFrame) -> np.ndarray:
-        return np.column_stack([*scores, *(meta[c].to_numpy(dtype=np.float32) for c in meta.columns)]
-                               ).astype(np.float32, copy=False)
+        return np.column_stack([*scores, *(meta[c].to_numpy(dtype=np.float32) for c in meta.columns)]).astype(
+            np.float32, copy=False
+        )
 
 
 def _ranked(cands: np.ndarray, p: np.ndarray, log_prior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

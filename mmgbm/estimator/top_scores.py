@@ -40,7 +40,7 @@ class TopScores:
         if k < n_classes:
             # The k-th best score per product; of the classes tied at it, the lower codes are kept (argpartition
             # alone would keep any), so the kept set does not depend on how a machine partitions.
-            kth = -np.partition(-filled, k - 1, axis=1)[:, k - 1:k]
+            kth = -np.partition(-filled, k - 1, axis=1)[:, k - 1 : k]
             above, tied = filled > kth, filled == kth
             # Counted in the narrowest integers that hold the classes: numpy's default int64 counts were half the
             # cost of a head's scores at 750 classes (a third to a fifth of that in int16).
@@ -59,8 +59,9 @@ class TopScores:
 
     @classmethod
     def concatenate(cls, parts: list["TopScores"]) -> "TopScores":
-        return cls(np.concatenate([p.classes for p in parts]), np.concatenate([p.scores for p in parts]),
-                   parts[0].n_classes)
+        return cls(
+            np.concatenate([p.classes for p in parts]), np.concatenate([p.scores for p in parts]), parts[0].n_classes
+        )
 
     def __len__(self) -> int:
         return len(self.classes)

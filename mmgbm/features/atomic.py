@@ -61,14 +61,19 @@ def disk_error(exc: OSError, path: Path | str | None = None) -> MmgbmError:
     """One line for a failed write or read of the workdir: what, where, and what to do about it."""
     where = path or exc.filename or "the workdir"
     if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
-        return MmgbmError(f"{where}: no space left on the device; free some space and re-run the command "
-                          f"(everything finished before is kept, only the rest is redone)")
+        return MmgbmError(
+            f"{where}: no space left on the device; free some space and re-run the command "
+            f"(everything finished before is kept, only the rest is redone)"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return MmgbmError(f"{where}: not writable ({exc.strerror}); make the workdir writable or point `workdir` "
-                          f"at a folder you can write")
+        return MmgbmError(
+            f"{where}: not writable ({exc.strerror}); make the workdir writable or point `workdir` "
+            f"at a folder you can write"
+        )
     if exc.errno in (errno.ENOTDIR, errno.EEXIST):
-        return MmgbmError(f"{where}: a file stands where a folder is needed ({exc.strerror}); move it or point "
-                          f"`workdir` elsewhere")
+        return MmgbmError(
+            f"{where}: a file stands where a folder is needed ({exc.strerror}); move it or point `workdir` elsewhere"
+        )
     if exc.errno == errno.EISDIR:
         return MmgbmError(f"{where}: is a folder; give a file name instead")
     return MmgbmError(f"{where}: {exc.strerror or exc}")

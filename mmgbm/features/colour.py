@@ -18,8 +18,7 @@ from PIL import Image
 SIZE = (30, 40)  # catalogue photos are 60x80; colour needs no detail
 HSV_BINS = (12, 4, 4)
 BACKGROUND = 0.92  # pixels with every channel above this are the white studio background
-FINGERPRINT = {"kind": "colour", "size": list(SIZE), "hsv_bins": list(HSV_BINS), "background": BACKGROUND,
-               "version": 1}
+FINGERPRINT = {"kind": "colour", "size": list(SIZE), "hsv_bins": list(HSV_BINS), "background": BACKGROUND, "version": 1}
 HISTOGRAM_CELLS = int(np.prod(HSV_BINS))
 DIM = HISTOGRAM_CELLS + 7
 
@@ -44,5 +43,7 @@ def _hsv_bins() -> tuple[np.ndarray, ...]:
     level / 255 over (0, 1) (the stored features were made with it), at a tenth of its cost per photo. Levels are
     sorted, so their bins follow from histogramdd's counts."""
     levels = (np.arange(256, dtype=np.uint8).astype(np.float32) / 255)[:, None]
-    return tuple(np.repeat(np.arange(bins), np.histogramdd(levels, bins=[bins], range=[(0, 1)])[0].astype(int))
-                 for bins in HSV_BINS)
+    return tuple(
+        np.repeat(np.arange(bins), np.histogramdd(levels, bins=[bins], range=[(0, 1)])[0].astype(int))
+        for bins in HSV_BINS
+    )

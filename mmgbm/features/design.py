@@ -34,8 +34,9 @@ def images_enabled(cfg: Config) -> bool:
     return bool(cfg.features.image.enabled and cfg.data.image_column)
 
 
-def load_products(cfg: Config, frame: pd.DataFrame, embed_new_photos: Callable[[str], None] | None = None
-                  ) -> tuple[ProductMatrix, dict[str, dict]]:
+def load_products(
+    cfg: Config, frame: pd.DataFrame, embed_new_photos: Callable[[str], None] | None = None
+) -> tuple[ProductMatrix, dict[str, dict]]:
     """Every modality the config enables for the products of `frame`, in its row order, and the fingerprints of
     the stores they came from (keyed "text/<field>", "image/<backbone>", "image/colour"). With `embed_new_photos`,
     usable photos that are not in the store as they are now get embedded here, and that callable is told how many."""
@@ -68,8 +69,10 @@ def load_products(cfg: Config, frame: pd.DataFrame, embed_new_photos: Callable[[
             _embed_new(cfg, ids, paths, urls, now, dense, embed_new_photos)
             refused = sum(is_web_url(p) and u is None for p, u in zip(paths, urls))
             if refused:
-                embed_new_photos(f"{refused:,} products have a photo URL that was not read (predicted without it); "
-                                 f"set data.remote_images: true to fetch photo URLs")
+                embed_new_photos(
+                    f"{refused:,} products have a photo URL that was not read (predicted without it); "
+                    f"set data.remote_images: true to fetch photo URLs"
+                )
         fingerprints[f"image/{cfg.features.image.backbone}"] = embeddings.fingerprint
         fingerprints["image/colour"] = colours.fingerprint
     if not text and not dense:
@@ -86,19 +89,31 @@ def _url_sources(stored: list[str | None], urls: list[list[str] | None], now: li
             now[i] = known if source_url(known) in candidates else f"{candidates[0]}|not embedded"
 
 
-def _embed_new(cfg: Config, ids: list[str], paths: list[str], urls: list[list[str] | None], now: list[str | None],
-               dense: dict[str, np.ndarray], say: Callable[[str], None]) -> None:
+def _embed_new(
+    cfg: Config,
+    ids: list[str],
+    paths: list[str],
+    urls: list[list[str] | None],
+    now: list[str | None],
+    dense: dict[str, np.ndarray],
+    say: Callable[[str], None],
+) -> None:
     """Embed, in place, the products whose photo can be used (a source `now`) but has no stored embedding as it is
     now (photos the last extraction failed on stay missing: decoding them again would fail again)."""
     failed = known_failures(cfg)
-    rows = np.flatnonzero(np.isnan(dense["image"]).all(axis=1) & np.array(
-        [s is not None and (pid, p) not in failed for s, pid, p in zip(now, ids, paths)], dtype=bool))
+    rows = np.flatnonzero(
+        np.isnan(dense["image"]).all(axis=1)
+        & np.array([s is not None and (pid, p) not in failed for s, pid, p in zip(now, ids, paths)], dtype=bool)
+    )
     if not len(rows):
         return
-    say(f"{len(rows):,} products have a photo that is not in the image store (new or changed): embedding them now; "
-        f"`mmgbm extract-images` stores them for next time")
-    dense["image"][rows], dense["image.colour"][rows] = embed_images(cfg, [paths[i] for i in rows],
-                                                                     [urls[i] for i in rows])
+    say(
+        f"{len(rows):,} products have a photo that is not in the image store (new or changed): embedding them now; "
+        f"`mmgbm extract-images` stores them for next time"
+    )
+    dense["image"][rows], dense["image.colour"][rows] = embed_images(
+        cfg, [paths[i] for i in rows], [urls[i] for i in rows]
+    )
 
 
 def _read_dense(store: FeatureStore, ids: list[str], sources: list[str | None] | None) -> np.ndarray:

@@ -139,8 +139,9 @@ class ObjectFolder:
                 try:
                     self.fs.put_file(str(local), self._key(name))
                 except FileNotFoundError as exc:  # what s3fs, gcsfs ... say of a bucket that is not there
-                    raise MmgbmError(f"{self.address(name)}: cannot be written ({exc}); create the bucket or fix "
-                                     f"the `store` URL") from None
+                    raise MmgbmError(
+                        f"{self.address(name)}: cannot be written ({exc}); create the bucket or fix the `store` URL"
+                    ) from None
         return self.address(name)
 
     def rename(self, name: str, new_name: str) -> None:
@@ -178,8 +179,10 @@ class ObjectFolder:
         except (FileNotFoundError, MmgbmError):
             raise
         except Exception as exc:
-            raise StorageError(f"{where}: the object store failed ({type(exc).__name__}: {first_line(exc)}); check "
-                               f"the `store` URL, `store_options` (endpoint_url ...) and the credentials") from None
+            raise StorageError(
+                f"{where}: the object store failed ({type(exc).__name__}: {first_line(exc)}); check "
+                f"the `store` URL, `store_options` (endpoint_url ...) and the credentials"
+            ) from None
 
 
 class _Fetching:

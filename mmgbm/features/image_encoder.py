@@ -46,9 +46,16 @@ class ImageEncoder:
     `transform` takes decoded RGB uint8 images, (n, h, w, 3); the model is built on first use.
     """
 
-    def __init__(self, backbone: str = "b0", weights: str | os.PathLike[str] = BUNDLED_B0_WEIGHTS,
-                 image_size: int | None = None, batch_size: int = 32, precision: str = "auto",
-                 runtime: str = "auto", performance_hint: str = "throughput"):
+    def __init__(
+        self,
+        backbone: str = "b0",
+        weights: str | os.PathLike[str] = BUNDLED_B0_WEIGHTS,
+        image_size: int | None = None,
+        batch_size: int = 32,
+        precision: str = "auto",
+        runtime: str = "auto",
+        performance_hint: str = "throughput",
+    ):
         self.backbone = backbone
         self.weights = weights
         self.image_size = image_size
@@ -67,10 +74,12 @@ class ImageEncoder:
 
     def fit(self, images: Any = None, y: Any = None) -> "ImageEncoder":
         """Build the network (frozen: there is nothing to learn); returns self."""
-        for name, value, allowed in (("backbone", self.backbone, tuple(BACKBONE_DIMS)),
-                                     ("precision", self.precision, ("auto", *PRECISIONS)),
-                                     ("runtime", self.runtime, ("auto", *RUNTIMES)),
-                                     ("performance_hint", self.performance_hint, PERFORMANCE_HINTS)):
+        for name, value, allowed in (
+            ("backbone", self.backbone, tuple(BACKBONE_DIMS)),
+            ("precision", self.precision, ("auto", *PRECISIONS)),
+            ("runtime", self.runtime, ("auto", *RUNTIMES)),
+            ("performance_hint", self.performance_hint, PERFORMANCE_HINTS),
+        ):
             if value not in allowed:
                 raise MmgbmError(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
         self.runtime_, self.precision_, _ = choose(self.runtime, self.precision)
@@ -84,8 +93,9 @@ class ImageEncoder:
         previous = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy(policy)
         try:
-            self.model_ = builder(include_top=False, weights=weights, pooling="avg",
-                                  input_shape=(self.size, self.size, 3))
+            self.model_ = builder(
+                include_top=False, weights=weights, pooling="avg", input_shape=(self.size, self.size, 3)
+            )
         except (ValueError, OSError) as exc:  # wrong layer shapes, not an HDF5 file, failed download
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise MmgbmError(
@@ -113,8 +123,10 @@ class ImageEncoder:
         them from a generator; on TensorFlow one batch runs at a time."""
         if isinstance(getattr(self, "forward_", None), OpenVinoForward):
             return self.forward_.stream(batches)
-        return ((tag, self.embed_batch(images) if len(images) else np.zeros((0, self.dim), np.float32))
-                for tag, images in batches)
+        return (
+            (tag, self.embed_batch(images) if len(images) else np.zeros((0, self.dim), np.float32))
+            for tag, images in batches
+        )
 
     def transform(self, images: np.ndarray) -> np.ndarray:
         """(n, dim) float32 embeddings of (n, h, w, 3) uint8 RGB images, in batches of `batch_size`."""
@@ -128,7 +140,7 @@ class ImageEncoder:
 
             resized = tf.image.resize(images, (self.size, self.size), antialias=True)
             images = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
-        batches = ((i, images[i:i + self.batch_size]) for i in range(0, len(images), self.batch_size))
+        batches = ((i, images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size))
         return np.concatenate([embeddings for _, embeddings in self.embed_batches(batches)])
 
 
@@ -161,16 +173,21 @@ class OpenVinoForward:
         try:
             import openvino as ov
         except ImportError:
-            raise MmgbmError("features.image.runtime openvino needs the openvino package: pip install openvino "
-                             "(or extract a new store with runtime: tensorflow)") from None
+            raise MmgbmError(
+                "features.image.runtime openvino needs the openvino package: pip install openvino "
+                "(or extract a new store with runtime: tensorflow)"
+            ) from None
         with warnings.catch_warnings():  # Keras complains that the tracer's input is a tuple, harmlessly
             warnings.simplefilter("ignore", UserWarning)
             converted = ov.convert_model(model)
         # uint8 photos go in as they are and become float32 inside OpenVINO's threads (the model rescales 0..255).
         steps = ov.preprocess.PrePostProcessor(converted)
         steps.input().tensor().set_element_type(ov.Type.u8)
-        compiled = ov.Core().compile_model(steps.build(), "CPU", {
-            "PERFORMANCE_HINT": performance_hint.upper(), "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision]})
+        compiled = ov.Core().compile_model(
+            steps.build(),
+            "CPU",
+            {"PERFORMANCE_HINT": performance_hint.upper(), "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision]},
+        )
         self.requests = compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
         self.dim = dim
         self._queue = ov.AsyncInferQueue(compiled, self.requests)
@@ -189,7 +206,7 @@ class OpenVinoForward:
                 rows: list[np.ndarray | None] = [None] * -(-len(images) // PHOTOS_PER_REQUEST)
                 for k, start in enumerate(range(0, len(images), PHOTOS_PER_REQUEST)):
                     # Blocks, letting go of the GIL, while every request is busy.
-                    self._queue.start_async({0: images[start:start + PHOTOS_PER_REQUEST]}, (rows, k))
+                    self._queue.start_async({0: images[start : start + PHOTOS_PER_REQUEST]}, (rows, k))
                 pending.append((tag, rows))
                 while pending and all(r is not None for r in pending[0][1]):
                     yield self._joined(*pending.popleft())

@@ -39,17 +39,23 @@ def choose(runtime: str, precision: str, stored: dict[str, Any] | None = None) -
     which `auto` settings follow where there are any."""
     if stored is not None and "auto" in (runtime, precision):
         made = {key: stored.get(key, value) for key, value in LEGACY.items()}
-        return EncoderChoice(made["runtime"] if runtime == "auto" else runtime,
-                             made["precision"] if precision == "auto" else precision, "auto: as the store was made")
+        return EncoderChoice(
+            made["runtime"] if runtime == "auto" else runtime,
+            made["precision"] if precision == "auto" else precision,
+            "auto: as the store was made",
+        )
     why = []
     if runtime == "auto":
         runtime = "openvino" if openvino_installed() else "tensorflow"
         why.append("OpenVINO is installed" if runtime == "openvino" else "OpenVINO is not installed")
     if precision == "auto":
         precision = "bfloat16" if runtime == "openvino" and native_bfloat16() else "float32"
-        why.append({("openvino", "bfloat16"): "this CPU computes bfloat16 natively",
-                    ("openvino", "float32"): "this CPU has no native bfloat16",
-                    }.get((runtime, precision), "TensorFlow runs fastest in float32"))
+        why.append(
+            {
+                ("openvino", "bfloat16"): "this CPU computes bfloat16 natively",
+                ("openvino", "float32"): "this CPU has no native bfloat16",
+            }.get((runtime, precision), "TensorFlow runs fastest in float32")
+        )
     return EncoderChoice(runtime, precision, f"auto: {', '.join(why)}" if why else "")
 
 

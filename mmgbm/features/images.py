@@ -96,13 +96,16 @@ class ImageExtractionSummary:
         if self.extracted:
             lines.insert(1, f"embedded by {self.encoder}")
         if self.checked:
-            lines.insert(1, f"{self.checked:,} photo URLs embedded before checked for changes: "
-                            f"{self.changed:,} changed")
+            lines.insert(
+                1, f"{self.checked:,} photo URLs embedded before checked for changes: {self.changed:,} changed"
+            )
         if self.coloured:
             lines.insert(1, f"colour statistics added for {self.coloured:,} products embedded before")
         if self.quarantined:
-            lines.append(f"{len(self.quarantined)} damaged shard(s) set aside (renamed *.damaged) and their products "
-                         f"extracted again: {', '.join(posixpath.basename(str(p)) for p in self.quarantined)}")
+            lines.append(
+                f"{len(self.quarantined)} damaged shard(s) set aside (renamed *.damaged) and their products "
+                f"extracted again: {', '.join(posixpath.basename(str(p)) for p in self.quarantined)}"
+            )
         if self.failed:
             reasons = ", ".join(f"{reason}: {n:,}" for reason, n in sorted(self.failures.items(), key=lambda r: -r[1]))
             lines.append(f"failures by reason ({reasons}); listed in {self.failures_path}")
@@ -154,8 +157,9 @@ class _Work:
         return len(self.ids)
 
     def __getitem__(self, rows: slice) -> "_Work":
-        return _Work(self.ids[rows], self.paths[rows], self.sources[rows], self.embed[rows], self.measure[rows],
-                     self.urls[rows])
+        return _Work(
+            self.ids[rows], self.paths[rows], self.sources[rows], self.embed[rows], self.measure[rows], self.urls[rows]
+        )
 
 
 @dataclass
@@ -175,12 +179,18 @@ class _Done:
     @classmethod
     def total(cls, parts: list["_Done"], seconds: float) -> "_Done":
         """The parts' sum; they ran side by side, so their loop times do not add up: `seconds` is the wall time."""
-        return cls(sum(p.embedded for p in parts), sum(p.coloured for p in parts), sum(p.shards for p in parts),
-                   [failure for p in parts for failure in p.failures], seconds)
+        return cls(
+            sum(p.embedded for p in parts),
+            sum(p.coloured for p in parts),
+            sum(p.shards for p in parts),
+            [failure for p in parts for failure in p.failures],
+            seconds,
+        )
 
 
-def extract_images(cfg: Config, *, overwrite: bool = False, progress: bool = False,
-                   client: Client | None = None) -> ImageExtractionSummary:
+def extract_images(
+    cfg: Config, *, overwrite: bool = False, progress: bool = False, client: Client | None = None
+) -> ImageExtractionSummary:
     """Embed the image of every product of every split that the stores do not hold yet, and take its colour
     statistics from the same decode. A product is work to do when either store lacks it; the forward pass runs only
     for those without an embedding (a workdir made before colour statistics were extracted gets them). With a Dask
@@ -206,8 +216,9 @@ def _settled(cfg: Config, choice: EncoderChoice) -> Config:
     return cfg.model_copy(update={"features": cfg.features.model_copy(update={"image": image})})
 
 
-def _extract_all(cfg: Config, choice: EncoderChoice, progress: bool, client: Client | None,
-                 start: float) -> ImageExtractionSummary:
+def _extract_all(
+    cfg: Config, choice: EncoderChoice, progress: bool, client: Client | None, start: float
+) -> ImageExtractionSummary:
     image_cfg = cfg.features.image
     embeddings, colours = image_store(cfg), colour_store(cfg)
     products = load_all_products(cfg)
@@ -219,15 +230,21 @@ def _extract_all(cfg: Config, choice: EncoderChoice, progress: bool, client: Cli
     needs_embedding = _needs_work(stored_embeddings, ids, sources)
     needs_colour = _needs_work(stored_colours, ids, sources)
     todo = np.flatnonzero(needs_embedding | needs_colour)
-    work = _Work([ids[i] for i in todo], [paths[i] for i in todo], [sources[i] for i in todo],
-                 needs_embedding[todo], needs_colour[todo], [urls[i] for i in todo])
+    work = _Work(
+        [ids[i] for i in todo],
+        [paths[i] for i in todo],
+        [sources[i] for i in todo],
+        needs_embedding[todo],
+        needs_colour[todo],
+        [urls[i] for i in todo],
+    )
 
     with _progress_bar(len(work), enabled=progress) as advance:
         if client is None:
             done = _extract(cfg, work, lambda: _new_encoder(image_cfg).fit(), advance)
         else:
             step = image_cfg.shard_size
-            parts = [work[i:i + step] for i in range(0, len(work), step)]
+            parts = [work[i : i + step] for i in range(0, len(work), step)]
             started = time.perf_counter()
             done = run_parts(client, _extract_on_worker, parts, lambda part: advance(part.products), cfg=cfg)
             done = _Done.total(done, time.perf_counter() - started)  # the workers' model builds included
@@ -252,8 +269,13 @@ def _extract_all(cfg: Config, choice: EncoderChoice, progress: bool, client: Cli
     )
 
 
-def _check_urls(photos: Photos, ids: list[str], urls: list[list[str] | None], sources: list[str | None],
-                *stored: dict[str, str | None]) -> tuple[int, int]:
+def _check_urls(
+    photos: Photos,
+    ids: list[str],
+    urls: list[list[str] | None],
+    sources: list[str | None],
+    *stored: dict[str, str | None],
+) -> tuple[int, int]:
     """Set, in `sources`, the stored source of every photo URL embedded before that the server says is unchanged
     (one conditional request each, all in flight together); a changed or unanswered one stays unknown (None), so
     it is fetched again. Returns (URLs checked, changed)."""
@@ -294,8 +316,14 @@ def _extract(cfg: Config, work: _Work, encoder: Callable[[], ImageEncoder], adva
     with warnings.catch_warnings(), _fetching(photos, [work.urls[i] for i in to_decode]) as fetcher:
         # Big-but-bounded images are decoded at reduced scale or refused in image_decoding; PIL's warning is noise.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        batches = _decoded_batches([work.paths[i] for i in to_decode], [work.urls[i] for i in to_decode],
-                                   image_cfg.resolved_image_size, image_cfg.batch_size, photos.inside, fetcher)
+        batches = _decoded_batches(
+            [work.paths[i] for i in to_decode],
+            [work.urls[i] for i in to_decode],
+            image_cfg.resolved_image_size,
+            image_cfg.batch_size,
+            photos.inside,
+            fetcher,
+        )
         to_embed = ((d, d.images[(d.reasons == "") & work.embed[to_decode[d.positions]]]) for d in batches)
         for decoded, embedded in _embedded(model, to_embed):
             batch = to_decode[decoded.positions]
@@ -304,12 +332,18 @@ def _extract(cfg: Config, work: _Work, encoder: Callable[[], ImageEncoder], adva
             embed, measure = ok & work.embed[batch], ok & work.measure[batch]
             if embed.any():
                 writers[0].add([work.ids[i] for i in batch[embed]], embedded, [s for s, e in zip(sources, embed) if e])
-            writers[1].add([work.ids[i] for i in batch[measure]], decoded.stats[measure],
-                           [s for s, m in zip(sources, measure) if m])
+            writers[1].add(
+                [work.ids[i] for i in batch[measure]],
+                decoded.stats[measure],
+                [s for s, m in zip(sources, measure) if m],
+            )
             done.embedded += int(embed.sum())
             done.coloured += int((ok & ~work.embed[batch]).sum())
-            done.failures.extend((work.ids[i], decoded.shown.get(p, work.paths[i]), r)
-                                 for p, i, r in zip(decoded.positions, batch, decoded.reasons) if r)
+            done.failures.extend(
+                (work.ids[i], decoded.shown.get(p, work.paths[i]), r)
+                for p, i, r in zip(decoded.positions, batch, decoded.reasons)
+                if r
+            )
             advance(len(batch))
         for writer in writers:
             writer.flush()
@@ -318,8 +352,9 @@ def _extract(cfg: Config, work: _Work, encoder: Callable[[], ImageEncoder], adva
     return done
 
 
-def embed_images(cfg: Config, paths: list[str], urls: list[list[str] | None] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def embed_images(
+    cfg: Config, paths: list[str], urls: list[list[str] | None] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings, colour statistics) of the images at `paths`, made exactly as extraction makes them but kept in
     memory, for products predicted before their photo is in the store; NaN rows where an image cannot be used
     (the decode refuses it with the extractor's checks). `urls`, where given, are the photos to fetch in turn for
@@ -333,8 +368,9 @@ def embed_images(cfg: Config, paths: list[str], urls: list[list[str] | None] | N
         return embeddings, colours
     model = _new_encoder(_settled(cfg, image_encoder_choice(cfg)).features.image).fit()  # as the store's were made
     with _fetching(photos, urls) as fetcher:
-        batches = _decoded_batches(paths, urls, image_cfg.resolved_image_size, image_cfg.batch_size, photos.inside,
-                                   fetcher)
+        batches = _decoded_batches(
+            paths, urls, image_cfg.resolved_image_size, image_cfg.batch_size, photos.inside, fetcher
+        )
         for decoded, embedded in model.embed_batches((d, d.images[d.reasons == ""]) for d in batches):
             ok = decoded.reasons == ""
             embeddings[decoded.positions[ok]] = embedded
@@ -342,8 +378,9 @@ def embed_images(cfg: Config, paths: list[str], urls: list[list[str] | None] | N
     return embeddings, colours
 
 
-def _embedded(model: ImageEncoder | None, batches: Iterator[tuple[Tag, np.ndarray]]
-              ) -> Iterator[tuple[Tag, np.ndarray | None]]:
+def _embedded(
+    model: ImageEncoder | None, batches: Iterator[tuple[Tag, np.ndarray]]
+) -> Iterator[tuple[Tag, np.ndarray | None]]:
     """`model.embed_batches`; without a model (nothing needed embedding), every batch with nothing embedded."""
     return model.embed_batches(batches) if model is not None else ((tag, None) for tag, _ in batches)
 
@@ -364,8 +401,15 @@ def _extract_on_worker(work: _Work, cfg: Config) -> _Done:
 
 
 def _new_encoder(image_cfg: ImageFeaturesConfig) -> ImageEncoder:
-    return ImageEncoder(image_cfg.backbone, image_cfg.weights, image_cfg.image_size, image_cfg.batch_size,
-                        image_cfg.precision, image_cfg.runtime, performance_hint="throughput")
+    return ImageEncoder(
+        image_cfg.backbone,
+        image_cfg.weights,
+        image_cfg.image_size,
+        image_cfg.batch_size,
+        image_cfg.precision,
+        image_cfg.runtime,
+        performance_hint="throughput",
+    )
 
 
 _ENCODERS_LOCK = threading.Lock()
@@ -388,8 +432,9 @@ def _worker_encoder(image_cfg: ImageFeaturesConfig) -> ImageEncoder:
 def _needs_work(stored: dict[str, str | None], ids: list[str], sources: list[str | None]) -> np.ndarray:
     """Per product: not stored yet, or stored from another file than the one its row names now (a row stored
     before sources were recorded is trusted)."""
-    return np.array([pid not in stored or stored[pid] not in (None, source) for pid, source in zip(ids, sources)],
-                    dtype=bool)
+    return np.array(
+        [pid not in stored or stored[pid] not in (None, source) for pid, source in zip(ids, sources)], dtype=bool
+    )
 
 
 @dataclass
@@ -405,8 +450,14 @@ class _Decoded:
     shown: dict[int, str]
 
 
-def _decoded_batches(paths: list[str], urls: list[list[str] | None], size: int, batch_size: int,
-                     inside: Path | str | None, fetcher: PhotoFetcher | None) -> Iterator[_Decoded]:
+def _decoded_batches(
+    paths: list[str],
+    urls: list[list[str] | None],
+    size: int,
+    batch_size: int,
+    inside: Path | str | None,
+    fetcher: PhotoFetcher | None,
+) -> Iterator[_Decoded]:
     """Batches of the photos at `paths` (or fetched from `urls` where given), decoded by a pool of threads ahead of
     use. Fetched photos enter as they arrive, between the files, so a slow host holds only its own; a batch is
     handed on as soon as its photos are decoded."""
@@ -445,16 +496,23 @@ def _decoded_batches(paths: list[str], urls: list[list[str] | None], size: int, 
 
     def batch(n: int) -> _Decoded:
         positions, images, stats, reasons = zip(*(ahead.popleft().result() for _ in range(n)))
-        return _Decoded(np.array(positions, dtype=np.int64), np.stack(images), np.stack(stats),
-                        np.array(reasons, dtype=object), sources, shown)
+        return _Decoded(
+            np.array(positions, dtype=np.int64),
+            np.stack(images),
+            np.stack(stats),
+            np.array(reasons, dtype=object),
+            sources,
+            shown,
+        )
 
     ahead: deque[Future] = deque()
     with ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="mmgbm-decode") as pool:
         try:
             for item in items():
                 ahead.append(pool.submit(decode, *item))
-                while len(ahead) >= batch_size and (len(ahead) >= DECODE_AHEAD * batch_size
-                                                    or all(f.done() for f in islice(ahead, batch_size))):
+                while len(ahead) >= batch_size and (
+                    len(ahead) >= DECODE_AHEAD * batch_size or all(f.done() for f in islice(ahead, batch_size))
+                ):
                     yield batch(batch_size)
             while ahead:
                 yield batch(min(batch_size, len(ahead)))
@@ -501,8 +559,14 @@ def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
         def render(self, task: Any) -> Text:
             return Text(f"{task.speed:.1f} photos/s" if task.speed else "- photos/s")
 
-    columns = (TextColumn("embedding photos"), BarColumn(), MofNCompleteColumn(), RateColumn(), TextColumn("ETA"),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("embedding photos"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns) as bar:
         task = bar.add_task("images", total=total)
         yield lambda n: bar.advance(task, n)

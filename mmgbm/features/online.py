@@ -47,16 +47,25 @@ class OnlineFeatures:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.vectorizers = ({name: load_vectorizer(cfg, name) for name in cfg.text_fields}
-                            if cfg.features.text.enabled else {})
-        self.fingerprints = {f"text/{name}": text_store(cfg, name, v).fingerprint
-                             for name, v in self.vectorizers.items()}
+        self.vectorizers = (
+            {name: load_vectorizer(cfg, name) for name in cfg.text_fields} if cfg.features.text.enabled else {}
+        )
+        self.fingerprints = {
+            f"text/{name}": text_store(cfg, name, v).fingerprint for name, v in self.vectorizers.items()
+        }
         self.encoder = None
         if images_enabled(cfg):
             image, made = cfg.features.image, image_encoder_choice(cfg)  # as the stored features were made
             # One product at a time: OpenVINO compiled for latency (every core on one request).
-            self.encoder = ImageEncoder(image.backbone, image.weights, image.image_size, image.batch_size,
-                                        made.precision, made.runtime, performance_hint="latency").fit()
+            self.encoder = ImageEncoder(
+                image.backbone,
+                image.weights,
+                image.image_size,
+                image.batch_size,
+                made.precision,
+                made.runtime,
+                performance_hint="latency",
+            ).fit()
             self.fingerprints[f"image/{image.backbone}"] = image_store(cfg).fingerprint
             self.fingerprints["image/colour"] = colour_store(cfg).fingerprint
             self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="mmgbm-decode")

@@ -159,11 +159,13 @@ class PhotoFetcher:
         import aiohttp
 
         s = self.settings
-        connector = aiohttp.TCPConnector(limit=s.in_flight, limit_per_host=s.per_host,
-                                         resolver=_PolicyResolver(self.policy))
+        connector = aiohttp.TCPConnector(
+            limit=s.in_flight, limit_per_host=s.per_host, resolver=_PolicyResolver(self.policy)
+        )
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout, sock_read=s.read_timeout)
-        return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True,
-                                     headers={"User-Agent": "mmgbm photo fetcher"})
+        return aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=True, headers={"User-Agent": "mmgbm photo fetcher"}
+        )
 
     async def _first_image(self, key: Any, candidates: list[str]) -> Fetched:
         first: Fetched | None = None
@@ -185,8 +187,9 @@ class PhotoFetcher:
             return key, True
         return key, now is not None and now[1] != source
 
-    async def _get(self, url: str, headers: dict[str, str] | None = None,
-                   body: bool = True) -> tuple[bytes, str] | None:
+    async def _get(
+        self, url: str, headers: dict[str, str] | None = None, body: bool = True
+    ) -> tuple[bytes, str] | None:
         """(bytes, source) of `url`, tried up to `tries` times; None for 304 Not Modified (a conditional request).
         With body=False the body is not read: the source alone, from the headers."""
         s = self.settings

@@ -34,7 +34,7 @@ def inside(url: str, root: str) -> bool:
 
 
 def relative(url: str, root: str) -> str:
-    return url[len(root.rstrip("/")) + 1:] if inside(url, root) else url
+    return url[len(root.rstrip("/")) + 1 :] if inside(url, root) else url
 
 
 def fetch(url: str) -> bytes:
@@ -59,8 +59,10 @@ def versions(root: str, urls: list[str]) -> dict[str, str]:
         except FileNotFoundError:
             pass
         except Exception as exc:  # no credentials, access denied, no connection: each client has its own errors
-            raise MmgbmError(f"data.images_root {root}: cannot be listed ({type(exc).__name__}: {first_line(exc)}); "
-                             f"check the URL, fsspec's settings for it (endpoint) and the credentials") from None
+            raise MmgbmError(
+                f"data.images_root {root}: cannot be listed ({type(exc).__name__}: {first_line(exc)}); "
+                f"check the URL, fsspec's settings for it (endpoint) and the credentials"
+            ) from None
     out = {}
     for url in filter(None, urls):
         info = listed.get(fs._strip_protocol(url)) if inside(url, root) else _info(url)

@@ -45,8 +45,14 @@ class Photos:
         hosts = tuple(data.remote_image_hosts)
         if is_web_url(str(root)):  # the config's own photo host is trusted, whatever address it has
             hosts += (urlsplit(str(root)).hostname or "",)
-        return cls(root, None if data.allow_absolute_image_paths else root, data.remote_images, data.image_separator,
-                   data.fetch, hosts)
+        return cls(
+            root,
+            None if data.allow_absolute_image_paths else root,
+            data.remote_images,
+            data.image_separator,
+            data.fetch,
+            hosts,
+        )
 
     def candidates(self, value: object) -> list[str]:
         """Every photo a catalogue value names, each resolved: URLs stay URLs, relative values join the root."""

@@ -58,8 +58,13 @@ class FeatureStore:
     `implied` gives the value a shard stands for where its fingerprint lacks a key (shards made before a setting
     existed); `mixable`, the keys a store may be told to mix."""
 
-    def __init__(self, root: Path | str | LocalFolder | ObjectFolder, fingerprint: dict[str, Any],
-                 implied: dict[str, Any] | None = None, mixable: Mixable | None = None):
+    def __init__(
+        self,
+        root: Path | str | LocalFolder | ObjectFolder,
+        fingerprint: dict[str, Any],
+        implied: dict[str, Any] | None = None,
+        mixable: Mixable | None = None,
+    ):
         self.folder = root if isinstance(root, (LocalFolder, ObjectFolder)) else folder(root)
         self.root = self.folder.root  # a Path, or the URL of a prefix on object storage
         self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))  # normalise tuples etc.
@@ -105,8 +110,9 @@ class FeatureStore:
     def sources(self) -> dict[str, str | None]:
         """Every stored id and what its features were made from (None where not recorded), newest shard winning."""
         out: dict[str, str | None] = {}
-        for table in self._map(lambda shard: self._read(shard, [ID, SOURCE] if SOURCE in self._schema(shard).names
-                                                        else [ID]), self.check()):
+        for table in self._map(
+            lambda shard: self._read(shard, [ID, SOURCE] if SOURCE in self._schema(shard).names else [ID]), self.check()
+        ):
             sources = table.column(SOURCE).to_pylist() if SOURCE in table.column_names else [None] * len(table)
             out.update(zip(table.column(ID).to_pylist(), sources))
         return out
@@ -148,8 +154,9 @@ class FeatureStore:
         meta = dict(table.schema.metadata or {})
         meta[FINGERPRINT_KEY] = json.dumps(self.fingerprint, sort_keys=True).encode()
         stamped = table.replace_schema_metadata(meta)
-        return self.folder.write(f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet",
-                                 lambda tmp: pq.write_table(stamped, tmp))
+        return self.folder.write(
+            f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet", lambda tmp: pq.write_table(stamped, tmp)
+        )
 
     def clear(self) -> None:
         """Remove the whole feature set (used by --overwrite)."""
@@ -246,27 +253,37 @@ def _name(shard: Path | str) -> str:
 
 def _damaged(shard: Path | str, exc: Exception) -> MmgbmError:
     first = first_line(exc) or type(exc).__name__
-    return MmgbmError(f"{shard}: unreadable feature shard ({first}); delete it and re-run the extract command, "
-                      f"which redoes only the products it held")
+    return MmgbmError(
+        f"{shard}: unreadable feature shard ({first}); delete it and re-run the extract command, "
+        f"which redoes only the products it held"
+    )
 
 
 def dense_table(ids: Sequence[str], matrix: np.ndarray, sources: Sequence[str] | None = None) -> pa.Table:
     """A shard table for dense features: id + fixed-size float32 list (+ what each row was made from)."""
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
     flat = pa.array(matrix.reshape(-1), type=pa.float32())
-    return _with_sources({ID: pa.array([str(i) for i in ids], pa.string()),
-                          "embedding": pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])}, sources)
+    return _with_sources(
+        {
+            ID: pa.array([str(i) for i in ids], pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1]),
+        },
+        sources,
+    )
 
 
 def sparse_table(ids: Sequence[str], matrix: sp.csr_matrix, sources: Sequence[str] | None = None) -> pa.Table:
     """A shard table for sparse features: id + (indices, values) lists taken straight from CSR, never densified."""
     matrix = sp.csr_matrix(matrix)
     offsets = pa.array(matrix.indptr.astype(np.int32))
-    return _with_sources({
-        ID: pa.array([str(i) for i in ids], pa.string()),
-        "indices": pa.ListArray.from_arrays(offsets, pa.array(matrix.indices.astype(np.int32))),
-        "values": pa.ListArray.from_arrays(offsets, pa.array(matrix.data.astype(np.float32))),
-    }, sources)
+    return _with_sources(
+        {
+            ID: pa.array([str(i) for i in ids], pa.string()),
+            "indices": pa.ListArray.from_arrays(offsets, pa.array(matrix.indices.astype(np.int32))),
+            "values": pa.ListArray.from_arrays(offsets, pa.array(matrix.data.astype(np.float32))),
+        },
+        sources,
+    )
 
 
 def _with_sources(columns: dict[str, pa.Array], sources: Sequence[str] | None) -> pa.Table:

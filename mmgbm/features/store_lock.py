@@ -52,11 +52,13 @@ def writing_lock(where: LocalFolder | ObjectFolder) -> Iterator[None]:
                 f"another extraction is writing {where} (host {holder_claim.get('host')}, pid "
                 f"{holder_claim.get('pid')}, started {holder_claim.get('started')}, last seen {age:.0f} s ago); wait "
                 f"for it to finish, or if it was killed, wait {max(STALE_S - age, 0):.0f} s or delete "
-                f"{where.address(holder)}")
+                f"{where.address(holder)}"
+            )
         time.sleep(random.uniform(*PAUSE_S))
     stop = threading.Event()
-    heart = threading.Thread(target=_heartbeat, args=(where, name, claim, stop), daemon=True,
-                             name="mmgbm-lock-heartbeat")
+    heart = threading.Thread(
+        target=_heartbeat, args=(where, name, claim, stop), daemon=True, name="mmgbm-lock-heartbeat"
+    )
     heart.start()
     try:
         yield

@@ -36,8 +36,15 @@ if TYPE_CHECKING:
 
 # The settings of features.text that shape the vectorizer (the rest say what to do, not what it computes).
 VECTORIZER_SETTINGS = (
-    "ngram_range", "char_ngram_range", "min_df", "max_df", "max_features", "sublinear_tf", "lowercase",
-    "token_pattern", "strip_html",
+    "ngram_range",
+    "char_ngram_range",
+    "min_df",
+    "max_df",
+    "max_features",
+    "sublinear_tf",
+    "lowercase",
+    "token_pattern",
+    "strip_html",
 )
 
 
@@ -56,8 +63,9 @@ class FieldExtraction:
     set_aside: int = 0  # damaged shards renamed *.damaged; their products are among the new ones
 
     def describe(self) -> str:
-        how = (f"fitted on {self.fitted_on:,} train products" if self.fitted_on is not None
-               else "stored vectorizer reused")
+        how = (
+            f"fitted on {self.fitted_on:,} train products" if self.fitted_on is not None else "stored vectorizer reused"
+        )
         rate = f" ({self.new / self.transform_seconds:,.0f} docs/s)" if self.new and self.transform_seconds else ""
         return (
             f"text field {self.field!r} ({' + '.join(self.columns)}): {how}, {self.vocabulary:,} terms; "
@@ -106,16 +114,15 @@ def load_vectorizer(cfg: Config, field: str) -> TextVectorizer:
         saved = json.loads(text)
         vectorizer, saved_columns = TextVectorizer.from_data(saved), list(saved["columns"])
     except Exception as exc:  # truncated, hand-edited or foreign: JSON and the rebuild raise many types
-        raise MmgbmError(f"{path}: unreadable vectorizer ({type(exc).__name__}); run "
-                         f"`mmgbm extract-text --overwrite`") from None
+        raise MmgbmError(
+            f"{path}: unreadable vectorizer ({type(exc).__name__}); run `mmgbm extract-text --overwrite`"
+        ) from None
     wanted = {"columns": columns, **_settings(vectorizer_from_config(cfg))}
     stored = {"columns": saved_columns, **_settings(vectorizer)}
     differ = [k for k in wanted if json.dumps(wanted[k]) != json.dumps(stored[k])]
     if differ:
         what = "; ".join(f"{k}: fitted with {stored[k]!r}, config asks {wanted[k]!r}" for k in differ)
-        raise MmgbmError(
-            f"{path} does not match the config ({what}); run `mmgbm extract-text --overwrite` to refit it"
-        )
+        raise MmgbmError(f"{path} does not match the config ({what}); run `mmgbm extract-text --overwrite` to refit it")
     return vectorizer
 
 
@@ -148,8 +155,9 @@ def _store_vectors(part: _Documents, store: FeatureStore, vectorizer: TextVector
     return int((matrix.getnnz(axis=1) == 0).sum())
 
 
-def _extract_field(cfg: Config, field: str, products: pd.DataFrame, overwrite: bool,
-                   client: Client | None) -> FieldExtraction:
+def _extract_field(
+    cfg: Config, field: str, products: pd.DataFrame, overwrite: bool, client: Client | None
+) -> FieldExtraction:
     columns = field_columns(cfg, field)
     started = time.perf_counter()
     fitted_on = None
@@ -166,12 +174,23 @@ def _extract_field(cfg: Config, field: str, products: pd.DataFrame, overwrite: b
     todo = [i for i, (pid, h) in enumerate(zip(ids, hashes)) if pid not in stored or stored[pid] not in (None, h)]
     started = time.perf_counter()
     step = cfg.features.text.shard_size
-    parts = [_Documents([ids[i] for i in rows], [documents[i] for i in rows], [hashes[i] for i in rows])
-             for rows in (todo[start:start + step] for start in range(0, len(todo), step))]
+    parts = [
+        _Documents([ids[i] for i in rows], [documents[i] for i in rows], [hashes[i] for i in rows])
+        for rows in (todo[start : start + step] for start in range(0, len(todo), step))
+    ]
     empty = sum(run_parts(client, _store_vectors, parts, store=store, vectorizer=vectorizer))
     return FieldExtraction(
-        field, columns, fitted_on, vectorizer.n_columns_, len(todo), len(products) - len(todo), empty,
-        len(parts), fit_seconds, time.perf_counter() - started, len(store.quarantined),
+        field,
+        columns,
+        fitted_on,
+        vectorizer.n_columns_,
+        len(todo),
+        len(products) - len(todo),
+        empty,
+        len(parts),
+        fit_seconds,
+        time.perf_counter() - started,
+        len(store.quarantined),
     )
 
 

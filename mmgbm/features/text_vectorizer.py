@@ -98,8 +98,14 @@ class TextVectorizer(TransformerMixin, BaseEstimator):
 
     def _new_blocks(self) -> list[TfidfVectorizer]:
         """Unfitted TF-IDF blocks: word n-grams, then (unless switched off) character n-grams within words."""
-        shared = dict(lowercase=self.lowercase, min_df=self.min_df, max_df=self.max_df,
-                      max_features=self.max_features, sublinear_tf=self.sublinear_tf, dtype=np.float32)
+        shared = dict(
+            lowercase=self.lowercase,
+            min_df=self.min_df,
+            max_df=self.max_df,
+            max_features=self.max_features,
+            sublinear_tf=self.sublinear_tf,
+            dtype=np.float32,
+        )
         blocks = [TfidfVectorizer(token_pattern=self.token_pattern, ngram_range=tuple(self.ngram_range), **shared)]
         if self.char_ngram_range is not None:
             blocks.append(TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(self.char_ngram_range), **shared))
@@ -125,8 +131,9 @@ class TextVectorizer(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         """Word terms, then character n-grams as "chars:<n-gram>"."""
         check_is_fitted(self, "blocks_")
-        return np.concatenate([name + block.get_feature_names_out().astype(object)
-                               for name, block in zip(NAMED_AS, self.blocks_)])
+        return np.concatenate(
+            [name + block.get_feature_names_out().astype(object) for name, block in zip(NAMED_AS, self.blocks_)]
+        )
 
     def _fingerprint(self) -> str:
         digest = hashlib.sha256(json.dumps(self.get_params(), sort_keys=True, default=list).encode())

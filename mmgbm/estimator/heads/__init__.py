@@ -17,5 +17,16 @@ from mmgbm.estimator.heads.linear import LinearHead
 from mmgbm.estimator.heads.mention import MentionHead, mention_words
 from mmgbm.estimator.heads.registry import HEAD_KINDS, WORDS, Head, block_kind, register, trusted_types
 
-__all__ = ["HEAD_KINDS", "WORDS", "BoostedHead", "Head", "KnnHead", "LinearHead", "MentionHead", "block_kind",
-           "mention_words", "register", "trusted_types"]
+__all__ = [
+    "HEAD_KINDS",
+    "WORDS",
+    "BoostedHead",
+    "Head",
+    "KnnHead",
+    "LinearHead",
+    "MentionHead",
+    "block_kind",
+    "mention_words",
+    "register",
+    "trusted_types",
+]

@@ -21,8 +21,15 @@ class BoostedHead(BaseEstimator):
     linear heads are. The booster is kept as LightGBM's model text (what a model artifact can hold) and parsed once
     when used."""
 
-    def __init__(self, n_classes: int = 0, rounds: int = 60, learning_rate: float = 0.2, num_leaves: int = 15,
-                 max_rows: int = 50_000, seed: int = 0):
+    def __init__(
+        self,
+        n_classes: int = 0,
+        rounds: int = 60,
+        learning_rate: float = 0.2,
+        num_leaves: int = 15,
+        max_rows: int = 50_000,
+        seed: int = 0,
+    ):
         self.n_classes = n_classes
         self.rounds = rounds
         self.learning_rate = learning_rate
@@ -40,12 +47,26 @@ class BoostedHead(BaseEstimator):
         self.model_text_ = None
         if len(self.classes_) < 2:  # one class only: nothing to separate
             return self
-        params = {"objective": "multiclass", "num_class": len(self.classes_), "learning_rate": self.learning_rate,
-                  "num_leaves": self.num_leaves, "min_data_in_leaf": 20, "feature_fraction": 0.5, "lambda_l2": 1.0,
-                  "max_bin": 63, "seed": self.seed, "deterministic": True, "force_row_wise": True,
-                  "num_threads": 1, "verbose": -1}
-        booster = lgb.train(params, lgb.Dataset(np.asarray(X, dtype=np.float32), np.searchsorted(self.classes_, y)),
-                            num_boost_round=self.rounds)
+        params = {
+            "objective": "multiclass",
+            "num_class": len(self.classes_),
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": 20,
+            "feature_fraction": 0.5,
+            "lambda_l2": 1.0,
+            "max_bin": 63,
+            "seed": self.seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": 1,
+            "verbose": -1,
+        }
+        booster = lgb.train(
+            params,
+            lgb.Dataset(np.asarray(X, dtype=np.float32), np.searchsorted(self.classes_, y)),
+            num_boost_round=self.rounds,
+        )
         self.model_text_ = booster.model_to_string()
         return self
 
@@ -70,13 +91,23 @@ def _build(estimator, blocks: dict, oof: dict, target: np.ndarray):
     if estimator.regression or len(estimator.classes_) > estimator.boosted_max_classes:
         return
     dense = [block for block in blocks if block_kind(block) == "dense"]
-    best = {block: max((float(np.mean(estimator._head_per_row(oof[name], target)))
-                        for name in estimator.heads_ if name.rsplit(".", 1)[0] == block), default=0.0)
-            for block in dense}
+    best = {
+        block: max(
+            (
+                float(np.mean(estimator._head_per_row(oof[name], target)))
+                for name in estimator.heads_
+                if name.rsplit(".", 1)[0] == block
+            ),
+            default=0.0,
+        )
+        for block in dense
+    }
     for block in dense:
         if blocks[block][0].shape[1] <= BOOSTED_MAX_FEATURES and best[block] >= max(best.values()):
-            yield block, BoostedHead(len(estimator.classes_), max_rows=estimator.linear_max_products,
-                                     seed=estimator.seed)
+            yield (
+                block,
+                BoostedHead(len(estimator.classes_), max_rows=estimator.linear_max_products, seed=estimator.seed),
+            )
 
 
 register("boosted", BoostedHead, _build, after_others=True)

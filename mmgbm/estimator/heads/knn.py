@@ -11,6 +11,7 @@ from mmgbm.estimator.heads.registry import block_kind, register
 from mmgbm.estimator.neighbours import NeighbourIndex
 from mmgbm.estimator.row_view import RowView, take_rows
 
+
 class KnnHead(BaseEstimator):
     """Cosine nearest neighbours: per class the summed similarity of the k nearest training products; for
     regression the similarity-weighted mean target, the nearest product's target and its similarity.
@@ -22,9 +23,16 @@ class KnnHead(BaseEstimator):
     most of their dimensions on what tells ImageNet's classes apart, and this keeps what tells the catalogue's
     apart (bench_image_features.py measures it)."""
 
-    def __init__(self, task: str = "multiclass", n_classes: int = 0, n_neighbors: int = 20,
-                 exact_max_rows: int = 20_000, projection_alpha: float | None = None,
-                 projection_max_rows: int = 50_000, seed: int = 0):
+    def __init__(
+        self,
+        task: str = "multiclass",
+        n_classes: int = 0,
+        n_neighbors: int = 20,
+        exact_max_rows: int = 20_000,
+        projection_alpha: float | None = None,
+        projection_max_rows: int = 50_000,
+        seed: int = 0,
+    ):
         self.task = task
         self.n_classes = n_classes
         self.n_neighbors = n_neighbors
@@ -47,7 +55,8 @@ class KnnHead(BaseEstimator):
         X_learn, y_learn = (X, y) if projector_rows is None else (take_rows(X, projector_rows), y[projector_rows])
         if self.projection_alpha is not None and len(np.unique(y_learn)) > 1:
             self.projector_ = RidgeClassifier(alpha=self.projection_alpha).fit(
-                *bounded_sample(X_learn, y_learn, self.projection_max_rows, False, self.seed))
+                *bounded_sample(X_learn, y_learn, self.projection_max_rows, False, self.seed)
+            )
         self.index_ = NeighbourIndex(self.exact_max_rows, seed=self.seed).fit(self._project(X))
         self.y_ = y
         return self
@@ -102,18 +111,33 @@ def _build(estimator, block: str, n_features: int) -> KnnHead | None:
     if block_kind(block) == "words":
         return None
     if estimator.regression:
-        return KnnHead("regression", n_neighbors=estimator.knn_neighbors,
-                       exact_max_rows=estimator.knn_exact_max_rows, seed=estimator.seed)
-    return KnnHead("multiclass", len(estimator.classes_), estimator.knn_neighbors,
-                   exact_max_rows=estimator.knn_exact_max_rows, seed=estimator.seed)
+        return KnnHead(
+            "regression",
+            n_neighbors=estimator.knn_neighbors,
+            exact_max_rows=estimator.knn_exact_max_rows,
+            seed=estimator.seed,
+        )
+    return KnnHead(
+        "multiclass",
+        len(estimator.classes_),
+        estimator.knn_neighbors,
+        exact_max_rows=estimator.knn_exact_max_rows,
+        seed=estimator.seed,
+    )
 
 
 def _build_projected(estimator, block: str, n_features: int) -> KnnHead | None:
     if estimator.regression or block_kind(block) != "dense" or not estimator.image_knn_projection:
         return None
-    return KnnHead("multiclass", len(estimator.classes_), estimator.knn_neighbors,
-                   exact_max_rows=estimator.knn_exact_max_rows, projection_alpha=estimator.image_alpha,
-                   projection_max_rows=estimator.linear_max_products, seed=estimator.seed)
+    return KnnHead(
+        "multiclass",
+        len(estimator.classes_),
+        estimator.knn_neighbors,
+        exact_max_rows=estimator.knn_exact_max_rows,
+        projection_alpha=estimator.image_alpha,
+        projection_max_rows=estimator.linear_max_products,
+        seed=estimator.seed,
+    )
 
 
 register("knn", KnnHead, _build)

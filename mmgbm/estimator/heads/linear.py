@@ -37,8 +37,17 @@ class LinearHead(BaseEstimator):
     (`bounded_sample`): a one-vs-rest SVM costs rows x classes x iterations, 6.1x for 3x the rows at 750 classes
     (12,000 -> 36,000 products), while the kNN heads and the stacker keep reading every row."""
 
-    def __init__(self, task: str = "multiclass", n_classes: int = 0, c: float = 1.0, sparse_alpha: float = 0.2,
-                 dense_alpha: float = 10.0, max_rows: int = 50_000, shortlist: int = 30, seed: int = 0):
+    def __init__(
+        self,
+        task: str = "multiclass",
+        n_classes: int = 0,
+        c: float = 1.0,
+        sparse_alpha: float = 0.2,
+        dense_alpha: float = 10.0,
+        max_rows: int = 50_000,
+        shortlist: int = 30,
+        seed: int = 0,
+    ):
         self.task = task
         self.n_classes = n_classes
         self.shortlist = shortlist
@@ -70,7 +79,7 @@ class LinearHead(BaseEstimator):
         else:
             self.model_ = RidgeClassifier(alpha=alpha)
         liblinear = isinstance(self.model_, (LinearSVC, ShortlistSVM))
-        with warnings.catch_warnings(), (LIBLINEAR if liblinear else nullcontext()):
+        with warnings.catch_warnings(), LIBLINEAR if liblinear else nullcontext():
             # The iteration cap is plenty for stacking features; full convergence buys nothing here.
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.model_.fit(X, y)
@@ -100,14 +109,25 @@ def _build(estimator, block: str, n_features: int) -> LinearHead | None:
     if kind == "words":
         return None
     if estimator.regression:
-        return LinearHead("regression", sparse_alpha=estimator.text_ridge_alpha, dense_alpha=estimator.image_alpha,
-                          max_rows=estimator.linear_max_products, seed=estimator.seed)
+        return LinearHead(
+            "regression",
+            sparse_alpha=estimator.text_ridge_alpha,
+            dense_alpha=estimator.image_alpha,
+            max_rows=estimator.linear_max_products,
+            seed=estimator.seed,
+        )
     n_classes = len(estimator.classes_)
     sparse_weights = kind == "text" and LinearHead.shortlisted(n_classes, estimator.linear_shortlist)
     if sparse_weights or n_classes * n_features <= estimator.linear_max_weights:
-        return LinearHead("multiclass", n_classes, estimator.linear_c, dense_alpha=estimator.image_alpha,
-                          max_rows=estimator.linear_max_products, shortlist=estimator.linear_shortlist,
-                          seed=estimator.seed)
+        return LinearHead(
+            "multiclass",
+            n_classes,
+            estimator.linear_c,
+            dense_alpha=estimator.image_alpha,
+            max_rows=estimator.linear_max_products,
+            shortlist=estimator.linear_shortlist,
+            seed=estimator.seed,
+        )
     return None
 
 

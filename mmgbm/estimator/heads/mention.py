@@ -43,7 +43,7 @@ class MentionHead(BaseEstimator):
             words = mention_words(text)
             for start in range(len(words)):
                 for length in range(1, min(longest, len(words) - start) + 1):
-                    for code in self.phrases_.get(" ".join(words[start:start + length]), ()):
+                    for code in self.phrases_.get(" ".join(words[start : start + length]), ()):
                         score = length + 1.0 / (1 + start)
                         if not out[row, code] >= score:
                             out[row, code] = score

@@ -50,7 +50,7 @@ def trusted_types() -> Iterable[type]:
 
 
 def block_kind(block: str) -> str:
-    """"words" (a text field's words), "text" (its sparse vectors) or "dense" (an image block)."""
+    """ "words" (a text field's words), "text" (its sparse vectors) or "dense" (an image block)."""
     if block.endswith(WORDS):
         return "words"
     return "text" if block.startswith("text.") else "dense"
