@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mmgbm.backbones import BACKBONE_DIMS, BACKBONE_SIZES
 from mmgbm.errors import MmgbmError
 from mmgbm.urls import check_url, is_url
 
@@ -146,10 +147,6 @@ class TargetConfig(Strict):
         if self.normalise is not None and self.task == "regression":
             raise ValueError("normalise only applies to classification targets (it names their labels)")
         return self
-
-
-BACKBONE_DIMS = {"b0": 1280, "b3": 1536}
-BACKBONE_SIZES = {"b0": 224, "b3": 300}
 
 
 class ImageFeaturesConfig(Strict):

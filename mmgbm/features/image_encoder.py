@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from mmgbm.config import BACKBONE_DIMS, BACKBONE_SIZES
+from mmgbm.backbones import BACKBONE_DIMS, BACKBONE_SIZES
 from mmgbm.errors import MmgbmError
 from mmgbm.features.image_runtime import PRECISIONS, RUNTIMES, choose
 
