@@ -44,7 +44,7 @@ from mmgbm.features import colour
 from mmgbm.features.image_decoding import UnreadableImage, decode_image, decode_image_bytes
 from mmgbm.features.image_encoder import ImageEncoder, Tag
 from mmgbm.features.image_runtime import EncoderChoice
-from mmgbm.features.photo_fetch import PhotoFetcher, source_url
+from mmgbm.features.photo_fetch import FetchStream, source_url
 from mmgbm.features.photos import Photos
 from mmgbm.features.store import FeatureStore, dense_table
 from mmgbm.features.store_lock import writing_lock
@@ -309,20 +309,22 @@ def _extract(cfg: Config, work: _Work, encoder: Callable[[], ImageEncoder], adva
         except UnreadableImage as exc:
             done.failures.append((work.ids[i], path, exc.reason))
     to_decode = np.array(to_decode, dtype=np.int64)
-    model = encoder() if work.embed[to_decode].any() else None
+    urls = [work.urls[i] for i in to_decode]
     writers = tuple(_ShardWriter(store, image_cfg.shard_size) for store in (image_store(cfg), colour_store(cfg)))
-    loop_start = time.perf_counter()
-    advance(len(done.failures))
-    with warnings.catch_warnings(), _fetching(photos, [work.urls[i] for i in to_decode]) as fetcher:
+    with warnings.catch_warnings(), _fetched(photos, urls) as stream:
+        # The photos' requests are in flight while the encoder builds (seconds), so the first batch does not wait.
+        model = encoder() if work.embed[to_decode].any() else None
+        loop_start = time.perf_counter()
+        advance(len(done.failures))
         # Big-but-bounded images are decoded at reduced scale or refused in image_decoding; PIL's warning is noise.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         batches = _decoded_batches(
             [work.paths[i] for i in to_decode],
-            [work.urls[i] for i in to_decode],
+            urls,
             image_cfg.resolved_image_size,
             image_cfg.batch_size,
             photos.inside,
-            fetcher,
+            stream,
         )
         to_embed = ((d, d.images[(d.reasons == "") & work.embed[to_decode[d.positions]]]) for d in batches)
         for decoded, embedded in _embedded(model, to_embed):
@@ -366,10 +368,10 @@ def embed_images(
     colours = np.full((len(paths), colour.DIM), np.nan, dtype=np.float32)
     if not paths:
         return embeddings, colours
-    model = _new_encoder(_settled(cfg, image_encoder_choice(cfg)).features.image).fit()  # as the store's were made
-    with _fetching(photos, urls) as fetcher:
+    with _fetched(photos, urls) as stream:
+        model = _new_encoder(_settled(cfg, image_encoder_choice(cfg)).features.image).fit()  # as the store's were
         batches = _decoded_batches(
-            paths, urls, image_cfg.resolved_image_size, image_cfg.batch_size, photos.inside, fetcher
+            paths, urls, image_cfg.resolved_image_size, image_cfg.batch_size, photos.inside, stream
         )
         for decoded, embedded in model.embed_batches((d, d.images[d.reasons == ""]) for d in batches):
             ok = decoded.reasons == ""
@@ -386,13 +388,19 @@ def _embedded(
 
 
 @contextmanager
-def _fetching(photos: Photos, urls: list[list[str] | None]) -> Iterator[PhotoFetcher | None]:
-    """A photo fetcher for the duration of a loop, where any photo is a URL."""
-    if not any(u is not None for u in urls):
+def _fetched(photos: Photos, urls: list[list[str] | None]) -> Iterator[FetchStream | None]:
+    """The photos at `urls` (where not None) as they arrive, keyed by their position; fetching starts here, not when
+    the first one is asked for. None where no photo is a URL."""
+    web = [(i, u) for i, u in enumerate(urls) if u is not None]
+    if not web:
         yield None
         return
     with photos.fetcher() as fetcher:
-        yield fetcher
+        stream = fetcher.fetch_all(web)
+        try:
+            yield stream
+        finally:
+            stream.close()
 
 
 def _extract_on_worker(work: _Work, cfg: Config) -> _Done:
@@ -456,17 +464,15 @@ def _decoded_batches(
     size: int,
     batch_size: int,
     inside: Path | str | None,
-    fetcher: PhotoFetcher | None,
+    stream: FetchStream | None,
 ) -> Iterator[_Decoded]:
-    """Batches of the photos at `paths` (or fetched from `urls` where given), decoded by a pool of threads ahead of
-    use. Fetched photos enter as they arrive, between the files, so a slow host holds only its own; a batch is
-    handed on as soon as its photos are decoded."""
+    """Batches of the photos at `paths` (or taken from `stream` where `urls` are given), decoded by a pool of
+    threads ahead of use. Fetched photos enter as they arrive, between the files, so a slow host holds only its own;
+    a batch is handed on as soon as its photos are decoded."""
     if not paths:
         return
     unread = np.zeros((size, size, 3), np.uint8), np.full(colour.DIM, np.nan, np.float32)
     sources, shown = {}, {}
-    web = [(i, u) for i, u in enumerate(urls) if u is not None]
-    stream = fetcher.fetch_all(web) if web else None
 
     def items() -> Iterator[tuple[int, str, bytes, str]]:
         files = (i for i, u in enumerate(urls) if u is None)
@@ -519,8 +525,6 @@ def _decoded_batches(
         finally:
             for future in ahead:
                 future.cancel()
-            if stream is not None:
-                stream.close()
 
 
 def known_failures(cfg: Config) -> set[tuple[str, str]]:
