@@ -35,28 +35,30 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests.service and tests.browser: the review service and Chromium, as tests run them
 
-from mmgbm.catalogue import in_holdout, read_table  # noqa: E402
+from mmgbm.catalogue import in_holdout, load_split, read_table  # noqa: E402
 from mmgbm.commands.artifact import load_artifact  # noqa: E402
 from mmgbm.commands.audit import AuditResult, audit  # noqa: E402
-from mmgbm.commands.evaluate import evaluate  # noqa: E402
+from mmgbm.commands.predict import checked_artifact  # noqa: E402
 from mmgbm.commands.train import train  # noqa: E402
 from mmgbm.config import Config, load_config  # noqa: E402
-from mmgbm.estimator import FUSED  # noqa: E402
+from mmgbm.estimator import MMGBMClassifier  # noqa: E402
 from mmgbm.estimator.heads import mention_words  # noqa: E402
+from mmgbm.features.design import load_products  # noqa: E402
 from mmgbm.features.text import extract_text  # noqa: E402
 from mmgbm.workdir import image_dir, labels_path, model_dir  # noqa: E402
 from tests.browser import chromium, missing_browser  # noqa: E402
 from tests.service import service_process  # noqa: E402
 
 TARGETS = ("articleType", "baseColour")
-CONFUSED_SHARE = 0.75  # of the flips, those that go to a class the model confuses the true one with
+NOISE = ("confusable", "uniform")
 
 
-def bench_config(base: Path, workdir: Path, table: Path, corrections: bool = True) -> Config:
+def bench_config(base: Path, workdir: Path, table: Path, holdout: float, corrections: bool = True) -> Config:
     """The config reading `table` as its catalogue, with everything it writes under `workdir`; the image features
     are the base config's, linked in (flipping a label does not change a photo)."""
     source = image_dir(load_config(base)).root
-    cfg = load_config(base, {"workdir": str(workdir), "data.splits.train": str(table), "data.corrections": corrections})
+    overrides = {"data.holdout.fraction": holdout, "data.corrections": corrections}
+    cfg = load_config(base, {"workdir": str(workdir), "data.splits.train": str(table), **overrides})
     link = image_dir(cfg).root
     if not link.exists():
         link.parent.mkdir(parents=True, exist_ok=True)
@@ -68,23 +70,32 @@ def flip(
     frame: pd.DataFrame,
     column: str,
     train_rows: np.ndarray,
-    classes: np.ndarray,
-    confused: np.ndarray,
+    model: MMGBMClassifier,
+    noise: str,
     fraction: float,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Flip `fraction` of the training rows' labels in place; returns the flipped row numbers."""
-    rows = rng.choice(train_rows, int(round(fraction * len(train_rows))), replace=False)
-    index = {c: i for i, c in enumerate(classes)}
-    for row in rows:
-        true = index[frame.at[row, column]]
-        weights = confused[true]
-        if rng.random() < CONFUSED_SHARE and weights.sum() > 0:
-            new = rng.choice(len(classes), p=weights / weights.sum())
-        else:
-            new = rng.choice([i for i in range(len(classes)) if i != true])
-        frame.at[row, column] = classes[new]
-    return rows
+    """Flip `fraction` of the training rows' labels in place, as the noise model says (NOISE); `model` is trained
+    on the clean labels and its out-of-fold probabilities (fit order: the training rows with a label, as here) say
+    which products and labels are confusable. Returns the flipped row numbers."""
+    classes, oof = model.classes_, model.oof_proba_
+    assert len(oof) == len(train_rows)
+    true = np.searchsorted(classes, frame[column].to_numpy()[train_rows].astype(str))
+    others = np.ones_like(oof)
+    others[np.arange(len(true)), true] = 0
+    if noise == "confusable":
+        # The products a model trained on clean labels is unsure of are picked more often, and each moves to a
+        # label in proportion to that model's belief in it: the ambiguous products get the plausible wrong labels.
+        picked = np.clip(1 - oof[np.arange(len(true)), true], 1e-6, None)
+        chosen = rng.choice(len(true), int(round(fraction * len(true))), replace=False, p=picked / picked.sum())
+        weights = oof * others
+    else:
+        chosen = rng.choice(len(true), int(round(fraction * len(true))), replace=False)
+        weights = others
+    for i in chosen:
+        w = weights[i] if weights[i].sum() > 0 else others[i]  # no other class has any probability: any other
+        frame.at[train_rows[i], column] = classes[rng.choice(len(classes), p=w / w.sum())]
+    return train_rows[chosen]
 
 
 def names(title: str, label: str) -> bool:
@@ -93,10 +104,37 @@ def names(title: str, label: str) -> bool:
     return bool(words) and f" {words} " in f" {text} "
 
 
-def held_out_right(cfg: Config, target: str) -> tuple[int, int]:
-    """(products predicted right, products) on the held-out split."""
-    scores = evaluate(cfg, [target])[0].metrics[FUSED]
-    return round(scores["accuracy"] * scores["rows"]), scores["rows"]
+def held_out_hits(cfg: Config, target: str, truth: pd.Series) -> np.ndarray:
+    """Per held-out product with a label, in the split's order: whether the model predicts its clean label."""
+    frame = load_split(cfg, cfg.data.holdout.name, with_targets=False)
+    frame = frame[frame[cfg.data.id_column].map(truth).notna().to_numpy()].reset_index(drop=True)
+    products, fingerprints = load_products(cfg, frame)
+    predicted = checked_artifact(cfg, target, fingerprints).model.predict(products)
+    return predicted == frame[cfg.data.id_column].map(truth).astype(str).to_numpy()
+
+
+def recovered_share(clean: np.ndarray, flipped: np.ndarray, reviewed: np.ndarray, seed: int) -> tuple[str, str, str]:
+    """(what the three models score on the held-out products, the share of the flips' cost the round recovered,
+    what it rests on).
+    The cost counts only beyond the noise of retraining: under "the flips cost nothing" each held-out product the
+    clean and the flipped model disagree on is as likely to go either way, so a cost within two standard
+    deviations of that sign test is no cost to recover. The share's 90% interval resamples the held-out products."""
+    n, right = len(clean), [int(m.sum()) for m in (clean, flipped, reviewed)]
+    cost, gain = right[0] - right[1], right[2] - right[1]
+    disagree = int((clean != flipped).sum())
+    noise = 2 * np.sqrt(disagree)
+    scores = (
+        f"held-out accuracy on {n:,} products: clean labels {right[0] / n:.2%}, flipped {right[1] / n:.2%} "
+        f"(the flips cost {cost:,} products; retraining noise +-{noise:.0f}: 2 sd over the {disagree:,} products the "
+        f"two models disagree on), after one review round {right[2] / n:.2%} ({gain:+,} products)"
+    )
+    if cost <= noise:
+        return scores, "n/a", f": the flips cost {cost:,} of {n:,} held-out products, within retraining noise"
+    draws = np.random.default_rng(seed).integers(0, n, (2000, n))
+    costs = clean[draws].sum(axis=1) - flipped[draws].sum(axis=1)
+    gains = reviewed[draws].sum(axis=1) - flipped[draws].sum(axis=1)
+    low, high = np.percentile(gains[costs > 0] / costs[costs > 0], [5, 95])
+    return scores, f"{gain / cost:.0%}", f" ({gain:,} of the {cost:,} products; 90% interval {low:.0%} to {high:.0%})"
 
 
 def review_loop(
@@ -107,6 +145,7 @@ def review_loop(
     depth = int(np.ceil(args.fraction * len(result.ranked)))
     shown = result.suspects.head(depth)
     overrides = ["--workdir", str(cfg.workdir), "--data.splits.train", str(table)]
+    overrides += ["--data.holdout.fraction", str(cfg.data.holdout.fraction)]
     with (
         service_process(args.config, [result.target], overrides, command="review", cwd=REPO) as url,
         httpx.Client(base_url=url, timeout=60) as client,
@@ -123,9 +162,14 @@ def review_loop(
             print(f"screenshot of {page}: {screenshot}")
         else:
             print(f"no screenshot: {missing_browser()}")
-        kinds = {"kept": 0, "took the suggestion": 0, "another label": 0}
+        kinds = {"kept": 0, "took the suggestion": 0, "another label": 0, "the right label is not offered": 0}
+        offered = set(client.get(f"/review/{result.target}/queue", params={"limit": 1}).json()["classes"])
+        answered = []
         for row in shown.itertuples():
             decided = truth[row.id]
+            if decided not in offered:  # every product of the class was flipped, none in the held-out part
+                kinds["the right label is not offered"] += 1
+                continue
             answer = client.post(
                 f"/review/{result.target}/decisions", json={"id": row.id, "decided": decided, "by": "bench_audit.py"}
             )
@@ -138,7 +182,8 @@ def review_loop(
                 else "another label"
             )
             kinds[kind] += 1
-    fixed = int(shown["id"].isin(flipped).sum())
+            answered.append(row.id)
+    fixed = len(flipped.intersection(answered))
     print(
         f"reviewer answered the top {depth:,} suspects: "
         + ", ".join(f"{k} {n:,}" for k, n in kinds.items())
@@ -152,52 +197,48 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "bench_audit")
     parser.add_argument("--fraction", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--noise", choices=NOISE, default=NOISE[0], help="how labels are flipped (default confusable)")
+    parser.add_argument("--holdout", type=float, default=0.4, help="share of the products held out (default 0.4)")
     parser.add_argument("--targets", action="append", choices=TARGETS, help="targets to flip and audit (default: both)")
     parser.add_argument("--review", action="append", help="targets to run the review loop on (default: articleType)")
     args = parser.parse_args()
     targets = args.targets or list(TARGETS)
     reviewed = [t for t in args.review or ["articleType"] if t in targets]
     args.workdir.mkdir(parents=True, exist_ok=True)
-    base = load_config(args.config)
+    base = load_config(args.config, {"data.holdout.fraction": args.holdout})
     clean_table = Path(base.data.splits["train"])
     # The clean model never reads answers; the flipped one reads only this run's (a last run's are removed).
-    clean = bench_config(args.config, args.workdir, clean_table, corrections=False)
+    clean = bench_config(args.config, args.workdir, clean_table, args.holdout, corrections=False)
     for target in targets:
         labels_path(clean, target).unlink(missing_ok=True)
     extract_text(clean)
     frame = read_table(clean_table, base.data.id_column)
     holdout = base.data.holdout
     in_train = ~in_holdout(frame[base.data.id_column], holdout.fraction, holdout.seed).to_numpy()
+    clean_labels = frame.set_index(base.data.id_column)
     rng = np.random.default_rng(args.seed)
 
     flipped = frame.copy()
-    flipped_ids, clean_right = {}, {}
+    flipped_ids, clean_hits = {}, {}
     for target in targets:
         started = time.perf_counter()
         train(clean, [target])
-        if target in reviewed:
-            clean_right[target] = held_out_right(clean, target)
-        model = load_artifact(model_dir(clean, target), target).model
         column = base.targets[target].column
+        if target in reviewed:
+            clean_hits[target] = held_out_hits(clean, target, clean_labels[column])
+        model = load_artifact(model_dir(clean, target), target).model
         train_rows = np.flatnonzero(in_train & frame[column].notna().to_numpy())
-        truth = np.searchsorted(model.classes_, frame[column].to_numpy()[train_rows].astype(str))
-        predicted = model.oof_proba_.argmax(axis=1)  # fit order: the training rows with a label, as here
-        assert len(predicted) == len(train_rows)
-        confused = np.zeros((len(model.classes_),) * 2)
-        np.add.at(confused, (truth, predicted), 1)
-        np.fill_diagonal(confused, 0)
-        rows = flip(flipped, column, train_rows, model.classes_, confused, args.fraction, rng)
+        rows = flip(flipped, column, train_rows, model, args.noise, args.fraction, rng)
         flipped_ids[target] = set(frame[base.data.id_column].iloc[rows])
         print(
             f"{target}: clean model trained in {time.perf_counter() - started:.0f}s; flipped {len(rows):,} of "
-            f"{len(train_rows):,} training labels",
+            f"{len(train_rows):,} training labels ({args.noise} noise, draw {args.seed})",
             flush=True,
         )
     table = args.workdir / "products_flipped.csv"
     flipped.to_csv(table, index=False)
 
-    noisy = bench_config(args.config, args.workdir, table)
-    clean_labels = frame.set_index(base.data.id_column)
+    noisy = bench_config(args.config, args.workdir, table, args.holdout)
     recovered = {}
     for target in targets:
         started = time.perf_counter()
@@ -232,27 +273,17 @@ def main() -> None:
             )
         print(f"report: {result.html_path}")
         if target in reviewed:
-            flipped_right, rows = held_out_right(noisy, target)
-            review_loop(args, noisy, table, result, clean_labels[base.targets[target].column], flipped_ids[target])
+            truth = clean_labels[base.targets[target].column]
+            flipped_hits = held_out_hits(noisy, target, truth)
+            review_loop(args, noisy, table, result, truth, flipped_ids[target])
             train(noisy, [target])
-            reviewed_right, _ = held_out_right(noisy, target)
-            clean_ok, _ = clean_right[target]
-            cost = clean_ok - flipped_right
-            recovered[target] = (
-                f"{(reviewed_right - flipped_right) / cost:.0%}"
-                if cost > 0
-                else f"n/a (the flips cost none: flipped {-cost:+d} products against clean)"
+            scores, *recovered[target] = recovered_share(
+                clean_hits[target], flipped_hits, held_out_hits(noisy, target, truth), args.seed
             )
-            print(
-                f"{target} held-out accuracy on {rows:,} products: clean labels {clean_ok / rows:.4f}, flipped "
-                f"{flipped_right / rows:.4f} ({flipped_right - clean_ok:+d} products), after one review round "
-                f"{reviewed_right / rows:.4f} ({reviewed_right - flipped_right:+d})"
-            )
-    for target, share in recovered.items():
-        print(
-            f"\n{target + ' ' if len(recovered) > 1 else ''}review loop: recovered {share} of the accuracy the flips "
-            f"cost"
-        )
+            print(f"{target} {scores}")
+    for target, (share, detail) in recovered.items():
+        name = f"{target} " if len(recovered) > 1 else ""
+        print(f"\n{name}review loop: recovered {share} of the accuracy the flips cost{detail}")
 
 
 if __name__ == "__main__":

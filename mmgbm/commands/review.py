@@ -28,12 +28,12 @@ from urllib.parse import quote, urlsplit
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from mmgbm.catalogue import load_split
+from mmgbm.catalogue import load_split, read_table
 from mmgbm.commands.artifact import MANIFEST, load_artifact
 from mmgbm.commands.audit import COLUMNS as AUDIT_COLUMNS
 from mmgbm.commands.audit import photo_preview
 from mmgbm.commands.serve import PROBLEMS, Problem, answer_problems
-from mmgbm.commands.targets import resolve_targets
+from mmgbm.commands.targets import resolve_targets, target_values
 from mmgbm.config import Config
 from mmgbm.corrections import MAX_FIELD_CHARS, Decision, append_decision, now, read_decisions
 from mmgbm.errors import MmgbmError
@@ -75,13 +75,18 @@ REVIEW_PROBLEMS = {
 class ReviewTarget:
     """One target's suspects as its audit ranked them, the classes a reviewer may pick, and where answers go."""
 
-    def __init__(self, cfg: Config, name: str, table: pd.DataFrame, places: Photos):
+    def __init__(self, cfg: Config, name: str, table: pd.DataFrame, catalogue: pd.DataFrame, places: Photos):
         self.cfg, self.name = cfg, name
         folder = model_dir(cfg, name)
         model = load_artifact(folder, name).model
         if model.regression:
             raise MmgbmError(f"target {name!r} is a regression; review answers the labels of classification targets")
-        self.classes = [str(c) for c in model.classes_]
+        # The model's classes and every label the catalogue uses: a label whose training products were all
+        # mislabelled is no class of the model, yet it is the right answer for them.
+        used = target_values(
+            catalogue, cfg.targets[name], cfg.data.splits["train"], model.label_names, cfg.data.id_column
+        )
+        self.classes = sorted({str(c) for c in model.classes_} | set(used.y))
         self.audit_path = report_dir(cfg, name) / "audit.csv"
         if not self.audit_path.is_file():
             raise MmgbmError(f"{self.audit_path}: no audit of {name!r} yet; run `mmgbm audit -t {name}` first")
@@ -184,13 +189,16 @@ def reviewed_targets(cfg: Config, targets: list[str] | None) -> list[str]:
 
 
 class ReviewService:
-    """The reviewed targets, loaded once (the model's classes, the audit, the photos' places): no feature or
-    network is loaded, so the page is up in seconds."""
+    """The reviewed targets, loaded once (the classes, the audit, the photos' places): no feature or network is
+    loaded, so the page is up in seconds."""
 
     def __init__(self, cfg: Config, targets: list[str] | None = None):
         table = load_split(cfg, "train")
+        catalogue = read_table(cfg.data.splits["train"], cfg.data.id_column)  # its held-out part's labels too
         places = Photos.of(cfg)
-        self.targets = {name: ReviewTarget(cfg, name, table, places) for name in reviewed_targets(cfg, targets)}
+        self.targets = {
+            name: ReviewTarget(cfg, name, table, catalogue, places) for name in reviewed_targets(cfg, targets)
+        }
 
 
 class Answer(BaseModel):
