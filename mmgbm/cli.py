@@ -93,7 +93,7 @@ def extract_images_cmd(
     cluster: ClusterOpt = None,
 ) -> None:
     """Embed every product image with a frozen EfficientNet into the feature store (incremental)."""
-    from mmgbm.features.images import extract_images
+    from mmgbm.stores import extract_images
 
     cfg = _config(
         ctx,
@@ -121,7 +121,7 @@ def extract_text_cmd(
     cluster: ClusterOpt = None,
 ) -> None:
     """Fit TF-IDF word n-grams on the training split and store sparse vectors for every product (incremental)."""
-    from mmgbm.features.text import extract_text
+    from mmgbm.stores import extract_text
 
     cfg = _config(ctx, config, cluster=cluster)
     with connect(cfg.cluster) as client:

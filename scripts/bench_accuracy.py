@@ -45,8 +45,7 @@ from mmgbm.commands.targets import target_values
 from mmgbm.commands.train import train
 from mmgbm.config import Config, load_config
 from mmgbm.estimator import FUSED
-from mmgbm.features.design import images_enabled
-from mmgbm.features.text import extract_text
+from mmgbm.stores import extract_text, images_enabled
 from mmgbm.workdir import image_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +97,7 @@ def linear_baseline(cfg: Config, target: str) -> dict:
 def ensure_features(cfg: Config) -> None:
     extract_text(cfg)
     if images_enabled(cfg):
-        from mmgbm.features.images import extract_images
+        from mmgbm.stores import extract_images
 
         extract_images(cfg, progress=True)
 

@@ -43,8 +43,7 @@ from mmgbm.commands.train import train  # noqa: E402
 from mmgbm.config import Config, load_config  # noqa: E402
 from mmgbm.estimator import MMGBMClassifier  # noqa: E402
 from mmgbm.estimator.heads import mention_words  # noqa: E402
-from mmgbm.features.design import load_products  # noqa: E402
-from mmgbm.features.text import extract_text  # noqa: E402
+from mmgbm.stores import extract_text, load_products  # noqa: E402
 from mmgbm.workdir import image_dir, labels_path, model_dir  # noqa: E402
 from tests.browser import chromium, missing_browser  # noqa: E402
 from tests.service import service_process  # noqa: E402

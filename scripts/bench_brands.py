@@ -40,7 +40,7 @@ from mmgbm.commands.targets import given_labels
 from mmgbm.commands.train import train
 from mmgbm.config import Config, load_config
 from mmgbm.estimator.label_names import fold
-from mmgbm.features.text import extract_text
+from mmgbm.stores import extract_text
 
 NAMED = ["Regular", "Red", "Purple", "Slim Fit", "Grey"]  # the fit / colour values issue 31 names
 COLOURS = {

@@ -41,9 +41,8 @@ from mmgbm.features import image_encoder, images
 from mmgbm.features.image_decoding import decode_image
 from mmgbm.features.image_encoder import ImageEncoder
 from mmgbm.features.image_runtime import NAMES, choose
-from mmgbm.features.images import extract_images
 from mmgbm.features.photos import Photos
-from mmgbm.workdir import image_store
+from mmgbm.stores import extract_images, image_store
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ["tensorflow:float32", "tensorflow:bfloat16", "openvino:float32", "openvino:bfloat16"]
@@ -64,7 +63,7 @@ EXPLORE = {  # name -> (environment, probe options)
 def sample_products(config: Path, n: int) -> tuple[pd.DataFrame, list[str], Config]:
     cfg = load_config(config)
     products = load_all_products(cfg)
-    paths = Photos.of(cfg).paths(products[cfg.data.image_column])
+    paths = Photos.of(cfg.data).paths(products[cfg.data.image_column])
     keep = [i for i, p in enumerate(paths) if p and os.path.isfile(p)][:n]
     return products.iloc[keep].reset_index(drop=True), [paths[i] for i in keep], cfg
 
@@ -122,7 +121,7 @@ def extraction(products: pd.DataFrame, cfg: Config, encoder: ImageEncoder, workd
             "id_column": cfg.data.id_column,
             "splits": {"train": str(table)},
             "image_column": cfg.data.image_column,
-            "images_root": str(Photos.of(cfg).root),
+            "images_root": str(Photos.of(cfg.data).root),
         },
         "features": {
             "image": {

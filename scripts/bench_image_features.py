@@ -23,7 +23,7 @@ from sklearn.preprocessing import StandardScaler
 from mmgbm.catalogue import load_split
 from mmgbm.config import load_config
 from mmgbm.estimator.heads import KnnHead
-from mmgbm.features.design import load_products
+from mmgbm.stores import load_products
 from mmgbm.features.image_decoding import decode_image
 from mmgbm.features.image_encoder import ImageEncoder
 from mmgbm.features.photos import Photos
@@ -56,7 +56,7 @@ def projection(cfg, alpha: float) -> None:
 
 def flip(cfg, sample: int) -> None:
     frame = load_split(cfg, "train").dropna(subset=[cfg.data.image_column]).sample(sample, random_state=0)
-    paths = Photos.of(cfg).paths(frame[cfg.data.image_column])
+    paths = Photos.of(cfg.data).paths(frame[cfg.data.image_column])
     image = cfg.features.image
     encoder = ImageEncoder(image.backbone, image.weights, image.image_size, image.batch_size).fit()
     pixels = np.stack([decode_image(p, encoder.size).pixels for p in paths])

@@ -50,7 +50,8 @@ from mmgbm.catalogue import in_holdout, read_table
 from mmgbm.config import load_config
 from mmgbm.estimator import MMGBMClassifier, MMGBMRegressor, ProductMatrix
 from mmgbm.features.text_vectorizer import TextVectorizer
-from mmgbm.workdir import colour_store, image_dir, image_store
+from mmgbm.stores import colour_store, image_store
+from mmgbm.workdir import image_dir
 
 REPO = Path(__file__).resolve().parents[1]
 FLIPKART = REPO.parent / "shared" / "data" / "flipkart" / "products.csv"
@@ -278,7 +279,7 @@ def ensure_photos(no_images: bool) -> None:
         f"no stored fashion image embeddings in {image_dir(cfg)}: extracting them "
         f"(mmgbm extract-images --config configs/fashion.yaml; --no-images leaves the image block out)"
     )
-    from mmgbm.features.images import extract_images
+    from mmgbm.stores import extract_images
 
     extract_images(cfg, progress=True)
 

@@ -35,7 +35,7 @@ from mmgbm.config import load_config  # noqa: E402
 from mmgbm.features.image_decoding import decode_image  # noqa: E402
 from mmgbm.features.image_encoder import ImageEncoder  # noqa: E402
 from mmgbm.features.photos import Photos  # noqa: E402
-from mmgbm.workdir import image_encoder_choice  # noqa: E402
+from mmgbm.stores import image_encoder_choice  # noqa: E402
 from tests.service import service_process  # noqa: E402
 
 BATCH = 32
@@ -58,7 +58,7 @@ def load_products(cfg, n: int) -> tuple[list[dict], list[str]]:
     """n holdout products with a photo, as the service takes them (photo as base64), and their photo paths."""
     frame = load_split(cfg, cfg.data.holdout.name if cfg.data.holdout else "train", with_targets=False)
     frame = frame[frame[cfg.data.image_column].notna()].head(n)
-    paths = Photos.of(cfg).paths(frame[cfg.data.image_column])
+    paths = Photos.of(cfg.data).paths(frame[cfg.data.image_column])
     columns = [cfg.data.id_column, *cfg.data.text_columns, *cfg.data.categorical_columns, *cfg.data.numeric_columns]
     products = []
     for row, path in zip(frame[columns].to_dict("records"), paths):

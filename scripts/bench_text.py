@@ -19,7 +19,8 @@ import yaml
 
 from mmgbm.catalogue import read_table
 from mmgbm.config import load_config
-from mmgbm.features.text import extract_text, vectorizer_from_config
+from mmgbm.features.text import new_vectorizer
+from mmgbm.stores import extract_text
 
 REPO = Path(__file__).resolve().parents[1]
 FLIPKART_CONFIG = REPO / "configs" / "flipkart.yaml"
@@ -38,7 +39,7 @@ def timed(label: str, n: int, work) -> object:
 
 
 def bench_vectorizer(names: list[str], label: str) -> None:
-    vectorizer = vectorizer_from_config(load_config(FLIPKART_CONFIG))
+    vectorizer = new_vectorizer(load_config(FLIPKART_CONFIG).features.text)
     timed(f"{label}: fit", len(names), lambda: vectorizer.fit(names))
     matrix = timed(f"{label}: transform", len(names), lambda: vectorizer.transform(names))
     print(f"{'':<44} {vectorizer.n_columns_:,} columns, {matrix.nnz / len(names):.1f} non-zeros per doc")

@@ -13,8 +13,7 @@ import yaml
 from mmgbm.config import Config, load_config
 from mmgbm.features.image_decoding import decode_image
 from mmgbm.features.store import dense_table
-from mmgbm.features.text import extract_text
-from mmgbm.workdir import colour_store, image_store
+from mmgbm.stores import colour_store, extract_text, image_store
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_TABLE = REPO / "mmgbm" / "data" / "demo" / "products.csv"

@@ -21,7 +21,7 @@ from mmgbm.commands.audit import COLUMNS, audit, out_of_fold
 from mmgbm.commands.train import train
 from mmgbm.config import load_config
 from mmgbm.errors import MmgbmError
-from mmgbm.features.design import load_products
+from mmgbm.stores import load_products
 from mmgbm.workdir import model_dir
 from tests.modelling_project import DEMO_TABLE, demo_frame, make_project
 

@@ -28,11 +28,8 @@ from mmgbm.catalogue import load_split
 from mmgbm.cli import app
 from mmgbm.config import load_config
 from mmgbm.errors import MmgbmError
-from mmgbm.features.design import load_products
 from mmgbm.features.image_encoder import BUNDLED_B0_WEIGHTS
-from mmgbm.features.images import extract_images
-from mmgbm.features.text import load_vectorizer
-from mmgbm.workdir import colour_store, image_store, text_store
+from mmgbm.stores import colour_store, extract_images, image_store, load_products, text_field
 from tests.conftest import REPO
 from tests.modelling_project import demo_frame, make_project
 
@@ -63,7 +60,7 @@ def cluster():
 
 
 def text_store_of(cfg):
-    return text_store(cfg, "text", load_vectorizer(cfg, "text"))
+    return text_field(cfg, "text").fitted().store
 
 
 def ran_there(running, task: str) -> bool:

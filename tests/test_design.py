@@ -7,8 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from mmgbm.config import load_config
-from mmgbm.features.design import load_products
-from mmgbm.features.text import extract_text
+from mmgbm.stores import extract_text, load_products
 
 
 def test_products_carry_the_declared_metadata_in_row_order_and_never_the_target(

@@ -31,10 +31,9 @@ from mmgbm.cli import main
 from mmgbm.commands.artifact import load_artifact
 from mmgbm.config import load_config
 from mmgbm.errors import MmgbmError
-from mmgbm.features.design import load_products
 from mmgbm.features.store import FeatureStore
-from mmgbm.features.text import extract_text, load_vectorizer
-from mmgbm.workdir import model_dir, text_store
+from mmgbm.stores import extract_text, load_products, text_field
+from mmgbm.workdir import model_dir
 from tests.modelling_project import make_project
 
 TARGET = "is_men"
@@ -58,7 +57,7 @@ def fails_in_one_line(capsys, monkeypatch, *args: str, expected: str) -> str:
 
 def text_store_of(config: Path) -> FeatureStore:
     cfg = load_config(config)
-    return text_store(cfg, "text", load_vectorizer(cfg, "text"))
+    return text_field(cfg, "text").fitted().store
 
 
 @pytest.fixture
@@ -346,7 +345,7 @@ def test_errors_the_library_does_not_expect_are_still_one_line(tiny_config, caps
     def unwritable(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", "/somewhere/models")
 
-    monkeypatch.setattr("mmgbm.features.text.extract_text", unwritable)
+    monkeypatch.setattr("mmgbm.stores.extract_text", unwritable)
     fails_in_one_line(
         capsys,
         monkeypatch,
@@ -361,7 +360,7 @@ def test_an_unexpected_error_is_one_line_unless_debugging(tiny_config, capsys, m
     def broken(*args, **kwargs):
         raise RuntimeError("something nobody anticipated")
 
-    monkeypatch.setattr("mmgbm.features.text.extract_text", broken)
+    monkeypatch.setattr("mmgbm.stores.extract_text", broken)
     fails_in_one_line(
         capsys,
         monkeypatch,
@@ -431,7 +430,7 @@ def test_changed_text_is_revectorised_at_predict_time_and_re_extracted(text_proj
     cfg = load_config(text_project)
     frame = pd.read_csv(cfg.data.splits["train"], dtype=str)
     frame.loc[0, "title"] = "green jeans"
-    expected = load_vectorizer(cfg, "text").transform(["green jeans"]).toarray()
+    expected = text_field(cfg, "text").load_vectorizer().transform(["green jeans"]).toarray()
     products, _ = load_products(cfg, frame)
     np.testing.assert_allclose(products.text["text"][0].toarray(), expected)
 

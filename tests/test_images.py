@@ -33,12 +33,12 @@ from mmgbm.config import Config, load_config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.features import colour, image_runtime, store_lock
-from mmgbm.features.design import load_products
 from mmgbm.features.image_decoding import UnreadableImage, decode_image, decode_image_bytes
 from mmgbm.features.image_encoder import BUNDLED_B0_WEIGHTS, ImageEncoder
 from mmgbm.features.image_runtime import LEGACY
-from mmgbm.features.images import extract_images
-from mmgbm.workdir import colour_store, image_dir, image_failures, image_store
+from mmgbm.features.images import FAILURES_FILE
+from mmgbm.stores import colour_store, extract_images, image_store, load_products
+from mmgbm.workdir import embedding_dir, image_dir
 from tests.conftest import REPO
 
 DEMO = REPO / "mmgbm" / "data" / "demo"
@@ -392,7 +392,7 @@ def test_fingerprint_needs_no_tensorflow(tmp_path: Path, images_dir: Path, write
     config = catalogue(tmp_path, demo_rows(1), write_config, weights=str(BUNDLED_B0_WEIGHTS))
     code = (
         "import sys; from pathlib import Path; from mmgbm.config import load_config; "
-        "from mmgbm.workdir import image_store; "
+        "from mmgbm.stores import image_store; "
         f"s = image_store(load_config(Path({str(config)!r}))); "
         "assert 'tensorflow' not in sys.modules; print(s.fingerprint['weights'], s.root.name)"
     )
@@ -742,7 +742,7 @@ def test_paths_outside_images_root_and_special_files_are_refused_without_opening
     config = catalogue(tmp_path, rows, write_config)
     result = CliRunner().invoke(app, ["extract-images", "--config", str(config)])
     assert result.exit_code == 0, result.output
-    where, name = image_failures(load_config(config))
+    where, name = embedding_dir(load_config(config)), FAILURES_FILE
     listed = pd.read_csv(where.address(name), dtype=str, keep_default_na=False)
     assert dict(zip(listed.id, listed.reason)) == {
         "fifo": "not a file",

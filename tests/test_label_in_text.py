@@ -18,7 +18,7 @@ from mmgbm.commands.train import train
 from mmgbm.config import load_config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import FUSED
-from mmgbm.features.text import extract_text
+from mmgbm.stores import extract_text
 from mmgbm.workdir import model_dir
 
 runner = CliRunner()

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from mmgbm.cli import app
 from mmgbm.config import load_config
 from mmgbm.errors import MmgbmError
-from mmgbm.workdir import colour_store, image_store
+from mmgbm.stores import colour_store, image_store
 from tests.conftest import REPO
 from tests.modelling_project import demo_frame, make_project
 

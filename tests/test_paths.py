@@ -25,7 +25,7 @@ from mmgbm.commands.targets import target_values
 from mmgbm.config import TargetConfig, load_config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import MMGBMPathClassifier
-from mmgbm.features.text import extract_text
+from mmgbm.stores import extract_text
 from mmgbm.taxonomy import PathFormat, read_taxonomy
 from mmgbm.workdir import model_dir
 

@@ -17,7 +17,7 @@ from mmgbm.commands.predict import predict
 from mmgbm.config import load_config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator.metadata import MetadataEncoder
-from mmgbm.features.text import extract_text
+from mmgbm.stores import extract_text
 from tests.modelling_project import DEMO_TABLE, NO_IMAGE, demo_frame, make_project
 from tests.photo_server import photo_server
 from tests.test_images import fake_encoder  # noqa: F401 (a fixture: predict's on-the-fly embedding, faked)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from mmgbm.cli import app
 from mmgbm.config import PhotoFetchConfig, load_config
 from mmgbm.features.image_decoding import decode_image
-from mmgbm.features.images import extract_images
+from mmgbm.stores import extract_images
 from mmgbm.features.photo_fetch import PhotoFetcher, photo_candidates
 from tests.photo_server import photo_server
 from tests.test_images import (  # noqa: F401 (fixtures)

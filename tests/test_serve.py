@@ -21,7 +21,7 @@ from tests.service import service_process
 from mmgbm.commands.train import train
 from mmgbm.config import load_config
 from mmgbm.features.image_encoder import BUNDLED_B0_WEIGHTS
-from mmgbm.features.images import extract_images
+from mmgbm.stores import extract_images
 from tests.modelling_project import DEMO_TABLE, NO_IMAGE, demo_frame, make_project
 from tests.photo_server import photo_server
 

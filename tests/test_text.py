@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 from mmgbm.cli import app
 from mmgbm.config import load_config, validate_config
 from mmgbm.errors import MmgbmError
-from mmgbm.features.design import load_products
 from mmgbm.features.store import FeatureStore, sparse_table
-from mmgbm.features.text import extract_text, load_vectorizer
+from mmgbm.features.text import VECTORIZER_FILE
 from mmgbm.features.text_cleaning import clean_text, join_columns
 from mmgbm.features.text_vectorizer import TextVectorizer
-from mmgbm.workdir import VECTORIZER_FILE, text_field_dir, text_store
+from mmgbm.stores import extract_text, load_products, text_field
+from mmgbm.workdir import text_field_dir
 
 TRAIN = pd.DataFrame(
     {
@@ -60,7 +60,7 @@ def read_text(cfg, ids: list[str]) -> dict[str, sp.csr_matrix]:
 
 
 def stored(cfg, field: str = "text") -> FeatureStore:
-    return text_store(cfg, field, load_vectorizer(cfg, field))
+    return text_field(cfg, field).fitted().store
 
 
 # ---- cleaning -------------------------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def test_round_trip_matches_the_vectorizer_and_aligns_by_id(text_config):
     ids = ["t1", "nope", "p3", "p1", "also-missing", "t2"]
     products, fingerprints = load_products(cfg, pd.DataFrame({"pid": ids}))
     matrix = products.text["text"]
-    vec = load_vectorizer(cfg, "text")
+    vec = text_field(cfg, "text").load_vectorizer()
     assert matrix.dtype == np.float32 and matrix.shape == (6, vec.n_columns_)
     assert products.text_present("text").tolist() == [True, False, True, True, False, False]  # t2's text is ""
     expected = vec.transform(["Red zebraprint Shirt", "", "Red Silk Dress", "Red Cotton Shirt", "", ""])
@@ -159,7 +159,7 @@ def test_round_trip_matches_the_vectorizer_and_aligns_by_id(text_config):
 def test_vectorizer_is_fitted_on_train_only(text_config):
     cfg = load_config(text_config())
     extract_text(cfg)
-    vec = load_vectorizer(cfg, "text")
+    vec = text_field(cfg, "text").load_vectorizer()
     assert "zebraprint" not in vec.vocabulary_ and "cotton" in vec.vocabulary_  # test-only words stay out
     matrix = read_text(cfg, ["t1"])["text"]  # "Red zebraprint Shirt", a test product
     words = {name for name in vec.get_feature_names_out()[matrix.indices] if not name.startswith("chars:")}
@@ -172,7 +172,7 @@ def test_products_not_in_the_store_are_vectorised_on_the_fly_without_writing(tex
     shards = stored(cfg).shards()
     new = pd.DataFrame({"pid": ["new", "p1"], "title": ["Blue <b>Silk</b> Shirt", "Red Cotton Shirt"]})
     products, _ = load_products(cfg, new)  # a new --input table
-    vec = load_vectorizer(cfg, "text")
+    vec = text_field(cfg, "text").load_vectorizer()
     assert abs(products.text["text"] - vec.transform(["Blue Silk Shirt", "Red Cotton Shirt"])).max() < 1e-6
     assert products.words["text"].tolist() == new["title"].tolist()  # the text itself, which mention heads read
     assert stored(cfg).shards() == shards and "new" not in stored(cfg).present_ids()
@@ -184,17 +184,18 @@ def test_several_fields_each_with_its_own_vectorizer(text_config):
     extract_text(cfg)
     feats = read_text(cfg, ["p1", "p2"])
     assert set(feats) == {"title", "desc", "all"}
-    desc = load_vectorizer(cfg, "desc").vocabulary_
+    desc = text_field(cfg, "desc").load_vectorizer().vocabulary_
     assert {"soft", "cotton", "lace"} <= set(desc) and not {"p", "b", "nbsp", "amp"} & set(desc)
     desc_words = feats["desc"][:, : len(desc)]  # word columns come first, character n-grams after them
     assert desc_words.getnnz(axis=1).tolist() == [5, 0] and feats["desc"][1].nnz == 0  # p2 has no description
-    assert "denim" in load_vectorizer(cfg, "all").vocabulary_ and "lace" in load_vectorizer(cfg, "all").vocabulary_
+    joined = text_field(cfg, "all").load_vectorizer().vocabulary_
+    assert "denim" in joined and "lace" in joined
 
 
 def test_rerun_is_incremental_and_reuses_the_vectorizer(text_config, tmp_path):
     path = text_config()
     extract_text(load_config(path))
-    fingerprint = load_vectorizer(load_config(path), "text").fingerprint_
+    fingerprint = text_field(load_config(path), "text").load_vectorizer().fingerprint_
 
     again = extract_text(load_config(path)).fields[0]
     assert (again.fitted_on, again.new, again.already_stored, again.shards) == (None, 0, 7, 0)
@@ -204,7 +205,7 @@ def test_rerun_is_incremental_and_reuses_the_vectorizer(text_config, tmp_path):
     cfg = load_config(path)
     more = extract_text(cfg).fields[0]
     assert (more.fitted_on, more.new, more.already_stored) == (None, 1, 7)
-    assert load_vectorizer(cfg, "text").fingerprint_ == fingerprint
+    assert text_field(cfg, "text").load_vectorizer().fingerprint_ == fingerprint
     assert read_text(cfg, ["t3"])["text"].nnz > 0
 
 
@@ -218,7 +219,7 @@ def test_changed_settings_are_refused_until_overwrite_refits(text_config):
     summary = extract_text(changed, overwrite=True).fields[0]
     assert summary.fitted_on == 5 and summary.new == 7 and summary.already_stored == 0
     assert len(stored(changed).shards()) == 1  # the shards of the old vocabulary are gone
-    assert all(" " not in term for term in load_vectorizer(changed, "text").vocabulary_)
+    assert all(" " not in term for term in text_field(changed, "text").load_vectorizer().vocabulary_)
 
 
 def test_shards_of_another_vectorizer_are_refused(text_config):
@@ -240,7 +241,7 @@ def test_missing_or_broken_vectorizer_is_a_clear_error(text_config):
     extract_text(cfg)
     text_field_dir(cfg, "text").address(VECTORIZER_FILE).write_text("garbage")
     with pytest.raises(MmgbmError, match="unreadable vectorizer"):
-        load_vectorizer(cfg, "text")
+        text_field(cfg, "text").load_vectorizer()
 
 
 def test_disabled_text_is_a_no_op(text_config):

@@ -22,7 +22,7 @@ from mmgbm.commands.train import build_estimator, train
 from mmgbm.config import load_config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import FUSED, ProductMatrix
-from mmgbm.features.design import load_products
+from mmgbm.stores import load_products
 from mmgbm.workdir import model_dir
 from tests.modelling_project import demo_frame, make_project
 

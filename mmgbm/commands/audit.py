@@ -33,9 +33,9 @@ from mmgbm.config import Config
 from mmgbm.corrections import correct_labels, read_decisions
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import MMGBMClassifier, MMGBMPathClassifier, ProductMatrix
-from mmgbm.features.design import load_products
 from mmgbm.features.image_decoding import UnreadableImage, thumbnail_jpeg
 from mmgbm.features.photos import Photos
+from mmgbm.stores import load_products
 from mmgbm.workdir import report_dir
 
 FUSED_ONLY = "fused"  # no single modality suggests the label: only their combination does
@@ -111,7 +111,7 @@ def audit(cfg: Config, target: str, report_rows: int = 200) -> AuditResult:
     decided = frozenset() if decisions is None else frozenset(decisions.latest.index)
     result = AuditResult(name, ranked, source, folder / "audit.csv", folder / "audit.html", decided)
     result.suspects.to_csv(result.csv_path, index=False)
-    places = Photos.of(cfg)
+    places = Photos.of(cfg.data)
     photos = (
         dict(zip(kept[cfg.data.id_column], places.paths(kept[cfg.data.image_column]))) if cfg.data.image_column else {}
     )

@@ -26,7 +26,7 @@ from mmgbm.config import Config
 from mmgbm.corrections import correct_labels, corrections_note
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import FUSED, MMGBMPathClassifier, ProductMatrix
-from mmgbm.features.design import load_products
+from mmgbm.stores import load_products
 from mmgbm.workdir import report_dir
 
 if TYPE_CHECKING:

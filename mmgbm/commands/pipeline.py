@@ -22,9 +22,7 @@ def run_pipeline(cfg: Config, say: Callable[[str], None] = print, client: Client
     from mmgbm.commands.evaluate import evaluate
     from mmgbm.commands.predict import predict, write_predictions
     from mmgbm.commands.train import train
-    from mmgbm.features.design import images_enabled
-    from mmgbm.features.images import extract_images
-    from mmgbm.features.text import extract_text
+    from mmgbm.stores import extract_images, extract_text, images_enabled
     from mmgbm.workdir import submission_path
 
     if EVAL_SPLIT not in cfg.split_names:

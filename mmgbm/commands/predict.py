@@ -26,7 +26,7 @@ from mmgbm.errors import MmgbmError
 from mmgbm.estimator import MMGBMPathClassifier, ProductMatrix
 from mmgbm.estimator.path_classifier import deepest_confident
 from mmgbm.features.atomic import write_atomically
-from mmgbm.features.design import load_products
+from mmgbm.stores import load_products
 from mmgbm.workdir import model_dir
 
 if TYPE_CHECKING:

@@ -195,7 +195,7 @@ class ReviewService:
     def __init__(self, cfg: Config, targets: list[str] | None = None):
         table = load_split(cfg, "train")
         catalogue = read_table(cfg.data.splits["train"], cfg.data.id_column)  # its held-out part's labels too
-        places = Photos.of(cfg)
+        places = Photos.of(cfg.data)
         self.targets = {
             name: ReviewTarget(cfg, name, table, catalogue, places) for name in reviewed_targets(cfg, targets)
         }

@@ -26,6 +26,7 @@ from mmgbm.errors import MmgbmError
 from mmgbm.estimator import MMGBMPathClassifier, ProductMatrix
 from mmgbm.estimator.path_classifier import deepest_confident
 from mmgbm.features.online import BadProduct, OnlineFeatures, PostedImage
+from mmgbm.stores import product_features
 from mmgbm.workdir import model_dir
 
 IMAGE_BYTES_FIELD = "image_base64"
@@ -43,7 +44,7 @@ class PredictionService:
         artifacts = {name: load_artifact(model_dir(cfg, name), name) for name in resolve_targets(cfg, targets)}
         for name, artifact in artifacts.items():
             check_normalisation(cfg, artifact, model_dir(cfg, name))
-        self.features = OnlineFeatures(cfg)
+        self.features = OnlineFeatures(product_features(cfg))
         for name, artifact in artifacts.items():
             check_fingerprints(artifact, self.features.fingerprints, model_dir(cfg, name))
         self.models = {name: artifact.model for name, artifact in artifacts.items()}

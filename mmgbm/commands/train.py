@@ -32,7 +32,7 @@ from mmgbm.estimator import FUSED, MMGBMClassifier, MMGBMRegressor, ProductMatri
 from mmgbm.estimator.base import MMGBMBase
 from mmgbm.estimator.label_names import LabelNames
 from mmgbm.estimator.path_classifier import MMGBMPathClassifier
-from mmgbm.features.design import load_products
+from mmgbm.stores import load_products
 from mmgbm.workdir import model_dir
 
 if TYPE_CHECKING:

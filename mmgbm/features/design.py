@@ -12,72 +12,80 @@ new table: the right answer rather than a product silently predicted without its
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator.products import ProductMatrix
-from mmgbm.features.images import embed_images, known_failures
+from mmgbm.features.images import ImageSource, embed_images, known_failures
 from mmgbm.features.photo_fetch import source_url
-from mmgbm.features.photos import Photos
 from mmgbm.features.store import FeatureStore
-from mmgbm.features.text import content_hashes, load_vectorizer
+from mmgbm.features.text import FittedField, content_hashes
 from mmgbm.features.text_cleaning import join_columns
 from mmgbm.urls import is_web_url
-from mmgbm.workdir import colour_store, image_store, text_store
 
 
-def images_enabled(cfg: Config) -> bool:
-    return bool(cfg.features.image.enabled and cfg.data.image_column)
+@dataclass(frozen=True)
+class ProductFeatures:
+    """What a table's products are read with: the id column, each enabled text field as extraction stored it, the
+    image features (None where off), and the metadata columns the estimators may read (declared ones, and the text
+    columns label_in_text targets take candidate labels from) in the order they are named."""
+
+    id_column: str
+    text: list[FittedField]
+    image: ImageSource | None
+    meta: list[str]
+
+    def meta_columns(self, frame: pd.DataFrame) -> list[str]:
+        """The metadata columns `frame` has."""
+        return [c for c in self.meta if c in frame.columns]
 
 
 def load_products(
-    cfg: Config, frame: pd.DataFrame, embed_new_photos: Callable[[str], None] | None = None
+    features: ProductFeatures, frame: pd.DataFrame, embed_new_photos: Callable[[str], None] | None = None
 ) -> tuple[ProductMatrix, dict[str, dict]]:
-    """Every modality the config enables for the products of `frame`, in its row order, and the fingerprints of
-    the stores they came from (keyed "text/<field>", "image/<backbone>", "image/colour"). With `embed_new_photos`,
-    usable photos that are not in the store as they are now get embedded here, and that callable is told how many."""
-    ids = frame[cfg.data.id_column].astype(str).tolist()
+    """Every enabled modality for the products of `frame`, in its row order, and the fingerprints of the stores
+    they came from (keyed "text/<field>", "image/<backbone>", "image/colour"). With `embed_new_photos`, usable
+    photos that are not in the store as they are now get embedded here, and that callable is told how many."""
+    ids = frame[features.id_column].astype(str).tolist()
     text, words, dense, fingerprints = {}, {}, {}, {}
-    if cfg.features.text.enabled:
-        for name, columns in cfg.text_fields.items():
-            vectorizer = load_vectorizer(cfg, name)
-            store = text_store(cfg, name, vectorizer)
-            matrix, present = store.read_sparse(ids, vectorizer.n_columns_)
-            if all(c in frame.columns for c in columns):
-                documents = join_columns(frame, columns)
-                usable = present & _unchanged(store.read_sources(ids), content_hashes(documents))
-                if not usable.all():
-                    fresh = vectorizer.transform([documents[i] for i in np.flatnonzero(~usable)])
-                    matrix = _replace_rows(matrix, np.flatnonzero(~usable), fresh)
-                words[name] = np.array(documents, dtype=object)
-            text[name] = matrix.astype(np.float32)
-            fingerprints[f"text/{name}"] = store.fingerprint
-    if images_enabled(cfg):
-        embeddings, colours = image_store(cfg), colour_store(cfg)
+    for field in features.text:
+        store, vectorizer = field.store, field.vectorizer
+        matrix, present = store.read_sparse(ids, vectorizer.n_columns_)
+        if all(c in frame.columns for c in field.columns):
+            documents = join_columns(frame, field.columns)
+            usable = present & _unchanged(store.read_sources(ids), content_hashes(documents))
+            if not usable.all():
+                fresh = vectorizer.transform([documents[i] for i in np.flatnonzero(~usable)])
+                matrix = _replace_rows(matrix, np.flatnonzero(~usable), fresh)
+            words[field.name] = np.array(documents, dtype=object)
+        text[field.name] = matrix.astype(np.float32)
+        fingerprints[f"text/{field.name}"] = store.fingerprint
+    image = features.image
+    if image is not None:
+        embeddings, colours = image.embeddings, image.colours
         now = paths = urls = None
-        if cfg.data.image_column in frame.columns:
-            photos = Photos.of(cfg)
-            paths, urls, now = photos.locate(frame[cfg.data.image_column])
+        if image.column in frame.columns:
+            paths, urls, now = image.photos.locate(frame[image.column])
             _url_sources(embeddings.read_sources(ids), urls, now)
         dense["image"] = _read_dense(embeddings, ids, now)
         dense["image.colour"] = _read_dense(colours, ids, now)
         if embed_new_photos is not None and now is not None:
-            _embed_new(cfg, ids, paths, urls, now, dense, embed_new_photos)
+            _embed_new(image, ids, paths, urls, now, dense, embed_new_photos)
             refused = sum(is_web_url(p) and u is None for p, u in zip(paths, urls))
             if refused:
                 embed_new_photos(
                     f"{refused:,} products have a photo URL that was not read (predicted without it); "
                     f"set data.remote_images: true to fetch photo URLs"
                 )
-        fingerprints[f"image/{cfg.features.image.backbone}"] = embeddings.fingerprint
+        fingerprints[f"image/{image.settings.backbone}"] = embeddings.fingerprint
         fingerprints["image/colour"] = colours.fingerprint
     if not text and not dense:
         raise MmgbmError("no features enabled: enable features.text or features.image in the config")
-    return ProductMatrix(ids, text, words, dense, frame[meta_columns(cfg, frame)]), fingerprints
+    return ProductMatrix(ids, text, words, dense, frame[features.meta_columns(frame)]), fingerprints
 
 
 def _url_sources(stored: list[str | None], urls: list[list[str] | None], now: list[str | None]) -> None:
@@ -90,7 +98,7 @@ def _url_sources(stored: list[str | None], urls: list[list[str] | None], now: li
 
 
 def _embed_new(
-    cfg: Config,
+    image: ImageSource,
     ids: list[str],
     paths: list[str],
     urls: list[list[str] | None],
@@ -100,7 +108,7 @@ def _embed_new(
 ) -> None:
     """Embed, in place, the products whose photo can be used (a source `now`) but has no stored embedding as it is
     now (photos the last extraction failed on stay missing: decoding them again would fail again)."""
-    failed = known_failures(cfg)
+    failed = known_failures(image)
     rows = np.flatnonzero(
         np.isnan(dense["image"]).all(axis=1)
         & np.array([s is not None and (pid, p) not in failed for s, pid, p in zip(now, ids, paths)], dtype=bool)
@@ -112,7 +120,7 @@ def _embed_new(
         f"`mmgbm extract-images` stores them for next time"
     )
     dense["image"][rows], dense["image.colour"][rows] = embed_images(
-        cfg, [paths[i] for i in rows], [urls[i] for i in rows]
+        image, [paths[i] for i in rows], [urls[i] for i in rows]
     )
 
 
@@ -130,14 +138,6 @@ def _unchanged(stored: list[str | None], now: list[str | None]) -> np.ndarray:
     """Per row: the stored features were made from what the row holds now (rows stored without a record of what
     they were made from are trusted, as extraction trusts them)."""
     return np.array([s is None or s == n for s, n in zip(stored, now)], dtype=bool)
-
-
-def meta_columns(cfg: Config, frame: pd.DataFrame) -> list[str]:
-    """The metadata columns the estimators may read, those the frame has: declared ones, and the text columns that
-    label_in_text targets take candidate labels from."""
-    named = cfg.data.categorical_columns + cfg.data.numeric_columns
-    named += [t.label_in_text for t in cfg.targets.values() if t.label_in_text]
-    return [c for c in dict.fromkeys(named) if c in frame.columns]
 
 
 def _replace_rows(matrix: sp.csr_matrix, rows: np.ndarray, fresh: sp.csr_matrix) -> sp.csr_matrix:

@@ -9,10 +9,10 @@ neither (a missing value downstream), are listed in `failures.csv` next to the s
 run. Each row records the image file's path, size and modification time (a photo URL's validators: ETag,
 Last-Modified, size), so a product whose photo changed is extracted again (and read as having no image until then).
 Photos by URL (mmgbm.features.photo_fetch) enter the decoders as they arrive, so a slow host holds only its own. This
-is the only writer of the image stores, one run at a time (mmgbm.features.store_lock): training and prediction
-only read them. On a Dask cluster (mmgbm.cluster) the work is cut into parts of `shard_size` products: each worker
-builds its encoder once, extracts the parts it is given and writes their shards itself; this process only decides
-what needs doing and lists the failures.
+is the only writer of the image stores, one run at a time (mmgbm.stores.extract_images holds the store's lock,
+mmgbm.features.store_lock): training and prediction only read them. On a Dask cluster (mmgbm.cluster) the work is
+cut into parts of `shard_size` products: each worker builds its encoder once, extracts the parts it is given and
+writes their shards itself; this process only decides what needs doing and lists the failures.
 """
 
 from __future__ import annotations
@@ -36,27 +36,41 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from mmgbm.catalogue import load_all_products
 from mmgbm.cluster import run_parts
-from mmgbm.config import Config, ImageFeaturesConfig
-from mmgbm.errors import MmgbmError
 from mmgbm.features import colour
+from mmgbm.features.folder import LocalFolder, ObjectFolder
 from mmgbm.features.image_decoding import UnreadableImage, decode_image, decode_image_bytes
 from mmgbm.features.image_encoder import ImageEncoder, Tag
 from mmgbm.features.image_runtime import EncoderChoice
 from mmgbm.features.photo_fetch import FetchStream, source_url
 from mmgbm.features.photos import Photos
 from mmgbm.features.store import FeatureStore, dense_table
-from mmgbm.features.store_lock import writing_lock
-from mmgbm.workdir import Folder, colour_store, image_dir, image_encoder_choice, image_failures, image_store
 
 if TYPE_CHECKING:
     from distributed import Client
+
+    from mmgbm.config import ImageFeaturesConfig
 
 # Decoding threads: PIL lets go of the GIL while it decodes and resizes, so one per core keeps decoding beside the
 # encoder's own threads; batches decoded ahead of the encoder, so it never waits on a slow photo.
 DECODE_THREADS = os.cpu_count() or 1
 DECODE_AHEAD = 4
+FAILURES_FILE = "failures.csv"  # beside the embeddings
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """What the image features of a catalogue are made from and kept in: the `features.image` settings with the
+    runtime and precision chosen (`choice`, so every machine makes what the store's fingerprint names), the column
+    and the photos it names, and the folder of the embeddings' and the colour statistics' stores."""
+
+    settings: ImageFeaturesConfig
+    choice: EncoderChoice
+    column: str
+    photos: Photos
+    folder: LocalFolder | ObjectFolder
+    embeddings: FeatureStore
+    colours: FeatureStore
 
 
 @dataclass
@@ -189,44 +203,23 @@ class _Done:
 
 
 def extract_images(
-    cfg: Config, *, overwrite: bool = False, progress: bool = False, client: Client | None = None
+    source: ImageSource,
+    products: pd.DataFrame,
+    id_column: str,
+    *,
+    progress: bool = False,
+    client: Client | None = None,
 ) -> ImageExtractionSummary:
-    """Embed the image of every product of every split that the stores do not hold yet, and take its colour
+    """Embed the image of every product of `products` that the stores do not hold yet, and take its colour
     statistics from the same decode. A product is work to do when either store lacks it; the forward pass runs only
     for those without an embedding (a workdir made before colour statistics were extracted gets them). With a Dask
-    `client`, the work is cut into parts of `shard_size` products that the workers extract and store themselves.
-    A second extraction on the same stores meanwhile is refused."""
+    `client`, the work is cut into parts of `shard_size` products that the workers extract and store themselves."""
     start = time.perf_counter()
-    if not cfg.features.image.enabled:
-        raise MmgbmError("image features are off in this config (features.image.enabled: false); nothing to extract")
-    if not cfg.data.image_column:
-        raise MmgbmError("the config has no data.image_column; set it to the column that holds image paths")
-    with writing_lock(image_dir(cfg)):
-        if overwrite:
-            image_store(cfg).clear()
-            colour_store(cfg).clear()
-        choice = image_encoder_choice(cfg)  # after clearing: `auto` then picks for a new store
-        return _extract_all(_settled(cfg, choice), choice, progress, client, start)
-
-
-def _settled(cfg: Config, choice: EncoderChoice) -> Config:
-    """The config with the runtime and precision chosen for it, so every machine makes the features the store's
-    fingerprint names (a cluster worker's own `auto` could pick otherwise)."""
-    image = cfg.features.image.model_copy(update={"runtime": choice.runtime, "precision": choice.precision})
-    return cfg.model_copy(update={"features": cfg.features.model_copy(update={"image": image})})
-
-
-def _extract_all(
-    cfg: Config, choice: EncoderChoice, progress: bool, client: Client | None, start: float
-) -> ImageExtractionSummary:
-    image_cfg = cfg.features.image
-    embeddings, colours = image_store(cfg), colour_store(cfg)
-    products = load_all_products(cfg)
-    ids = products[cfg.data.id_column].tolist()
-    photos = Photos.of(cfg)
-    paths, urls, sources = photos.locate(products[cfg.data.image_column])
+    embeddings, colours = source.embeddings, source.colours
+    ids = products[id_column].tolist()
+    paths, urls, sources = source.photos.locate(products[source.column])
     stored_embeddings, stored_colours = embeddings.prepare_writing(), colours.prepare_writing()
-    checked, changed = _check_urls(photos, ids, urls, sources, stored_embeddings, stored_colours)
+    checked, changed = _check_urls(source.photos, ids, urls, sources, stored_embeddings, stored_colours)
     needs_embedding = _needs_work(stored_embeddings, ids, sources)
     needs_colour = _needs_work(stored_colours, ids, sources)
     todo = np.flatnonzero(needs_embedding | needs_colour)
@@ -241,31 +234,30 @@ def _extract_all(
 
     with _progress_bar(len(work), enabled=progress) as advance:
         if client is None:
-            done = _extract(cfg, work, lambda: _new_encoder(image_cfg).fit(), advance)
+            done = _extract(source, work, lambda: _new_encoder(source.settings).fit(), advance)
         else:
-            step = image_cfg.shard_size
+            step = source.settings.shard_size
             parts = [work[i : i + step] for i in range(0, len(work), step)]
             started = time.perf_counter()
-            done = run_parts(client, _extract_on_worker, parts, lambda part: advance(part.products), cfg=cfg)
+            done = run_parts(client, _extract_on_worker, parts, lambda part: advance(part.products), source=source)
             done = _Done.total(done, time.perf_counter() - started)  # the workers' model builds included
 
-    failures_folder, failures_file = image_failures(cfg)
-    _write_failures(failures_folder, failures_file, done.failures)
+    _write_failures(embeddings.folder, FAILURES_FILE, done.failures)
     return ImageExtractionSummary(
         products=len(ids),
         extracted=done.embedded,
         coloured=done.coloured,
         skipped=len(ids) - len(work),
         failures=dict(Counter(reason for _, _, reason in done.failures)),
-        failures_path=failures_folder.address(failures_file),
-        store_root=image_dir(cfg).root,
+        failures_path=embeddings.folder.address(FAILURES_FILE),
+        store_root=source.folder.root,
         seconds=time.perf_counter() - start,
         embedding_seconds=done.seconds,
         shards_written=done.shards,
         quarantined=embeddings.quarantined + colours.quarantined,
         checked=checked,
         changed=changed,
-        encoder=choice.describe(),
+        encoder=source.choice.describe(),
     )
 
 
@@ -295,11 +287,13 @@ def _check_urls(
     return len(asks), changed
 
 
-def _extract(cfg: Config, work: _Work, encoder: Callable[[], ImageEncoder], advance: Callable[[int], None]) -> _Done:
+def _extract(
+    source: ImageSource, work: _Work, encoder: Callable[[], ImageEncoder], advance: Callable[[int], None]
+) -> _Done:
     """Decode, embed and measure `work` in one stream, writing shards as they fill: the whole job on one machine, a
     part of it on a cluster's worker. `encoder()` gives a fitted encoder; it is asked for only when a product whose
     file can be opened (or whose photo is a URL) needs an embedding, so when none does, no model is even built."""
-    image_cfg, photos = cfg.features.image, Photos.of(cfg)
+    image_cfg, photos = source.settings, source.photos
     done, to_decode = _Done(), []
     for i, path in enumerate(work.paths):  # paths that cannot be opened fail without reading a byte
         try:
@@ -310,7 +304,7 @@ def _extract(cfg: Config, work: _Work, encoder: Callable[[], ImageEncoder], adva
             done.failures.append((work.ids[i], path, exc.reason))
     to_decode = np.array(to_decode, dtype=np.int64)
     urls = [work.urls[i] for i in to_decode]
-    writers = tuple(_ShardWriter(store, image_cfg.shard_size) for store in (image_store(cfg), colour_store(cfg)))
+    writers = tuple(_ShardWriter(store, image_cfg.shard_size) for store in (source.embeddings, source.colours))
     with warnings.catch_warnings(), _fetched(photos, urls) as stream:
         # The photos' requests are in flight while the encoder builds (seconds), so the first batch does not wait.
         model = encoder() if work.embed[to_decode].any() else None
@@ -355,21 +349,21 @@ def _extract(cfg: Config, work: _Work, encoder: Callable[[], ImageEncoder], adva
 
 
 def embed_images(
-    cfg: Config, paths: list[str], urls: list[list[str] | None] | None = None
+    source: ImageSource, paths: list[str], urls: list[list[str] | None] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings, colour statistics) of the images at `paths`, made exactly as extraction makes them but kept in
     memory, for products predicted before their photo is in the store; NaN rows where an image cannot be used
     (the decode refuses it with the extractor's checks). `urls`, where given, are the photos to fetch in turn for
     a product whose photo is a URL. Writes nothing: the store stays extraction's. Callers pass only paths that
     passed the checks, so the encoder is built only when there is something to embed."""
-    image_cfg, photos = cfg.features.image, Photos.of(cfg)
+    image_cfg, photos = source.settings, source.photos
     urls = urls or [None] * len(paths)
     embeddings = np.full((len(paths), image_cfg.dim), np.nan, dtype=np.float32)
     colours = np.full((len(paths), colour.DIM), np.nan, dtype=np.float32)
     if not paths:
         return embeddings, colours
     with _fetched(photos, urls) as stream:
-        model = _new_encoder(_settled(cfg, image_encoder_choice(cfg)).features.image).fit()  # as the store's were
+        model = _new_encoder(image_cfg).fit()  # as the store's were made
         batches = _decoded_batches(
             paths, urls, image_cfg.resolved_image_size, image_cfg.batch_size, photos.inside, stream
         )
@@ -403,9 +397,9 @@ def _fetched(photos: Photos, urls: list[list[str] | None]) -> Iterator[FetchStre
             stream.close()
 
 
-def _extract_on_worker(work: _Work, cfg: Config) -> _Done:
+def _extract_on_worker(work: _Work, source: ImageSource) -> _Done:
     """One part of the work, as a task on a Dask worker."""
-    return _extract(cfg, work, lambda: _worker_encoder(cfg.features.image), lambda n: None)
+    return _extract(source, work, lambda: _worker_encoder(source.settings), lambda n: None)
 
 
 def _new_encoder(image_cfg: ImageFeaturesConfig) -> ImageEncoder:
@@ -527,18 +521,17 @@ def _decoded_batches(
                 future.cancel()
 
 
-def known_failures(cfg: Config) -> set[tuple[str, str]]:
+def known_failures(source: ImageSource) -> set[tuple[str, str]]:
     """(id, path) of the products whose image the last extraction could not use: trying again is its job."""
-    where, name = image_failures(cfg)
     try:
-        with where.open(name) as source:
-            listed = pd.read_csv(source, dtype=str, keep_default_na=False)
+        with source.embeddings.folder.open(FAILURES_FILE) as listing:
+            listed = pd.read_csv(listing, dtype=str, keep_default_na=False)
         return set(zip(listed["id"], listed["path"]))
     except (OSError, ValueError, KeyError):  # no list yet, or not one extraction wrote
         return set()
 
 
-def _write_failures(where: Folder, name: str, failures: list[tuple[str, str, str]]) -> None:
+def _write_failures(where: LocalFolder | ObjectFolder, name: str, failures: list[tuple[str, str, str]]) -> None:
     """Rewrite the list for this run (atomically), so it names exactly what is still missing after it."""
 
     def write(tmp: Path) -> None:

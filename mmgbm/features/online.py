@@ -17,17 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmgbm.config import Config
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.features import colour
-from mmgbm.features.design import meta_columns, images_enabled
+from mmgbm.features.design import ProductFeatures
 from mmgbm.features.image_decoding import UnreadableImage, decode_image, decode_image_bytes
 from mmgbm.features.image_encoder import ImageEncoder
 from mmgbm.features.photo_fetch import PhotoFetcher
-from mmgbm.features.photos import Photos
-from mmgbm.features.text import load_vectorizer
 from mmgbm.features.text_cleaning import join_columns
-from mmgbm.workdir import colour_store, image_encoder_choice, image_store, text_store
 
 # A posted image: a path (relative ones resolve against data.images_root, as in the catalogue), the file's bytes,
 # or None for a product without a photo.
@@ -39,64 +35,58 @@ class BadProduct(ValueError):
 
 
 class OnlineFeatures:
-    """The config's feature makers, loaded once: stored vectorizers and, when image features are on, the encoder.
+    """The feature makers of `features`, loaded once: its stored vectorizers and, when image features are on, the
+    encoder.
 
     `fingerprints` are those `load_products` reports for the stores, so a model's artifact can be checked against
     the features made here exactly as batch predict checks it.
     """
 
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
-        self.vectorizers = (
-            {name: load_vectorizer(cfg, name) for name in cfg.text_fields} if cfg.features.text.enabled else {}
-        )
-        self.fingerprints = {
-            f"text/{name}": text_store(cfg, name, v).fingerprint for name, v in self.vectorizers.items()
-        }
+    def __init__(self, features: ProductFeatures):
+        self.features = features
+        self.fingerprints = {f"text/{field.name}": field.store.fingerprint for field in features.text}
         self.encoder = None
-        if images_enabled(cfg):
-            image, made = cfg.features.image, image_encoder_choice(cfg)  # as the stored features were made
+        image = features.image
+        if image is not None:
+            settings = image.settings  # runtime and precision as the stored features were made
             # One product at a time: OpenVINO compiled for latency (every core on one request).
             self.encoder = ImageEncoder(
-                image.backbone,
-                image.weights,
-                image.image_size,
-                image.batch_size,
-                made.precision,
-                made.runtime,
+                settings.backbone,
+                settings.weights,
+                settings.image_size,
+                settings.batch_size,
+                settings.precision,
+                settings.runtime,
                 performance_hint="latency",
             ).fit()
-            self.fingerprints[f"image/{image.backbone}"] = image_store(cfg).fingerprint
-            self.fingerprints["image/colour"] = colour_store(cfg).fingerprint
+            self.fingerprints[f"image/{settings.backbone}"] = image.embeddings.fingerprint
+            self.fingerprints["image/colour"] = image.colours.fingerprint
             self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="mmgbm-decode")
             # A posted path names a file on the server: only the catalogue's images may be read, as in extraction;
             # a posted URL only where the config lets photos be fetched, from public addresses or listed hosts.
-            self.photos = Photos.of(cfg)
+            self.photos = image.photos
             self._fetcher: PhotoFetcher | None = None
             self._lock = threading.Lock()
 
     @property
     def columns(self) -> list[str]:
         """The table columns a posted product may carry besides its id and image."""
-        data = self.cfg.data
-        text = [c for name in self.vectorizers for c in self.cfg.text_fields[name]]
-        named = text + data.categorical_columns + data.numeric_columns
-        named += [t.label_in_text for t in self.cfg.targets.values() if t.label_in_text]
-        return [c for c in dict.fromkeys(named) if c != data.id_column]
+        text = [c for field in self.features.text for c in field.columns]
+        return [c for c in dict.fromkeys(text + self.features.meta) if c != self.features.id_column]
 
     def products(self, frame: pd.DataFrame, images: list[PostedImage]) -> ProductMatrix:
         """The products of `frame` (the id column and any of `columns`, missing ones missing) with their images."""
         if len(images) != len(frame):
             raise ValueError(f"{len(images)} images for {len(frame)} products")
-        ids = frame[self.cfg.data.id_column].astype(str).tolist()
+        ids = frame[self.features.id_column].astype(str).tolist()
         text, words, dense = {}, {}, {}
-        for name, vectorizer in self.vectorizers.items():
-            documents = join_columns(frame.reindex(columns=self.cfg.text_fields[name]), self.cfg.text_fields[name])
-            text[name] = vectorizer.transform(documents).astype(np.float32)
-            words[name] = np.array(documents, dtype=object)
+        for field in self.features.text:
+            documents = join_columns(frame.reindex(columns=field.columns), field.columns)
+            text[field.name] = field.vectorizer.transform(documents).astype(np.float32)
+            words[field.name] = np.array(documents, dtype=object)
         if self.encoder is not None:
             dense["image"], dense["image.colour"] = self._image_blocks(ids, images)
-        return ProductMatrix(ids, text, words, dense, frame[meta_columns(self.cfg, frame)])
+        return ProductMatrix(ids, text, words, dense, frame[self.features.meta_columns(frame)])
 
     def _image_blocks(self, ids: list[str], images: list[PostedImage]) -> tuple[np.ndarray, np.ndarray]:
         """(embeddings, colour statistics), NaN rows for products posted without a photo."""

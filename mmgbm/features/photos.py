@@ -23,7 +23,7 @@ from mmgbm.features.photo_fetch import PhotoFetcher, photo_candidates
 from mmgbm.urls import is_url, is_web_url
 
 if TYPE_CHECKING:
-    from mmgbm.config import Config, PhotoFetchConfig
+    from mmgbm.config import DataConfig, PhotoFetchConfig
 
 REMOTE_OFF = "photo URL (set data.remote_images: true)"
 
@@ -38,8 +38,8 @@ class Photos:
     allowed_hosts: tuple[str, ...]
 
     @classmethod
-    def of(cls, cfg: Config) -> Photos:
-        data = cfg.data
+    def of(cls, data: DataConfig) -> Photos:
+        """The photos of a catalogue as its `data` section declares them."""
         # Without an explicit images_root, image paths are relative to the training table: they usually sit beside it.
         root = data.images_root or data.splits["train"].parent
         hosts = tuple(data.remote_image_hosts)
