@@ -107,12 +107,15 @@ class TargetConfig(Strict):
     normalise: str | Path | None = None
     # A category path (task: path, mmgbm/taxonomy.py): `column` written with `separator` between levels, or `columns`
     # one per level; at most `max_depth` levels (deeper paths are an error unless `truncate` keeps their first
-    # `max_depth`); with `taxonomy`, a file of the tree every label must be a node of.
+    # `max_depth`); with `taxonomy`, a file of the tree every label must be a node of. `partial_paths`: a path that
+    # stops above other training paths is a class of its own ("leaf") or known only down to there ("ancestors": it
+    # trains the levels above it, no class; mmgbm/estimator/path_classifier.py).
     columns: list[str] = []
     separator: str = Field(" > ", min_length=1)
     max_depth: int | None = Field(None, ge=1)
     truncate: bool = False
     taxonomy: Path | None = None
+    partial_paths: Literal["leaf", "ancestors"] = "leaf"
 
     @property
     def source_columns(self) -> list[str]:
@@ -123,7 +126,7 @@ class TargetConfig(Strict):
     def _path_settings_only_for_paths(self) -> "TargetConfig":
         path_settings = [
             name
-            for name in ("columns", "max_depth", "truncate", "taxonomy", "separator")
+            for name in ("columns", "max_depth", "truncate", "taxonomy", "separator", "partial_paths")
             if name in self.model_fields_set
         ]
         if self.task != "path" and path_settings:

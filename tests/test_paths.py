@@ -213,6 +213,24 @@ def test_audit_says_at_which_level_a_given_path_is_wrong(project: Path):
     assert ranked.index.get_loc(WRONG_TOP) < 10
 
 
+def test_partial_paths_ancestors_reads_a_path_that_stops_above_others_as_known_only_that_far(project: Path):
+    # Rings filed at "Jewellery > Rings" while toe rings go on below: read as partial labels they are no class of
+    # their own, so the answer for a ring goes on to the path below, and the rings count for the levels above it.
+    raw = yaml.safe_load(project.read_text())
+    raw["targets"] = {"partial": {**raw["targets"]["category"], "partial_paths": "ancestors"}}
+    config = project.parent / "partial.yaml"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    result = runner.invoke(app, ["train", "--config", str(config), "--target", "partial"])
+    assert result.exit_code == 0, result.output
+    cfg = load_config(config)
+    model = load_artifact(model_dir(cfg, "partial"), "partial").model
+    rings = catalogue()["category"].map(given_path).eq("Jewellery > Rings")
+    assert "Jewellery > Rings" not in model.classes_ and 0 < model.partial_products_ <= rings.sum()
+    answers = predict(cfg, ["partial"], split="test").set_index("id")
+    given = catalogue().set_index("id")["category"].map(given_path).reindex(answers.index)
+    assert (answers.loc[given.eq("Jewellery > Rings"), "partial"] == "Jewellery > Rings > Toe Rings").mean() >= 0.9
+
+
 def test_the_model_loads_alone_with_how_it_reads_paths_and_clones_as_an_estimator(project: Path):
     cfg = load_config(project)
     artifact = load_artifact(model_dir(cfg, "category"), "category")

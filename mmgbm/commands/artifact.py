@@ -50,7 +50,9 @@ from mmgbm.estimator.metadata import MetadataEncoder
 from mmgbm.estimator.path_classifier import MMGBMPathClassifier
 from mmgbm.estimator.stacking import CandidateReranker, RegressionStacker
 
-FORMAT_VERSION = 11  # 11: path targets (how the target reads its paths); 10: each head kind in its own module
+# 12: a path target's levels' heads and partial paths; 11: path targets (how the target reads its paths); 10: each
+# head kind in its own module
+FORMAT_VERSION = 12
 MANIFEST = "manifest.json"
 ESTIMATOR = "estimator.skops"
 BOOSTER = "lightgbm.txt"

@@ -42,7 +42,15 @@ if TYPE_CHECKING:
 # by a test), except these two, named for the config's reader.
 RENAMED = {"params": "lightgbm_params", "regression_objective": "objective"}
 # Estimator parameters that come from elsewhere in the config: the data's column roles and the target's settings.
-FROM_TARGET = ("categorical_columns", "numeric_columns", "label_in_text", "log_target", "label_names", "separator")
+FROM_TARGET = (
+    "categorical_columns",
+    "numeric_columns",
+    "label_in_text",
+    "log_target",
+    "label_names",
+    "separator",
+    "partial_paths",
+)
 
 
 @dataclass
@@ -79,7 +87,7 @@ def build_estimator(cfg: Config, target: TargetConfig, names: LabelNames | None 
     if kind is MMGBMRegressor:
         params["log_target"] = target.log_target
     elif kind is MMGBMPathClassifier:
-        params["separator"] = target.separator
+        params.update(separator=target.separator, partial_paths=target.partial_paths)
     else:
         params.update(label_in_text=target.label_in_text, label_names=names)
     return kind(**params)

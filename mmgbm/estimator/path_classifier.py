@@ -7,10 +7,18 @@ probability is the sum of the calibrated probabilities of the paths through it, 
 child's, and the answer is read from the root down: at each level the child with the most probability, or the node
 itself where the products that end there outweigh every child. Every answer is a node of the training paths.
 
-The top level also gets evidence of its own: a linear head learns the top-level nodes (a few classes with many
-products each, which it separates better than the paths below them) on the block of the best head, and the paths'
-probabilities are pooled with its scores, p ∝ p_path^a · exp(b · score of the path's top node), (a, b) fitted on
-every training product's out-of-fold predictions; without a gain in their likelihood (b = 0) it is dropped.
+A path that stops at a node with deeper training paths below it (`Jewellery > Rings` beside `Jewellery > Rings >
+Toe Rings`) is read by `partial_paths`: "leaf" (the default) takes it as a claim that the product belongs at that
+node, a class of its own, for a taxonomy that files products at inner nodes; "ancestors" takes it as a partial label,
+known down to there and unknown below: its products train no class (an answer goes on below such a node, though
+`min-confidence` may still stop there) and count only as evidence for the levels above, through the levels' heads.
+
+The upper levels get evidence of their own: a linear head learns the top-level nodes (a few classes with many
+products each, which it separates better than the paths below them) on the block of the best head, and so does each
+deeper level at or above which partial labels stop, from every product whose path reaches it, partial labels
+included. The paths' probabilities are pooled with their nodes' scores, p ∝ p_path^a · exp(Σ b_d · score of the
+path's node at level d), (a, b) fitted on every training product's out-of-fold predictions; a level whose scores add
+nothing to their likelihood (b_d = 0) is dropped.
 """
 
 from __future__ import annotations
@@ -31,18 +39,40 @@ from mmgbm.estimator.selection import FUSED
 from mmgbm.estimator.top_scores import ROW_BLOCK
 
 
-class MMGBMPathClassifier(MMGBMClassifier):
-    """`MMGBMClassifier`'s parameters (no `label_in_text`: a path is not copied from a title) and `separator`, the
-    text between a path's levels. `classes_` are the training paths; `nodes_` every node of them (each path and its
-    ancestors, written as paths)."""
+PARTIAL_PATHS = ("ancestors", "leaf")
 
-    def __init__(self, *, separator: str = " > ", **params):
+
+class MMGBMPathClassifier(MMGBMClassifier):
+    """`MMGBMClassifier`'s parameters (no `label_in_text`: a path is not copied from a title), `separator`, the
+    text between a path's levels, and `partial_paths` (module docstring). `classes_` are the training paths they
+    learn; `nodes_` every node of them (each path and its ancestors, written as paths); `partial_products_` how many
+    products were read as partial labels."""
+
+    def __init__(self, *, separator: str = " > ", partial_paths: str = "leaf", **params):
         super().__init__(**params)
         self.separator = separator
+        self.partial_paths = partial_paths
 
     @classmethod
     def _get_param_names(cls) -> list[str]:
-        return sorted({*MMGBMClassifier._get_param_names(), "separator"})
+        return sorted({*MMGBMClassifier._get_param_names(), "separator", "partial_paths"})
+
+    def fit(self, X: ProductMatrix, y) -> "MMGBMPathClassifier":
+        """Learns the paths `y` of the products `X`; with partial_paths "ancestors", from the products whose path is
+        no partial label."""
+        X, y = check_products(X), np.asarray(y)
+        partial = np.zeros(len(y), dtype=bool)
+        if self.partial_paths == "ancestors" and y.shape == (len(X),):  # other shapes: the base class says why not
+            levels = [str(path).split(self.separator) for path in set(y.tolist())]
+            inner = {self.separator.join(path[:d]) for path in levels for d in range(1, len(path))}
+            partial = np.array([str(path) in inner for path in y.tolist()], dtype=bool)
+        self.partial_products_ = int(partial.sum())
+        # The upper levels' heads learn from every product, partial labels included (`_fit_after_selection`).
+        self._evidence = (X, y, np.flatnonzero(~partial)) if partial.any() else None
+        try:
+            return super().fit(X[~partial], y[~partial]) if partial.any() else super().fit(X, y)
+        finally:
+            del self._evidence
 
     # ---- public API ---------------------------------------------------------------------------------------
     def predict(self, X: ProductMatrix) -> np.ndarray:
@@ -77,6 +107,8 @@ class MMGBMPathClassifier(MMGBMClassifier):
             raise ValueError("label_in_text does not apply to a path (its levels are not copied from the text)")
         if not self.separator:
             raise ValueError("separator must not be empty: it is what splits a path into its levels")
+        if self.partial_paths not in PARTIAL_PATHS:
+            raise ValueError(f"partial_paths must be one of {', '.join(PARTIAL_PATHS)} (got {self.partial_paths!r})")
 
     def _encode_target(self, y: np.ndarray) -> np.ndarray:
         target = super()._encode_target(y)
@@ -98,50 +130,75 @@ class MMGBMPathClassifier(MMGBMClassifier):
         return tuple(str(c).split(self.separator)[-1] for c in self.classes_)
 
     def _fit_after_selection(self, X: ProductMatrix, honest: Prediction, oof: dict, target: np.ndarray) -> None:
-        """The top level's own evidence (module docstring), pooled into the honest predictions before they are
+        """The upper levels' own evidence (module docstring), pooled into the honest predictions before they are
         calibrated and kept."""
-        self.top_head_, self.top_weight_, self.top_block_ = None, 0.0, None
+        self.level_heads_, self.level_weights_, self.level_block_ = [], np.zeros(0), None
         block = next((name.rsplit(".", 1)[0] for name in self.head_order_ if WORDS not in name), None)
         if self.depth_ > 1 and block is not None:
-            self.top_block_ = block
-            top_nodes, self.top_of_class_ = np.unique(self.ancestors_[:, 0], return_inverse=True)
-            B, present = self._blocks(X)[block]
-            head = LinearHead(
-                "multiclass",
-                len(top_nodes),
-                self.linear_c,
-                dense_alpha=self.image_alpha,
-                max_rows=self.linear_max_products,
-                shortlist=self.linear_shortlist,
-                seed=self.seed,
-            )
-            fitted, scores = fit_and_score(
-                head, B, self.top_of_class_[target], fold_ids(target, self.n_folds, self.seed), present, self.n_jobs
-            )
-            weight = _pooling_weight(honest, self._top_scores(scores, honest.candidates), target)
-            if weight > 0:
-                self.top_head_, self.top_weight_ = fitted, weight
-                honest = self._pooled(honest, self._top_scores(scores, honest.candidates))
+            self.level_block_ = block
+            X_all, y_all, rows = self._evidence or (X, self.classes_[target], np.arange(len(X)))
+            levels = [str(path).split(self.separator) for path in y_all]
+            # The top level always; a deeper one where partial labels stop at or below it (what no class holds).
+            partial_depth = max((len(levels[i]) for i in np.setdiff1d(np.arange(len(levels)), rows)), default=0)
+            B, present = self._blocks(X_all)[block]
+            fitted, scores = [], []
+            self.level_of_class_ = np.full((len(self.classes_), max(1, min(partial_depth, self.depth_ - 1))), -1)
+            for d in range(self.level_of_class_.shape[1]):
+                head, level_scores = self._fit_level(d, B, present, levels)
+                fitted.append(head)
+                scores.append(self._level_scores(d, level_scores[rows], honest.candidates))
+            self.level_weights_ = _pooling_weights(honest, scores, target)
+            self.level_heads_ = [head if w > 0 else None for head, w in zip(fitted, self.level_weights_)]
+            honest = self._pooled(honest, scores)
         super()._fit_after_selection(X, honest, oof, target)
+
+    def _fit_level(self, d: int, B, present: np.ndarray, levels: list[list[str]]) -> tuple[LinearHead, np.ndarray]:
+        """A linear head on the nodes of level `d` (0: the top) of every product whose path reaches it, and its
+        out-of-fold scores; fills `level_of_class_[:, d]`, each class's node at that level (-1: none)."""
+        reaches = np.array([len(path) > d for path in levels])
+        node_of = np.array([self.separator.join(path[: d + 1]) for path in levels])
+        nodes = np.unique(node_of[reaches])
+        code = np.where(reaches, np.searchsorted(nodes, node_of), 0)
+        at = {node: i for i, node in enumerate(nodes)}
+        for row, path in enumerate(str(c).split(self.separator) for c in self.classes_):
+            self.level_of_class_[row, d] = at.get(self.separator.join(path[: d + 1]), -1) if len(path) > d else -1
+        head = LinearHead(
+            "multiclass",
+            len(nodes),
+            self.linear_c,
+            dense_alpha=self.image_alpha,
+            max_rows=self.linear_max_products,
+            shortlist=self.linear_shortlist,
+            seed=self.seed,
+        )
+        return fit_and_score(head, B, code, fold_ids(code, self.n_folds, self.seed), present & reaches, self.n_jobs)
 
     def _prediction(self, X: ProductMatrix, modality: str | None = None, scores: dict | None = None) -> Prediction:
         prediction = super()._prediction(X, modality, scores)
-        if modality is not None or self.top_head_ is None:
+        if modality is not None or not any(head is not None for head in self.level_heads_):
             return prediction
-        block = self._blocks(X).get(self.top_block_)
-        if block is None:  # the input has no such block: no evidence of the top level either
+        block = self._blocks(X).get(self.level_block_)
+        if block is None:  # the input has no such block: no evidence of the levels either
             return prediction
-        return self._pooled(prediction, self._top_scores(apply_head(self.top_head_, *block), prediction.candidates))
+        return self._pooled(
+            prediction,
+            [
+                self._level_scores(d, apply_head(head, *block), prediction.candidates) if head is not None else None
+                for d, head in enumerate(self.level_heads_)
+            ],
+        )
 
-    def _top_scores(self, scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """The top-level head's score of each candidate path's top node."""
-        at = np.take_along_axis(scores, self.top_of_class_[candidates], axis=1)
+    def _level_scores(self, level: int, scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """A level's head's score of each candidate path's node at that level."""
+        codes = self.level_of_class_[candidates, level]
+        at = np.where(codes >= 0, np.take_along_axis(scores, np.maximum(codes, 0), axis=1), np.nan)
         # A node the head left unscored counts as its lowest score; a product it could not score gets no evidence.
         return np.nan_to_num(np.where(np.isnan(at), np.fmin.reduce(at, axis=1, keepdims=True), at), nan=0.0)
 
-    def _pooled(self, prediction: Prediction, top: np.ndarray) -> Prediction:
-        """Probabilities times exp(weight x the top node's score), renormalised and ranked again."""
-        p = prediction.probabilities * np.exp(self.top_weight_ * top)
+    def _pooled(self, prediction: Prediction, levels: list[np.ndarray | None]) -> Prediction:
+        """Probabilities times exp(Σ weight x the level's score), renormalised and ranked again."""
+        evidence = sum(w * s for w, s in zip(self.level_weights_, levels) if s is not None and w > 0)
+        p = prediction.probabilities * np.exp(evidence)
         p[prediction.probabilities <= 0] = 0.0
         p /= np.clip(p.sum(axis=1, keepdims=True), 1e-300, None)
         order = np.argsort(-p, axis=1, kind="stable")
@@ -196,22 +253,23 @@ def _walk(ancestors: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray,
     return codes, masses
 
 
-def _pooling_weight(honest: Prediction, top: np.ndarray, target: np.ndarray) -> float:
-    """b / a of the pooling p ∝ p^a · exp(b · top) that makes the true paths most likely (products whose true path
-    is a candidate); 0 where the top level's scores add nothing."""
+def _pooling_weights(honest: Prediction, levels: list[np.ndarray], target: np.ndarray) -> np.ndarray:
+    """b / a of the pooling p ∝ p^a · exp(Σ b_d · level d's score) that makes the true paths most likely (products
+    whose true path is a candidate); 0 for a level whose scores add nothing."""
     hit = honest.candidates == target[:, None]
     rows = hit.any(axis=1)
     if not rows.any():
-        return 0.0
+        return np.zeros(len(levels))
     logp = np.log(np.clip(honest.probabilities[rows], EPS, None))
-    top, hit = top[rows], hit[rows]
+    evidence, hit = np.stack([s[rows] for s in levels]), hit[rows]
 
     def nll(params: np.ndarray) -> float:
-        logits = params[0] * logp + params[1] * top
+        logits = params[0] * logp + np.tensordot(params[1:], evidence, axes=1)
         return float(np.mean(logsumexp(logits, axis=1) - logits[hit]))
 
-    a, b = minimize(nll, np.array([1.0, 0.0]), method="L-BFGS-B", bounds=[(1e-3, None), (0.0, None)]).x
-    return float(b / a)
+    start = np.r_[1.0, np.zeros(len(levels))]
+    fitted = minimize(nll, start, method="L-BFGS-B", bounds=[(1e-3, None)] + [(0.0, None)] * len(levels)).x
+    return fitted[1:] / fitted[0]
 
 
 def _last(probabilities: np.ndarray) -> np.ndarray:
