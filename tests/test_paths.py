@@ -229,6 +229,9 @@ def test_partial_paths_ancestors_reads_a_path_that_stops_above_others_as_known_o
     answers = predict(cfg, ["partial"], split="test").set_index("id")
     given = catalogue().set_index("id")["category"].map(given_path).reindex(answers.index)
     assert (answers.loc[given.eq("Jewellery > Rings"), "partial"] == "Jewellery > Rings > Toe Rings").mean() >= 0.9
+    # audit ranks the labels the model learned a class from; a partial label is none
+    ranked = audit(cfg, "partial").ranked
+    assert len(ranked) == model.class_counts_.sum() and "Jewellery > Rings" not in set(ranked["given_label"])
 
 
 def test_the_model_loads_alone_with_how_it_reads_paths_and_clones_as_an_estimator(project: Path):

@@ -89,9 +89,13 @@ def audit(cfg: Config, target: str, report_rows: int = 200) -> AuditResult:
     values = target_values(
         frame, cfg.targets[name], f"{cfg.data.splits['train']} (train)", model.label_names, cfg.data.id_column
     )
-    kept = frame[values.keep].reset_index(drop=True)
-    probs, by_modality, source = out_of_fold(model, products[values.keep], values.y)
-    ranked = rank_labels(model.classes_, values.y, probs, by_modality)
+    keep, given = values.keep.copy(), values.y
+    if isinstance(model, MMGBMPathClassifier):  # a partial label (partial_paths: ancestors) is no class to rank
+        taught = np.isin(given, model.classes_)
+        keep[keep], given = taught, given[taught]
+    kept = frame[keep].reset_index(drop=True)
+    probs, by_modality, source = out_of_fold(model, products[keep], given)
+    ranked = rank_labels(model.classes_, given, probs, by_modality)
     ranked.insert(0, "id", kept[cfg.data.id_column].to_numpy())
     ranked["title"] = kept[cfg.data.text_columns[0]].fillna("").to_numpy() if cfg.data.text_columns else ""
     # Exact ties (rare with the margin) go to the product whose suggested label the model is surer of.
