@@ -21,7 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from mmgbm.catalogue import load_split
+from mmgbm.catalogue import in_holdout, load_split
 from mmgbm.cli import app
 from mmgbm.commands.artifact import load_artifact
 from mmgbm.commands.predict import predict
@@ -173,6 +173,21 @@ def test_answers_are_recorded_with_what_the_reviewer_was_shown(project, decided)
     assert rows["at"].str.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$").all() and rows["audit"].str.len().eq(12).all()
     after = client.get("/review/articleType/queue", params={"limit": 5}).json()
     assert after["decided"] == 2 and [s["id"] for s in after["queue"][:3]] == [s["id"] for s in queue["queue"][2:5]]
+
+
+def test_a_label_only_held_out_products_carry_can_be_picked(project, tmp_path):
+    """A class whose every training product is mislabelled is no class of the model, yet the right answer."""
+    folder = tmp_path / "project"
+    shutil.copytree(project[0].parent, folder)
+    table = pd.read_csv(folder / "products.csv", dtype={"id": str})
+    held_out = next(i for i in (f"new-{n}" for n in range(100)) if in_holdout(pd.Series([i]), 0.2, 0).iloc[0])
+    pd.concat([table, pd.DataFrame({"id": [held_out], "articleType": ["Jeans"]})]).to_csv(
+        folder / "products.csv", index=False
+    )
+    client = service(folder / project[0].name)
+    assert "Jeans" in client.get("/review/articleType/queue").json()["classes"]
+    answer = {"id": audit_suspects(project[0])["id"][0], "decided": "Jeans"}
+    assert client.post("/review/articleType/decisions", json=answer).status_code == 200
 
 
 @pytest.mark.parametrize(
