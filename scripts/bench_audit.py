@@ -1,22 +1,30 @@
 """How well `mmgbm audit` finds wrong labels: flip 5% of the training labels of fashion articleType and baseColour,
 train on the flipped table, audit, and print the precision and recall of the flipped products among the top 5%.
 
-Flips are realistic: most go to a class the model confuses the true one with (drawn from the off-diagonal of the
-out-of-fold confusion matrix of a model trained on the clean labels), the rest to any other class. The audit also
-flags labels nobody flipped: the catalogue's own errors. Of those in the top 5% it counts the ones whose title names
-the suggested label and not the given one (the seller's own words contradict the label), and prints a second
-precision that counts them as found errors; 20 of them, with their titles, are printed for a person to judge
-against the photos.
+Two noise models (--noise), both read from the out-of-fold probabilities of a model trained on the clean labels:
+  confusable (the default): people mislabel the products they could mistake, as what they mistake them for. A
+      product is picked with probability in proportion to 1 - the clean model's probability of its true label, and
+      moved to another label in proportion to that model's probability of it (a plain T-shirt to Tops or Shirts,
+      never to Watches): instance-dependent noise. Its flips cost held-out accuracy, and the model trained on them
+      agrees with about a third of them, so no ranking of its disagreements finds those.
+  uniform: products picked uniformly, moved to any other label uniformly; the model mostly shrugs them off.
+The audit also flags labels nobody flipped: the catalogue's own errors. Of those in the top 5% it counts the ones
+whose title names the suggested label and not the given one (the seller's own words contradict the label), and
+prints a second precision that counts them as found errors; 20 of them, with their titles, are printed for a person
+to judge against the photos.
 
 Then the review loop, per target of --review (articleType by default): `mmgbm review` serves the audit, a simulated
 reviewer answers the top 5% of its suspects with the true labels through the page's own endpoint (keep, take the
 suggestion or another label), the model is trained again (train reads the answers: data.corrections) and scored on
-the held-out products beside the flipped and the clean model. It ends with
-`review loop: recovered P% of the accuracy the flips cost`. A screenshot of the page goes to
-reports/<target>/review.png where headless Chromium is installed (`make browser`).
+the held-out products beside the flipped and the clean model (the same seed for all three). 40% of the products are
+held out (--holdout) so that the flips' cost stands out of the noise of retraining: the cost counts only beyond two
+standard deviations of a sign test over the held-out products the clean and the flipped model disagree on; within
+it the share is "n/a". It ends with `review loop: recovered P% of the accuracy the flips cost`, with a 90% interval
+from resampling the held-out products. A screenshot of the page goes to reports/<target>/review.png where headless
+Chromium is installed (`make browser`).
 
     .venv/bin/python scripts/bench_audit.py [--config configs/fashion.yaml] [--fraction 0.05] [--seed 0]
-        [--targets articleType --targets baseColour] [--review articleType]
+        [--noise confusable|uniform] [--holdout 0.4] [--targets articleType --targets baseColour] [--review articleType]
 
 Works in runs/bench_audit (its own text features and models), reading the config's stored image features.
 """
