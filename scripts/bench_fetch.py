@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO))  # tests.photo_server: the photo host the tests us
 
 from mmgbm.catalogue import load_all_products  # noqa: E402
 from mmgbm.config import Config, load_config  # noqa: E402
-from mmgbm.features.images import extract_images  # noqa: E402
 from mmgbm.features.photos import Photos  # noqa: E402
+from mmgbm.stores import extract_images  # noqa: E402
 from tests.photo_server import photo_server  # noqa: E402
 
 
@@ -58,7 +58,7 @@ def sample(config: Path, n: int) -> tuple[Config, list[str], list[str]]:
     """The config, and ids and image values (relative to images_root) of the first n products with a photo."""
     cfg = load_config(config)
     products = load_all_products(cfg)
-    photos = Photos.of(cfg)
+    photos = Photos.of(cfg.data)
     paths = photos.paths(products[cfg.data.image_column])
     keep = [i for i, p in enumerate(paths) if p and Path(p).is_file()][:n]
     values = products[cfg.data.image_column].astype(str)
@@ -75,7 +75,7 @@ def run(cfg: Config, ids: list[str], values: list[str], folder: Path, remote: bo
         "data": {
             "splits": {"train": str(folder / "products.csv")},
             "image_column": "image",
-            "images_root": str(Photos.of(cfg).root),
+            "images_root": str(Photos.of(cfg.data).root),
             "remote_images": remote,
             "remote_image_hosts": ["127.0.0.1"],
             "fetch": cfg.data.fetch.model_dump(),
@@ -107,7 +107,7 @@ def main() -> None:
     cfg, ids, values = sample(args.config, args.photos)
     for key, _, value in (item.partition("=") for item in args.fetch):
         setattr(cfg.data.fetch, key, yaml.safe_load(value))
-    root = str(Photos.of(cfg).root)
+    root = str(Photos.of(cfg.data).root)
     stop, ports = multiprocessing.Event(), multiprocessing.Queue()
     latencies = (0.0, 0.1, 0.3)
     servers = [multiprocessing.Process(target=serve, args=(root, lat, ports, stop), daemon=True) for lat in latencies]
