@@ -229,6 +229,9 @@ def test_partial_paths_ancestors_reads_a_path_that_stops_above_others_as_known_o
     answers = predict(cfg, ["partial"], split="test").set_index("id")
     given = catalogue().set_index("id")["category"].map(given_path).reindex(answers.index)
     assert (answers.loc[given.eq("Jewellery > Rings"), "partial"] == "Jewellery > Rings > Toe Rings").mean() >= 0.9
+    # evaluate scores an answer below a partial label as right as far as the label goes
+    [result] = evaluate(cfg, ["partial"])
+    assert result.metrics["path"]["full_path_accuracy"] > result.metrics["fused"]["accuracy"] + 0.05
     # audit ranks the labels the model learned a class from; a partial label is none
     ranked = audit(cfg, "partial").ranked
     assert len(ranked) == model.class_counts_.sum() and "Jewellery > Rings" not in set(ranked["given_label"])

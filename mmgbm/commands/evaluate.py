@@ -104,7 +104,13 @@ def evaluate(
         if not model.regression:
             metrics["calibration"] = calibration_metrics(fused == truth, predicted["probability"])
         if isinstance(model, MMGBMPathClassifier):
-            metrics["path"] = path_metrics(truth, predicted["nodes"], predicted["node_probabilities"], model.separator)
+            metrics["path"] = path_metrics(
+                truth,
+                predicted["nodes"],
+                predicted["node_probabilities"],
+                model.separator,
+                model.partial_labels(truth),
+            )
         folder = report_dir(cfg, name)
         folder.mkdir(parents=True, exist_ok=True)
         metrics["pictures"] = [p.name for p in _pictures(folder, name, artifact, truth, fused, metrics)]

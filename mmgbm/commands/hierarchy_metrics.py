@@ -18,9 +18,13 @@ PRECISIONS = (0.95, 0.98)
 THRESHOLDS = 2001  # quantiles of the answers' probabilities tried as T
 
 
-def path_metrics(truth: np.ndarray, nodes: np.ndarray, probabilities: np.ndarray, separator: str) -> dict:
+def path_metrics(
+    truth: np.ndarray, nodes: np.ndarray, probabilities: np.ndarray, separator: str, partial: np.ndarray | None = None
+) -> dict:
     """`truth` (n,) the products' paths; `nodes` (n, depth) the answer's node at each level (None past its end) and
-    `probabilities` (n, depth) theirs, as `MMGBMPathClassifier.predict_path` gives them."""
+    `probabilities` (n, depth) theirs, as `MMGBMPathClassifier.predict_path` gives them. `partial` (n,) marks the
+    paths known only as far as they go (`MMGBMPathClassifier.partial_labels`): an answer below such a path is right
+    where it goes through it, and its levels below are not scored."""
     n, depth = nodes.shape
     levels = [str(path).split(separator) for path in truth]
     truth_depth = np.array([len(path) for path in levels])
@@ -31,6 +35,13 @@ def path_metrics(truth: np.ndarray, nodes: np.ndarray, probabilities: np.ndarray
     ).reshape(n, width)
     answered = nodes != None  # noqa: E711 (elementwise)
     right = answered & (nodes == true_nodes[:, :depth])  # the answer's node at that level is the product's
+    rows_n = np.arange(n)
+    through = right[rows_n, np.minimum(truth_depth, depth) - 1]  # the answer reaches the product's last level
+    judged = answered.copy()  # levels whose answer is scored
+    if partial is not None:
+        below = np.asarray(partial, dtype=bool)[:, None] & (np.arange(depth)[None, :] >= truth_depth[:, None])
+        right = np.where(below, answered & through[:, None], right)
+        judged &= ~below
     by_depth = []
     for d in range(width):
         rows = truth_depth > d
@@ -42,12 +53,13 @@ def path_metrics(truth: np.ndarray, nodes: np.ndarray, probabilities: np.ndarray
                     "accuracy": float(right[rows, d].mean()) if d < depth else 0.0,
                 }
             )
-    shared, predicted, true = int(right.sum()), int(answered.sum()), int(truth_depth.sum())
+    shared, predicted, true = int((right & judged).sum()), int(judged.sum()), int(truth_depth.sum())
     precision, recall = shared / max(predicted, 1), shared / max(true, 1)
-    answer = nodes[np.arange(n), np.maximum(answered.sum(axis=1) - 1, 0)]
+    answer = nodes[rows_n, np.maximum(answered.sum(axis=1) - 1, 0)]
+    full = answer == np.asarray(truth, dtype=object)
     return {
         "rows": n,
-        "full_path_accuracy": float(np.mean(answer == np.asarray(truth, dtype=object))),
+        "full_path_accuracy": float(np.mean(full if partial is None else np.where(partial, through, full))),
         "depth_accuracy": by_depth,
         "hierarchical": {
             "precision": precision,
@@ -57,11 +69,11 @@ def path_metrics(truth: np.ndarray, nodes: np.ndarray, probabilities: np.ndarray
         "calibration": [
             {
                 "depth": d + 1,
-                "rows": int(answered[:, d].sum()),
-                **_without_coverage(calibration_metrics(right[answered[:, d], d], probabilities[answered[:, d], d])),
+                "rows": int(judged[:, d].sum()),
+                **_without_coverage(calibration_metrics(right[judged[:, d], d], probabilities[judged[:, d], d])),
             }
             for d in range(depth)
-            if answered[:, d].any()
+            if judged[:, d].any()
         ],
         "coverage": [fill_at_precision(right, probabilities, goal) for goal in PRECISIONS],
     }

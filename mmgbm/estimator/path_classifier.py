@@ -63,8 +63,7 @@ class MMGBMPathClassifier(MMGBMClassifier):
         X, y = check_products(X), np.asarray(y)
         partial = np.zeros(len(y), dtype=bool)
         if self.partial_paths == "ancestors" and y.shape == (len(X),):  # other shapes: the base class says why not
-            levels = [str(path).split(self.separator) for path in set(y.tolist())]
-            inner = {self.separator.join(path[:d]) for path in levels for d in range(1, len(path))}
+            inner = _inner_nodes(set(y.tolist()), self.separator)
             partial = np.array([str(path) in inner for path in y.tolist()], dtype=bool)
         self.partial_products_ = int(partial.sum())
         # The upper levels' heads learn from every product, partial labels included (`_fit_after_selection`).
@@ -75,6 +74,13 @@ class MMGBMPathClassifier(MMGBMClassifier):
             del self._evidence
 
     # ---- public API ---------------------------------------------------------------------------------------
+    def partial_labels(self, y) -> np.ndarray:
+        """Which paths of `y` the model reads as partial labels: with partial_paths "ancestors", those that stop at
+        a node with training paths below it; none with "leaf"."""
+        check_is_fitted(self, "classes_")
+        inner = _inner_nodes(self.classes_.tolist(), self.separator) if self.partial_paths == "ancestors" else set()
+        return np.array([str(path) in inner for path in np.asarray(y).tolist()], dtype=bool)
+
     def predict(self, X: ProductMatrix) -> np.ndarray:
         """The full path of each product: the deepest node of `predict_path`."""
         return self._deepest(self.predict_path(X)[0])
@@ -270,6 +276,12 @@ def _pooling_weights(honest: Prediction, levels: list[np.ndarray], target: np.nd
     start = np.r_[1.0, np.zeros(len(levels))]
     fitted = minimize(nll, start, method="L-BFGS-B", bounds=[(1e-3, None)] + [(0.0, None)] * len(levels)).x
     return fitted[1:] / fitted[0]
+
+
+def _inner_nodes(paths, separator: str) -> set[str]:
+    """The nodes with a path of `paths` below them."""
+    levels = [str(path).split(separator) for path in paths]
+    return {separator.join(path[:d]) for path in levels for d in range(1, len(path))}
 
 
 def _last(probabilities: np.ndarray) -> np.ndarray:
