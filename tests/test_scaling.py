@@ -54,6 +54,27 @@ def test_approximate_search_finds_the_exact_neighbours_of_dense_and_sparse_rows(
             assert np.array_equal(approximate.search(rows[:500], 1)[1][:, 0], np.arange(500))
 
 
+def test_exact_search_gives_the_neighbours_a_full_sort_gives_ties_by_row():
+    # Large enough for the sampled threshold (rows past 4 x TOP_K_SAMPLE) and, for sparse rows, the dense/sparse
+    # split of common and rare terms; duplicate rows make ties, which go to the lower row.
+    rows = clustered_rows(4200, 32, seed=1)
+    rows[3000:3100] = rows[:100]
+    queries = np.vstack([rows[:150], clustered_rows(350, 32, seed=2)])
+    cut = np.r_[np.full(16, 0.5), np.full(16, 2.0)]  # half the columns in most rows (common words), half in few
+    sparse, sparse_queries = (sp.csr_matrix(np.where(m > cut, m, 0)) for m in (rows, queries))
+    for X, Q in ((rows, queries), (sparse, sparse_queries)):
+        index = NeighbourIndex(exact_max_rows=10_000).fit(X)
+        sims, found = index.search(Q, 20)
+        units = neighbours.unit_rows(X)
+        full = neighbours.unit_rows(Q) @ units.T
+        full = full.toarray() if sp.issparse(full) else full
+        order = np.argsort(-full, axis=1, kind="stable")[:, :20]
+        assert np.array_equal(found, order)
+        assert np.allclose(sims, np.take_along_axis(full, order, axis=1), atol=1e-6)
+        if X is rows:  # (cut sparse rows can have more twins)
+            assert (found[:100, :2] == np.column_stack([np.arange(100), np.arange(3000, 3100)])).all()
+
+
 def test_a_model_saved_with_an_hnsw_graph_still_finds_neighbours():
     """Models trained before inverted files stored an HNSW graph's bytes: they must keep predicting."""
     import faiss
