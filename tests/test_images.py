@@ -33,7 +33,7 @@ from mmgbm.config import Config, load_config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.features import colour, image_runtime, store_lock
-from mmgbm.features.image_decoding import UnreadableImage, decode_image, decode_image_bytes
+from mmgbm.features.image_decoding import UnreadableImage, decode_image, decode_image_bytes, image_sources
 from mmgbm.features.image_encoder import BUNDLED_B0_WEIGHTS, ImageEncoder
 from mmgbm.features.image_runtime import LEGACY
 from mmgbm.features.images import FAILURES_FILE
@@ -753,6 +753,9 @@ def test_paths_outside_images_root_and_special_files_are_refused_without_opening
         "bomb": "too large",
     }
     assert fake_encoder["embedded"] == 2
+    # The sources training and predict read are resolved a folder at a time: the same refusals.
+    paths = [str(images_dir / name) for name in ("escape.jpg", "inside.jpg", "../products.csv", "pipe.jpg")]
+    assert [s is not None for s in image_sources(paths, images_dir, images_dir)] == [False, True, False, False]
 
     # Reading for training or prediction never opens an image of these (colour comes from the store; predict's
     # on-the-fly embedding leaves out what extraction refused), so a FIFO or a decompression bomb named by a table

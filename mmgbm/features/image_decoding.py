@@ -132,9 +132,12 @@ def _with_rgb(source: str | os.PathLike[str] | io.BytesIO, size: int, use: Calla
         raise UnreadableImage(CORRUPT, f"{type(exc).__name__}: {exc}") from None
 
 
-def check_image_file(path: str | os.PathLike[str], inside: Path | str | None = None) -> os.stat_result | None:
+def check_image_file(
+    path: str | os.PathLike[str], inside: Path | str | None = None, resolve: Callable[[str], str] = os.path.realpath
+) -> os.stat_result | None:
     """The file's stat when it may be opened as an image; UnreadableImage otherwise. Only stats, never opens. A URL
-    is checked for where it points only (None): fetching it tells the rest, in the one request it costs."""
+    is checked for where it points only (None): fetching it tells the rest, in the one request it costs. `resolve`
+    gives a path's real path (a `FolderResolver` for many files)."""
     text = str(path)
     if not text.strip():
         raise UnreadableImage(NO_PATH)
@@ -144,7 +147,7 @@ def check_image_file(path: str | os.PathLike[str], inside: Path | str | None = N
         if inside is not None and not (is_url(text) and photo_urls.inside(text, str(inside))):
             raise UnreadableImage(OUTSIDE_ROOT, text)
         return None
-    if inside is not None and not Path(os.path.realpath(text)).is_relative_to(os.path.realpath(inside)):
+    if inside is not None and not Path(resolve(text)).is_relative_to(resolve(str(inside))):
         raise UnreadableImage(OUTSIDE_ROOT, text)
     try:
         info = os.stat(text)
@@ -162,7 +165,8 @@ def check_image_file(path: str | os.PathLike[str], inside: Path | str | None = N
 def image_sources(paths: list[str], root: Path | str, inside: Path | str | None) -> list[str | None]:
     """`image_source` of every path; under a root URL from one listing of the root instead of a request each."""
     if not is_url(root):
-        return [image_source(path, root, inside) for path in paths]
+        resolve = FolderResolver()
+        return [image_source(path, root, inside, resolve) for path in paths]
     usable = []
     for path in paths:
         try:
@@ -174,13 +178,33 @@ def image_sources(paths: list[str], root: Path | str, inside: Path | str | None)
     return [f"{photo_urls.relative(p, str(root))}|{found[p]}" if p in found else None for p in usable]
 
 
-def image_source(path: str | os.PathLike[str], root: Path, inside: Path | None) -> str | None:
+class FolderResolver:
+    """`os.path.realpath` for the many photos of one listing, each folder resolved once: resolving every photo's
+    path component by component took 0.7 s of reading 10,000 stored photos' sources. A photo that is itself a
+    symbolic link is resolved whole."""
+
+    def __init__(self):
+        self._folders: dict[str, str] = {}
+
+    def __call__(self, path: str) -> str:
+        folder, name = os.path.split(path)
+        if name in ("", ".", ".."):
+            return os.path.realpath(path)
+        if folder not in self._folders:
+            self._folders[folder] = os.path.realpath(folder)
+        candidate = os.path.join(self._folders[folder], name)
+        return os.path.realpath(candidate) if os.path.islink(candidate) else candidate
+
+
+def image_source(
+    path: str | os.PathLike[str], root: Path, inside: Path | None, resolve: Callable[[str], str] = os.path.realpath
+) -> str | None:
     """What an embedding of this image is made from (path, size, modification time), or None when the file cannot
     be used (`inside` as for `check_image_file`): a product whose stored source differs has a new photo. The path
     is taken relative to the images `root`, so machines that mount a shared images folder at different places
     agree."""
     try:
-        info = check_image_file(path, inside)
+        info = check_image_file(path, inside, resolve)
     except UnreadableImage:
         return None
     if info is None:  # a URL beside a folder root: no file (mmgbm.features.photos refuses or fetches it)
