@@ -21,7 +21,8 @@ WAIT_S = 10
 reason = missing_browser()
 if reason and os.environ.get("CI"):
     raise RuntimeError(f"CI must run the review page's browser test, but {reason}")
-pytestmark = pytest.mark.skipif(reason is not None, reason=reason or "")
+# A real browser and a served model: ~6 s, in the slow lane (CI runs it there, `make test-slow`).
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(reason is not None, reason=reason or "")]
 
 
 def wait_for(check, what: str):
