@@ -74,6 +74,7 @@ def mmgbm(*args: str) -> str:
     return result.output
 
 
+@pytest.mark.slow  # a Dask cluster in this process and a whole train / evaluate / predict on it
 def test_text_train_evaluate_predict_on_the_cluster_equal_a_local_run(cluster, tmp_path: Path, object_store: str):
     """The cluster's project keeps its feature store on object storage, as a cluster without a shared file system
     would: its workers write the text shards there, train and predict read them from there."""

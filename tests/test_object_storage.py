@@ -53,6 +53,7 @@ def mmgbm(*args: str) -> str:
     return " ".join(result.output.split())
 
 
+@pytest.mark.slow  # the whole pipeline twice, once through a local S3 server
 def test_extract_train_predict_with_the_store_in_an_s3_bucket_equal_a_local_run(s3_server: str, tmp_path: Path):
     import s3fs
 
