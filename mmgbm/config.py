@@ -259,6 +259,12 @@ class ModelConfig(Strict):
         ge=1,
         description="exact kNN search up to this many training products; approximate (an inverted file) above",
     )
+    knn_dense_dims: int = Field(
+        256,
+        ge=0,
+        description="exact kNN search compares dense rows wider than this (photo embeddings) in this many SVD "
+        "directions; 0 = every dimension",
+    )
     linear_max_weights: int = Field(
         100_000_000,
         ge=1,

@@ -30,7 +30,8 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
     (`categorical_columns`, `numeric_columns`, `rare_category_min_count`), the LightGBM stacker (`learning_rate`,
     `num_leaves`, `min_data_in_leaf`, `max_rounds`, `early_stopping_rounds` on the folds' mean loss,
     `lightgbm_params` passed through; cross-fitted over `stack_folds` folds on at most `stack_max_products`),
-    the heads (`n_folds`, `knn_neighbors`, exact search up to `knn_exact_max_rows` training products, `linear_c`,
+    the heads (`n_folds`, `knn_neighbors`, exact search up to `knn_exact_max_rows` training products, wide dense rows in
+    `knn_dense_dims` SVD directions, `linear_c`,
     `linear_max_weights` (dense weights; a text SVM over 2 x `linear_shortlist` classes is a `ShortlistSVM`, whose
     weights are sparse), `linear_max_products` the linear and boosted heads and projections learn from,
     `image_components`, `image_alpha`, `image_knn_projection`: a kNN head in the space of a ridge classifier's
@@ -58,6 +59,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         stack_max_products: int = 200_000,
         knn_neighbors: int = 20,
         knn_exact_max_rows: int = 20_000,
+        knn_dense_dims: int = 256,
         linear_c: float = 1.0,
         linear_max_weights: int = 100_000_000,
         linear_max_products: int = 50_000,
@@ -90,6 +92,7 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         self.stack_max_products = stack_max_products
         self.knn_neighbors = knn_neighbors
         self.knn_exact_max_rows = knn_exact_max_rows
+        self.knn_dense_dims = knn_dense_dims
         self.linear_c = linear_c
         self.linear_max_weights = linear_max_weights
         self.linear_max_products = linear_max_products

@@ -41,6 +41,7 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
         stack_max_products: int = 200_000,
         knn_neighbors: int = 20,
         knn_exact_max_rows: int = 20_000,
+        knn_dense_dims: int = 256,
         linear_max_products: int = 50_000,
         text_ridge_alpha: float = 0.2,
         image_components: int = 0,
@@ -67,6 +68,7 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
         self.stack_max_products = stack_max_products
         self.knn_neighbors = knn_neighbors
         self.knn_exact_max_rows = knn_exact_max_rows
+        self.knn_dense_dims = knn_dense_dims
         self.linear_max_products = linear_max_products
         self.text_ridge_alpha = text_ridge_alpha
         self.image_components = image_components

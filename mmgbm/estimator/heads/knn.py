@@ -16,7 +16,8 @@ class KnnHead(BaseEstimator):
     """Cosine nearest neighbours: per class the summed similarity of the k nearest training products; for
     regression the similarity-weighted mean target, the nearest product's target and its similarity.
     Cheap at any number of classes, and strong where catalogues hold near-duplicate products. Exact up to
-    `exact_max_rows` training products, approximate above (see `neighbours`).
+    `exact_max_rows` training products (dense rows wider than `dense_dims` in that many SVD directions), approximate
+    above (see `neighbours`).
 
     With `projection_alpha` (classification), neighbours are searched in the space of a ridge classifier's class
     scores, learned on the same training rows (at most `projection_max_rows` of them): ImageNet embeddings spend
@@ -29,6 +30,7 @@ class KnnHead(BaseEstimator):
         n_classes: int = 0,
         n_neighbors: int = 20,
         exact_max_rows: int = 20_000,
+        dense_dims: int = 0,
         projection_alpha: float | None = None,
         projection_max_rows: int = 50_000,
         seed: int = 0,
@@ -37,6 +39,7 @@ class KnnHead(BaseEstimator):
         self.n_classes = n_classes
         self.n_neighbors = n_neighbors
         self.exact_max_rows = exact_max_rows
+        self.dense_dims = dense_dims
         self.projection_alpha = projection_alpha
         self.projection_max_rows = projection_max_rows
         self.seed = seed
@@ -57,7 +60,9 @@ class KnnHead(BaseEstimator):
             self.projector_ = RidgeClassifier(alpha=self.projection_alpha).fit(
                 *bounded_sample(X_learn, y_learn, self.projection_max_rows, False, self.seed)
             )
-        self.index_ = NeighbourIndex(self.exact_max_rows, seed=self.seed).fit(self._project(X))
+        self.index_ = NeighbourIndex(self.exact_max_rows, dense_dims=self.dense_dims, seed=self.seed).fit(
+            self._project(X)
+        )
         self.y_ = y
         return self
 
@@ -115,6 +120,7 @@ def _build(estimator, block: str, n_features: int) -> KnnHead | None:
             "regression",
             n_neighbors=estimator.knn_neighbors,
             exact_max_rows=estimator.knn_exact_max_rows,
+            dense_dims=estimator.knn_dense_dims,
             seed=estimator.seed,
         )
     return KnnHead(
@@ -122,6 +128,7 @@ def _build(estimator, block: str, n_features: int) -> KnnHead | None:
         len(estimator.classes_),
         estimator.knn_neighbors,
         exact_max_rows=estimator.knn_exact_max_rows,
+        dense_dims=estimator.knn_dense_dims,
         seed=estimator.seed,
     )
 
@@ -134,6 +141,7 @@ def _build_projected(estimator, block: str, n_features: int) -> KnnHead | None:
         len(estimator.classes_),
         estimator.knn_neighbors,
         exact_max_rows=estimator.knn_exact_max_rows,
+        dense_dims=estimator.knn_dense_dims,
         projection_alpha=estimator.image_alpha,
         projection_max_rows=estimator.linear_max_products,
         seed=estimator.seed,
