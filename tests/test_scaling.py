@@ -209,6 +209,7 @@ def test_a_heads_best_classes_break_ties_at_the_cut_by_the_lowest_class_code():
     assert many.classes.tolist() == [list(range(32))] * 2
 
 
+@pytest.mark.slow  # trains the same model twice, once with parallel folds
 def test_folds_in_parallel_give_the_serial_model():
     X, y = products(n=200)
     price = np.where(y == "watch", 500.0, 20.0)

@@ -155,6 +155,7 @@ def test_binary_target_needs_exactly_two_values(tmp_path: Path):
         train(cfg, ["is_men"])
 
 
+@pytest.mark.slow  # trains on a synthetic 300-class catalogue
 def test_large_label_spaces_rerank_few_candidates_with_knn_heads_only(tmp_path: Path):
     cfg = load_config(make_project(tmp_path, candidates=3, linear_max_weights=10))
     [summary] = train(cfg, ["articleType"])
