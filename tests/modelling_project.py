@@ -14,6 +14,7 @@ from mmgbm.config import Config, load_config
 from mmgbm.features.image_decoding import decode_image
 from mmgbm.features.store import dense_table
 from mmgbm.stores import colour_store, extract_text, image_store
+from tests.test_estimator import FAST
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_TABLE = REPO / "mmgbm" / "data" / "demo" / "products.csv"
@@ -56,14 +57,7 @@ def make_project(folder: Path, frame: pd.DataFrame | None = None, **model: objec
             "is_men": {"column": "is_men", "task": "binary"},
         },
         "features": {"image": {"weights": "none"}, "text": {"min_df": 1}},
-        "model": {
-            "learning_rate": 0.2,
-            "max_rounds": 60,
-            "early_stopping_rounds": 10,
-            "num_threads": 1,
-            "n_folds": 3,
-            **model,
-        },
+        "model": {**FAST, **model},
     }
     path = folder / "mmgbm.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

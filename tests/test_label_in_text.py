@@ -20,6 +20,7 @@ from mmgbm.errors import MmgbmError
 from mmgbm.estimator import FUSED
 from mmgbm.stores import extract_text
 from mmgbm.workdir import model_dir
+from tests.test_estimator import FAST
 
 runner = CliRunner()
 NOUNS = ["kadhai", "table runner", "curtain", "bedsheet", "mug", "lamp", "cushion cover", "wall clock"]
@@ -64,7 +65,7 @@ def written_project(folder: Path, train_frame: pd.DataFrame, test_frame: pd.Data
         },
         "targets": {"brand": {"column": "brand", "label_in_text": "title"}, "kind": {"column": "kind"}},
         "features": {"image": {"enabled": False}, "text": {"min_df": 1}},
-        "model": {"learning_rate": 0.2, "max_rounds": 60, "early_stopping_rounds": 10, "num_threads": 1, "n_folds": 3},
+        "model": {**FAST},
     }
     path = folder / "mmgbm.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

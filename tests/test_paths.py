@@ -28,6 +28,7 @@ from mmgbm.estimator import MMGBMPathClassifier
 from mmgbm.stores import extract_text
 from mmgbm.taxonomy import PathFormat, read_taxonomy
 from mmgbm.workdir import model_dir
+from tests.test_estimator import FAST
 
 runner = CliRunner()
 # Leaf -> words naming it in a title. Rings end at level 2 (and toe rings below them); the others at level 3.
@@ -113,14 +114,7 @@ def write_project(folder: Path, target: dict, frame: pd.DataFrame | None = None)
         "data": {"splits": {"train": "products.csv"}, "holdout": HOLDOUT, "text_columns": ["title"]},
         "targets": {"category": target},
         "features": {"image": {"enabled": False}, "text": {"min_df": 1, "char_ngram_range": None}},
-        "model": {
-            "learning_rate": 0.2,
-            "max_rounds": 60,
-            "early_stopping_rounds": 10,
-            "num_threads": 1,
-            "n_folds": 3,
-            "stack_folds": 2,
-        },
+        "model": {**FAST, "stack_folds": 2},
     }
     path = folder / "mmgbm.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -112,25 +112,22 @@ class KnnHead(BaseEstimator):
         return out
 
 
+def _search(estimator) -> dict:
+    """The estimator's neighbour-search settings, which its kNN heads share."""
+    return {
+        "n_neighbors": estimator.knn_neighbors,
+        "exact_max_rows": estimator.knn_exact_max_rows,
+        "dense_dims": estimator.knn_dense_dims,
+        "seed": estimator.seed,
+    }
+
+
 def _build(estimator, block: str, n_features: int) -> KnnHead | None:
     if block_kind(block) == "words":
         return None
     if estimator.regression:
-        return KnnHead(
-            "regression",
-            n_neighbors=estimator.knn_neighbors,
-            exact_max_rows=estimator.knn_exact_max_rows,
-            dense_dims=estimator.knn_dense_dims,
-            seed=estimator.seed,
-        )
-    return KnnHead(
-        "multiclass",
-        len(estimator.classes_),
-        estimator.knn_neighbors,
-        exact_max_rows=estimator.knn_exact_max_rows,
-        dense_dims=estimator.knn_dense_dims,
-        seed=estimator.seed,
-    )
+        return KnnHead("regression", **_search(estimator))
+    return KnnHead("multiclass", len(estimator.classes_), **_search(estimator))
 
 
 def _build_projected(estimator, block: str, n_features: int) -> KnnHead | None:
@@ -139,12 +136,9 @@ def _build_projected(estimator, block: str, n_features: int) -> KnnHead | None:
     return KnnHead(
         "multiclass",
         len(estimator.classes_),
-        estimator.knn_neighbors,
-        exact_max_rows=estimator.knn_exact_max_rows,
-        dense_dims=estimator.knn_dense_dims,
         projection_alpha=estimator.image_alpha,
         projection_max_rows=estimator.linear_max_products,
-        seed=estimator.seed,
+        **_search(estimator),
     )
 
 
