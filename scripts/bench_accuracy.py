@@ -7,7 +7,8 @@ error, training times and the goals of issue 9. Fashion
 baseColour is also run with the colour words removed from the product names, in a sibling workdir that reuses
 the image features, to measure what the image adds.
 
-    python scripts/bench_accuracy.py [--catalogue fashion|flipkart|all] [--holdout-seed N] [--set KEY=VALUE ...]
+    python scripts/bench_accuracy.py [--catalogue fashion|flipkart|all] [--holdout-seed N] [--flat-paths]
+        [--set KEY=VALUE ...]
 
 --holdout-seed N (default 0, the configs' own) draws another 20% of products as the test split, in sibling
 workdirs `<workdir>-seedN` that reuse the image features (they do not depend on the split): a check on a split
@@ -18,7 +19,10 @@ A path target (flipkart's cat_path) is printed again after the table, level by l
 its levels trained in the same run (cat_l1, cat_l3), with the goals of issue 30: accuracy at each depth, how often
 its answers are valid paths against how often the flat pair disagrees, how deep answers fill at 95% / 98% precision
 and its training time against the deepest flat level's. Run it with the flat levels:
-`--catalogue flipkart --targets cat_l1 cat_l3 cat_path`.
+`--catalogue flipkart --targets cat_l1 cat_l3 cat_path`. With --flat-paths, each path target given as level columns
+also gets a flat multiclass twin, `<name>_flat`, whose label is the whole deepest path as one string (read from a
+copy of the table with that column added): the question the path's deepest-level accuracy asks, where the flat
+deepest level is scored on the level's name alone, which a catalogue may reuse under several parents.
 
 It trains real models on ~25,000 products: expect several minutes on two cores.
 """
@@ -43,7 +47,7 @@ from mmgbm.commands.metrics import classification_metrics, regression_metrics
 from mmgbm.commands.predict import predict
 from mmgbm.commands.targets import target_values
 from mmgbm.commands.train import train
-from mmgbm.config import Config, load_config
+from mmgbm.config import Config, TargetConfig, load_config
 from mmgbm.estimator import FUSED
 from mmgbm.stores import extract_text, images_enabled
 from mmgbm.workdir import image_dir
@@ -221,9 +225,9 @@ def print_table(rows: list[dict]) -> bool:
     return ok_all
 
 
-def print_paths(cfg: Config, rows: list[dict]) -> bool:
-    """Each path target level by level beside the flat targets of its levels from the same run, with issue 30's
-    goals; True when all are met."""
+def print_paths(cfg: Config, rows: list[dict], twins: dict[str, str]) -> bool:
+    """Each path target level by level beside the flat targets of its levels from the same run (and its flat twin
+    over whole paths, `twins`), with issue 30's goals; True when all are met."""
     flat = {
         cfg.targets[r["target"]].column: r
         for r in rows
@@ -257,6 +261,9 @@ def print_paths(cfg: Config, rows: list[dict]) -> bool:
                 f"flat {other['target']} {other['fused']['accuracy']:.4f} ({other['n_test']:,}): goal >= flat"
                 f"{f' + {100 * margin:.1f} pts' if margin else ''} {'PASS' if ok else 'FAIL'}"
             )
+        twin = next((t for t in rows if t["target"] == twins.get(r["target"])), None)
+        if twin is not None:
+            print(_against_twin(cfg, r, twin, by_depth.get(len(levels)), levels[-1], target.separator))
         nodes = {node for path in target_values(train, target, "train").y for node in _prefixes(path, target.separator)}
         valid = r["answers"].isin(nodes).mean()
         ok_all &= valid == 1.0
@@ -280,6 +287,22 @@ def print_paths(cfg: Config, rows: list[dict]) -> bool:
                 f"{'PASS' if ratio <= PATH_TIME_RATIO else 'FAIL'}"
             )
     return ok_all
+
+
+def _against_twin(cfg: Config, row: dict, twin: dict, flat: dict | None, column: str, separator: str) -> str:
+    """The path's deepest-level accuracy beside its flat twin's (the same question) and the flat deepest level's
+    (scored on names alone)."""
+    depth, mine = row["path"]["depth_accuracy"][-1]["depth"], row["path"]["depth_accuracy"][-1]["accuracy"]
+    other = twin["fused"]["accuracy"]
+    margin = 100 * (mine - other)
+    names = f"{_names_right(cfg, twin, column, depth, separator):.2%}"
+    line = (
+        f"  {row['target']} depth {depth} {mine:.2%} vs flat over depth-{depth} paths {twin['target']} {other:.2%} "
+        f"({twin['n_test']:,}; its level names alone {names})"
+    )
+    if flat is not None:
+        line += f" vs flat {flat['target']} names {flat['fused']['accuracy']:.2%}"
+    return line + f": {'+' if margin >= 0 else ''}{margin:.2f} pts against the flat paths (goal +0.3)"
 
 
 def _names_right(cfg: Config, row: dict, column: str, depth: int, separator: str) -> float:
@@ -318,6 +341,27 @@ def _cell(metrics: dict | None, metric: str) -> str:
     return f"{value:.2f}" if metric == "mae" else f"{value:.4f}"
 
 
+def with_flat_paths(cfg: Config) -> tuple[Config, dict[str, str]]:
+    """The config on a copy of its table with, for each path target given as level columns, a column of its deepest
+    paths as one label (missing where a level is) and a flat multiclass target on it, blind to the levels as the
+    path is; and {path target: its flat twin}."""
+    table = read_table(cfg.data.splits["train"], cfg.data.id_column)
+    targets, twins = dict(cfg.targets), {}
+    for name, target in cfg.targets.items():
+        if target.task != "path" or not target.columns:
+            continue
+        twin = f"{name}_flat"
+        levels = table[target.columns].astype("string").apply(lambda level: level.str.strip()).replace("", pd.NA)
+        table[twin] = levels.fillna("").agg(target.separator.join, axis=1).where(levels.notna().all(axis=1))
+        targets[twin] = TargetConfig(column=twin, exclude_columns=[*target.columns, *target.exclude_columns])
+        twins[name] = twin
+    csv = Path(cfg.workdir) / "products_flat_paths.csv"
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(csv, index=False)
+    data = cfg.data.model_copy(update={"splits": {**cfg.data.splits, "train": csv}})
+    return cfg.model_copy(update={"data": data, "targets": targets}), twins
+
+
 def split_config(path: Path, seed: int, overrides: dict) -> Config:
     """The config as shipped (with `overrides`), or with another holdout draw in a sibling workdir sharing the image
     features."""
@@ -338,6 +382,11 @@ def main() -> None:
     parser.add_argument("--catalogue", choices=["fashion", "flipkart", "all"], default="all")
     parser.add_argument("--holdout-seed", type=int, default=0, help="which 20%% of products are the test split")
     parser.add_argument("--targets", nargs="*", help="only these targets (names as printed; default: all)")
+    parser.add_argument(
+        "--flat-paths",
+        action="store_true",
+        help="also train each path target's flat twin over its deepest paths, e.g. cat_path_flat",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -361,10 +410,14 @@ def main() -> None:
             rows += run("fashion", free, ["baseColour"], {"baseColour": NO_COLOUR})
     if args.catalogue in ("flipkart", "all"):
         cfg = split_config(CONFIGS["flipkart"], args.holdout_seed, overrides)
-        rows += run("flipkart", cfg, pick(list(cfg.targets)), {})
+        twins = {}
+        if args.flat_paths:
+            cfg, twins = with_flat_paths(cfg)
+        names = pick([n for n in cfg.targets if n not in twins.values()])
+        rows += run("flipkart", cfg, names + [twins[n] for n in names if n in twins], {})
     ok = print_table(rows)
     if args.catalogue in ("flipkart", "all"):
-        ok &= print_paths(cfg, [r for r in rows if r["catalogue"] == "flipkart"])
+        ok &= print_paths(cfg, [r for r in rows if r["catalogue"] == "flipkart"], twins)
     train_s, evaluate_s = sum(r["train_s"] for r in rows), sum(r["evaluate_s"] for r in rows)
     print(
         f"\nevaluate / train: {evaluate_s:.1f} s / {train_s:.1f} s = {evaluate_s / train_s:.2f}; predict of "
