@@ -17,15 +17,26 @@ to judge against the photos.
 Then the review loop, per target of --review (articleType by default): `mmgbm review` serves the audit, a simulated
 reviewer answers the top 5% of its suspects with the true labels through the page's own endpoint (keep, take the
 suggestion or another label), the model is trained again (train reads the answers: data.corrections) and scored on
-the held-out products beside the flipped and the clean model (the same seed for all three). 40% of the products are
-held out (--holdout) so that the flips' cost stands out of the noise of retraining: the cost counts only beyond two
-standard deviations of a sign test over the held-out products the clean and the flipped model disagree on; within
-it the share is "n/a". It ends with `review loop: recovered P% of the accuracy the flips cost`, with a 90% interval
-from resampling the held-out products. A screenshot of the page goes to reports/<target>/review.png where headless
-Chromium is installed (`make browser`).
+the held-out products beside the flipped and the clean model. The flips cost few held-out products, so one training
+per arm is mostly retraining noise: each of the three arms (clean labels, flipped, after the round) is trained
+--train-seeds times (model.seed = the config's, then +1, +2, ...; default 3, 1 = a single model per arm) and scored
+per held-out product as the share of its models that get it right; an arm's accuracy is the mean of its models'.
+The flips, the audit and the reviewer run once, from the models of the config's own seed, as with one model.
+40% of the products are held out (--holdout) so that the flips' cost stands out of the noise of retraining: the
+cost counts only beyond two standard deviations of that noise, within them the share is "n/a". The noise's sd is
+the larger of two estimates: a sign test over the held-out products (under "the flips cost nothing" each
+product's clean-minus-flipped score is as likely to be negated: the root of the sum of their squares; with one
+model per arm, the root of the number of products the two models disagree on), and, from two seeds on, the
+seeds' own spread (the models' accuracies about their arm's mean, pooled over the three arms, as the sd of a
+difference of two arms' means). The sign test takes the products as independent; a seed moves related products
+(one confusable pair of classes) together, and its spread measured so is wider, though an estimate from a few
+seeds is rough: hence the larger. It ends with `review loop: recovered P% of the accuracy the flips cost`, with a
+90% interval from resampling the held-out products (with their averaged scores).
+A screenshot of the page goes to reports/<target>/review.png where headless Chromium is installed (`make browser`).
 
     .venv/bin/python scripts/bench_audit.py [--config configs/fashion.yaml] [--fraction 0.05] [--seed 0]
         [--noise uniform|confusable] [--holdout 0.4] [--targets articleType --targets baseColour] [--review articleType]
+        [--train-seeds 3]
 
 Works in runs/bench_audit (its own text features and models), reading the config's stored image features.
 """
@@ -35,6 +46,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -61,11 +74,15 @@ TARGETS = ("articleType", "baseColour")
 NOISE = ("confusable", "uniform")
 
 
-def bench_config(base: Path, workdir: Path, table: Path, holdout: float, corrections: bool = True) -> Config:
-    """The config reading `table` as its catalogue, with everything it writes under `workdir`; the image features
-    are the base config's, linked in (flipping a label does not change a photo)."""
+def bench_config(
+    base: Path, workdir: Path, table: Path, holdout: float, seed: int | None = None, corrections: bool = True
+) -> Config:
+    """The config reading `table` as its catalogue, with everything it writes under `workdir` (model.seed `seed`
+    where given); the image features are the base config's, linked in (flipping a label does not change a photo)."""
     source = image_dir(load_config(base)).root
     overrides = {"data.holdout.fraction": holdout, "data.corrections": corrections}
+    if seed is not None:
+        overrides["model.seed"] = seed
     cfg = load_config(base, {"workdir": str(workdir), "data.splits.train": str(table), **overrides})
     link = image_dir(cfg).root
     if not link.exists():
@@ -121,28 +138,61 @@ def held_out_hits(cfg: Config, target: str, truth: pd.Series) -> np.ndarray:
     return predicted == frame[cfg.data.id_column].map(truth).astype(str).to_numpy()
 
 
+def arm_hits(configs: Callable[[int], Config], target: str, truth: pd.Series, seeds: list[int], arm: str) -> np.ndarray:
+    """Train `target` once per seed (`configs(seed)`: the arm's config with that model.seed) and score each model on
+    the held-out products: (seeds, products), whether the model predicts the product's clean label. The first seed
+    trains last, so its model is the one left in the workdir for what reads it next (the flips, the audit, the
+    review)."""
+    hits = {}
+    for seed in reversed(seeds):
+        cfg = configs(seed)
+        train(cfg, [target])
+        hits[seed] = held_out_hits(cfg, target, truth)
+    print(f"{target}, {arm}: held-out accuracy by model.seed: " + ", ".join(f"{s} {hits[s].mean():.2%}" for s in seeds))
+    return np.array([hits[s] for s in seeds])
+
+
+def retraining_noise(clean: np.ndarray, flipped: np.ndarray, *arms: np.ndarray) -> tuple[float, str]:
+    """Two sd of the difference of the clean and the flipped arm's held-out products right under retraining alone,
+    and how it was estimated: the larger of a sign test over the products and the seeds' spread (module docstring).
+    Each arm is (seeds, products) of hits."""
+    d = clean.mean(axis=0) - flipped.mean(axis=0)
+    sign = np.sqrt(np.square(d).sum())
+    how = f"2 sd of a sign test over the {int((d != 0).sum()):,} products the two arms score differently"
+    seeds = len(clean)
+    if seeds < 2:
+        return 2 * sign, how
+    right = np.array([arm.sum(axis=1) for arm in (clean, flipped, *arms)], dtype=float)
+    spread = np.sqrt(2 * right.var(axis=1, ddof=1).mean() / seeds)
+    how += f" ({2 * sign:.0f}) or of the {seeds} seeds' spread ({2 * spread:.0f}), the larger"
+    return 2 * max(sign, spread), how
+
+
 def recovered_share(clean: np.ndarray, flipped: np.ndarray, reviewed: np.ndarray, seed: int) -> tuple[str, str, str]:
-    """(what the three models score on the held-out products, the share of the flips' cost the round recovered,
-    what it rests on).
-    The cost counts only beyond the noise of retraining: under "the flips cost nothing" each held-out product the
-    clean and the flipped model disagree on is as likely to go either way, so a cost within two standard
-    deviations of that sign test is no cost to recover. The share's 90% interval resamples the held-out products."""
-    n, right = len(clean), [int(m.sum()) for m in (clean, flipped, reviewed)]
+    """(what the three arms score on the held-out products, the share of the flips' cost the round recovered, what it
+    rests on); each arm is (seeds, products) of hits, and a product's score is the share of the arm's models that
+    get it right. A cost within the noise of retraining (retraining_noise) is no cost to recover. The share's 90%
+    interval resamples the held-out products."""
+    noise, how = retraining_noise(clean, flipped, reviewed)
+    clean, flipped, reviewed = (arm.mean(axis=0) for arm in (clean, flipped, reviewed))
+    n, right = len(clean), [float(m.sum()) for m in (clean, flipped, reviewed)]
     cost, gain = right[0] - right[1], right[2] - right[1]
-    disagree = int((clean != flipped).sum())
-    noise = 2 * np.sqrt(disagree)
     scores = (
         f"held-out accuracy on {n:,} products: clean labels {right[0] / n:.2%}, flipped {right[1] / n:.2%} "
-        f"(the flips cost {cost:,} products; retraining noise +-{noise:.0f}: 2 sd over the {disagree:,} products the "
-        f"two models disagree on), after one review round {right[2] / n:.2%} ({gain:+,} products)"
+        f"(the flips cost {cost:,.1f} products; retraining noise +-{noise:.0f}: {how}), after one review round "
+        f"{right[2] / n:.2%} ({gain:+,.1f} products)"
     )
     if cost <= noise:
-        return scores, "n/a", f": the flips cost {cost:,} of {n:,} held-out products, within retraining noise"
+        return scores, "n/a", f": the flips cost {cost:,.1f} of {n:,} held-out products, within retraining noise"
     draws = np.random.default_rng(seed).integers(0, n, (2000, n))
     costs = clean[draws].sum(axis=1) - flipped[draws].sum(axis=1)
     gains = reviewed[draws].sum(axis=1) - flipped[draws].sum(axis=1)
     low, high = np.percentile(gains[costs > 0] / costs[costs > 0], [5, 95])
-    return scores, f"{gain / cost:.0%}", f" ({gain:,} of the {cost:,} products; 90% interval {low:.0%} to {high:.0%})"
+    return (
+        scores,
+        f"{gain / cost:.0%}",
+        f" ({gain:,.1f} of the {cost:,.1f} products; 90% interval {low:.0%} to {high:.0%})",
+    )
 
 
 def review_loop(
@@ -209,14 +259,19 @@ def main() -> None:
     parser.add_argument("--holdout", type=float, default=0.4, help="share of the products held out (default 0.4)")
     parser.add_argument("--targets", action="append", choices=TARGETS, help="targets to flip and audit (default: both)")
     parser.add_argument("--review", action="append", help="targets to run the review loop on (default: articleType)")
+    parser.add_argument("--train-seeds", type=int, default=3, help="models per arm of the review loop (default 3)")
     args = parser.parse_args()
+    if args.train_seeds < 1:
+        parser.error("--train-seeds must be at least 1")
     targets = args.targets or list(TARGETS)
     reviewed = [t for t in args.review or ["articleType"] if t in targets]
     args.workdir.mkdir(parents=True, exist_ok=True)
     base = load_config(args.config, {"data.holdout.fraction": args.holdout})
     clean_table = Path(base.data.splits["train"])
+    seeds = [base.model.seed + k for k in range(args.train_seeds)]
     # The clean model never reads answers; the flipped one reads only this run's (a last run's are removed).
-    clean = bench_config(args.config, args.workdir, clean_table, args.holdout, corrections=False)
+    clean_at = partial(bench_config, args.config, args.workdir, clean_table, args.holdout, corrections=False)
+    clean = clean_at()
     for target in targets:
         labels_path(clean, target).unlink(missing_ok=True)
     extract_text(clean)
@@ -230,27 +285,33 @@ def main() -> None:
     flipped_ids, clean_hits = {}, {}
     for target in targets:
         started = time.perf_counter()
-        train(clean, [target])
         column = base.targets[target].column
         if target in reviewed:
-            clean_hits[target] = held_out_hits(clean, target, clean_labels[column])
+            clean_hits[target] = arm_hits(clean_at, target, clean_labels[column], seeds, "clean labels")
+        else:
+            train(clean, [target])
         model = load_artifact(model_dir(clean, target), target).model
         train_rows = np.flatnonzero(in_train & frame[column].notna().to_numpy())
         rows = flip(flipped, column, train_rows, model, args.noise, args.fraction, rng)
         flipped_ids[target] = set(frame[base.data.id_column].iloc[rows])
         print(
-            f"{target}: clean model trained in {time.perf_counter() - started:.0f}s; flipped {len(rows):,} of "
+            f"{target}: clean model(s) trained in {time.perf_counter() - started:.0f}s; flipped {len(rows):,} of "
             f"{len(train_rows):,} training labels ({args.noise} noise, draw {args.seed})",
             flush=True,
         )
     table = args.workdir / "products_flipped.csv"
     flipped.to_csv(table, index=False)
 
-    noisy = bench_config(args.config, args.workdir, table, args.holdout)
-    recovered = {}
+    noisy_at = partial(bench_config, args.config, args.workdir, table, args.holdout)
+    noisy = noisy_at()
+    recovered, flipped_hits = {}, {}
     for target in targets:
         started = time.perf_counter()
-        train(noisy, [target])
+        truth = clean_labels[base.targets[target].column]
+        if target in reviewed:
+            flipped_hits[target] = arm_hits(noisy_at, target, truth, seeds, "flipped labels")
+        else:
+            train(noisy, [target])
         result = audit(noisy, target)
         ranked = result.ranked
         depth = int(np.ceil(args.fraction * len(ranked)))
@@ -281,13 +342,9 @@ def main() -> None:
             )
         print(f"report: {result.html_path}")
         if target in reviewed:
-            truth = clean_labels[base.targets[target].column]
-            flipped_hits = held_out_hits(noisy, target, truth)
             review_loop(args, noisy, table, result, truth, flipped_ids[target])
-            train(noisy, [target])
-            scores, *recovered[target] = recovered_share(
-                clean_hits[target], flipped_hits, held_out_hits(noisy, target, truth), args.seed
-            )
+            after = arm_hits(noisy_at, target, truth, seeds, "after one review round")
+            scores, *recovered[target] = recovered_share(clean_hits[target], flipped_hits[target], after, args.seed)
             print(f"{target} {scores}")
     for target, (share, detail) in recovered.items():
         name = f"{target} " if len(recovered) > 1 else ""
