@@ -790,6 +790,13 @@ def test_a_changed_photo_is_missing_until_extracted_again(tmp_path: Path, images
     assert products.dense_present("image").all()
     new_pixels = decode_image(changed, 32).pixels[None]
     np.testing.assert_allclose(products.dense["image"][0], fake_embedding(new_pixels, 1280)[0], **FLOAT16)
+    # Once every photo of the first extraction is embedded again, its shard is gone from both stores.
+    first = image_store(cfg).shards()[0]
+    shutil.copy(images_dir / demo_rows(1, start=6)[0][1], images_dir / rows[1][1])
+    extract_images(cfg)
+    assert len(image_store(cfg).shards()) == 2 and first not in image_store(cfg).shards()
+    assert len(colour_store(cfg).shards()) == 2
+    assert load_products(cfg, frame)[0].dense_present("image").all()
 
 
 def test_predict_embeds_photos_the_store_lacks_in_memory_and_writes_nothing(

@@ -90,6 +90,33 @@ def test_later_shards_win_for_a_repeated_id(tmp_path: Path):
     assert s.read_dense(["a"])[0].tolist() == [[1.0, 1.0]]
 
 
+def test_compacting_removes_only_shards_whose_every_row_is_newer_elsewhere(tmp_path: Path):
+    s = store(tmp_path)
+    for ids, value in ((["a", "b"], 1.0), (["a"], 2.0), (["b", "c"], 3.0), (["c"], 4.0)):
+        s.write_shard(dense_table(ids, np.full((len(ids), 2), value)))
+    kept = s.shards()[1:]
+    assert s.compact() == 1 and s.shards() == kept  # the first shard: a and b are both stored again later
+    assert s.read_dense(["a", "b", "c"])[0][:, 0].tolist() == [2.0, 3.0, 4.0]
+    assert s.compact() == 0
+
+
+def test_a_reader_that_listed_a_shard_compacted_meanwhile_reads_the_newer_rows(tmp_path: Path, monkeypatch):
+    s = store(tmp_path)
+    s.write_shard(dense_table(["a"], np.ones((1, 2))))
+    s.write_shard(dense_table(["a"], np.full((1, 2), 2.0)))
+    reading, compacting = FeatureStore._read, []
+
+    def compacted_first(self, shard, columns):  # another process compacts between this one's listing and read
+        if not compacting:
+            compacting.append(shard)
+            store(tmp_path).compact()
+        return reading(self, shard, columns)
+
+    monkeypatch.setattr(FeatureStore, "_read", compacted_first)
+    assert s.read_dense(["a"])[0].tolist() == [[2.0, 2.0]]
+    assert s.sources() == {"a": None}
+
+
 def test_shards_named_for_a_part_by_older_versions_are_read_in_the_order_written(tmp_path: Path):
     s = store(tmp_path)
     for value in (1.0, 2.0):

@@ -243,6 +243,8 @@ def extract_images(
             done = _Done.total(done, time.perf_counter() - started)  # the workers' model builds included
 
     _write_failures(embeddings.folder, FAILURES_FILE, done.failures)
+    embeddings.compact()
+    colours.compact()
     return ImageExtractionSummary(
         products=len(ids),
         extracted=done.embedded,

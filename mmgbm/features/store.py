@@ -10,7 +10,8 @@ different fingerprint refuses to read or extend shards made another way instead 
 Rows are found by id, never by position: reading for a list of ids returns one row per id, in that order, with
 missing ids as missing rows. An id stored twice (two concurrent runs, or a product re-extracted after it changed)
 is read from the newest shard. Each row may record its `source`: what its features were made from (a hash of the
-text, the image file's size and time), so products that changed since can be found and re-extracted.
+text, the image file's size and time), so products that changed since can be found and re-extracted. An extraction
+ends by removing the shards whose every row a newer shard holds (`compact`): every read reads every shard whole.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ FINGERPRINT_KEY = b"mmgbm.fingerprint"
 SHARD_RE = re.compile(r"^part-(?:(p\d+of\d+)-)?(\d{5,})(?:-[0-9a-f]{8})?\.parquet$")
 # A shard that cannot be read is renamed with this suffix by the next extraction, which then redoes its products.
 QUARANTINE_SUFFIX = ".damaged"
+
+
+class ShardVanished(MmgbmError):
+    """A listed shard was removed before it was read: a writer compacted the store (`FeatureStore.compact`)."""
 
 
 class Mixable(NamedTuple):
@@ -110,8 +115,8 @@ class FeatureStore:
     def sources(self) -> dict[str, str | None]:
         """Every stored id and what its features were made from (None where not recorded), newest shard winning."""
         out: dict[str, str | None] = {}
-        for table in self._map(
-            lambda shard: self._read(shard, [ID, SOURCE] if SOURCE in self._schema(shard).names else [ID]), self.check()
+        for table in self._read_all(
+            lambda shard: self._read(shard, [ID, SOURCE] if SOURCE in self._schema(shard).names else [ID])
         ):
             sources = table.column(SOURCE).to_pylist() if SOURCE in table.column_names else [None] * len(table)
             out.update(zip(table.column(ID).to_pylist(), sources))
@@ -158,16 +163,43 @@ class FeatureStore:
             f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet", lambda tmp: pq.write_table(stamped, tmp)
         )
 
+    def compact(self) -> int:
+        """Remove the shards whose every row a newer shard holds (products extracted again after their photo or text
+        changed), and return how many went: each read of the store reads every shard whole, so after a catalogue's
+        photos were all re-embedded, the old shards were half of what predicting read. The newest shard of an id is
+        never removed, so readers that listed a removed one meanwhile find its rows on listing again (`_read_all`),
+        and two writers compacting at once remove nothing the other still needs."""
+        held: set[str] = set()
+        removed = 0
+        shards = self.check()
+        for shard, ids in reversed(list(zip(shards, self._map(lambda s: self._read(s, [ID]).column(ID), shards)))):
+            ids = ids.to_pylist()
+            if held.issuperset(ids):
+                self.folder.delete(_name(shard))
+                removed += 1
+            held.update(ids)
+        return removed
+
     def clear(self) -> None:
         """Remove the whole feature set (used by --overwrite)."""
         self.folder.remove()
 
     # ---- reading ------------------------------------------------------------------------------------------
     def read_table(self, columns: list[str] | None = None) -> pa.Table:
-        shards = self.check()
-        if not shards:
+        tables = self._read_all(lambda shard: self._read(shard, columns))
+        if not tables:
             raise MmgbmError(f"no features in {self.root}; run the extract command first")
-        return pa.concat_tables(self._map(lambda shard: self._read(shard, columns), shards))
+        return pa.concat_tables(tables)
+
+    def _read_all(self, read: Callable[[Path | str], Any], attempts: int = 5) -> list[Any]:
+        """`read` of every shard, oldest first; listed again where a shard vanished between the listing and its
+        read (a writer's `compact`, which removes only rows a newer shard holds)."""
+        for attempt in range(attempts):
+            try:
+                return self._map(read, self.check())
+            except ShardVanished:
+                if attempt == attempts - 1:
+                    raise
 
     def _positions(self, stored_ids: list[str], ids: Sequence[str]) -> np.ndarray:
         """Row of each requested id in the stored table (-1 when absent); later shards win on repeats."""
@@ -225,6 +257,8 @@ class FeatureStore:
             try:
                 with self.folder.open(name) as source:
                     self._schemas[name] = pq.read_schema(source)
+            except FileNotFoundError:
+                raise _vanished(shard) from None
             except StorageError:
                 raise
             except Exception as exc:  # a truncated or foreign file in the store folder
@@ -241,6 +275,8 @@ class FeatureStore:
         try:
             with self.folder.open(_name(shard)) as source:
                 return pq.read_table(source, columns=columns)
+        except FileNotFoundError:
+            raise _vanished(shard) from None
         except StorageError:
             raise
         except Exception as exc:  # a damaged page surfaces as OSError, ArrowInvalid ... depending on where it is hit
@@ -249,6 +285,10 @@ class FeatureStore:
 
 def _name(shard: Path | str) -> str:
     return posixpath.basename(str(shard))
+
+
+def _vanished(shard: Path | str) -> ShardVanished:
+    return ShardVanished(f"{shard}: removed while it was being read; run the command again")
 
 
 def _damaged(shard: Path | str, exc: Exception) -> MmgbmError:

@@ -199,6 +199,7 @@ def extract_field(
         for rows in (todo[start : start + step] for start in range(0, len(todo), step))
     ]
     empty = sum(run_parts(client, _store_vectors, parts, store=store, vectorizer=vectorizer))
+    store.compact()
     return FieldExtraction(
         field.name,
         field.columns,
