@@ -423,11 +423,14 @@ def main() -> None:
     if args.catalogue in ("flipkart", "all"):
         ok &= print_paths(cfg, [r for r in rows if r["catalogue"] == "flipkart"], twins)
     train_s, evaluate_s = sum(r["train_s"] for r in rows), sum(r["evaluate_s"] for r in rows)
-    slowest = min(rows, key=lambda r: r["predict_rate"])
+    # The no-colour-words rows are an ablation of the shipped baseColour target (titles stripped), not a target.
+    targets = [r for r in rows if r["target"] != NO_COLOUR] or rows
+    slowest = min(targets, key=lambda r: r["predict_rate"])
+    ablation = "".join(f"; {r['target']} {r['predict_rate']:,.0f}" for r in rows if r not in targets)
     print(
         f"\nevaluate / train: {evaluate_s:.1f} s / {train_s:.1f} s = {evaluate_s / train_s:.2f}; predict of "
         f"{PREDICT_PRODUCTS:,} products: {slowest['predict_rate']:,.0f} products/s per target at the slowest "
-        f"({slowest['target']})"
+        f"({slowest['target']}){ablation}"
     )
     print("\nall goals met" if ok else "\nsome goals not met (see verdicts)")
 

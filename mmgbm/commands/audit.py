@@ -135,7 +135,7 @@ def out_of_fold(model: MMGBMClassifier, X: ProductMatrix, y: np.ndarray) -> tupl
     """(n, len(classes_)) out-of-fold probabilities of the model's predictor, per modality the labels its best
     head alone predicts out of fold, and where they came from."""
     if hasattr(model, "oof_proba_"):
-        if not np.array_equal(model.train_ids_, X.ids):
+        if not np.array_equal(model.train_ids_, X.ids.astype(str)):
             raise MmgbmError("the training split changed since the model was trained; retrain it, then audit")
         by_modality = {m: model.classes_[p.argmax(axis=1)] for m, p in model.oof_proba_by_modality_.items()}
         return model.oof_proba_, by_modality, "the model's out-of-fold probabilities"
