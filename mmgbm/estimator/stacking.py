@@ -14,10 +14,13 @@ from __future__ import annotations
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from mmgbm.estimator.top_scores import ROW_BLOCK, TopScores
+from mmgbm.estimator.tree_blocks import raw_scores
 
 PREDICT_ROWS = 2**18  # rows the final booster predicts at once: ~35 MB of features
+ROUNDS_PER_BLOCK = 25  # of the candidate reranker's trees predicted over all rows at once (see tree_blocks)
 
 
 def cross_fit(
@@ -63,6 +66,11 @@ def cross_fit(
         block = outside[start : start + PREDICT_ROWS]
         oof[block] = final.predict(rows[block])
     return oof, final
+
+
+def candidate_probabilities(booster: lgb.Booster, rows: np.ndarray) -> np.ndarray:
+    """The candidate reranker's probabilities (a binary objective), its rounds a block at a time."""
+    return expit(raw_scores(booster, rows, ROUNDS_PER_BLOCK))
 
 
 def meta_feature(column: str) -> str:
@@ -137,7 +145,8 @@ class CandidateReranker:
         for start in range(0, n, ROW_BLOCK):
             block = slice(start, start + ROW_BLOCK)
             c, rows = self.candidate_rows([s[block] for s in scores], meta.iloc[block])
-            cands[block], probs[block] = _ranked(c, self.booster_.predict(rows).reshape(c.shape), self.log_prior_)
+            p = candidate_probabilities(self.booster_, rows).reshape(c.shape)
+            cands[block], probs[block] = _ranked(c, p, self.log_prior_)
         return cands, probs
 
     def feature_names(self, meta: pd.DataFrame) -> list[str]:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import lightgbm as lgb
 import numpy as np
+from scipy.special import log_softmax
 from sklearn.base import BaseEstimator
 
 from mmgbm.estimator.folds import bounded_sample
 from mmgbm.estimator.heads.registry import block_kind, register
+from mmgbm.estimator.tree_blocks import raw_scores
 
 # A dense block of at most this many columns (the photos' colour statistics, not an embedding) gets a BoostedHead.
 BOOSTED_MAX_FEATURES = 256
+ROUNDS_PER_BLOCK = 10  # of one tree per class each (see tree_blocks)
+LOG_FLOOR = np.log(1e-9)  # a class the trees rule out still ranks, below every other
 
 
 class BoostedHead(BaseEstimator):
@@ -77,7 +81,8 @@ class BoostedHead(BaseEstimator):
             return out
         if getattr(self, "_booster", None) is None:
             self._booster = lgb.Booster(model_str=self.model_text_)
-        out[:, self.classes_] = np.log(np.clip(self._booster.predict(np.asarray(X, dtype=np.float32)), 1e-9, None))
+        raw = raw_scores(self._booster, np.asarray(X, dtype=np.float32), ROUNDS_PER_BLOCK)
+        out[:, self.classes_] = np.maximum(log_softmax(raw, axis=1), LOG_FLOOR)
         return out
 
     def __getstate__(self) -> dict:
