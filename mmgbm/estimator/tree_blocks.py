@@ -5,8 +5,8 @@ stay in the core's cache, so every row reads them all from memory again. Predict
 rows, then the next block, and adding their raw scores was faster on both boosters of a fashion colour model:
 the colour head's 60 rounds of 46 classes over 10,000 photos 0.61 s at once against 0.44 s ten rounds at a time, the
 stacker's 206 trees over 164,000 candidate rows 0.71 s against 0.53 s 25 at a time. The sum differs from LightGBM's
-own in the last bits (1e-14); every prediction of these boosters goes through here, so a product scores alike in a
-batch, a service request and out of fold.
+own in the last bits (1e-14); every prediction of a fitted colour head and of the final reranker goes through here,
+so a product scores alike in a batch and in a service request.
 """
 
 from __future__ import annotations

@@ -171,9 +171,11 @@ class FeatureStore:
         and two writers compacting at once remove nothing the other still needs."""
         held: set[str] = set()
         removed = 0
-        shards = self.check()
-        for shard, ids in reversed(list(zip(shards, self._map(lambda s: self._read(s, [ID]).column(ID), shards)))):
-            ids = ids.to_pylist()
+        # Listed through `_read_all`: a second writer compacting at once (text extraction takes no lock) may remove
+        # a shard between this one's listing and its read.
+        for shard, ids in reversed(
+            self._read_all(lambda shard: (shard, self._read(shard, [ID]).column(ID).to_pylist()))
+        ):
             if held.issuperset(ids):
                 self.folder.delete(_name(shard))
                 removed += 1
