@@ -105,6 +105,9 @@ class TargetConfig(Strict):
     # punctuation or spacing; a CSV such as `mmgbm brands` writes (a person may edit it) also merges declared aliases
     # and marks values that are no label at all, whose products are left out of training.
     normalise: str | Path | None = None
+    # The largest share of the labelled training products the normalise file may mark as no label: past it, `train`
+    # stops and names the values, since a file that leaves many products out is more likely wrong than the labels.
+    max_no_label: float = Field(0.05, ge=0.0, le=1.0)
     # A category path (task: path, mmgbm/taxonomy.py): `column` written with `separator` between levels, or `columns`
     # one per level; at most `max_depth` levels (deeper paths are an error unless `truncate` keeps their first
     # `max_depth`); with `taxonomy`, a file of the tree every label must be a node of. `partial_paths`: a path that

@@ -8,6 +8,7 @@ read as paths (mmgbm.taxonomy), one string each, its levels joined by the target
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class TargetValues:
     dropped_nonpositive: int
     dropped_no_label: int = 0
     names_source: str = ""  # where the no-label marks come from
+    no_label_values: Counter = field(default_factory=Counter)  # value as written -> products it marks no label
     # A path target's labels that are no node of its taxonomy file (levels -> products), left out.
     off_taxonomy: dict[tuple[str, ...], int] = field(default_factory=dict)
     taxonomy: Taxonomy | None = None
@@ -115,19 +117,37 @@ def target_values(
             return TargetValues(keep, given[keep].astype(str), int((~keep).sum()), 0)
         named = np.full(len(given), None, dtype=object)
         named[keep] = names.names(given[keep])
+        marked = keep & pd.isna(named)
         return TargetValues(
             pd.notna(named),
             named[pd.notna(named)].astype(str),
             int((~keep).sum()),
             0,
-            int((keep & pd.isna(named)).sum()),
+            int(marked.sum()),
             names.source,
+            no_label_values=Counter(given[marked]),
         )
     values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
     missing = ~np.isfinite(values)
     nonpositive = ~missing & (values <= 0) if target.log_target else np.zeros(len(values), dtype=bool)
     keep = ~missing & ~nonpositive
     return TargetValues(keep, values[keep], int(missing.sum()), int(nonpositive.sum()))
+
+
+def check_no_label(name: str, target: TargetConfig, values: TargetValues, source: str) -> None:
+    """Refuse to train on what a normalise file leaves when it marks more than `max_no_label` of the labelled
+    products as no label: one line with how many, the values marked most and the setting that accepts it."""
+    labelled = len(values.keep) - values.dropped_missing
+    if not labelled or values.dropped_no_label <= target.max_no_label * labelled:
+        return
+    top = ", ".join(f"{value} ({n:,})" for value, n in values.no_label_values.most_common(5))
+    share = values.dropped_no_label / labelled
+    raise MmgbmError(
+        f"{source}: {Path(values.names_source).name} marks {values.dropped_no_label:,} of {labelled:,} labelled "
+        f"products ({100 * share:.1f}%) as no {target.column}, more than targets.{name}.max_no_label "
+        f"({100 * target.max_no_label:g}%); most: {top}; check its no_brand column, or set "
+        f"targets.{name}.max_no_label: {min(1.0, np.ceil(share * 100) / 100):g} to train on the rest"
+    )
 
 
 def path_settings(target: TargetConfig) -> dict | None:

@@ -18,6 +18,7 @@ from mmgbm.commands.artifact import Artifact, TargetInfo, save_artifact
 from mmgbm.commands.normalise import normalisation
 from mmgbm.commands.targets import (
     check_binary,
+    check_no_label,
     metadata_columns,
     min_training_rows,
     path_settings,
@@ -121,6 +122,7 @@ def train_target(
     frame, corrections = correct_labels(cfg, name, frame, target.column)
     names = target_names(cfg, name, frame)
     values = target_values(frame, target, source, names, cfg.data.id_column)
+    check_no_label(name, target, values, source)
     if values.keep.sum() < min_training_rows(cfg):
         raise MmgbmError(
             f"{source}: only {int(values.keep.sum())} products have a usable {' / '.join(target.source_columns)!r}; "
