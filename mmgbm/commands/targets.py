@@ -58,6 +58,10 @@ class TargetValues:
     dropped_no_label: int = 0
     names_source: str = ""  # where the no-label marks come from
     no_label_values: Counter = field(default_factory=Counter)  # value as written -> products it marks no label
+    # A regression target's values written but not numbers ("Rs. 465", "4,99"): counted among the missing, and the
+    # first one shown, since a column of them is a formatting problem the user can fix, not missing prices.
+    not_numbers: int = 0
+    not_number_example: str = ""
     # A path target's labels that are no node of its taxonomy file (levels -> products), left out.
     off_taxonomy: dict[tuple[str, ...], int] = field(default_factory=dict)
     taxonomy: Taxonomy | None = None
@@ -65,7 +69,12 @@ class TargetValues:
     def describe(self) -> str:
         parts = []
         if self.dropped_missing:
-            parts.append(f"{self.dropped_missing:,} with a missing target")
+            text = (
+                f" ({self.not_numbers:,} written but not numbers, e.g. {self.not_number_example!r})"
+                if self.not_numbers
+                else ""
+            )
+            parts.append(f"{self.dropped_missing:,} with a missing target{text}")
         if self.dropped_nonpositive:
             parts.append(f"{self.dropped_nonpositive:,} with a target <= 0 (no log)")
         if self.dropped_no_label:
@@ -131,7 +140,16 @@ def target_values(
     missing = ~np.isfinite(values)
     nonpositive = ~missing & (values <= 0) if target.log_target else np.zeros(len(values), dtype=bool)
     keep = ~missing & ~nonpositive
-    return TargetValues(keep, values[keep], int(missing.sum()), int(nonpositive.sum()))
+    written = raw.notna().to_numpy() & (raw.astype(str).str.strip() != "").to_numpy()
+    not_numbers = np.flatnonzero(missing & written & np.isnan(values))
+    return TargetValues(
+        keep,
+        values[keep],
+        int(missing.sum()),
+        int(nonpositive.sum()),
+        not_numbers=len(not_numbers),
+        not_number_example=str(raw.iloc[not_numbers[0]]) if len(not_numbers) else "",
+    )
 
 
 def check_no_label(name: str, target: TargetConfig, values: TargetValues, source: str) -> None:
@@ -223,6 +241,15 @@ def target_problems(cfg: Config, frame: pd.DataFrame, source: str) -> list[str]:
             )
         usable, classes = int(values.keep.sum()), len(np.unique(values.y))
         shown = " / ".join(target.source_columns)
+        if values.not_numbers:
+            problems.append(
+                f"{source}: target {name!r}: {values.not_numbers:,} values of {shown!r} are not numbers (e.g. "
+                f"{values.not_number_example!r}) and would be dropped; write them as plain numbers (1299.5)"
+            )
+        try:
+            check_no_label(name, target, values, source)
+        except MmgbmError as exc:
+            problems.append(str(exc))
         if usable < min_training_rows(cfg):
             problems.append(
                 f"{source}: target {name!r} has only {usable} usable rows in {shown!r} "
