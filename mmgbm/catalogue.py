@@ -2,19 +2,30 @@
 separated or RSS XML, see mmgbm/feeds.py), keyed by a product id column.
 
 Ids are always read as strings so that `16234` in a CSV and `"16234"` in a Parquet file are the same product.
+
+A record of a delimited file with more fields than its header is broken: pandas cannot tell which value belongs
+to which column. It stops the read with the file line the record starts on (a quoted field may span lines, so the
+record number pandas reports is no line a user can find), or, with `data.bad_rows: skip`, is left out and listed in
+<workdir>/reports/bad_rows/<split>.csv, and the CLI prints one note.
 """
 
 from __future__ import annotations
 
+import csv
 import difflib
 import hashlib
+import io
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from mmgbm.config import Config
-from mmgbm.errors import MmgbmError
-from mmgbm.feeds import is_merchant_header, read_delimited_feed, read_xml_feed
+from mmgbm.errors import MmgbmError, MmgbmWarning
+from mmgbm.features.atomic import write_atomically
+from mmgbm.feeds import PREFIX, is_merchant_header, read_xml_feed, tidy_delimited_feed
+from mmgbm.workdir import bad_rows_path
 
 READERS = {
     ".csv": "csv",
@@ -31,8 +42,10 @@ SEPARATORS = {"csv": ",", "tsv": "\t"}
 LINE_NUMBERED = (".csv", ".tsv", ".txt")
 
 
-def read_table(path: Path, id_column: str) -> pd.DataFrame:
-    """Read one table with its id column as strings; one-line errors for anything a user can get wrong."""
+def read_table(path: Path, id_column: str, skipped_report: Path | None = None) -> pd.DataFrame:
+    """Read one table with its id column as strings; one-line errors for anything a user can get wrong. A broken
+    record of a delimited file is one of them, unless `skipped_report` is given: then it is skipped, listed in that
+    CSV and counted in an MmgbmWarning."""
     path = Path(path)
     if not path.is_file():
         raise MmgbmError(f"table {path} not found; check data.splits in the config")
@@ -46,7 +59,7 @@ def read_table(path: Path, id_column: str) -> pd.DataFrame:
         if kind == "merchant xml":
             frame = read_xml_feed(path, id_column)
         elif kind in SEPARATORS:
-            frame = _read_delimited(path, SEPARATORS[kind], id_column)
+            frame = _read_delimited(path, SEPARATORS[kind], id_column, skipped_report)
         elif kind == "parquet":
             frame = pd.read_parquet(path)
         else:
@@ -60,10 +73,123 @@ def read_table(path: Path, id_column: str) -> pd.DataFrame:
     return validate_ids(frame, id_column, str(path))
 
 
-def _read_delimited(path: Path, sep: str, id_column: str) -> pd.DataFrame:
-    if is_merchant_header(pd.read_csv(path, sep=sep, nrows=0).columns):
-        return read_delimited_feed(path, sep, id_column)
-    return pd.read_csv(path, sep=sep, dtype={id_column: str}, low_memory=False)
+def _read_delimited(path: Path, sep: str, id_column: str, skipped_report: Path | None) -> pd.DataFrame:
+    feed = is_merchant_header(pd.read_csv(path, sep=sep, nrows=0).columns)
+    dtype = str if feed else {id_column: str}  # a feed's attributes are all text (mmgbm/feeds.py)
+    if skipped_report is not None:
+        skipped_report.unlink(missing_ok=True)  # it listed what an earlier read of the table skipped
+    frame = _read_sound(path, sep, dtype)
+    if frame is None:
+        frame = _read_on_past_broken(path, sep, dtype, id_column, skipped_report)
+    return tidy_delimited_feed(frame, str(path), id_column) if feed else frame
+
+
+def _read_sound(path: Path, sep: str, dtype: object) -> pd.DataFrame | None:
+    """The table as pandas' C parser reads it at full speed, or None when a record has more fields than the header:
+    the parser refuses such a record, except the first, whose extra field it silently takes for an index."""
+    try:
+        frame = pd.read_csv(path, sep=sep, dtype=dtype, low_memory=False)
+    except pd.errors.ParserError as exc:
+        if BROKEN_RECORD_ERROR in str(exc):
+            return None
+        raise
+    return frame if isinstance(frame.index, pd.RangeIndex) else None
+
+
+def _read_on_past_broken(
+    path: Path, sep: str, dtype: object, id_column: str, skipped_report: Path | None
+) -> pd.DataFrame:
+    records = scan_records(path, sep, id_column)
+    if not records.broken:  # pandas and the csv module split the file differently: nothing to name
+        raise MmgbmError(f"{path}: a record has more fields than the header; check the file's quoting")
+    first = records.broken[0]
+    if skipped_report is None:
+        raise MmgbmError(
+            f"{path} line {first.line}{first.naming}: {first.reason}; fix the record or set data.bad_rows: skip "
+            "to read on"
+        )
+    frame = pd.read_csv(records.sound_csv(), dtype=dtype, low_memory=False)
+    report = pd.DataFrame(
+        {
+            "line": [r.line for r in records.broken],
+            "id": [r.id for r in records.broken],
+            "reason": [r.reason for r in records.broken],
+        }
+    )
+    write_atomically(skipped_report, lambda tmp: report.to_csv(tmp, index=False))
+    warnings.warn(_skipped_summary(path, records.broken, skipped_report), MmgbmWarning, stacklevel=2)
+    return frame
+
+
+# How pandas' C parser words a record with more fields than the header ("Expected 11 fields in line 7, saw 12").
+BROKEN_RECORD_ERROR = "C error: Expected "
+
+
+@dataclass(frozen=True)
+class BrokenRecord:
+    line: int  # the file line the record starts on; the header is line 1
+    id: str | None  # the value where the id column is, if the record has one there
+    fields: int
+    header_fields: int
+
+    @property
+    def reason(self) -> str:
+        return f"record has {self.fields} fields, the header has {self.header_fields}"
+
+    @property
+    def naming(self) -> str:
+        return f" (id {self.id!r})" if self.id else ""
+
+
+@dataclass
+class Records:
+    """A delimited file split into records the way pandas splits it, by the csv module, which says where each
+    record starts."""
+
+    header: list[str]
+    sound: list[list[str]] = field(default_factory=list)
+    broken: list[BrokenRecord] = field(default_factory=list)
+
+    def sound_csv(self) -> io.StringIO:
+        """The header and the sound records as one CSV text, for pandas to read with its usual type inference."""
+        text = io.StringIO()
+        csv.writer(text).writerows([self.header, *self.sound])
+        text.seek(0)
+        return text
+
+
+def scan_records(path: Path, sep: str, id_column: str) -> Records:
+    """Every record of a delimited file, sound or broken (more fields than the header), with the line it starts on."""
+    limit = csv.field_size_limit(2**31 - 1)  # pandas reads a field of any length; so must the scan
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as source:
+            reader = csv.reader(source, delimiter=sep)
+            header = next((fields for fields in reader if fields), [])  # blank lines are no records, as for pandas
+            id_at = _id_position(header, id_column)
+            records = Records(header)
+            start = reader.line_num + 1
+            for fields in reader:
+                if len(fields) > len(header):
+                    pid = fields[id_at].strip() if id_at is not None else None
+                    records.broken.append(BrokenRecord(start, pid or None, len(fields), len(header)))
+                elif fields:
+                    records.sound.append(fields)
+                start = reader.line_num + 1
+    finally:
+        csv.field_size_limit(limit)
+    return records
+
+
+def _id_position(header: list[str], id_column: str) -> int | None:
+    names = [name.strip().removeprefix(PREFIX) for name in header]  # a feed's header may write g:id
+    return names.index(id_column) if id_column in names else None
+
+
+def _skipped_summary(path: Path, broken: list[BrokenRecord], report: Path) -> str:
+    lines = ", ".join(str(r.line) for r in broken[:5]) + (" ..." if len(broken) > 5 else "")
+    if len(broken) == 1:
+        return f"{path}: 1 broken record skipped (line {lines}) -> {report}"
+    return f"{path}: {len(broken):,} broken records skipped (lines {lines}) -> {report}"
 
 
 def validate_ids(frame: pd.DataFrame, id_column: str, source: str) -> pd.DataFrame:
@@ -168,16 +294,21 @@ def load_split(cfg: Config, split: str, with_targets: bool = True) -> pd.DataFra
     if split not in cfg.split_names:
         raise MmgbmError(f"unknown split {split!r}; the config has: {', '.join(cfg.split_names)}")
     if holdout is not None and split in (holdout.name, "train"):
-        frame = read_table(data.splits["train"], data.id_column)
+        frame = _read_split_table(cfg, "train")
         mask = in_holdout(frame[data.id_column], holdout.fraction, holdout.seed)
         frame = frame[mask if split == holdout.name else ~mask].reset_index(drop=True)
         source = f"{data.splits['train']} ({split} part)"
     else:
-        frame = read_table(data.splits[split], data.id_column)
+        frame = _read_split_table(cfg, split)
         source = str(data.splits[split])
     # Target columns are required on train; other splits may be unlabelled (evaluate checks for them itself).
     check_columns(frame, required_columns(cfg, with_targets=with_targets and split == "train"), source)
     return frame
+
+
+def _read_split_table(cfg: Config, split: str) -> pd.DataFrame:
+    report = bad_rows_path(cfg, split) if cfg.data.bad_rows == "skip" else None
+    return read_table(cfg.data.splits[split], cfg.data.id_column, skipped_report=report)
 
 
 def load_all_products(cfg: Config) -> pd.DataFrame:

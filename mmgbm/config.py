@@ -76,6 +76,9 @@ class DataConfig(Strict):
     # Reviewers' decisions (<workdir>/labels/<target>.csv, written by `mmgbm review`) replace the labels they decided
     # in train, evaluate and audit; false reads the table's labels as they are.
     corrections: bool = True
+    # A record of a CSV/TSV table with more fields than its header: "error" stops, naming the file line it starts
+    # on; "skip" reads on without it, listing it in <workdir>/reports/bad_rows/<split>.csv.
+    bad_rows: Literal["error", "skip"] = "error"
 
     @field_validator("splits")
     @classmethod
@@ -239,6 +242,10 @@ class TextFeaturesConfig(Strict):
 class FeaturesConfig(Strict):
     image: ImageFeaturesConfig = ImageFeaturesConfig()
     text: TextFeaturesConfig = TextFeaturesConfig()
+    # The extract commands remove from the stores the products in none of the splits (removed from the feed), so a
+    # store run every night holds the catalogue, not every product it ever held; false keeps them (a store that
+    # several configs with different splits share). The commands' --prune/--no-prune decide for one run.
+    prune: bool = True
 
 
 class ModelConfig(Strict):

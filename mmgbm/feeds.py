@@ -53,14 +53,14 @@ def is_merchant_header(columns: Iterable[object]) -> bool:
     return any(n.startswith(PREFIX) for n in names) or RECOGNISING_COLUMNS <= set(names)
 
 
-def read_delimited_feed(path: Path, sep: str, id_column: str) -> pd.DataFrame:
-    """A tab- (or comma-) separated feed: every attribute as text, then prices and image lists tidied."""
-    frame = pd.read_csv(path, sep=sep, dtype=str, low_memory=False)
-    frame.columns = _strip_prefix(frame.columns, path)
+def tidy_delimited_feed(frame: pd.DataFrame, source: str, id_column: str) -> pd.DataFrame:
+    """A tab- (or comma-) separated feed read with every attribute as text (mmgbm.catalogue reads it as it reads
+    any delimited table, broken records and all): header prefixes, prices and image lists tidied."""
+    frame.columns = _strip_prefix(frame.columns, source)
     for column in LIST_COLUMNS:
         if column in frame.columns:
             frame[column] = frame[column].map(_url_list)
-    return tidy_prices(frame, str(path), _labeller(frame, id_column, "line", first=2))
+    return tidy_prices(frame, source, _labeller(frame, id_column, "line", first=2))
 
 
 def read_xml_feed(path: Path, id_column: str) -> pd.DataFrame:
@@ -157,12 +157,12 @@ def _labeller(frame: pd.DataFrame, id_column: str, unit: str, first: int) -> Row
     return label
 
 
-def _strip_prefix(columns: Iterable[object], path: Path) -> list[str]:
+def _strip_prefix(columns: Iterable[object], source: str) -> list[str]:
     names = [str(c).strip() for c in columns]
     names = [n[len(PREFIX) :] if n.startswith(PREFIX) else n for n in names]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise MmgbmError(f"{path}: the header names {twice[0]!r} twice (with and without 'g:'); keep one of them")
+        raise MmgbmError(f"{source}: the header names {twice[0]!r} twice (with and without 'g:'); keep one of them")
     return names
 
 

@@ -8,6 +8,7 @@
       models/<target>/             one trained model per target
       reports/<target>/            evaluation metrics and plots
       reports/brands/              `mmgbm brands`: brands.csv and brands.html
+      reports/bad_rows/<split>.csv the broken records `data.bad_rows: skip` left out of a split's table
       labels/<target>.csv          reviewers' decisions on training labels (mmgbm.corrections)
       submission.csv               the demo's predictions
 
@@ -59,6 +60,10 @@ def model_dir(cfg: Config, target: str) -> Path:
 
 def report_dir(cfg: Config, target: str) -> Path:
     return Path(cfg.workdir) / "reports" / target
+
+
+def bad_rows_path(cfg: Config, split: str) -> Path:
+    return Path(cfg.workdir) / "reports" / "bad_rows" / f"{split}.csv"
 
 
 def labels_path(cfg: Config, target: str) -> Path:
