@@ -50,10 +50,10 @@ from mmgbm.estimator.metadata import MetadataEncoder
 from mmgbm.estimator.path_classifier import MMGBMPathClassifier
 from mmgbm.estimator.stacking import CandidateReranker, RegressionStacker
 
-# 13: wide dense rows' exact neighbour search in their SVD directions; 12: a path target's levels' heads and
-# partial paths; 11: path targets (how the target reads its paths); 10: each
-# head kind in its own module
-FORMAT_VERSION = 13
+# 14: the label-in-text chooser's product words and whether it may write new labels; 13: wide dense rows' exact
+# neighbour search in their SVD directions; 12: a path target's levels' heads and partial paths; 11: path targets
+# (how the target reads its paths); 10: each head kind in its own module
+FORMAT_VERSION = 14
 MANIFEST = "manifest.json"
 ESTIMATOR = "estimator.skops"
 BOOSTER = "lightgbm.txt"

@@ -11,11 +11,21 @@ model predictions are honest (out-of-fold: no model was fitted on them) and is k
 those rows, it beats the model clearly. A chosen prefix that is a class is that class; otherwise it is a new label.
 With `LabelNames` (a target's canonical names), a prefix is read as its canonical name, so a brand seen in any
 spelling is predicted as the one name it was trained on, and a prefix that names no label (a colour) is never copied.
+
+A prefix that is no training class is an option only where it looks like a name: no punctuation at either end nor
+any that ends a phrase ("Bergamot," is a word running into the rest of a sentence, not a brand), and not made only
+of product words, words the training texts hold outside their label in several products of several labels
+("Organic", "Powder"). Where the text rarely starts with the label (a grocery description: "Wheatgrass juice
+powder...") its first words are ordinary words however rare, so new labels must also be backed by the chooser's
+out-of-fold evidence: when fewer than half its picks of a label no other training product has were right, new
+labels are switched off and only training classes may be copied (`new_labels_`).
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from typing import NamedTuple
 
 import lightgbm as lgb
 import numpy as np
@@ -27,6 +37,11 @@ from mmgbm.estimator.selection import clearly_better
 MAX_WORDS = 4
 MODEL = 0  # option 0 keeps the model's label; option k copies the first k words
 N_FOLDS = 5
+# A word held outside their label by this many training rows, of this many different labels, is a product word.
+PRODUCT_WORD_ROWS = 5
+PRODUCT_WORD_LABELS = 3
+# New labels are written only when at least this share of the chooser's out-of-fold new-label picks was right.
+MIN_NEW_LABEL_PRECISION = 0.5
 # Small trees: the chooser learns from a few hundred validation rows and ~50 features.
 PARAMS = {
     "objective": "multiclass",
@@ -80,41 +95,42 @@ class PrefixChooser:
         truth = np.asarray(truth, dtype=str)
         words = leading_words(texts, self.max_words)
         self.word_rows_, self.label_word_rows_, self.starting_rows_ = _word_roles(words, truth, self.max_words)
+        self.product_word_rows_, self.product_word_labels_ = _product_words(texts, truth)
         options = self._options(words, labels)
         # Training counts include each row's own label; without it a brand seen once looks known on its own row.
         X = self._features(words, options, labels, probs, truth)
-        right = options == truth[:, None]
-        # The first right option: the model when it is right (changing nothing is the safe choice), else the
-        # shortest prefix. Rows where no option is right teach nothing about which to pick.
-        teach = right.any(axis=1)
-        y = np.argmax(right, axis=1)
+        known = self._known(options, truth)
         self.kept_ = False
-        self.validation_ = {"rows": int(len(truth)), "model": float(np.mean(options[:, MODEL] == truth))}
-        if teach.sum() < 2 * N_FOLDS or len(np.unique(y[teach])) < 2:
+        self.new_labels_ = False
+        self.validation_ = {
+            "rows": int(len(truth)),
+            "model": float(np.mean(options[:, MODEL] == truth)),
+            "new_labels": False,
+            "new_label_picks": 0,
+            "new_label_precision": None,
+        }
+        with_new = np.where(known | self._name_like(options, truth), options, None)
+        fitted = self._cross_fit(X, with_new, truth)
+        if fitted is None:
             return self
-        folds = np.arange(int(teach.sum())) % N_FOLDS
-        folds = folds[np.random.default_rng(self.seed).permutation(len(folds))]
-        params = {**PARAMS, "num_class": self.max_words + 1, "seed": self.seed}
-        cv = lgb.cv(
-            params,
-            lgb.Dataset(X[teach], y[teach]),
-            num_boost_round=500,
-            return_cvbooster=True,
-            folds=[(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in range(N_FOLDS)],
-            callbacks=[lgb.early_stopping(20, verbose=False)],
-        )
-        rounds = cv["cvbooster"].best_iteration
-        # Out-of-fold picks on every honest row (rows no option gets right are scored by all folds' mean).
-        oof = np.mean([b.predict(X, num_iteration=rounds) for b in cv["cvbooster"].boosters], axis=0)
-        for f, booster in enumerate(cv["cvbooster"].boosters):
-            rows = np.flatnonzero(teach)[folds == f]
-            oof[rows] = booster.predict(X[rows], num_iteration=rounds)
-        picked, confidence = self._pick(options, oof, with_confidence=True)
+        # A pick is new where the first option spelling it is no class (the model's label always is one).
+        new = ~known[np.arange(len(truth)), np.argmax(with_new == fitted.picked[:, None], axis=1)]
+        precision = float(np.mean(fitted.picked[new] == truth[new])) if new.any() else None
+        self.new_labels_ = precision is not None and precision >= MIN_NEW_LABEL_PRECISION
+        self.validation_.update(new_label_picks=int(new.sum()), new_label_precision=precision)
+        self.validation_["new_labels"] = self.new_labels_
+        if not self.new_labels_:
+            fitted = self._cross_fit(X, np.where(known, options, None), truth)
+            if fitted is None:
+                return self
+        picked, confidence = fitted.picked, fitted.confidence
         gain = (picked == truth).astype(float) - (options[:, MODEL] == truth)
         self.validation_["chooser"] = float(np.mean(picked == truth))
         self.kept_ = clearly_better(gain, self.margin_se)
         if self.kept_:
-            self.booster_ = lgb.train(params, lgb.Dataset(X[teach], y[teach]), num_boost_round=rounds)
+            self.booster_ = lgb.train(
+                self._params(), lgb.Dataset(X[fitted.teach], fitted.y[fitted.teach]), num_boost_round=fitted.rounds
+            )
             # The chooser's vote share is no probability: map it to the share of its out-of-fold picks that were right.
             self.calibrator_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
                 confidence, (picked == truth).astype(float)
@@ -128,8 +144,13 @@ class PrefixChooser:
             return labels, probs
         words = leading_words(texts, self.max_words)
         options = self._options(words, labels)
+        allowed = self._known(options)
+        if self.new_labels_:
+            allowed |= self._name_like(options)
         chosen, confidence = self._pick(
-            options, self.booster_.predict(self._features(words, options, labels, probs)), with_confidence=True
+            np.where(allowed, options, None),
+            self.booster_.predict(self._features(words, options, labels, probs)),
+            with_confidence=True,
         )
         confidence = self.calibrator_.predict(confidence)
         labels, probs = labels.copy(), probs.astype(np.float64).copy()
@@ -142,6 +163,69 @@ class PrefixChooser:
         return labels, probs
 
     # ---- internals ------------------------------------------------------------------------------------------
+    def _params(self) -> dict:
+        return {**PARAMS, "num_class": self.max_words + 1, "seed": self.seed}
+
+    def _cross_fit(self, X: np.ndarray, options: np.ndarray, truth: np.ndarray) -> "_CrossFit | None":
+        """The chooser cross-fitted over the options it may pick (None: not an option): its out-of-fold picks on
+        every row, or None where too few rows teach anything."""
+        right = options == truth[:, None]
+        # The first right option: the model when it is right (changing nothing is the safe choice), else the
+        # shortest prefix. Rows where no option is right teach nothing about which to pick.
+        teach = right.any(axis=1)
+        y = np.argmax(right, axis=1)
+        if teach.sum() < 2 * N_FOLDS or len(np.unique(y[teach])) < 2:
+            return None
+        folds = np.arange(int(teach.sum())) % N_FOLDS
+        folds = folds[np.random.default_rng(self.seed).permutation(len(folds))]
+        cv = lgb.cv(
+            self._params(),
+            lgb.Dataset(X[teach], y[teach]),
+            num_boost_round=500,
+            return_cvbooster=True,
+            folds=[(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in range(N_FOLDS)],
+            callbacks=[lgb.early_stopping(20, verbose=False)],
+        )
+        rounds = cv["cvbooster"].best_iteration
+        # Out-of-fold picks on every honest row (rows no option gets right are scored by all folds' mean).
+        oof = np.mean([b.predict(X, num_iteration=rounds) for b in cv["cvbooster"].boosters], axis=0)
+        for f, booster in enumerate(cv["cvbooster"].boosters):
+            rows = np.flatnonzero(teach)[folds == f]
+            oof[rows] = booster.predict(X[rows], num_iteration=rounds)
+        picked, confidence = self._pick(options, oof, with_confidence=True)
+        return _CrossFit(teach, y, rounds, picked, confidence)
+
+    def _known(self, options: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
+        """Where an option is the model's label or a training class; when fitting (`truth`), a class held by no
+        training row but the row itself counts as new, as it would for a new product."""
+        known = np.zeros(options.shape, dtype=bool)
+        known[:, MODEL] = True
+        for (row, k), option in np.ndenumerate(options[:, 1:]):
+            held = self.class_counts.get(option, 0) if option is not None else 0
+            known[row, k + 1] = held - int(truth is not None and truth[row] == option) > 0
+        return known
+
+    def _name_like(self, options: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
+        """Where a prefix option may be a new label: see the module docstring. When fitting (`truth`), the row's
+        own share of the word statistics is taken out."""
+        like = np.zeros(options.shape, dtype=bool)
+        for row in range(len(options)):
+            own = None if truth is None else {_bare(w) for w in truth[row].split()}
+            for k in range(1, options.shape[1]):
+                option = options[row, k]
+                if option is None or not _punctuated_like_a_name(option):
+                    continue
+                bare = [_bare(w) for w in option.split()]
+                like[row, k] = not all(self._product_word(w, own is not None and w not in own) for w in bare)
+        return like
+
+    def _product_word(self, word: str, own_row: bool) -> bool:
+        """Whether training texts hold `word` outside their label in many rows of many labels (`own_row`: one of
+        those rows is the one asked about, so it is left out)."""
+        rows = self.product_word_rows_.get(word, 0) - int(own_row)
+        labels = self.product_word_labels_.get(word, 0) - int(own_row)
+        return rows >= PRODUCT_WORD_ROWS and labels >= PRODUCT_WORD_LABELS
+
     def _options(self, words: list[list[str]], labels: np.ndarray) -> np.ndarray:
         """The model's label, then each prefix as the label it names (None: too short, or no label)."""
         prefixes = prefix_options(words, self.max_words)
@@ -258,6 +342,46 @@ def _word_roles(
         in_label.update(_label_words(leading, label))
         starting.update(" ".join(leading[:k]).lower() for k in range(1, len(leading[:max_words]) + 1))
     return dict(held), dict(in_label), dict(starting)  # plain dicts: what a model artifact holds
+
+
+def _product_words(texts, truth: np.ndarray) -> tuple[dict[str, int], dict[str, int]]:
+    """Over the training texts (all their words, bare and lower case): how many rows hold each word outside their
+    label's words, and how many different labels those rows have."""
+    rows: Counter = Counter()
+    labels: dict[str, set] = {}
+    for text, label in zip(texts, truth):
+        if not isinstance(text, str):
+            continue
+        own = {_bare(w) for w in label.split()}
+        for word in {_bare(w) for w in text.split()} - own - {""}:
+            rows[word] += 1
+            labels.setdefault(word, set()).add(label)
+    return dict(rows), {word: len(held) for word, held in labels.items()}
+
+
+def _punctuated_like_a_name(label: str) -> bool:
+    """No punctuation at either end and none that ends a phrase inside: "Dr. Morepen", "F&S", "Levi's" may be
+    names; "Bergamot,", "(Kazo" and "Kazo, table" are words of a sentence."""
+    return label[0].isalnum() and label[-1].isalnum() and not _PHRASE_PUNCTUATION.intersection(label)
+
+
+_PHRASE_PUNCTUATION = frozenset(',;:!?()[]{}"')
+
+
+def _bare(word: str) -> str:
+    """A word without punctuation at either end, lower case: "Bergamot," and "bergamot" are one word."""
+    return _EDGE_PUNCTUATION.sub("", word).lower()
+
+
+_EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
+
+
+class _CrossFit(NamedTuple):
+    teach: np.ndarray
+    y: np.ndarray
+    rounds: int
+    picked: np.ndarray
+    confidence: np.ndarray
 
 
 def _label_words(words: list[str], label: str) -> set[str]:
