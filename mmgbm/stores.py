@@ -122,7 +122,8 @@ def load_products(
 
 def extract_text(cfg: Config, *, overwrite: bool = False, client: Client | None = None) -> text.TextExtractionSummary:
     """Fit (train split only) or reuse each field's vectorizer, then store vectors for every product not yet stored,
-    on the Dask cluster of `client` when given."""
+    on the Dask cluster of `client` when given; products in none of the splits leave the store where
+    `features.prune` says so."""
     root = text_dir(cfg).root
     if not cfg.features.text.enabled:
         return text.TextExtractionSummary([], root, enabled=False)
@@ -132,7 +133,13 @@ def extract_text(cfg: Config, *, overwrite: bool = False, client: Client | None 
     train = functools.partial(load_split, cfg, "train", with_targets=False)
     fields = [
         text.extract_field(
-            text_field(cfg, name), products, cfg.data.id_column, train, overwrite=overwrite, client=client
+            text_field(cfg, name),
+            products,
+            cfg.data.id_column,
+            train,
+            overwrite=overwrite,
+            prune=cfg.features.prune,
+            client=client,
         )
         for name in cfg.text_fields
     ]
@@ -143,8 +150,8 @@ def extract_images(
     cfg: Config, *, overwrite: bool = False, progress: bool = False, client: Client | None = None
 ) -> images.ImageExtractionSummary:
     """Embed the photo of every product of every split that the stores do not hold yet, with its colour statistics
-    (mmgbm.features.images), on the Dask cluster of `client` when given. A second extraction on the same stores
-    meanwhile is refused."""
+    (mmgbm.features.images), on the Dask cluster of `client` when given; products in none of the splits leave the
+    stores where `features.prune` says so. A second extraction on the same stores meanwhile is refused."""
     start = time.perf_counter()
     if not cfg.features.image.enabled:
         raise MmgbmError("image features are off in this config (features.image.enabled: false); nothing to extract")
@@ -157,6 +164,11 @@ def extract_images(
         choice = image_encoder_choice(cfg)  # after clearing: `auto` then picks for a new store
         source = image_source(cfg, choice)
         summary = images.extract_images(
-            source, load_all_products(cfg), cfg.data.id_column, progress=progress, client=client
+            source,
+            load_all_products(cfg),
+            cfg.data.id_column,
+            prune=cfg.features.prune,
+            progress=progress,
+            client=client,
         )
         return replace(summary, seconds=time.perf_counter() - start)  # the whole call, reading the catalogue too

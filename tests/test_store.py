@@ -95,9 +95,9 @@ def test_compacting_removes_only_shards_whose_every_row_is_newer_elsewhere(tmp_p
     for ids, value in ((["a", "b"], 1.0), (["a"], 2.0), (["b", "c"], 3.0), (["c"], 4.0)):
         s.write_shard(dense_table(ids, np.full((len(ids), 2), value)))
     kept = s.shards()[1:]
-    assert s.compact() == 1 and s.shards() == kept  # the first shard: a and b are both stored again later
+    assert s.compact() == (1, 0) and s.shards() == kept  # the first shard: a and b are both stored again later
     assert s.read_dense(["a", "b", "c"])[0][:, 0].tolist() == [2.0, 3.0, 4.0]
-    assert s.compact() == 0
+    assert s.compact() == (0, 0)
 
 
 def test_a_reader_that_listed_a_shard_compacted_meanwhile_reads_the_newer_rows(tmp_path: Path, monkeypatch):

@@ -12,6 +12,8 @@ mmgbm read /etc/passwd. Photos on object storage (URLs, mmgbm.features.photo_url
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import os
 import stat
@@ -42,6 +44,8 @@ REASONS = (NO_PATH, BAD_PATH, OUTSIDE_ROOT, NOT_FOUND, NOT_A_FILE, EMPTY, NOT_AN
 # thread, which keeps a few parallel decodes far below the 3 GiB the whole extraction may use.
 MAX_DECODE_PIXELS = 64_000_000
 T = TypeVar("T")
+# 128 bits of BLAKE2b: fast to compute, and far too many for two different photos of any catalogue to share one.
+CONTENT_HASH = functools.partial(hashlib.blake2b, digest_size=16)
 # Image backgrounds in catalogues are white; transparent pixels become white rather than whatever RGB they hide.
 BACKGROUND = (255, 255, 255)
 
@@ -210,6 +214,16 @@ def image_source(
     if info is None:  # a URL beside a folder root: no file (mmgbm.features.photos refuses or fetches it)
         return None
     return f"{_relative(str(path), str(root))}|{info.st_size}|{info.st_mtime_ns}"
+
+
+def content_hash(path: str | os.PathLike[str]) -> str | None:
+    """A hash of the file's bytes (what an embedding is made from, whatever the file's name, folder or times), or
+    None where it cannot be read now. Only for paths `image_source` accepted: regular files, where allowed."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, CONTENT_HASH).hexdigest()
+    except OSError:
+        return None
 
 
 def _within(path: str, folder: str) -> bool:

@@ -7,7 +7,11 @@ encoder's input and the colour statistics. A shard is written each time `shard_s
 flat whatever the catalogue size and a killed run loses at most one shard. Products whose image cannot be read get
 neither (a missing value downstream), are listed in `failures.csv` next to the shards, and are retried by the next
 run. Each row records the image file's path, size and modification time (a photo URL's validators: ETag,
-Last-Modified, size), so a product whose photo changed is extracted again (and read as having no image until then).
+Last-Modified, size), so a product whose photo changed is extracted again (and read as having no image until then),
+and a hash of the file's bytes: where the path, size or time changed (a folder copied, moved or restored), the file
+is hashed, and bytes already embedded, for this product or another, are stored again under the new path instead of
+being decoded and embedded again; of several products with the same bytes, one is embedded and the others copy it.
+So an unchanged catalogue costs one listing of its photos, and a moved one a read of each photo, not a forward pass.
 Photos by URL (mmgbm.features.photo_fetch) enter the decoders as they arrive, so a slow host holds only its own. This
 is the only writer of the image stores, one run at a time (mmgbm.stores.extract_images holds the store's lock,
 mmgbm.features.store_lock): training and prediction only read them. On a Dask cluster (mmgbm.cluster) the work is
@@ -39,12 +43,12 @@ from PIL import Image
 from mmgbm.cluster import run_parts
 from mmgbm.features import colour
 from mmgbm.features.folder import LocalFolder, ObjectFolder
-from mmgbm.features.image_decoding import UnreadableImage, decode_image, decode_image_bytes
+from mmgbm.features.image_decoding import UnreadableImage, content_hash, decode_image, decode_image_bytes
 from mmgbm.features.image_encoder import ImageEncoder, Tag
 from mmgbm.features.image_runtime import EncoderChoice
 from mmgbm.features.photo_fetch import FetchStream, source_url
 from mmgbm.features.photos import Photos
-from mmgbm.features.store import FeatureStore, dense_table
+from mmgbm.features.store import Copy, FeatureStore, dense_table
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -88,6 +92,10 @@ class ImageExtractionSummary:
     quarantined: list[Path | str] = field(default_factory=list)  # damaged shards set aside; their products were redone
     checked: int = 0  # photo URLs embedded before, asked whether they changed
     changed: int = 0  # of those, the ones that did (embedded again)
+    moved: int = 0  # photos under a new path, size or time whose bytes were embedded before: stored again, not embedded
+    shared: int = 0  # photos whose bytes another product's embedding was made from: its rows copied
+    hashed: int = 0  # products stored before hashes were kept, their photo's hash recorded now
+    pruned: int = 0  # products in no split any more, removed from the stores
     encoder: str = ""  # the runtime and precision that made the embeddings, and why where a setting was `auto`
 
     @property
@@ -109,6 +117,14 @@ class ImageExtractionSummary:
         ]
         if self.extracted:
             lines.insert(1, f"embedded by {self.encoder}")
+        if self.moved:
+            lines.insert(1, f"{self.moved:,} photos unchanged under a new path or time: stored again, not embedded")
+        if self.shared:
+            lines.insert(1, f"{self.shared:,} photos identical to another product's: its embedding copied")
+        if self.hashed:
+            lines.insert(1, f"content hashes recorded for {self.hashed:,} photos embedded before hashes were kept")
+        if self.pruned:
+            lines.append(f"{self.pruned:,} products no longer in any split pruned")
         if self.checked:
             lines.insert(
                 1, f"{self.checked:,} photo URLs embedded before checked for changes: {self.changed:,} changed"
@@ -135,12 +151,14 @@ class _ShardWriter:
     ids: list[str] = field(default_factory=list)
     rows: list[np.ndarray] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    contents: list[str | None] = field(default_factory=list)
     written: int = 0
 
-    def add(self, ids: list[str], matrix: np.ndarray, sources: list[str]) -> None:
+    def add(self, ids: list[str], sources: list[str], contents: list[str | None], matrix: np.ndarray) -> None:
         self.ids.extend(ids)
         self.rows.extend(matrix)
         self.sources.extend(sources)
+        self.contents.extend(contents)
         while len(self.ids) >= self.shard_size:
             self._write(self.shard_size)
 
@@ -149,30 +167,47 @@ class _ShardWriter:
             self._write(len(self.ids))
 
     def _write(self, n: int) -> None:
-        self.store.write_shard(dense_table(self.ids[:n], np.stack(self.rows[:n]), self.sources[:n]))
-        del self.ids[:n], self.rows[:n], self.sources[:n]
+        self.store.write_shard(dense_table(self.ids[:n], np.stack(self.rows[:n]), self.sources[:n], self.contents[:n]))
+        del self.ids[:n], self.rows[:n], self.sources[:n], self.contents[:n]
         self.written += 1
 
 
 @dataclass
 class _Work:
-    """Products to extract, one entry each: id, absolute image path, what the file is now (its source), whether
-    the embedding store and the colour store lack it, and the photos to fetch in turn where it is a URL (else
-    None). A cluster's workers each take a slice."""
+    """Products to extract, one entry each: id, absolute image path, what the file is now (its source) and the
+    hash of its bytes (None for a URL), whether the embedding store and the colour store lack it, and the photos to
+    fetch in turn where it is a URL (else None). A cluster's workers each take a slice."""
 
     ids: list[str]
     paths: list[str]
     sources: list[str | None]
+    contents: list[str | None]
     embed: np.ndarray
     measure: np.ndarray
     urls: list[list[str] | None]
+
+    @classmethod
+    def of(cls, rows: np.ndarray, ids, paths, sources, contents, needs: list[np.ndarray], urls) -> "_Work":
+        """The products at `rows` of the catalogue's lists."""
+        return cls(
+            *([column[i] for i in rows] for column in (ids, paths, sources, contents)),
+            needs[0][rows],
+            needs[1][rows],
+            [urls[i] for i in rows],
+        )
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, rows: slice) -> "_Work":
         return _Work(
-            self.ids[rows], self.paths[rows], self.sources[rows], self.embed[rows], self.measure[rows], self.urls[rows]
+            self.ids[rows],
+            self.paths[rows],
+            self.sources[rows],
+            self.contents[rows],
+            self.embed[rows],
+            self.measure[rows],
+            self.urls[rows],
         )
 
 
@@ -207,30 +242,35 @@ def extract_images(
     products: pd.DataFrame,
     id_column: str,
     *,
+    prune: bool = False,
     progress: bool = False,
     client: Client | None = None,
 ) -> ImageExtractionSummary:
     """Embed the image of every product of `products` that the stores do not hold yet, and take its colour
     statistics from the same decode. A product is work to do when either store lacks it; the forward pass runs only
-    for those without an embedding (a workdir made before colour statistics were extracted gets them). With a Dask
-    `client`, the work is cut into parts of `shard_size` products that the workers extract and store themselves."""
+    for those without an embedding (a workdir made before colour statistics were extracted gets them), and only
+    once for bytes already embedded or shared by several products (their rows are copied). With a Dask
+    `client`, the work is cut into parts of `shard_size` products that the workers extract and store themselves.
+    With `prune`, the stores' products that are not among `products` are removed from them."""
     start = time.perf_counter()
-    embeddings, colours = source.embeddings, source.colours
+    stores = (source.embeddings, source.colours)
     ids = products[id_column].tolist()
     paths, urls, sources = source.photos.locate(products[source.column])
-    stored_embeddings, stored_colours = embeddings.prepare_writing(), colours.prepare_writing()
-    checked, changed = _check_urls(source.photos, ids, urls, sources, stored_embeddings, stored_colours)
-    needs_embedding = _needs_work(stored_embeddings, ids, sources)
-    needs_colour = _needs_work(stored_colours, ids, sources)
-    todo = np.flatnonzero(needs_embedding | needs_colour)
-    work = _Work(
-        [ids[i] for i in todo],
-        [paths[i] for i in todo],
-        [sources[i] for i in todo],
-        needs_embedding[todo],
-        needs_colour[todo],
-        [urls[i] for i in todo],
-    )
+    stored = [store.prepare_writing() for store in stores]
+    checked, changed = _check_urls(source.photos, ids, urls, sources, *stored)
+    needs = [_needs_work(s, ids, sources) for s in stored]
+    contents = [store.contents() for store in stores]
+    unhashed = [
+        np.array([pid in s and c.get(pid) is None for pid in ids], dtype=bool) for s, c in zip(stored, contents)
+    ]
+    # Only files whose row is to be made or lacks a hash are read: an unchanged catalogue costs its listing alone.
+    hashes = _content_hashes(paths, np.logical_or.reduce(needs + unhashed) & _local(urls, sources))
+    reused = [_reuse_stored(ids, sources, hashes, *args) for args in zip(stored, contents, needs)]
+    made_once = _share_in_run(ids, sources, hashes, needs)
+    todo = np.flatnonzero(needs[0] | needs[1])
+    work = _Work.of(todo, ids, paths, sources, hashes, needs, urls)
+    # Copied before the extraction writes anything: a copy takes the row as stored, even of a product embedded anew.
+    shards = sum(store.write_copies(r.copies, source.settings.shard_size) for store, r in zip(stores, reused))
 
     with _progress_bar(len(work), enabled=progress) as advance:
         if client is None:
@@ -242,25 +282,130 @@ def extract_images(
             done = run_parts(client, _extract_on_worker, parts, lambda part: advance(part.products), source=source)
             done = _Done.total(done, time.perf_counter() - started)  # the workers' model builds included
 
-    _write_failures(embeddings.folder, FAILURES_FILE, done.failures)
-    embeddings.compact()
-    colours.compact()
+    made_once, failed_too = _drop_failed(made_once, done.failures, dict(zip(ids, paths)))
+    shards += sum(store.write_copies(copies, source.settings.shard_size) for store, copies in zip(stores, made_once))
+    failures = done.failures + failed_too
+    _write_failures(stores[0].folder, FAILURES_FILE, failures)
+    pruned = max(store.compact(set(ids) if prune else None).pruned for store in stores)
+    moved = {c.id for r in reused for c in r.moved}
+    shared = {c.id for copies in [r.shared for r in reused] + made_once for c in copies}
+    hashed = {c.id for r in reused for c in r.hashed} - moved - shared
+    untouched = set(ids) - set(work.ids) - moved - shared - {pid for pid, _, _ in failed_too}
     return ImageExtractionSummary(
         products=len(ids),
         extracted=done.embedded,
         coloured=done.coloured,
-        skipped=len(ids) - len(work),
-        failures=dict(Counter(reason for _, _, reason in done.failures)),
-        failures_path=embeddings.folder.address(FAILURES_FILE),
+        skipped=len(untouched),
+        failures=dict(Counter(reason for _, _, reason in failures)),
+        failures_path=stores[0].folder.address(FAILURES_FILE),
         store_root=source.folder.root,
         seconds=time.perf_counter() - start,
         embedding_seconds=done.seconds,
-        shards_written=done.shards,
-        quarantined=embeddings.quarantined + colours.quarantined,
+        shards_written=done.shards + shards,
+        quarantined=stores[0].quarantined + stores[1].quarantined,
         checked=checked,
         changed=changed,
+        moved=len(moved),
+        shared=len(shared),
+        hashed=len(hashed),
+        pruned=pruned,
         encoder=source.choice.describe(),
     )
+
+
+@dataclass
+class _Reused:
+    """Rows of one store to write again instead of making them (mmgbm.features.store.Copy), by why."""
+
+    moved: list[Copy] = field(default_factory=list)  # own row: the same bytes under a new path, size or time
+    shared: list[Copy] = field(default_factory=list)  # another product's row, made from the same bytes
+    hashed: list[Copy] = field(default_factory=list)  # own row, stored before hashes were kept, with its hash now
+
+    @property
+    def copies(self) -> list[Copy]:
+        return self.moved + self.shared + self.hashed
+
+
+def _local(urls: list[list[str] | None], sources: list[str | None]) -> np.ndarray:
+    """Per product: its photo is a file that can be read (photo URLs keep their servers' validators instead)."""
+    return np.array([u is None and s is not None for u, s in zip(urls, sources)], dtype=bool)
+
+
+def _content_hashes(paths: list[str], wanted: np.ndarray) -> list[str | None]:
+    """`content_hash` of the `wanted` products' files (None elsewhere), read by a pool of threads (hashlib lets go
+    of the GIL while it hashes)."""
+    hashes: list[str | None] = [None] * len(paths)
+    rows = np.flatnonzero(wanted)
+    with ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="mmgbm-hash") as pool:
+        for i, digest in zip(rows, pool.map(content_hash, [paths[i] for i in rows])):
+            hashes[i] = digest
+    return hashes
+
+
+def _reuse_stored(
+    ids: list[str],
+    sources: list[str | None],
+    hashes: list[str | None],
+    stored: dict[str, str | None],
+    contents: dict[str, str | None],
+    needs: np.ndarray,
+) -> _Reused:
+    """The rows of one store (its `stored` sources and `contents`) that products may have again rather than be
+    decoded and embedded: clears, in `needs`, the products that will. A row made from bytes is right for them
+    wherever they lie now and whoever they belong to."""
+    reused = _Reused()
+    made_from = {content: pid for pid, content in contents.items() if content}
+    for i, (pid, digest) in enumerate(zip(ids, hashes)):
+        if digest is not None and not needs[i] and pid in stored and contents.get(pid) is None:
+            # Stored before hashes were kept, and unchanged since (else it would be work): these are its bytes.
+            reused.hashed.append(Copy(pid, pid, sources[i], digest))
+            made_from.setdefault(digest, pid)
+    for i, (pid, digest) in enumerate(zip(ids, hashes)):
+        if digest is None or not needs[i]:
+            continue
+        if contents.get(pid) == digest:
+            reused.moved.append(Copy(pid, pid, sources[i], digest))
+        elif digest in made_from:
+            reused.shared.append(Copy(made_from[digest], pid, sources[i], digest))
+        else:
+            continue
+        needs[i] = False
+    return reused
+
+
+def _share_in_run(
+    ids: list[str], sources: list[str | None], hashes: list[str | None], needs: list[np.ndarray]
+) -> list[list[Copy]]:
+    """Of the products still to be made whose photos have the same bytes, only the first is made (for each store
+    any of them needs) and the others copy its rows once it is stored: clears their `needs` and returns, per store,
+    those copies."""
+    first: dict[str, int] = {}
+    copies: list[list[Copy]] = [[] for _ in needs]
+    for i in np.flatnonzero(np.logical_or.reduce(needs)):
+        digest = hashes[i]
+        if digest is None:
+            continue
+        made = first.setdefault(digest, i)
+        if made == i:
+            continue
+        for need, store_copies in zip(needs, copies):
+            if need[i]:
+                need[made], need[i] = True, False
+                store_copies.append(Copy(ids[made], ids[i], sources[i], digest))
+    return copies
+
+
+def _drop_failed(
+    copies: list[list[Copy]], failures: list[tuple[str, str, str]], paths: dict[str, str]
+) -> tuple[list[list[Copy]], list[tuple[str, str, str]]]:
+    """The copies of products that were stored, and the failures of those that copy one that failed: the same
+    bytes fail the same way (id, path, reason)."""
+    failed = {pid: reason for pid, _, reason in failures}
+    kept = [[c for c in store_copies if c.of not in failed] for store_copies in copies]
+    failed_too = {
+        c.id: (c.id, paths[c.id], failed[c.of]) for store_copies in copies for c in store_copies if c.of in failed
+    }
+    return kept, list(failed_too.values())
 
 
 def _check_urls(
@@ -329,12 +474,8 @@ def _extract(
             ok = decoded.reasons == ""
             embed, measure = ok & work.embed[batch], ok & work.measure[batch]
             if embed.any():
-                writers[0].add([work.ids[i] for i in batch[embed]], embedded, [s for s, e in zip(sources, embed) if e])
-            writers[1].add(
-                [work.ids[i] for i in batch[measure]],
-                decoded.stats[measure],
-                [s for s, m in zip(sources, measure) if m],
-            )
+                writers[0].add(*_rows(work, batch, embed, sources), embedded)
+            writers[1].add(*_rows(work, batch, measure, sources), decoded.stats[measure])
             done.embedded += int(embed.sum())
             done.coloured += int((ok & ~work.embed[batch]).sum())
             done.failures.extend(
@@ -348,6 +489,18 @@ def _extract(
     done.shards = sum(writer.written for writer in writers)
     done.seconds = time.perf_counter() - loop_start
     return done
+
+
+def _rows(
+    work: _Work, batch: np.ndarray, chosen: np.ndarray, sources: list[str]
+) -> tuple[list[str], list[str], list[str | None]]:
+    """The ids, sources and content hashes of the `chosen` products of a batch (positions in `work`)."""
+    kept = batch[chosen]
+    return (
+        [work.ids[i] for i in kept],
+        [s for s, c in zip(sources, chosen) if c],
+        [work.contents[i] for i in kept],
+    )
 
 
 def embed_images(
@@ -551,8 +704,10 @@ def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
     if not enabled:
         yield lambda n: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn, TimeRemainingColumn
     from rich.text import Text
+
+    from mmgbm.progress import progress_bar
 
     class RateColumn(ProgressColumn):
         def render(self, task: Any) -> Text:
@@ -566,6 +721,5 @@ def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns) as bar:
-        task = bar.add_task("images", total=total)
-        yield lambda n: bar.advance(task, n)
+    with progress_bar("images", total, *columns) as update:
+        yield lambda n: update(advance=n)

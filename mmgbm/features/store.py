@@ -10,8 +10,10 @@ different fingerprint refuses to read or extend shards made another way instead 
 Rows are found by id, never by position: reading for a list of ids returns one row per id, in that order, with
 missing ids as missing rows. An id stored twice (two concurrent runs, or a product re-extracted after it changed)
 is read from the newest shard. Each row may record its `source`: what its features were made from (a hash of the
-text, the image file's size and time), so products that changed since can be found and re-extracted. An extraction
-ends by removing the shards whose every row a newer shard holds (`compact`): every read reads every shard whole.
+text, the image file's size and time), so products that changed since can be found and re-extracted, and its
+`content`: a hash of the bytes they were made from, so a row can be stored again under another id or source without
+making it again (`write_copies`). An extraction ends by removing the shards whose every row a newer shard holds, and
+with `keep`, the rows of products no longer in the catalogue (`compact`): every read reads every shard whole.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import posixpath
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
@@ -36,6 +39,8 @@ from mmgbm.features.folder import LocalFolder, ObjectFolder, StorageError, folde
 
 ID = "id"
 SOURCE = "source"
+CONTENT = "content"
+RECORDS = (ID, SOURCE, CONTENT)  # what a row records of itself, beside its features
 FINGERPRINT_KEY = b"mmgbm.fingerprint"
 # part-<ns since 1970>-<random>.parquet. Older stores also hold part-00012.parquet (which sorts first) and
 # part-p3of8-<ns>-<random>.parquet, written by the machines of the former `extract-images --part 3/8`.
@@ -46,6 +51,21 @@ QUARANTINE_SUFFIX = ".damaged"
 
 class ShardVanished(MmgbmError):
     """A listed shard was removed before it was read: a writer compacted the store (`FeatureStore.compact`)."""
+
+
+class Copy(NamedTuple):
+    """A stored row to write again: the newest row of id `of`, stored as product `id`, made from `source` whose
+    bytes hash to `content`."""
+
+    of: str
+    id: str
+    source: str | None
+    content: str | None
+
+
+class Compaction(NamedTuple):
+    removed: int  # shards deleted (one written again without the pruned rows included)
+    pruned: int  # products dropped because they are not among those kept
 
 
 class Mixable(NamedTuple):
@@ -114,12 +134,19 @@ class FeatureStore:
 
     def sources(self) -> dict[str, str | None]:
         """Every stored id and what its features were made from (None where not recorded), newest shard winning."""
+        return self._recorded(SOURCE)
+
+    def contents(self) -> dict[str, str | None]:
+        """Every stored id and the hash of the bytes its features were made from (None where not recorded)."""
+        return self._recorded(CONTENT)
+
+    def _recorded(self, column: str) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
         for table in self._read_all(
-            lambda shard: self._read(shard, [ID, SOURCE] if SOURCE in self._schema(shard).names else [ID])
+            lambda shard: self._read(shard, [ID, column] if column in self._schema(shard).names else [ID])
         ):
-            sources = table.column(SOURCE).to_pylist() if SOURCE in table.column_names else [None] * len(table)
-            out.update(zip(table.column(ID).to_pylist(), sources))
+            values = table.column(column).to_pylist() if column in table.column_names else [None] * len(table)
+            out.update(zip(table.column(ID).to_pylist(), values))
         return out
 
     def present_ids(self) -> set[str]:
@@ -151,36 +178,83 @@ class FeatureStore:
                 pass
         return self.sources()
 
-    def write_shard(self, table: pa.Table) -> Path | str:
+    def write_shard(self, table: pa.Table, written_at: int | None = None) -> Path | str:
         """Write one shard atomically under a name no other writer can pick; the fingerprint goes into its
-        Parquet metadata."""
+        Parquet metadata. `written_at` (ns) places it among the others as if written then (a shard rewritten by
+        `compact`), rather than now."""
         if ID not in table.column_names:
             raise ValueError("a feature shard needs an 'id' column")
         meta = dict(table.schema.metadata or {})
         meta[FINGERPRINT_KEY] = json.dumps(self.fingerprint, sort_keys=True).encode()
         stamped = table.replace_schema_metadata(meta)
+        at = time.time_ns() if written_at is None else written_at
         return self.folder.write(
-            f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet", lambda tmp: pq.write_table(stamped, tmp)
+            f"part-{at:05d}-{uuid.uuid4().hex[:8]}.parquet", lambda tmp: pq.write_table(stamped, tmp)
         )
 
-    def compact(self) -> int:
+    def write_copies(self, copies: Sequence[Copy], shard_size: int) -> int:
+        """Store each copy's row again under its id, source and content, in shards of `shard_size` rows; returns
+        the shards written. The rows are read as they are before any is written, so a copy of a product that is
+        itself copied here takes its row as it was."""
+        if not copies:
+            return 0
+        stored = self.read_rows({c.of for c in copies})
+        where = {pid: i for i, pid in enumerate(stored.column(ID).to_pylist())}
+        written = 0
+        for start in range(0, len(copies), shard_size):
+            part = copies[start : start + shard_size]
+            table = stored.take([where[c.of] for c in part]).set_column(
+                0, ID, pa.array([c.id for c in part], pa.string())
+            )
+            table = table.append_column(SOURCE, pa.array([c.source for c in part], pa.string()))
+            self.write_shard(table.append_column(CONTENT, pa.array([c.content for c in part], pa.string())))
+            written += 1
+        return written
+
+    def read_rows(self, ids: Collection[str]) -> pa.Table:
+        """The newest stored row of each of `ids` the store holds, its id and features only (in no set order):
+        only the shards that hold one are read whole."""
+        asked = pa.array(list(ids), pa.string())
+
+        def wanted(shard: Path | str) -> pa.Table | None:
+            held = pc.is_in(self._read(shard, [ID]).column(ID), asked)
+            if not pc.any(held).as_py():
+                return None
+            features = [c for c in self._schema(shard).names if c not in RECORDS]
+            return self._read(shard, [ID, *features]).filter(held)
+
+        tables = [t for t in self._read_all(wanted) if t is not None]
+        if not tables:
+            return pa.table({ID: pa.array([], pa.string())})
+        table = pa.concat_tables(tables)
+        newest = {pid: i for i, pid in enumerate(table.column(ID).to_pylist())}  # later shards come later
+        return table.take(sorted(newest.values()))
+
+    def compact(self, keep: Collection[str] | None = None) -> Compaction:
         """Remove the shards whose every row a newer shard holds (products extracted again after their photo or text
-        changed), and return how many went: each read of the store reads every shard whole, so after a catalogue's
-        photos were all re-embedded, the old shards were half of what predicting read. The newest shard of an id is
-        never removed, so readers that listed a removed one meanwhile find its rows on listing again (`_read_all`),
-        and two writers compacting at once remove nothing the other still needs."""
+        changed): each read of the store reads every shard whole, so after a catalogue's photos were all
+        re-embedded, the old shards were half of what predicting read. With `keep`, the rows of every other product
+        go too (products no longer in the catalogue): a shard that holds some is written again without them, in its
+        place in the order of shards, before it is removed. The newest row of a kept id is never lost, so readers
+        that listed a removed shard meanwhile find its rows on listing again (`_read_all`), and two writers
+        compacting at once remove nothing the other still needs."""
         held: set[str] = set()
-        removed = 0
+        removed, pruned = 0, set()
         # Listed through `_read_all`: a second writer compacting at once (text extraction takes no lock) may remove
         # a shard between this one's listing and its read.
         for shard, ids in reversed(
             self._read_all(lambda shard: (shard, self._read(shard, [ID]).column(ID).to_pylist()))
         ):
-            if held.issuperset(ids):
+            dropped = {pid for pid in ids if pid not in keep} if keep is not None else set()
+            live = [i for i, pid in enumerate(ids) if pid not in held and pid not in dropped]
+            if dropped and live:
+                self.write_shard(self._read(shard, None).take(live), written_at=_written_at(shard))
+            if not live or dropped:
                 self.folder.delete(_name(shard))
                 removed += 1
             held.update(ids)
-        return removed
+            pruned |= dropped
+        return Compaction(removed, len(pruned))
 
     def clear(self) -> None:
         """Remove the whole feature set (used by --overwrite)."""
@@ -289,6 +363,10 @@ def _name(shard: Path | str) -> str:
     return posixpath.basename(str(shard))
 
 
+def _written_at(shard: Path | str) -> int:
+    return int(SHARD_RE.match(_name(shard)).group(2))
+
+
 def _vanished(shard: Path | str) -> ShardVanished:
     return ShardVanished(f"{shard}: removed while it was being read; run the command again")
 
@@ -301,8 +379,14 @@ def _damaged(shard: Path | str, exc: Exception) -> MmgbmError:
     )
 
 
-def dense_table(ids: Sequence[str], matrix: np.ndarray, sources: Sequence[str] | None = None) -> pa.Table:
-    """A shard table for dense features: id + fixed-size float32 list (+ what each row was made from)."""
+def dense_table(
+    ids: Sequence[str],
+    matrix: np.ndarray,
+    sources: Sequence[str] | None = None,
+    contents: Sequence[str | None] | None = None,
+) -> pa.Table:
+    """A shard table for dense features: id + fixed-size float32 list (+ what each row was made from, and the hash
+    of its bytes)."""
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
     flat = pa.array(matrix.reshape(-1), type=pa.float32())
     return _with_sources(
@@ -311,6 +395,7 @@ def dense_table(ids: Sequence[str], matrix: np.ndarray, sources: Sequence[str] |
             "embedding": pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1]),
         },
         sources,
+        contents,
     )
 
 
@@ -328,7 +413,11 @@ def sparse_table(ids: Sequence[str], matrix: sp.csr_matrix, sources: Sequence[st
     )
 
 
-def _with_sources(columns: dict[str, pa.Array], sources: Sequence[str] | None) -> pa.Table:
+def _with_sources(
+    columns: dict[str, pa.Array], sources: Sequence[str] | None, contents: Sequence[str | None] | None = None
+) -> pa.Table:
     if sources is not None:
         columns[SOURCE] = pa.array(list(sources), pa.string())
+    if contents is not None:
+        columns[CONTENT] = pa.array(list(contents), pa.string())
     return pa.table(columns)

@@ -63,6 +63,7 @@ class FieldExtraction:
     fit_seconds: float
     transform_seconds: float
     set_aside: int = 0  # damaged shards renamed *.damaged; their products are among the new ones
+    pruned: int = 0  # products in none of the splits, removed from the store
 
     def describe(self) -> str:
         how = (
@@ -75,6 +76,7 @@ class FieldExtraction:
             f"{self.already_stored:,} already stored; fit {self.fit_seconds:.1f}s, "
             f"transform {self.transform_seconds:.1f}s{rate}"
             + (f"; {self.set_aside} damaged shard(s) set aside (*.damaged)" if self.set_aside else "")
+            + (f"; {self.pruned:,} products no longer in any split pruned" if self.pruned else "")
         )
 
 
@@ -174,11 +176,12 @@ def extract_field(
     train: Callable[[], pd.DataFrame],
     *,
     overwrite: bool = False,
+    prune: bool = False,
     client: Client | None = None,
 ) -> FieldExtraction:
     """Fit the field's vectorizer on `train()` (the training split; asked for only when fitting) or reuse the stored
     one, then store vectors for every product of `products` not stored as it is now, on the Dask cluster of
-    `client` when given."""
+    `client` when given. With `prune`, the stored products that are not among `products` are removed."""
     started = time.perf_counter()
     fitted_on = None
     if overwrite or not field.folder.has(VECTORIZER_FILE):
@@ -199,7 +202,7 @@ def extract_field(
         for rows in (todo[start : start + step] for start in range(0, len(todo), step))
     ]
     empty = sum(run_parts(client, _store_vectors, parts, store=store, vectorizer=vectorizer))
-    store.compact()
+    pruned = store.compact(set(ids) if prune else None).pruned
     return FieldExtraction(
         field.name,
         field.columns,
@@ -212,6 +215,7 @@ def extract_field(
         fit_seconds,
         time.perf_counter() - started,
         len(store.quarantined),
+        pruned,
     )
 
 
