@@ -28,7 +28,11 @@ import pandas as pd
 from mmgbm.errors import MmgbmError, first_line
 
 # Characters catalogues write between levels: a run of them in a value is a separator, and must be the target's.
-SEPARATOR_MARKS = re.compile(r"[>|»]+")
+SEPARATOR_MARKS = re.compile(r"[>|»›→]+")
+# Characters that separate levels in some catalogues (Magento's `Default Category/Grocery/Spices`) but also occur in
+# level names (`T-Shirts/Tops`): only a column where no path splits on the target's separator and most values hold one
+# of them is read as written with it.
+LOOSE_MARKS = ("/", "\\", "::", ":", ",", ";")
 GOOGLE_LINE = re.compile(r"(\d+)\s+-\s+(.*)")
 
 
@@ -69,6 +73,23 @@ class PathFormat:
                     f"the target's separator to {f' {run} '!r} if every path is written so"
                 )
         return self.checked(tuple(level.strip() for level in text.split(mark)), text)
+
+    def unsplit(self, texts: list[str]) -> PathProblem | None:
+        """Where a column's paths (as written) never split on the separator but most hold one of LOOSE_MARKS, what
+        to set instead: such a column would otherwise train as paths of one level."""
+        if not texts or any(self.separator.strip() in t for t in texts):
+            return None
+        for mark in LOOSE_MARKS:
+            holding = [t for t in texts if mark in t]
+            if 2 * len(holding) > len(texts):
+                example = holding[0]
+                spaced = f" {mark} " if f" {mark} " in example else mark
+                return PathProblem(
+                    f"no path is written with the separator {self.separator!r} (every one would be a single "
+                    f"level) and {len(holding):,} of {len(texts):,} hold {mark!r}, e.g. {example!r}; set the "
+                    f"target's separator to {spaced!r}, or use task: multiclass if the values are not paths"
+                )
+        return None
 
     def from_levels(self, values: Iterable[object]) -> tuple[str, ...] | None:
         """A path from one value per level (cat_l1, cat_l2 ...): it ends at the first missing level."""

@@ -313,3 +313,32 @@ def test_validate_lists_labels_outside_the_taxonomy_with_the_closest_node(tmp_pa
         f"'{TYPO}' (1 product) is no node of taxonomy.txt; the closest node is 'Clothing > Women > Dresses'"
         in " ".join(result.output.split())
     )
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        # Magento writes its category paths with slashes: with the default separator every path would be one level.
+        (
+            ["Grocery/Spices/Turmeric", "Grocery/Oils", "Home/Kitchen/Pans"],
+            "no path is written with the separator ' > ' (every one would be a single level) and 3 of 3 hold '/', "
+            "e.g. 'Grocery/Spices/Turmeric'; set the target's separator to '/'",
+        ),
+        (
+            ["Food :: Tea", "Food :: Coffee", "Drinks"],
+            "2 of 3 hold '::', e.g. 'Food :: Tea'; set the target's separator to ' :: '",
+        ),
+        (["Home › Kitchen", "Home › Garden"], "written with '›' between levels, not the target's separator ' > '"),
+    ],
+)
+def test_paths_written_with_another_separator_are_named_not_read_as_one_level(values, message):
+    frame = pd.DataFrame({"id": [f"x{i}" for i in range(len(values))], "c": values})
+    with pytest.raises(MmgbmError, match=re.escape(message)) as error:
+        target_values(frame, TargetConfig(task="path", column="c"), "products.csv", id_column="id")
+    assert "\n" not in str(error.value) and "products.csv" in str(error.value)
+
+
+def test_level_names_holding_a_slash_are_read_as_written():
+    frame = pd.DataFrame({"c": ["Clothing > T-Shirts/Tops", "Clothing > Shoes", "Bags/Wallets"]})
+    values = target_values(frame, TargetConfig(task="path", column="c"), "products.csv")
+    assert values.y.tolist() == ["Clothing > T-Shirts/Tops", "Clothing > Shoes", "Bags/Wallets"]

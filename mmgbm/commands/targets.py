@@ -210,6 +210,9 @@ def path_values(frame: pd.DataFrame, target: TargetConfig, source: str, id_colum
             continue
         paths[row] = form.join(levels)
     keep = pd.notna(paths)
+    problem = form.unsplit([str(p) for p in paths[keep]]) if target.column is not None else None
+    if problem is not None:
+        raise MmgbmError(f"{source}, column {target.column}: {problem}")
     return TargetValues(
         keep, paths[keep].astype(str), int((~keep).sum()) - sum(off.values()), 0, off_taxonomy=off, taxonomy=taxonomy
     )
