@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mmgbm.cluster import connect
-from mmgbm.config import PATH_WORDS, Config, is_path_setting, load_config, parse_overrides
+from mmgbm.config import PATH_WORDS, Config, TextFeaturesConfig, is_path_setting, load_config, parse_overrides
 from mmgbm.errors import MmgbmError, MmgbmWarning
 
 app = typer.Typer(
@@ -39,6 +39,14 @@ ClusterOpt = Annotated[
     typer.Option(
         help="Run on a Dask cluster: 'local' (started on this machine for the command), a scheduler address "
         "tcp://HOST:8786, or 'none' (default: the config's `cluster`).",
+        show_default=False,
+    ),
+]
+PruneOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--prune/--no-prune",
+        help="Remove from the store the products in none of the splits (default: the config's features.prune).",
         show_default=False,
     ),
 ]
@@ -118,6 +126,7 @@ def extract_images_cmd(
     batch_size: Annotated[Optional[int], typer.Option(help="Images per forward pass.")] = None,
     weights: Annotated[Optional[str], typer.Option(help="Weights file, 'imagenet' or 'none'.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Discard stored image features and start again.")] = False,
+    prune: PruneOpt = None,
     cluster: ClusterOpt = None,
 ) -> None:
     """Embed every product image with a frozen EfficientNet into the feature store (incremental)."""
@@ -128,6 +137,7 @@ def extract_images_cmd(
         config,
         cluster=cluster,
         **{
+            "features.prune": prune,
             "features.image.backbone": backbone,
             "features.image.image_size": image_size,
             "features.image.batch_size": batch_size,
@@ -139,19 +149,30 @@ def extract_images_cmd(
     console.print(summary.describe())
 
 
-@app.command("extract-text", context_settings=OVERRIDES)
+def _extract_text_help() -> str:
+    """The help of extract-text, with the n-gram settings' names and defaults as the config declares them."""
+    settings = TextFeaturesConfig.model_fields
+    words, chars = settings["ngram_range"].default, settings["char_ngram_range"].default
+    return (
+        "Fit TF-IDF on the training split and store sparse vectors for every product (incremental): word n-grams of "
+        f"{words[0]}-{words[1]} words (features.text.ngram_range) and character n-grams of {chars[0]}-{chars[1]} "
+        "characters within words (features.text.char_ngram_range; null for words only)."
+    )
+
+
+@app.command("extract-text", context_settings=OVERRIDES, help=_extract_text_help())
 def extract_text_cmd(
     ctx: typer.Context,
     config: ConfigOpt = None,
     overwrite: Annotated[
         bool, typer.Option(help="Refit the vectorizer on train and rebuild all text features.")
     ] = False,
+    prune: PruneOpt = None,
     cluster: ClusterOpt = None,
 ) -> None:
-    """Fit TF-IDF word n-grams on the training split and store sparse vectors for every product (incremental)."""
     from mmgbm.stores import extract_text
 
-    cfg = _config(ctx, config, cluster=cluster)
+    cfg = _config(ctx, config, cluster=cluster, **{"features.prune": prune})
     with connect(cfg.cluster) as client:
         summary = extract_text(cfg, overwrite=overwrite, client=client)
     console.print(summary.describe())
@@ -168,13 +189,14 @@ SplitOpt = Annotated[str, typer.Option(help="Split of the config to use.")]
 
 @app.command(context_settings=OVERRIDES)
 def train(ctx: typer.Context, config: ConfigOpt = None, target: TargetOpt = None, cluster: ClusterOpt = None) -> None:
-    """Fit per-modality heads and a LightGBM stacker per target; save each to <workdir>/models/<target>/."""
+    """Fit per-modality heads and a LightGBM stacker per target; save each to <workdir>/models/<target>/. Each stage
+    shows as it goes (one line per stage when the output is not a terminal)."""
     from mmgbm.commands.train import train as train_targets
+    from mmgbm.progress import StageBars
 
     cfg = _config(ctx, config, cluster=cluster)
-    with connect(cfg.cluster) as client:
-        for summary in train_targets(cfg, target, client=client):
-            console.print(summary.describe(), highlight=False)
+    with connect(cfg.cluster) as client, StageBars(console) as stages:
+        train_targets(cfg, target, client=client, progress=stages, say=stages.say)
 
 
 @app.command(context_settings=OVERRIDES)
@@ -217,7 +239,7 @@ def predict(
 ) -> None:
     """Predict every target for each product of a split or an input table and write a CSV."""
     from mmgbm.commands.predict import predict as predict_targets
-    from mmgbm.commands.predict import write_predictions
+    from mmgbm.commands.predict import write_predictions, written_summary
 
     cfg = _config(ctx, config, cluster=cluster)
     with connect(cfg.cluster) as client:
@@ -233,7 +255,7 @@ def predict(
             say=lambda line: console.print(line, highlight=False),
         )
     path = write_predictions(frame, out)
-    console.print(f"{len(frame):,} products x {len(frame.columns) - 1} columns -> {path}", highlight=False)
+    console.print(written_summary(frame, path), highlight=False)
 
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "data" / "demo" / "mmgbm.yaml"

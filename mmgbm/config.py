@@ -242,6 +242,10 @@ class TextFeaturesConfig(Strict):
 class FeaturesConfig(Strict):
     image: ImageFeaturesConfig = ImageFeaturesConfig()
     text: TextFeaturesConfig = TextFeaturesConfig()
+    # The extract commands remove from the stores the products in none of the splits (removed from the feed), so a
+    # store run every night holds the catalogue, not every product it ever held; false keeps them (a store that
+    # several configs with different splits share). The commands' --prune/--no-prune decide for one run.
+    prune: bool = True
 
 
 class ModelConfig(Strict):
