@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -33,6 +34,7 @@ from mmgbm.config import Config, load_config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.features import colour, image_runtime, store_lock
+from mmgbm.features import images as images_module
 from mmgbm.features.image_decoding import UnreadableImage, decode_image, decode_image_bytes, image_sources
 from mmgbm.features.image_encoder import BUNDLED_B0_WEIGHTS, ImageEncoder
 from mmgbm.features.image_runtime import LEGACY
@@ -818,3 +820,131 @@ def test_predict_embeds_photos_the_store_lacks_in_memory_and_writes_nothing(
     np.testing.assert_allclose(products.dense["image.colour"][0], decode_image(changed, 32).colour, **FLOAT16)
     assert sorted(image_store(cfg).shards()) == shards  # extraction stays the only writer
     assert not load_products(cfg, frame)[0].dense_present("image")[[0, 2]].any()
+
+
+# ---- a photo is embedded once, whatever its path, times or product; removed products leave the store -------------
+
+
+def copied_with_new_times(folder: Path, to: Path) -> Path:
+    """`folder` copied as a restore or a sync to another disk does it: the same bytes, every file with a new time."""
+    shutil.copytree(folder, to, copy_function=shutil.copyfile)
+    later = time.time() + 60
+    for path in to.rglob("*"):
+        os.utime(path, (later, later))
+    return to
+
+
+def extract_cli(*args: str) -> str:
+    """`mmgbm extract-images` with `args`: what it printed, in one line (rich wraps it to the terminal)."""
+    result = CliRunner().invoke(app, ["extract-images", *args])
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
+
+
+@pytest.fixture
+def hashed(monkeypatch) -> list[str]:
+    """The paths extraction reads to hash, in the order it does."""
+    read: list[str] = []
+    hash_file = images_module.content_hash
+
+    def counting(path):
+        read.append(str(path))
+        return hash_file(path)
+
+    monkeypatch.setattr(images_module, "content_hash", counting)
+    return read
+
+
+def test_a_photo_folder_copied_to_a_new_root_is_not_embedded_again(
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder, hashed
+):
+    rows = demo_rows(5)
+    config = catalogue(tmp_path, rows, write_config)
+    assert "5 embedded" in extract_cli("-c", str(config))
+    ids = [pid for pid, _ in rows]
+    before = read_back(load_config(config), ids)
+    assert len(hashed) == 5  # a new photo is hashed once, beside its decode
+
+    moved = copied_with_new_times(images_dir, tmp_path / "restored")
+    hashed.clear()
+    again = extract_cli("-c", str(config), "--data.images_root", str(moved))
+    assert "0 embedded" in again and "5 photos unchanged under a new path or time" in again
+    assert fake_encoder["embedded"] == 5 and len(hashed) == 5  # read to hash, never decoded nor embedded
+    cfg = load_config(config, {"data.images_root": str(moved)})
+    after = read_back(cfg, ids)  # read as present from the new root: each row records where its photo is now
+    for block in ("image", "image.colour"):
+        assert after.dense_present(block).all()
+        np.testing.assert_array_equal(after.dense[block], before.dense[block])
+    assert len(image_store(cfg).shards()) == 2 and len(colour_store(cfg).shards()) == 2  # the old rows compacted
+
+    hashed.clear()
+    unchanged = extract_images(cfg)
+    assert (unchanged.skipped, unchanged.extracted, unchanged.moved, hashed) == (5, 0, 0, [])  # one listing only
+
+
+def test_an_identical_photo_is_embedded_once_for_every_product_that_has_it(
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder
+):
+    (one, path), (other, other_path) = demo_rows(2)
+    shutil.copyfile(images_dir / path, images_dir / "same-bytes.jpg")
+    shutil.copyfile(images_dir / "truncated.jpg", images_dir / "truncated-too.jpg")
+    rows = [(one, path), ("same-file", path), ("same-bytes", "same-bytes.jpg"), (other, other_path)]
+    rows += [("bad", "truncated.jpg"), ("bad-too", "truncated-too.jpg")]
+    cfg = load_config(catalogue(tmp_path, rows, write_config))
+    summary = extract_images(cfg)
+    assert fake_encoder["embedded"] == 2 and (summary.extracted, summary.shared) == (2, 2)
+    assert summary.failures == {"corrupt image": 2}  # the same bytes fail the same way, each product listed
+    assert "2 photos identical to another product's: its embedding copied" in summary.describe()
+    ids = [pid for pid, _ in rows]
+    stored = read_back(cfg, ids)
+    assert stored.dense_present("image").tolist() == [True] * 4 + [False] * 2
+    np.testing.assert_array_equal(stored.dense["image"][1:3], stored.dense["image"][[0, 0]])
+    np.testing.assert_array_equal(stored.dense["image.colour"][1:3], stored.dense["image.colour"][[0, 0]])
+
+    # A product added later with a photo stored for another product copies its rows: no decode, no forward pass.
+    shutil.copyfile(images_dir / other_path, images_dir / "later.jpg")
+    cfg = load_config(catalogue(tmp_path, rows + [("later", "later.jpg")], write_config))
+    later = extract_images(cfg)
+    assert (fake_encoder["embedded"], later.extracted, later.shared, later.skipped) == (2, 0, 1, 4)
+    np.testing.assert_array_equal(read_back(cfg, ["later"]).dense["image"], stored.dense["image"][[3]])
+
+
+def test_rows_stored_before_hashes_get_them_once_and_then_survive_a_move(
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder
+):
+    rows = demo_rows(4)
+    cfg = load_config(catalogue(tmp_path, rows, write_config))
+    extract_images(cfg)
+    for store in (image_store(cfg), colour_store(cfg)):  # as an mmgbm that kept no hashes wrote them
+        for shard in store.shards():
+            pq.write_table(pq.read_table(shard).drop_columns(["content"]), shard)
+    upgraded = extract_images(cfg)
+    assert (upgraded.extracted, upgraded.hashed, upgraded.skipped) == (0, 4, 4)
+    assert "content hashes recorded for 4 photos" in upgraded.describe()
+    moved = load_config(
+        catalogue(tmp_path, rows, write_config),
+        {"data.images_root": str(copied_with_new_times(images_dir, tmp_path / "moved"))},
+    )
+    assert (extract_images(moved).moved, fake_encoder["embedded"]) == (4, 4)
+
+
+def test_products_in_no_split_leave_the_stores_unless_told_to_keep_them(
+    tmp_path: Path, images_dir: Path, write_config, fake_encoder
+):
+    rows = demo_rows(5)
+    config = catalogue(tmp_path, rows, write_config)
+    extract_cli("-c", str(config))
+    config = catalogue(tmp_path, rows[:2] + rows[3:4], write_config)  # the feed dropped two products
+    assert "pruned" not in extract_cli("-c", str(config), "--no-prune")
+    cfg = load_config(config)
+    assert len(image_store(cfg).present_ids()) == 5
+
+    pruned = extract_cli("-c", str(config))  # features.prune is on by default
+    assert "2 products no longer in any split pruned" in pruned
+    left = {rows[0][0], rows[1][0], rows[3][0]}
+    assert image_store(cfg).present_ids() == left and colour_store(cfg).present_ids() == left
+    assert read_back(cfg, sorted(left)).dense_present("image").all() and fake_encoder["embedded"] == 5
+    again = extract_cli("-c", str(config))
+    assert "pruned" not in again and "3 already stored" in again
+    off = load_config(config, {"features.prune": False})
+    assert not extract_images(off).pruned

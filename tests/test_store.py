@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 
 from mmgbm.errors import MmgbmError
-from mmgbm.features.store import FeatureStore, dense_table, sparse_table
+from mmgbm.features.store import Copy, FeatureStore, dense_table, sparse_table
 
 FP = {"kind": "image", "backbone": "b0", "weights": "abc", "image_size": 224}
 
@@ -210,3 +210,28 @@ def test_an_object_store_that_cannot_be_reached_stops_the_run_and_sets_nothing_a
         later.prepare_writing()
     monkeypatch.undo()
     assert later.quarantined == [] and s.present_ids() == {"a"}  # the shard is where it was, still read
+
+
+def test_compacting_with_the_ids_to_keep_drops_the_others_and_keeps_the_newest_rows(tmp_path: Path):
+    s = store(tmp_path)
+    for ids, value in ((["a", "gone", "b"], 1.0), (["b", "c"], 2.0), (["gone"], 3.0)):
+        s.write_shard(dense_table(ids, np.full((len(ids), 2), value), [f"{i}@{value}" for i in ids]))
+    first, second, _ = s.shards()
+    assert s.compact(keep={"a", "b", "c"}) == (2, 1)  # the last shard goes; the first is written again without "gone"
+    rewritten, kept = s.shards()
+    assert kept == second and rewritten != first and rewritten.name.split("-")[1] == first.name.split("-")[1]
+    assert pq.read_table(rewritten).column("id").to_pylist() == ["a"]  # "b" is newer in the second shard
+    assert s.sources() == {"a": "a@1.0", "b": "b@2.0", "c": "c@2.0"}
+    assert s.read_dense(["a", "b", "gone"])[0][:, 0].tolist()[:2] == [1.0, 2.0]
+    assert s.compact(keep={"a", "b", "c"}) == (0, 0)
+
+
+def test_copies_store_a_row_again_under_another_id_and_source(tmp_path: Path):
+    s = store(tmp_path)
+    s.write_shard(dense_table(["a", "b"], np.array([[1, 2], [3, 4]], dtype=np.float32), ["a.jpg|1", "b.jpg|1"]))
+    s.write_shard(dense_table(["a"], np.array([[5, 6]], dtype=np.float32), ["a.jpg|2"], ["h5"]))
+    copies = [Copy("a", "a", "moved/a.jpg|2", "h5"), Copy("a", "c", "c.jpg|1", "h5"), Copy("b", "a2", None, None)]
+    assert s.write_copies(copies, shard_size=2) == 2
+    out, present = s.read_dense(["a", "c", "a2", "b"])
+    assert present.all() and out.tolist() == [[5, 6], [5, 6], [3, 4], [3, 4]]  # the newest row of "a" is copied
+    assert s.sources()["a"] == "moved/a.jpg|2" and s.contents() == {"a": "h5", "b": None, "c": "h5", "a2": None}

@@ -302,3 +302,20 @@ def test_bench_script_reports_throughput_and_memory(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "repeated (100): transform" in out.stdout and "docs/s" in out.stdout and "peak RSS" in out.stdout
     assert "100 new products" in out.stdout
+
+
+def test_products_in_no_split_leave_the_text_store_unless_told_to_keep_them(text_config, tmp_path):
+    path = text_config(shard_size=3)
+    assert CliRunner().invoke(app, ["extract-text", "--config", str(path)]).exit_code == 0
+    TEST.iloc[:1].to_csv(tmp_path / "test.csv", index=False)  # t2 left the feed
+    kept = CliRunner().invoke(app, ["extract-text", "--config", str(path), "--no-prune"])
+    assert kept.exit_code == 0 and "pruned" not in kept.output, kept.output
+    cfg = load_config(path)
+    store = text_field(cfg, "text").fitted().store
+    assert len(store.present_ids()) == 7
+
+    pruned = CliRunner().invoke(app, ["extract-text", "--config", str(path)])  # features.prune is on by default
+    said = " ".join(pruned.output.split())  # as printed, wrapped to the terminal
+    assert pruned.exit_code == 0 and "1 products no longer in any split pruned" in said, said
+    assert store.present_ids() == {"p1", "p2", "p3", "p4", "p5", "t1"} and "0 new products" in said
+    assert all(read_text(load_config(path), ["p1", "t1"])["text"].getnnz(axis=1))
