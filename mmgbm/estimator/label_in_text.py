@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from typing import NamedTuple
 
 import lightgbm as lgb
@@ -95,7 +96,16 @@ class PrefixChooser:
         truth = np.asarray(truth, dtype=str)
         words = leading_words(texts, self.max_words)
         self.word_rows_, self.label_word_rows_, self.starting_rows_ = _word_roles(words, truth, self.max_words)
-        self.product_word_rows_, self.product_word_labels_ = _product_words(texts, truth)
+        rows_held, labels_held = _product_word_counts(texts, truth)
+        # Only the product words travel in the model: a new product's text counts in none of the figures.
+        self.product_words_ = np.array(sorted(w for w in rows_held if _many(rows_held[w], labels_held[w])), dtype=str)
+        own_words = [{_bare(w) for w in label.split()} for label in truth]
+
+        def product_word_but_own_row(word: str, row: int) -> bool:
+            # A row holds every word of its own prefixes; outside its own label it counts in both figures.
+            own = int(word not in own_words[row])
+            return _many(rows_held.get(word, 0) - own, labels_held.get(word, 0) - own)
+
         options = self._options(words, labels)
         # Training counts include each row's own label; without it a brand seen once looks known on its own row.
         X = self._features(words, options, labels, probs, truth)
@@ -109,7 +119,7 @@ class PrefixChooser:
             "new_label_picks": 0,
             "new_label_precision": None,
         }
-        with_new = np.where(known | self._name_like(options, truth), options, None)
+        with_new = np.where(known | self._name_like(options, product_word_but_own_row), options, None)
         fitted = self._cross_fit(X, with_new, truth)
         if fitted is None:
             return self
@@ -146,7 +156,8 @@ class PrefixChooser:
         options = self._options(words, labels)
         allowed = self._known(options)
         if self.new_labels_:
-            allowed |= self._name_like(options)
+            product_words = set(self.product_words_.tolist())
+            allowed |= self._name_like(options, lambda word, row: word in product_words)
         chosen, confidence = self._pick(
             np.where(allowed, options, None),
             self.booster_.predict(self._features(words, options, labels, probs)),
@@ -205,26 +216,15 @@ class PrefixChooser:
             known[row, k + 1] = held - int(truth is not None and truth[row] == option) > 0
         return known
 
-    def _name_like(self, options: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
-        """Where a prefix option may be a new label: see the module docstring. When fitting (`truth`), the row's
-        own share of the word statistics is taken out."""
+    @staticmethod
+    def _name_like(options: np.ndarray, product_word: Callable[[str, int], bool]) -> np.ndarray:
+        """Where a prefix option may be a new label (see the module docstring); `product_word(word, row)` tells a
+        product word of the row's text, a word bare and lower case."""
         like = np.zeros(options.shape, dtype=bool)
-        for row in range(len(options)):
-            own = None if truth is None else {_bare(w) for w in truth[row].split()}
-            for k in range(1, options.shape[1]):
-                option = options[row, k]
-                if option is None or not _punctuated_like_a_name(option):
-                    continue
-                bare = [_bare(w) for w in option.split()]
-                like[row, k] = not all(self._product_word(w, own is not None and w not in own) for w in bare)
+        for (row, k), option in np.ndenumerate(options[:, 1:]):
+            if option is not None and _punctuated_like_a_name(option):
+                like[row, k + 1] = not all(product_word(_bare(w), row) for w in option.split())
         return like
-
-    def _product_word(self, word: str, own_row: bool) -> bool:
-        """Whether training texts hold `word` outside their label in many rows of many labels (`own_row`: one of
-        those rows is the one asked about, so it is left out)."""
-        rows = self.product_word_rows_.get(word, 0) - int(own_row)
-        labels = self.product_word_labels_.get(word, 0) - int(own_row)
-        return rows >= PRODUCT_WORD_ROWS and labels >= PRODUCT_WORD_LABELS
 
     def _options(self, words: list[list[str]], labels: np.ndarray) -> np.ndarray:
         """The model's label, then each prefix as the label it names (None: too short, or no label)."""
@@ -344,7 +344,7 @@ def _word_roles(
     return dict(held), dict(in_label), dict(starting)  # plain dicts: what a model artifact holds
 
 
-def _product_words(texts, truth: np.ndarray) -> tuple[dict[str, int], dict[str, int]]:
+def _product_word_counts(texts, truth: np.ndarray) -> tuple[dict[str, int], dict[str, int]]:
     """Over the training texts (all their words, bare and lower case): how many rows hold each word outside their
     label's words, and how many different labels those rows have."""
     rows: Counter = Counter()
@@ -357,6 +357,11 @@ def _product_words(texts, truth: np.ndarray) -> tuple[dict[str, int], dict[str, 
             rows[word] += 1
             labels.setdefault(word, set()).add(label)
     return dict(rows), {word: len(held) for word, held in labels.items()}
+
+
+def _many(rows: int, labels: int) -> bool:
+    """Whether a word held outside their label by this many training rows of this many labels is a product word."""
+    return rows >= PRODUCT_WORD_ROWS and labels >= PRODUCT_WORD_LABELS
 
 
 def _punctuated_like_a_name(label: str) -> bool:
