@@ -255,41 +255,27 @@ def extract_images(
     start = time.perf_counter()
     stores = (source.embeddings, source.colours)
     ids = products[id_column].tolist()
-    paths, urls, sources = source.photos.locate(products[source.column])
-    stored = [store.prepare_writing() for store in stores]
-    checked, changed = _check_urls(source.photos, ids, urls, sources, *stored)
-    needs = [_needs_work(s, ids, sources) for s in stored]
-    contents = [store.contents() for store in stores]
-    unhashed = [
-        np.array([pid in s and c.get(pid) is None for pid in ids], dtype=bool) for s, c in zip(stored, contents)
-    ]
-    # Only files whose row is to be made or lacks a hash are read: an unchanged catalogue costs its listing alone.
-    hashes = _content_hashes(paths, np.logical_or.reduce(needs + unhashed) & _local(urls, sources))
-    reused = [_reuse_stored(ids, sources, hashes, *args) for args in zip(stored, contents, needs)]
-    made_once = _share_in_run(ids, sources, hashes, needs)
-    todo = np.flatnonzero(needs[0] | needs[1])
-    work = _Work.of(todo, ids, paths, sources, hashes, needs, urls)
+    plan = _plan(source, ids, products[source.column])
+    work, step = plan.work, source.settings.shard_size
     # Copied before the extraction writes anything: a copy takes the row as stored, even of a product embedded anew.
-    shards = sum(store.write_copies(r.copies, source.settings.shard_size) for store, r in zip(stores, reused))
+    shards = sum(store.write_copies(r.copies, step) for store, r in zip(stores, plan.reused))
 
     with _progress_bar(len(work), enabled=progress) as advance:
         if client is None:
             done = _extract(source, work, lambda: _new_encoder(source.settings).fit(), advance)
         else:
-            step = source.settings.shard_size
             parts = [work[i : i + step] for i in range(0, len(work), step)]
             started = time.perf_counter()
             done = run_parts(client, _extract_on_worker, parts, lambda part: advance(part.products), source=source)
             done = _Done.total(done, time.perf_counter() - started)  # the workers' model builds included
 
-    made_once, failed_too = _drop_failed(made_once, done.failures, dict(zip(ids, paths)))
-    shards += sum(store.write_copies(copies, source.settings.shard_size) for store, copies in zip(stores, made_once))
+    made_once, failed_too = _drop_failed(plan.made_once, done.failures, dict(zip(ids, plan.paths)))
+    shards += sum(store.write_copies(copies, step) for store, copies in zip(stores, made_once))
     failures = done.failures + failed_too
     _write_failures(stores[0].folder, FAILURES_FILE, failures)
     pruned = max(store.compact(set(ids) if prune else None).pruned for store in stores)
-    moved = {c.id for r in reused for c in r.moved}
-    shared = {c.id for copies in [r.shared for r in reused] + made_once for c in copies}
-    hashed = {c.id for r in reused for c in r.hashed} - moved - shared
+    moved = {c.id for r in plan.reused for c in r.moved}
+    shared = {c.id for copies in [r.shared for r in plan.reused] + made_once for c in copies}
     untouched = set(ids) - set(work.ids) - moved - shared - {pid for pid, _, _ in failed_too}
     return ImageExtractionSummary(
         products=len(ids),
@@ -303,14 +289,49 @@ def extract_images(
         embedding_seconds=done.seconds,
         shards_written=done.shards + shards,
         quarantined=stores[0].quarantined + stores[1].quarantined,
-        checked=checked,
-        changed=changed,
+        checked=plan.checked,
+        changed=plan.changed,
         moved=len(moved),
         shared=len(shared),
-        hashed=len(hashed),
+        hashed=len({c.id for r in plan.reused for c in r.hashed} - moved - shared),
         pruned=pruned,
         encoder=source.choice.describe(),
     )
+
+
+@dataclass
+class _Plan:
+    """What an extraction is to do: the work to decode (and embed), per store the stored rows to copy instead, and
+    the copies of products whose bytes another product is made from in this run; the products' photo paths, and
+    the photo URLs asked whether they changed."""
+
+    work: _Work
+    reused: list[_Reused]
+    made_once: list[list[Copy]]
+    paths: list[str]
+    checked: int
+    changed: int
+
+
+def _plan(source: ImageSource, ids: list[str], column: pd.Series) -> _Plan:
+    """A product is work for a store that lacks it as its photo is now, unless that store holds a row made from the
+    same bytes (its own under another path or time, or another product's), or another product with the same bytes
+    is made in this run."""
+    stores = (source.embeddings, source.colours)
+    paths, urls, sources = source.photos.locate(column)
+    stored = [store.prepare_writing() for store in stores]
+    checked, changed = _check_urls(source.photos, ids, urls, sources, *stored)
+    needs = [_needs_work(s, ids, sources) for s in stored]
+    contents = [store.contents() for store in stores]
+    unhashed = [
+        np.array([pid in s and c.get(pid) is None for pid in ids], dtype=bool) for s, c in zip(stored, contents)
+    ]
+    # Only files whose row is to be made or lacks a hash are read: an unchanged catalogue costs its listing alone.
+    hashes = _content_hashes(paths, np.logical_or.reduce(needs + unhashed) & _local(urls, sources))
+    reused = [_reuse_stored(ids, sources, hashes, *args) for args in zip(stored, contents, needs)]
+    made_once = _share_in_run(ids, sources, hashes, needs)
+    work = _Work.of(np.flatnonzero(needs[0] | needs[1]), ids, paths, sources, hashes, needs, urls)
+    return _Plan(work, reused, made_once, paths, checked, changed)
 
 
 @dataclass
