@@ -126,7 +126,7 @@ def test_brands_groups_spellings_of_a_brand_and_finds_a_colour_written_as_one(pr
     # Names that differ in a word stay apart.
     assert row.loc["Red Chief", "canonical"] == "Red Chief" and row.loc["Red Tape", "canonical"] == "Red Tape"
     assert row.loc["Nike Air", "canonical"] == "Nike Air"
-    assert "start with 8 other names" in row.loc["Red", "no_brand"]
+    assert "start with 8 other brands" in row.loc["Red", "no_brand"]
     assert (row.drop("Red")["no_brand"] == "").all()
     assert table["brand"].iloc[0] == "DressBerry"  # the largest group first
     page = (project.parent / "work" / "reports" / "brands" / "brands.html").read_text()

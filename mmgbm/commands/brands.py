@@ -9,10 +9,16 @@ Reads the training split's brand column and the product titles and writes to <wo
 
 Spellings are grouped where they differ only by accents, case, punctuation or spacing (`reason` says which), or
 where the normalise file of the target on that column already says so (`alias`); the canonical name is the spelling
-most products use unless that file says otherwise, and its decisions (no brand or not) are kept. A value looks like
-no brand when at most a fifth of its products' titles start with it and either those titles start with many other
-names (the seller wrote a fit where the brand goes: "Regular" on shirts whose titles start with 104 names) or every
-word of it is written inside other brands' titles, where products are described ("Red", "Slim Fit").
+most products use unless that file says otherwise, and its decisions (no brand or not) are kept.
+
+A value is marked no brand only on evidence that it is none, never because titles do not name it: at most a fifth
+of its products' titles start with it, and either those titles start with 3 or more other brands (values whose own
+titles start with them: the seller wrote a fit where the brand goes, "Regular" on shirts whose titles start with
+Nike, Puma ...), or every word of it is written inside the titles of other brands, where products are described
+("Red", "Slim Fit"; a product's own brand name in its title does not count). Where titles start with their brand for
+under half the products (a grocery shop's "Organic Turmeric Powder 200 g"), where they start says nothing: the first
+evidence is off, a value not leading its titles is no hint, and the words must be written inside the titles of 10
+other brands, not 3; the summary says so in one line.
 """
 
 from __future__ import annotations
@@ -35,10 +41,13 @@ from mmgbm.features.atomic import write_atomically
 from mmgbm.workdir import brands_dir
 
 LEAD_SHARE = 0.2  # a brand's own titles start with it far more often than this
-MANY_NAMES = 3  # titles starting with this many different names (over as many products) are many brands' titles
-INSIDE_BRANDS = 3  # a word written inside the titles of this many other brands describes products
+CARRY_SHARE = 0.5  # titles that start with their product's brand this often are where the catalogue writes brands
+MANY_NAMES = 3  # titles starting with this many other brands are many brands' products
+INSIDE_BRANDS = 3  # a word written inside the titles of this many other brands describes products...
+INSIDE_BRANDS_ALONE = 10  # ...or this many, where titles do not carry brands and nothing else hints the value is none
 LONGEST_BRAND = 6  # words of a title compared with a brand's name
 EXAMPLES = 3  # titles shown per spelling in the page
+
 ALIAS = "alias"
 
 
@@ -47,6 +56,7 @@ class BrandReport:
     table: pd.DataFrame  # COLUMNS, one line per spelling, groups largest first
     csv_path: Path
     html_path: Path
+    note: str = ""  # one line where the titles do not carry brands, so where they start marked nothing
 
     def describe(self) -> str:
         t = self.table
@@ -55,8 +65,9 @@ class BrandReport:
         return (
             f"{len(t):,} spellings on {int(t['products'].sum()):,} products: {len(merged):,} merged into another "
             f"spelling ({merged['canonical'].nunique():,} brands); {len(no_brand):,} values on "
-            f"{int(no_brand['products'].sum()):,} products look like no brand\n-> {self.csv_path}\n-> "
-            f"{self.html_path}"
+            f"{int(no_brand['products'].sum()):,} products look like no brand\n"
+            + (f"{self.note}\n" if self.note else "")
+            + f"-> {self.csv_path}\n-> {self.html_path}"
         )
 
 
@@ -76,11 +87,11 @@ def brands(cfg: Config, column: str, titles: str | None = None) -> BrandReport:
     labels = given_labels(frame, column)
     if labels.isna().all():
         raise MmgbmError(f"{source}: column {column!r} has no values; is it the brand column?")
-    table, examples = find_brands(labels, frame[titles], declared_names(cfg, column))
+    table, examples, note = find_brands(labels, frame[titles], declared_names(cfg, column))
     folder = brands_dir(cfg)
-    report = BrandReport(table, folder / "brands.csv", folder / "brands.html")
+    report = BrandReport(table, folder / "brands.csv", folder / "brands.html", note)
     write_atomically(report.csv_path, lambda tmp: table.to_csv(tmp, index=False))
-    write_atomically(report.html_path, lambda tmp: tmp.write_text(_page(table, examples, column)))
+    write_atomically(report.html_path, lambda tmp: tmp.write_text(_page(table, examples, column, note)))
     return report
 
 
@@ -92,10 +103,10 @@ def declared_names(cfg: Config, column: str) -> LabelNames | None:
 
 def find_brands(
     labels: pd.Series, titles: pd.Series, declared: LabelNames | None = None
-) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+) -> tuple[pd.DataFrame, dict[str, list[str]], str]:
     """One line per spelling of `labels` (None = no value; `titles` row for row) with its canonical name, products,
-    reason and no_brand (COLUMNS), groups largest first; and up to EXAMPLES titles per spelling. `declared` (a
-    person's file) decides the spellings it knows."""
+    reason and no_brand (COLUMNS), groups largest first; up to EXAMPLES titles per spelling; and a line saying so
+    where the titles do not carry brands (else ""). `declared` (a person's file) decides the spellings it knows."""
     given = labels.notna().to_numpy()
     labels = labels.to_numpy()[given]
     titles = titles.fillna("").astype(str).to_numpy()[given]
@@ -107,7 +118,7 @@ def find_brands(
         if declared is not None and declared.knows(spelling):
             canonical, no_brand = _declared(spelling, declared, automatic)
         else:
-            canonical, no_brand = automatic.name(spelling), suspects.get(fold(spelling), "")
+            canonical, no_brand = automatic.name(spelling), suspects.reasons.get(fold(spelling), "")
         rows.append(
             {
                 "brand": spelling,
@@ -127,7 +138,7 @@ def find_brands(
     for spelling, title in zip(labels, titles):
         if len(examples[spelling]) < EXAMPLES and title:
             examples[spelling].append(title)
-    return table[COLUMNS].reset_index(drop=True), examples
+    return table[COLUMNS].reset_index(drop=True), examples, suspects.note()
 
 
 def _declared(spelling: str, declared: LabelNames, automatic: LabelNames) -> tuple[str, str]:
@@ -149,53 +160,107 @@ def _reason(spelling: str, canonical: str) -> str:
     return ALIAS
 
 
-def no_brand_values(labels, titles) -> dict[str, str]:
-    """Per key (`fold`) of a value that looks like no brand, why; see the module docstring. `labels` and `titles`
-    row for row, every label given."""
+@dataclass
+class NoBrandValues:
+    """The values of a brand column that look like no brand (`reasons`: per key (`fold`), why), and the share of
+    labelled products whose title starts with their own brand (`carried`): below CARRY_SHARE, where titles start
+    says nothing about brands and no value is marked on that ground."""
+
+    reasons: dict[str, str]
+    carried: float
+
+    @property
+    def titles_carry_brands(self) -> bool:
+        return self.carried >= CARRY_SHARE
+
+    def note(self) -> str:
+        if self.titles_carry_brands:
+            return ""
+        return (
+            f"titles rarely start with their brand ({100 * self.carried:.0f}% of products): no value is marked on "
+            f"where titles start"
+        )
+
+
+def _leader(words: list[str], keys) -> str | None:
+    """The longest of `keys` the title (its words) starts with, None if none."""
+    found = None
+    for m in range(1, min(len(words), LONGEST_BRAND) + 1):
+        key = fold(" ".join(words[:m]))
+        if key in keys:
+            found = key
+    return found
+
+
+def _tokens(text: str) -> list[str]:
+    """The folded words of a name or title, punctuation dropped ("Women's" -> "women", "s")."""
+    return [w for w in (fold(part) for part in re.split(r"[\W_]+", text)) if w]
+
+
+def _described(labels, titles) -> dict[str, dict[str, str]]:
+    """Per word (folded), the brands (keys) whose titles write it past their start, with one such title. A
+    product's own brand name is skipped in its title: a name is no descriptor of the brand it names."""
+    found: dict[str, dict[str, str]] = defaultdict(dict)
+    for label, title in zip(labels, titles):
+        key, own = fold(label), set(_tokens(label))
+        for word in set(_tokens(title)[1:]) - own:
+            found[word].setdefault(key, title)
+    return found
+
+
+def no_brand_values(labels, titles) -> NoBrandValues:
+    """The values that look like no brand, on positive evidence only; see the module docstring. `labels` and
+    `titles` row for row, every label given."""
     by_key: dict[str, list[list[str]]] = defaultdict(list)
-    inside: dict[str, dict[str, str]] = defaultdict(dict)  # word -> {brand key: a title holding it past the start}
+    led: dict[str, int] = Counter()
     for label, title in zip(labels, titles):
         key, words = fold(label), title.split()
         by_key[key].append(words)
-        for word in words[1:]:
-            inside[fold(word)].setdefault(key, title)
+        led[key] += _leader(words, {key}) == key
     names: dict[str, str] = {}  # key -> its most common spelling, whose words are looked for in titles
     for label, _ in Counter(labels).most_common():
         names.setdefault(fold(label), label)
-    reasons = {}
-    for key, titles_words in by_key.items():
-        n = len(titles_words)
-        led = sum(
-            any(fold(" ".join(words[:m])) == key for m in range(1, min(len(words), LONGEST_BRAND) + 1))
-            for words in titles_words
-        )
-        if led > LEAD_SHARE * n:
-            continue
-        start = (
-            "its one product's title does not start with it"
-            if n == 1
-            else f"none of its {n:,} products' titles starts with it"
-            if not led
-            else f"only {led:,} of its {n:,} products' titles start with it"
-        )
-        firsts = Counter(fold(words[0]) for words in titles_words if words)
-        shown = {fold(words[0]): words[0] for words in titles_words if words}
-        words = [w for w in (fold(part) for part in re.split(r"[\W_]+", names[key])) if w]
-        others = [{k: t for k, t in inside.get(w, {}).items() if k != key} for w in words]
-        if n >= MANY_NAMES and len(firsts) >= MANY_NAMES:
-            common = ", ".join(shown[k] for k, _ in firsts.most_common(EXAMPLES))
-            reasons[key] = f"{start}; they start with {len(firsts):,} other names ({common} ...)"
-        elif words and all(len(o) >= INSIDE_BRANDS for o in others):
+    found = NoBrandValues({}, sum(led.values()) / max(len(labels), 1))
+    suspects = [key for key, t in by_key.items() if led[key] <= LEAD_SHARE * len(t)]
+    # Brands whose own titles start with them: where a suspect's titles start with one of these, its seller wrote
+    # the product's real brand where the brand goes.
+    brand_first = set(by_key) - set(suspects) if found.titles_carry_brands else set()
+    described = _described(labels, titles)
+    # Not leading its own titles is some evidence in a catalogue that writes brands first; elsewhere none.
+    many = INSIDE_BRANDS if found.titles_carry_brands else INSIDE_BRANDS_ALONE
+    for key in suspects:
+        n, titles_words = len(by_key[key]), by_key[key]
+        leaders = Counter(k for k in (_leader(words, brand_first) for words in titles_words) if k not in (None, key))
+        words = list(dict.fromkeys(_tokens(names[key])))
+        others = [{k: t for k, t in described.get(w, {}).items() if k != key} for w in words]
+        if len(leaders) >= MANY_NAMES:
+            common = ", ".join(names[k] for k, _ in leaders.most_common(EXAMPLES))
+            more = " ..." if len(leaders) > EXAMPLES else ""
+            found.reasons[key] = (
+                f"{_not_leading(led[key], n)}; {sum(leaders.values()):,} start with {len(leaders):,} other brands "
+                f"({common}{more})"
+            )
+        elif words and all(len(o) >= many for o in others):
             rarest = min(others, key=len)
             said = " and ".join(f"'{w}'" for w in words)
-            reasons[key] = (
-                f"{start}; {said} {'is' if len(words) == 1 else 'are'} written inside the titles of at "
-                f"least {len(rarest):,} other brands (e.g. {next(iter(rarest.values()))!r})"
+            found.reasons[key] = (
+                f"{_not_leading(led[key], n) + '; ' if found.titles_carry_brands else ''}{said} "
+                f"{'is' if len(words) == 1 else 'are'} written inside the titles of at least {len(rarest):,} other "
+                f"brands (e.g. {next(iter(rarest.values()))!r})"
             )
-    return reasons
+    return found
 
 
-def _page(table: pd.DataFrame, examples: dict[str, list[str]], column: str) -> str:
+def _not_leading(led: int, n: int) -> str:
+    """How few of a value's `n` products' titles start with it (`led`)."""
+    if n == 1:
+        return "its one product's title does not start with it"
+    if not led:
+        return f"none of its {n:,} products' titles starts with it"
+    return f"only {led:,} of its {n:,} products' titles start with it"
+
+
+def _page(table: pd.DataFrame, examples: dict[str, list[str]], column: str, note: str) -> str:
     """The report a person reads before editing brands.csv: merged groups, then values that look like no brand."""
     groups = [g for _, g in table.groupby("canonical", sort=False)]
     merged = [g for g in groups if len(g) > 1 and not (g["no_brand"] != "").all()]
@@ -235,6 +300,7 @@ own, rename a canonical, fill in or clear no_brand) and name it in <code>targets
 <h2>Brands spelled more than one way ({len(merged):,})</h2>
 {section(merged, "reason")}
 <h2>Values that look like no brand ({len(no_brand):,})</h2>
+{f"<p>{html.escape(note)}.</p>" if note else ""}
 <p>Their products are left out of training once brands.csv is the target's normalise file.</p>
 {section(no_brand, "no_brand")}
 <p>{single:,} brands spelled one way only are listed in brands.csv.</p>
