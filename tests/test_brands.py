@@ -260,3 +260,96 @@ def test_a_wrong_edit_of_the_csv_is_a_one_line_error_naming_the_line(project: Pa
     one_line_error(
         invoke("validate", "--config", project, "--targets.brand.normalise", tmp_path / "bad.csv"), *expected
     )
+
+
+# Issue 38: a value is marked no brand only on evidence that it is none, on catalogues whose titles do not carry
+# the brand as on those that lead with it.
+GROCERY_ITEMS = ["Turmeric Powder", "Red Chilli Powder", "Basmati Rice", "Red Lentils", "Green Tea", "Ghee"]
+GROCERY_WORDS = ["Organic", "Fresh", "Premium", "Pure", "Natural", "Daily"]
+FEED = Path(__file__).parent / "data" / "feeds" / "merchant_feed.tsv"
+NO_BRAND_TITLES = "titles rarely start with their brand"
+
+
+def brands_of(folder: Path, frame: pd.DataFrame, write_config, *args: str) -> tuple[pd.DataFrame, str]:
+    """`mmgbm brands --column brand` on `frame` written as the training table: brands.csv indexed by spelling, and
+    what the command printed."""
+    frame.to_csv(folder / "train.csv", index=False)
+    raw = {
+        "workdir": str(folder / "work"),
+        "data": {"splits": {"train": str(folder / "train.csv")}, "text_columns": ["title", "description"]},
+        "targets": {"brand": {"column": "brand"}},
+    }
+    result = invoke("brands", "--config", write_config(raw), "--column", "brand", *args)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(folder / "work" / "reports" / "brands" / "brands.csv", keep_default_na=False)
+    return table.set_index("brand"), said(result)
+
+
+def grocery(rng: np.random.Generator) -> pd.DataFrame:
+    """A grocery shop's table: titles such as "Organic Turmeric Powder 200 g", the brand in its own column, named in
+    some descriptions, first or mid-sentence; and three products whose brand field says "Red"."""
+    rows = []
+    for brand in [*brand_names(rng, 24), "Fresho"]:
+        for _ in range(6):
+            item = GROCERY_ITEMS[rng.integers(len(GROCERY_ITEMS))]
+            rows.append(
+                {
+                    "brand": brand,
+                    "title": f"{rng.choice(GROCERY_WORDS)} {item} {rng.choice([100, 200, 500])} g",
+                    "description": rng.choice([f"{brand} presents {item}.", f"{item}, packed by {brand}.", item]),
+                }
+            )
+    rows += [{"brand": "Red", "title": f"Daily Ghee {g} g", "description": "Ghee."} for g in (100, 200, 500)]
+    return pd.DataFrame(rows).assign(id=lambda f: [f"g{i}" for i in range(len(f))])
+
+
+def test_titles_that_do_not_carry_brands_mark_no_brand_only_on_a_descriptor(tmp_path: Path, write_config):
+    table, printed = brands_of(tmp_path, grocery(np.random.default_rng(5)), write_config, "--titles", "title")
+    # Every brand's titles start with other names (Organic, Fresh ...): no evidence where titles never name a brand.
+    assert (table.drop("Red")["no_brand"] == "").all()
+    assert f"{NO_BRAND_TITLES} (0% of products): no value is marked on where titles start" in printed
+    assert "1 values on 3 products look like no brand" in printed
+    # A colour is still found: other brands' titles carry it as a descriptor ("Red Lentils").
+    assert table.loc["Red", "no_brand"].startswith("'red' is written inside the titles of at least ")
+    page = (tmp_path / "work" / "reports" / "brands" / "brands.html").read_text()
+    assert NO_BRAND_TITLES in page
+    # Descriptions name some brands, Fresho included: a brand's own name in its own text is no descriptor of it.
+    table, printed = brands_of(tmp_path, grocery(np.random.default_rng(5)), write_config, "--titles", "description")
+    assert (table.drop("Red")["no_brand"] == "").all() and NO_BRAND_TITLES in printed
+
+
+def test_a_fit_and_a_colour_are_found_where_titles_lead_with_the_brand_and_said_once(tmp_path: Path, write_config):
+    rng = np.random.default_rng(7)
+    known = brand_names(rng, 12)
+    frame = pd.concat(
+        [
+            catalogue(rng, known, 4, 0),
+            # "Regular" where the brand goes: one title starts with it, the rest with other brands.
+            catalogue(rng, ["Regular"], 1, 100),
+            catalogue(rng, known[:5], 1, 200).assign(brand="Regular"),
+            # Pink in other brands' titles describes the product; a seller wrote it twice in the brand field.
+            pd.DataFrame({"brand": known[:4], "title": [f"{b} Pink Mug 2 pieces" for b in known[:4]]}),
+            catalogue(rng, known[6:8], 1, 300).assign(brand="Pink/Pink", title=lambda f: f["kind"] + " 2 pieces"),
+        ]
+    ).assign(description="", id=lambda f: [f"p{i}" for i in range(len(f))])
+    table, printed = brands_of(tmp_path, frame, write_config)
+    regular = table.loc["Regular", "no_brand"]
+    assert regular.startswith("only 1 of its 6 products' titles start with it; 5 start with 5 other brands (")
+    assert "Regular" not in regular.split("brands (")[1]
+    named = regular.split("brands (")[1].rstrip(" .)").split(", ")
+    assert len(named) == len(set(named)) == 3 and set(named) <= set(known)
+    pink = table.loc["Pink/Pink", "no_brand"]
+    assert "; 'pink' is written inside the titles of at least 4 other brands" in pink and pink.count("pink") == 1
+    assert (table.drop(["Regular", "Pink/Pink"])["no_brand"] == "").all()
+    assert NO_BRAND_TITLES not in printed
+
+
+def test_the_feed_sample_marks_no_brand_neither_as_written_nor_without_the_brand_in_its_titles(
+    tmp_path: Path, write_config
+):
+    feed = pd.read_csv(FEED, sep="\t", dtype=str)[["id", "title", "description", "brand"]]
+    table, printed = brands_of(tmp_path, feed, write_config)
+    assert (table["no_brand"] == "").all() and NO_BRAND_TITLES not in printed
+    without = feed.assign(title=[t.replace(b, "").strip() for t, b in zip(feed["title"], feed["brand"])])
+    table, printed = brands_of(tmp_path, without, write_config)
+    assert (table["no_brand"] == "").all() and NO_BRAND_TITLES in printed
