@@ -255,7 +255,7 @@ def predict(
             say=lambda line: console.print(line, highlight=False),
         )
     path = write_predictions(frame, out)
-    console.print(written_summary(frame, path), highlight=False)
+    console.print(written_summary(frame, path), highlight=False, soft_wrap=True)
 
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "data" / "demo" / "mmgbm.yaml"

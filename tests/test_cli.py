@@ -48,3 +48,9 @@ def test_duplicate_ids_stop_with_examples(tiny_config: Path, tiny_catalogue: Pat
     pd.concat([frame, frame.head(1)]).to_csv(tiny_catalogue, index=False)
     result = mmgbm("validate", "--config", str(tiny_config))
     assert result.returncode == 1 and "duplicate product ids" in result.stderr and "'a1'" in result.stderr
+
+
+def test_extract_text_help_names_the_word_and_character_ngrams_and_their_settings():
+    out = " ".join(runner.invoke(app, ["extract-text", "--help"]).output.split())  # rich wraps the help
+    assert "word n-grams of 1-2 words (features.text.ngram_range)" in out
+    assert "character n-grams of 2-5 characters within words (features.text.char_ngram_range" in out

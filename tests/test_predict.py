@@ -65,6 +65,7 @@ def test_cli_writes_one_row_per_product_in_input_order_with_topk(project: Path, 
         "articleType_p3",
         "price",
     ]
+    assert f"{len(sub):,} products x {len(sub.columns)} columns -> {out}" in result.output  # the id counted too
     assert (sub["articleType"] == sub["articleType_top1"]).all()
     assert (sub["articleType_p1"] >= sub["articleType_p2"]).all()
     assert (sub["price"] > 0).all()  # back on the original scale, not log1p

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from typer.testing import CliRunner
@@ -25,6 +27,7 @@ from mmgbm.estimator import FUSED, ProductMatrix
 from mmgbm.stores import load_products
 from mmgbm.workdir import model_dir
 from tests.modelling_project import demo_frame, make_project
+from tests.test_label_in_text import brand_names, catalogue, written_project
 
 runner = CliRunner()
 
@@ -263,3 +266,82 @@ def test_last_bit_differences_in_the_features_leave_the_model_unchanged(tmp_path
     assert max(moved.values()) <= 1, moved
     np.testing.assert_allclose(models[1].predict_proba(new), models[0].predict_proba(new), rtol=0, atol=1e-4)
     np.testing.assert_array_equal(models[1].predict(new), models[0].predict(new))
+
+
+def stage_lines(output: str, target: str) -> list[str]:
+    """The lines `train` printed for one target: its stages, then its summary."""
+    return [line for line in output.splitlines() if line.startswith(f"{target}: ")]
+
+
+def one_line_matching(lines: list[str], pattern: str) -> str:
+    found = [line for line in lines if re.match(pattern, line)]
+    assert len(found) == 1, (pattern, lines)
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def brands_trained(tmp_path_factory) -> tuple[Path, str]:
+    """A catalogue whose titles start with the brand (label_in_text: title) and a second target, kind, trained
+    through the CLI; the config and what train printed (CliRunner's output is no terminal, as a file is not)."""
+    rng = np.random.default_rng(0)
+    brands = brand_names(rng, 60)
+    frame = pd.concat([catalogue(rng, brands[:30], 6, 0), catalogue(rng, brands[30:], 1, 1000)])
+    path = written_project(tmp_path_factory.mktemp("stages"), frame, frame.head(10))
+    result = runner.invoke(app, ["train", "--config", str(path), "-t", "brand", "-t", "kind"])
+    assert result.exit_code == 0, result.output
+    return path, result.output
+
+
+def test_train_shows_each_stage_of_each_target_as_one_line_when_piped(brands_trained):
+    _, output = brands_trained
+    assert "\r" not in output  # no spinner redrawn in place
+    lines = output.splitlines()
+    assert lines[0].startswith("reading the training table and its features")
+    for target in ("brand", "kind"):
+        said = stage_lines(output, target)
+        assert len(said) == len(set(said))  # each stage once, as it ended
+        heads = [line for line in said if re.match(rf"{target}: head \S+ folds 3/3 \d+:\d\d:\d\d$", line)]
+        assert len(heads) >= 2
+        one_line_matching(said, rf"{target}: stacker rounds on 3 folds (\d+)/\1 ")
+        one_line_matching(said, rf"{target}: stacker final rounds (\d+)/\1 ")
+        assert said[-2].startswith(f"{target}: saving") and said[-1].startswith(f"{target}: 210 products")
+        assert said.index(heads[-1]) < said.index(one_line_matching(said, rf"{target}: stacker rounds"))
+    one_line_matching(stage_lines(output, "brand"), "brand: label-in-text chooser ")
+    assert not [line for line in stage_lines(output, "kind") if "label-in-text" in line]
+    # Each summary as soon as its target is trained, before the next target's first stage.
+    assert lines.index(stage_lines(output, "brand")[-1]) < lines.index(stage_lines(output, "kind")[0])
+
+
+def test_train_summary_names_the_label_in_text_choosers_choice_and_its_accuracy(brands_trained):
+    path, output = brands_trained
+    chooser = json.loads((model_dir(load_config(path), "brand") / "metrics.json").read_text())["label_in_text"]
+    assert chooser["kept"]
+    summary = stage_lines(output, "brand")[-1]
+    assert (
+        f"label-in-text chooser (title): kept, out-of-fold accuracy {chooser['chooser']:.4f} "
+        f"vs the model's {chooser['model']:.4f}"
+    ) in summary
+    assert "label-in-text" not in stage_lines(output, "kind")[-1]
+
+
+def test_train_summary_says_the_chooser_was_not_kept_where_titles_do_not_start_with_the_label(tmp_path: Path):
+    rng = np.random.default_rng(1)
+    frame = catalogue(rng, brand_names(rng, 20), 6, 0)
+    frame["title"] = "set of " + frame["kind"] + " by " + frame["brand"]  # the brand last, never first
+    path = written_project(tmp_path, frame, frame.head(10))
+    result = runner.invoke(app, ["train", "--config", str(path), "-t", "brand"])
+    assert result.exit_code == 0, result.output
+    chooser = json.loads((model_dir(load_config(path), "brand") / "metrics.json").read_text())["label_in_text"]
+    assert not chooser["kept"]
+    assert "label-in-text chooser (title): not kept, " in stage_lines(result.output, "brand")[-1]
+
+
+def test_train_shows_the_regression_stackers_rounds_and_the_image_heads_folds(tmp_path: Path):
+    path = make_project(tmp_path, demo_frame().head(270), n_folds=2, stack_folds=2)
+    result = runner.invoke(app, ["train", "--config", str(path), "-t", "price"])
+    assert result.exit_code == 0, result.output
+    said = stage_lines(result.output, "price")
+    assert [line for line in said if re.match(r"price: head image\.\S+ folds 2/2 ", line)]
+    one_line_matching(said, r"price: stacker rounds on 2 folds (\d+)/\1 ")
+    one_line_matching(said, r"price: stacker final rounds (\d+)/\1 ")
+    assert said[-1].startswith("price: ") and "out-of-fold MAE" in said[-1]

@@ -141,3 +141,8 @@ def write_predictions(frame: pd.DataFrame, out: Path) -> Path:
     if not out.parent.is_dir():
         raise MmgbmError(f"cannot write {out}: folder {out.parent} does not exist")
     return write_atomically(out, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def written_summary(frame: pd.DataFrame, path: Path) -> str:
+    """What `write_predictions` wrote: the products, and the columns of the CSV, the id column among them."""
+    return f"{len(frame):,} products x {len(frame.columns)} columns -> {path}"

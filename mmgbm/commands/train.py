@@ -6,6 +6,7 @@ This is the edge where the config ends: the estimator package sees only flat par
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ from mmgbm.errors import MmgbmError
 from mmgbm.estimator import FUSED, MMGBMClassifier, MMGBMRegressor, ProductMatrix
 from mmgbm.estimator.base import MMGBMBase
 from mmgbm.estimator.label_names import LabelNames
+from mmgbm.estimator.out_of_fold import silent
 from mmgbm.estimator.path_classifier import MMGBMPathClassifier
 from mmgbm.stores import load_products
 from mmgbm.workdir import model_dir
@@ -52,6 +54,9 @@ FROM_TARGET = (
     "separator",
     "partial_paths",
 )
+# Stages of training besides the estimator's own (`MMGBMBase.fit`).
+READING = "reading the training table and its features"
+SAVING = "saving"
 
 
 @dataclass
@@ -70,9 +75,25 @@ class TrainSummary:
         return (
             f"{self.target}: {m['train_rows']:,} products ({m['dropped']}{corrections_note(m['corrections'])}), "
             f"{classes}; out-of-fold {unit}: "
-            f"fused {sign * val[FUSED]:.4f} | {heads}; predicts with {m['choice']}; {m['seconds']:.1f}s -> "
-            f"{self.folder}"
+            f"fused {sign * val[FUSED]:.4f} | {heads}; predicts with {m['choice']}"
+            f"{chooser_note(m.get('label_in_text'))}; {m['seconds']:.1f}s -> {self.folder}"
         )
+
+
+def chooser_note(chooser: dict | None) -> str:
+    """The label-in-text chooser's choice (kept or not) and its out-of-fold accuracy beside the model's, as a clause
+    of the summary; '' for a target without one. Read with .get: its figures are the chooser's to extend."""
+    if not chooser:
+        return ""
+    verdict = "kept" if chooser.get("kept") else "not kept"
+    own, model = chooser.get("chooser"), chooser.get("model")
+    if own is None:  # not fitted: too few products where a prefix of the text is the label
+        figures = "too little to learn from" + ("" if model is None else f" (the model's out-of-fold {model:.4f})")
+    else:
+        figures = f"out-of-fold accuracy {own:.4f}" + ("" if model is None else f" vs the model's {model:.4f}")
+    if chooser.get("kept") and "new_labels" in chooser:
+        figures += ", copies labels never seen in training" if chooser["new_labels"] else ", copies known labels only"
+    return f"; label-in-text chooser ({chooser.get('column')}): {verdict}, {figures}"
 
 
 def build_estimator(cfg: Config, target: TargetConfig, names: LabelNames | None = None) -> MMGBMBase:
@@ -94,18 +115,37 @@ def build_estimator(cfg: Config, target: TargetConfig, names: LabelNames | None 
     return kind(**params)
 
 
-def train(cfg: Config, targets: list[str] | None = None, client: Client | None = None) -> list[TrainSummary]:
+def train(
+    cfg: Config,
+    targets: list[str] | None = None,
+    client: Client | None = None,
+    progress: Callable[[str, int, int], None] = silent,
+    say: Callable[[str], None] = silent,
+) -> list[TrainSummary]:
     """Train every named target (default: all), reading the training split and its features once; with a Dask
-    `client`, the estimators' folds run on its workers."""
+    `client`, the estimators' folds run on its workers. `progress(stage, done, total)` is told each stage as it goes
+    (reading, then per target "<target>: <stage>": its heads' folds, the stacker's rounds, the label-in-text
+    chooser, saving) and `say` each target's summary as soon as it is trained."""
     names = resolve_targets(cfg, targets)
     for name in names:  # before seconds of reading features
         try:
             build_estimator(cfg, cfg.targets[name]).check_params()
         except ValueError as exc:
             raise MmgbmError(f"model settings: {exc}; change them in the config's model section") from None
+    progress(READING, 0, 1)
     frame = load_split(cfg, "train")
     products, fingerprints = load_products(cfg, frame)
-    return [train_target(cfg, name, frame, products, fingerprints, client) for name in names]
+    progress(READING, 1, 1)
+    summaries = []
+    for name in names:
+        summaries.append(train_target(cfg, name, frame, products, fingerprints, client, _of_target(progress, name)))
+        say(summaries[-1].describe())
+    return summaries
+
+
+def _of_target(progress: Callable[[str, int, int], None], name: str) -> Callable[[str, int, int], None]:
+    """`progress` with each stage named for the target it is part of."""
+    return lambda stage, done, total: progress(f"{name}: {stage}", done, total)
 
 
 def train_target(
@@ -115,6 +155,7 @@ def train_target(
     products: ProductMatrix,
     fingerprints: dict[str, dict],
     client: Client | None = None,
+    progress: Callable[[str, int, int], None] = silent,
 ) -> TrainSummary:
     started = time.perf_counter()
     target = cfg.targets[name]
@@ -135,7 +176,7 @@ def train_target(
     model = build_estimator(cfg, target, names)
     try:
         with joblib_on(client):
-            model.fit(products[values.keep], values.y)
+            model.fit(products[values.keep], values.y, progress)
     except ValueError as exc:  # the estimator's word on bad input, as one line naming the target
         raise MmgbmError(f"{source}: cannot train target {name!r}: {exc}") from None
     metrics = {
@@ -158,5 +199,7 @@ def train_target(
     }
     folder = model_dir(cfg, name)
     info = TargetInfo(name, target.column, target.task, target.log_target, normalisation(names), path_settings(target))
+    progress(SAVING, 0, 1)
     save_artifact(folder, Artifact(info, model, cfg.model_dump(mode="json"), fingerprints, metrics))
+    progress(SAVING, 1, 1)
     return TrainSummary(name, folder, metrics)

@@ -13,6 +13,7 @@ come from the registry (mmgbm.estimator.heads), each kind building itself for th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from mmgbm.estimator.folds import cap_rows, fold_ids
 from mmgbm.estimator.dense_blocks import dense_reducer, fit_reducer
 from mmgbm.estimator.heads import HEAD_KINDS, WORDS
-from mmgbm.estimator.out_of_fold import apply_head, fit_and_score, unscored
+from mmgbm.estimator.out_of_fold import apply_head, fit_and_score, silent, unscored
 from mmgbm.estimator.metadata import MetadataEncoder
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.estimator.row_view import RowView
@@ -53,7 +54,12 @@ class MMGBMBase(BaseEstimator):
     def check_params(self) -> None:
         """ValueError for parameters that contradict each other; `fit` calls it first."""
 
-    def fit(self, X: ProductMatrix, y) -> "MMGBMBase":
+    def fit(self, X: ProductMatrix, y, progress: Callable[[str, int, int], None] = silent) -> "MMGBMBase":
+        """Learn from the products `X` and their targets `y`. `progress(stage, done, total)` is told, in this
+        process, each stage of the fit as it goes: every head's folds scored ("head text.title.linear folds", done
+        of total), the stacker's boosting rounds, and what the task adds (the label-in-text chooser). It is an
+        argument of `fit`, not a parameter of the estimator: it concerns one run, so it is neither cloned nor saved
+        with the model."""
         self.check_params()
         X = check_products(X)
         y = np.asarray(y)
@@ -84,11 +90,11 @@ class MMGBMBase(BaseEstimator):
             for kind in HEAD_KINDS:
                 head = None if kind.after_others else kind.build(self, block, B.shape[1] if B.ndim == 2 else 0)
                 if head is not None:
-                    self._fit_head(blocks, block, kind.name, head, target, folds, oof)
+                    self._fit_head(blocks, block, kind.name, head, target, folds, oof, progress)
         # Heads worth their cost only where the others' out-of-fold scores show what their block tells the target.
         for kind in HEAD_KINDS:
             for block, head in kind.build(self, blocks, oof, target) if kind.after_others else ():
-                self._fit_head(blocks, block, kind.name, head, target, folds, oof)
+                self._fit_head(blocks, block, kind.name, head, target, folds, oof, progress)
         if not self.heads_:
             raise ValueError("no feature block to learn from: give the products text or dense (image) features")
         # The stacker's own folds: fewer than the heads' (its LightGBM fits are the costly part of training) and
@@ -96,17 +102,27 @@ class MMGBMBase(BaseEstimator):
         stack_folds = cap_rows(
             fold_ids(target, self.stack_folds, self.seed + 1, self.regression), self.stack_max_products, self.seed
         )
-        self.stacker_ = self._fit_stacker([oof[n] for n in self.heads_], meta, target, stack_folds)
+        self.stacker_ = self._fit_stacker([oof[n] for n in self.heads_], meta, target, stack_folds, progress)
         honest = self._select(oof, target)
-        self._fit_after_selection(X, honest, oof, target)
+        self._fit_after_selection(X, honest, oof, target, progress)
         return self
 
     def _fit_head(
-        self, blocks: dict, block: str, kind: str, head, target: np.ndarray, folds: np.ndarray, oof: dict
+        self,
+        blocks: dict,
+        block: str,
+        kind: str,
+        head,
+        target: np.ndarray,
+        folds: np.ndarray,
+        oof: dict,
+        progress: Callable[[str, int, int], None],
     ) -> None:
         B, present = blocks[block]
         name = f"{block}.{kind}"
-        self.heads_[name], oof[name] = fit_and_score(head, B, target, folds, present, self.n_jobs, self._top_k)
+        self.heads_[name], oof[name] = fit_and_score(
+            head, B, target, folds, present, self.n_jobs, self._top_k, folds_told(progress, f"head {name}")
+        )
 
     def _head_per_row(self, scores, target: np.ndarray) -> np.ndarray:
         """One head's out-of-fold score of each training product, as the gate compares them."""
@@ -164,7 +180,14 @@ class MMGBMBase(BaseEstimator):
             return self._stack_oof()
         return self._with_fallback(self.choice_, oof, self._head_predict(oof[self.choice_]))
 
-    def _fit_after_selection(self, X: ProductMatrix, honest: Prediction, oof: dict, target: np.ndarray) -> None:
+    def _fit_after_selection(
+        self,
+        X: ProductMatrix,
+        honest: Prediction,
+        oof: dict,
+        target: np.ndarray,
+        progress: Callable[[str, int, int], None],
+    ) -> None:
         """Hook for what learns from the chosen predictor's honest predictions of the training products."""
 
     # ---- predicting ---------------------------------------------------------------------------------------
@@ -238,6 +261,11 @@ def check_products(X) -> ProductMatrix:
     if not isinstance(X, ProductMatrix):
         raise ValueError(f"X must be a ProductMatrix (ids, text, words, dense blocks, meta), not {type(X).__name__}")
     return X
+
+
+def folds_told(progress: Callable[[str, int, int], None], what: str) -> Callable[[int, int], None]:
+    """`progress` as the out-of-fold functions tell it, (done, folds): the stage "<what> folds"."""
+    return lambda done, total: progress(f"{what} folds", done, total)
 
 
 def unscorable(scores: np.ndarray | TopScores) -> np.ndarray:

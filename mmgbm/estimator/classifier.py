@@ -10,6 +10,8 @@ first words of that metadata column (a brand leading a title), so labels never s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 from sklearn.base import ClassifierMixin
@@ -23,6 +25,8 @@ from mmgbm.estimator.products import ProductMatrix
 from mmgbm.estimator.selection import FUSED
 from mmgbm.estimator.stacking import CandidateReranker
 from mmgbm.estimator.top_scores import ROW_BLOCK, TopScores
+
+CHOOSER_STAGE = "label-in-text chooser"
 
 
 class MMGBMClassifier(ClassifierMixin, MMGBMBase):
@@ -211,19 +215,23 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         """What the mention heads look for in the text, per class: its name."""
         return tuple(str(c) for c in self.classes_)
 
-    def _fit_stacker(self, scores: list[np.ndarray], meta, target: np.ndarray, folds: np.ndarray) -> CandidateReranker:
+    def _fit_stacker(
+        self, scores: list[np.ndarray], meta, target: np.ndarray, folds: np.ndarray, progress: Callable
+    ) -> CandidateReranker:
         return CandidateReranker(
             list(self.heads_),
             self.candidates,
             self._lightgbm_params("binary"),
             self.max_rounds,
             self.early_stopping_rounds,
-        ).fit(scores, meta, list(self.categorical_columns), target, folds, self.log_prior_)
+        ).fit(scores, meta, list(self.categorical_columns), target, folds, self.log_prior_, progress)
 
     def _stack_oof(self) -> Prediction:
         return self._ranked(*self.stacker_.oof_)
 
-    def _fit_after_selection(self, X: ProductMatrix, honest: Prediction, oof: dict, target: np.ndarray) -> None:
+    def _fit_after_selection(
+        self, X: ProductMatrix, honest: Prediction, oof: dict, target: np.ndarray, progress: Callable
+    ) -> None:
         """Calibrate on the honest predictions, keep them (out-of-fold probabilities, for audits), then fit the
         label-in-text chooser on them: they come from models never fitted on their product, like new products."""
         self.temperature_ = fit_temperature(honest.probabilities, honest.candidates, target)
@@ -242,9 +250,11 @@ class MMGBMClassifier(ClassifierMixin, MMGBMBase):
         if self.label_in_text not in X.meta:
             raise ValueError(f"no column {self.label_in_text!r} in X.meta (label_in_text)")
         counts = dict(zip(self.classes_.tolist(), self.class_counts_.tolist()))
+        progress(CHOOSER_STAGE, 0, 1)
         self.chooser_ = PrefixChooser(
             self.label_in_text, counts, self.seed, margin_se=self.selection_margin_se, names=self.label_names
         ).fit(X.meta[self.label_in_text].to_numpy(), honest.labels, honest.label_probabilities, self.classes_[target])
+        progress(CHOOSER_STAGE, 1, 1)
 
     def _stack_predict(self, scores: list[np.ndarray], meta) -> Prediction:
         return self._ranked(*self.stacker_.predict(scores, meta))

@@ -7,6 +7,8 @@ cluster's workers).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import clone
@@ -15,6 +17,10 @@ from mmgbm.estimator.row_view import take_rows
 from mmgbm.estimator.top_scores import ROW_BLOCK, TopScores
 
 SCORE_STEP = 2.0**-12  # a power of two: grid points are exact in float32 for scores below 2048
+
+
+def silent(*progress) -> None:
+    """The default progress callback, of any signature: reports nothing."""
 
 
 def out_of_fold(
@@ -26,11 +32,13 @@ def out_of_fold(
     n_jobs: int | None = None,
     top_k: int | None = None,
     across=None,
+    progress: Callable[[int, int], None] = silent,
 ):
     """Scores of every training row from a clone of `head` fitted on the other folds (unscored where absent), as
     `scored` gives them. The folds run as `n_jobs` joblib tasks: on local processes, or on a Dask cluster inside
-    `joblib.parallel_config("dask")`. With `across`, a kNN head fitted on every row present, each row is scored by
-    it from its neighbours outside its own fold instead (`KnnHead.searches_across_folds`)."""
+    `joblib.parallel_config("dask")`; `progress(done, folds)` is told here, in this process, as each fold's scores
+    come back. With `across`, a kNN head fitted on every row present, each row is scored by it from its neighbours
+    outside its own fold instead (`KnnHead.searches_across_folds`)."""
     out = unscored(head, X.shape[0], top_k)
     rows = np.flatnonzero(present)
     fold_of = folds[rows]
@@ -40,13 +48,16 @@ def out_of_fold(
     X, y = on_rows(X, rows), on_rows(y, rows)
     if across is not None:
         out[rows] = scored(across, X, top_k, (fold_of, fold_of))
+        progress(len(names), len(names))
         return out
-    parts = Parallel(n_jobs=n_jobs)(
+    # A generator: each fold's scores as they come back, not all of them at the end.
+    parts = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_fold_scores)(clone(head), X, y, np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f), top_k)
         for f in names
     )
-    for f, part in zip(names, parts):
+    for done, (f, part) in enumerate(zip(names, parts), start=1):
         out[rows[fold_of == f]] = part
+        progress(done, len(names))
     return out
 
 
@@ -61,19 +72,37 @@ def fit_present(head, X, y: np.ndarray, present: np.ndarray):
 
 
 def fit_and_score(
-    head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, n_jobs: int | None = None, top_k: int | None = None
+    head,
+    X,
+    y: np.ndarray,
+    folds: np.ndarray,
+    present: np.ndarray,
+    n_jobs: int | None = None,
+    top_k: int | None = None,
+    progress: Callable[[int, int], None] = silent,
 ):
     """(`fit_present`, `out_of_fold`): a kNN head that searches across folds gets both from its one index, or,
-    with a projection, from two (`halves_fit_and_score`)."""
+    with a projection, from two (`halves_fit_and_score`). `progress(done, folds)` is told 0 first, then the folds
+    scored as they are."""
+    progress(0, len(np.unique(folds[present])))
     across = getattr(head, "searches_across_folds", lambda n: False)(int(present.sum()))
     if across and getattr(head, "projection_alpha", None) is not None:
-        return halves_fit_and_score(head, X, y, folds, present, n_jobs, top_k)
+        return halves_fit_and_score(head, X, y, folds, present, n_jobs, top_k, progress)
     fitted = fit_present(head, X, y, present)
-    return fitted, out_of_fold(head, X, y, folds, present, n_jobs, top_k, across=fitted if across else None)
+    return fitted, out_of_fold(
+        head, X, y, folds, present, n_jobs, top_k, across=fitted if across else None, progress=progress
+    )
 
 
 def halves_fit_and_score(
-    head, X, y: np.ndarray, folds: np.ndarray, present: np.ndarray, n_jobs: int | None = None, top_k: int | None = None
+    head,
+    X,
+    y: np.ndarray,
+    folds: np.ndarray,
+    present: np.ndarray,
+    n_jobs: int | None = None,
+    top_k: int | None = None,
+    progress: Callable[[int, int], None] = silent,
 ):
     """A projected kNN head cross-fitted on two halves of the folds (even and odd): each half's clone learns its
     projection from that half's rows and indexes every row; the other half's rows are scored by it from their
@@ -85,18 +114,23 @@ def halves_fit_and_score(
     fold_of = folds[rows]
     half = fold_of % 2
     if len(np.unique(half)) < 2:  # the modality is in one half only: no half to learn each one's projection
-        return fit_present(head, X, y, present), out_of_fold(head, X, y, folds, present, n_jobs, top_k)
+        return fit_present(head, X, y, present), out_of_fold(head, X, y, folds, present, n_jobs, top_k, None, progress)
     out = unscored(head, X.shape[0], top_k)
     X, y = on_rows(X, rows), on_rows(y, rows)
-    parts = Parallel(n_jobs=n_jobs)(
+    parts = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_half_scores)(
             clone(head), X, y, fold_of, np.flatnonzero(half == h), np.flatnonzero(half != h), top_k, keep=h == 0
         )
         for h in (0, 1)
     )
-    for h, (_, part) in enumerate(parts):
+    fitted, done = None, 0
+    for h, (kept, part) in enumerate(parts):
         out[rows[half != h]] = part
-    return parts[0][0], out
+        if h == 0:
+            fitted = kept
+        done += len(np.unique(fold_of[half != h]))  # the folds this half scored
+        progress(done, len(np.unique(fold_of)))
+    return fitted, out
 
 
 def _half_scores(

@@ -23,17 +23,19 @@ nothing to their likelihood (b_d = 0) is dropped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 from sklearn.utils.validation import check_is_fitted
 
-from mmgbm.estimator.base import Prediction, check_products
+from mmgbm.estimator.base import Prediction, check_products, folds_told
 from mmgbm.estimator.calibration import EPS
 from mmgbm.estimator.classifier import MMGBMClassifier
 from mmgbm.estimator.folds import fold_ids
 from mmgbm.estimator.heads import WORDS, LinearHead
-from mmgbm.estimator.out_of_fold import apply_head, fit_and_score
+from mmgbm.estimator.out_of_fold import apply_head, fit_and_score, silent
 from mmgbm.estimator.products import ProductMatrix
 from mmgbm.estimator.selection import FUSED
 from mmgbm.estimator.top_scores import ROW_BLOCK
@@ -57,9 +59,9 @@ class MMGBMPathClassifier(MMGBMClassifier):
     def _get_param_names(cls) -> list[str]:
         return sorted({*MMGBMClassifier._get_param_names(), "separator", "partial_paths"})
 
-    def fit(self, X: ProductMatrix, y) -> "MMGBMPathClassifier":
+    def fit(self, X: ProductMatrix, y, progress: Callable[[str, int, int], None] = silent) -> "MMGBMPathClassifier":
         """Learns the paths `y` of the products `X`; with partial_paths "ancestors", from the products whose path is
-        no partial label."""
+        no partial label. `progress`: as `MMGBMClassifier.fit`'s, the levels' heads' folds too."""
         X, y = check_products(X), np.asarray(y)
         partial = np.zeros(len(y), dtype=bool)
         if self.partial_paths == "ancestors" and y.shape == (len(X),):  # other shapes: the base class says why not
@@ -69,7 +71,7 @@ class MMGBMPathClassifier(MMGBMClassifier):
         # The upper levels' heads learn from every product, partial labels included (`_fit_after_selection`).
         self._evidence = (X, y, np.flatnonzero(~partial)) if partial.any() else None
         try:
-            return super().fit(X[~partial], y[~partial]) if partial.any() else super().fit(X, y)
+            return super().fit(X[~partial], y[~partial], progress) if partial.any() else super().fit(X, y, progress)
         finally:
             del self._evidence
 
@@ -135,7 +137,9 @@ class MMGBMPathClassifier(MMGBMClassifier):
     def _mention_names(self) -> tuple[str, ...]:
         return tuple(str(c).split(self.separator)[-1] for c in self.classes_)
 
-    def _fit_after_selection(self, X: ProductMatrix, honest: Prediction, oof: dict, target: np.ndarray) -> None:
+    def _fit_after_selection(
+        self, X: ProductMatrix, honest: Prediction, oof: dict, target: np.ndarray, progress: Callable
+    ) -> None:
         """The upper levels' own evidence (module docstring), pooled into the honest predictions before they are
         calibrated and kept."""
         self.level_heads_, self.level_weights_, self.level_block_ = [], np.zeros(0), None
@@ -150,17 +154,20 @@ class MMGBMPathClassifier(MMGBMClassifier):
             fitted, scores = [], []
             self.level_of_class_ = np.full((len(self.classes_), max(1, min(partial_depth, self.depth_ - 1))), -1)
             for d in range(self.level_of_class_.shape[1]):
-                head, level_scores = self._fit_level(d, B, present, levels)
+                head, level_scores = self._fit_level(d, B, present, levels, folds_told(progress, f"level {d + 1} head"))
                 fitted.append(head)
                 scores.append(self._level_scores(d, level_scores[rows], honest.candidates))
             self.level_weights_ = _pooling_weights(honest, scores, target)
             self.level_heads_ = [head if w > 0 else None for head, w in zip(fitted, self.level_weights_)]
             honest = self._pooled(honest, scores)
-        super()._fit_after_selection(X, honest, oof, target)
+        super()._fit_after_selection(X, honest, oof, target, progress)
 
-    def _fit_level(self, d: int, B, present: np.ndarray, levels: list[list[str]]) -> tuple[LinearHead, np.ndarray]:
+    def _fit_level(
+        self, d: int, B, present: np.ndarray, levels: list[list[str]], progress: Callable[[int, int], None]
+    ) -> tuple[LinearHead, np.ndarray]:
         """A linear head on the nodes of level `d` (0: the top) of every product whose path reaches it, and its
-        out-of-fold scores; fills `level_of_class_[:, d]`, each class's node at that level (-1: none)."""
+        out-of-fold scores (`progress` told its folds); fills `level_of_class_[:, d]`, each class's node at that
+        level (-1: none)."""
         reaches = np.array([len(path) > d for path in levels])
         node_of = np.array([self.separator.join(path[: d + 1]) for path in levels])
         nodes = np.unique(node_of[reaches])
@@ -177,7 +184,8 @@ class MMGBMPathClassifier(MMGBMClassifier):
             shortlist=self.linear_shortlist,
             seed=self.seed,
         )
-        return fit_and_score(head, B, code, fold_ids(code, self.n_folds, self.seed), present & reaches, self.n_jobs)
+        folds = fold_ids(code, self.n_folds, self.seed)
+        return fit_and_score(head, B, code, folds, present & reaches, self.n_jobs, progress=progress)
 
     def _prediction(self, X: ProductMatrix, modality: str | None = None, scores: dict | None = None) -> Prediction:
         prediction = super()._prediction(X, modality, scores)

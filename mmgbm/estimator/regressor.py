@@ -8,6 +8,8 @@ of merit for prices). With `log_target` the model owns the transform: `fit` take
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from sklearn.base import RegressorMixin
 
@@ -115,10 +117,12 @@ class MMGBMRegressor(RegressorMixin, MMGBMBase):
         self.median_ = float(np.median(target))
         return target
 
-    def _fit_stacker(self, scores: list[np.ndarray], meta, target: np.ndarray, folds: np.ndarray) -> RegressionStacker:
+    def _fit_stacker(
+        self, scores: list[np.ndarray], meta, target: np.ndarray, folds: np.ndarray, progress: Callable
+    ) -> RegressionStacker:
         return RegressionStacker(
             list(self.heads_), self._lightgbm_params(self.objective), self.max_rounds, self.early_stopping_rounds
-        ).fit(scores, meta, list(self.categorical_columns), target, folds)
+        ).fit(scores, meta, list(self.categorical_columns), target, folds, progress)
 
     def _stack_oof(self) -> Prediction:
         return Prediction(values=self.stacker_.oof_)

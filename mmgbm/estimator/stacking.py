@@ -11,6 +11,8 @@ Regression stacks the heads' predictions and the metadata under a LightGBM regre
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -32,11 +34,13 @@ def cross_fit(
     label: np.ndarray,
     folds: np.ndarray,
     categorical: list[str],
+    progress: Callable[[str, int, int], None],
 ) -> tuple[np.ndarray, lgb.Booster]:
     """Out-of-fold predictions for every row, each from a booster that never saw it, and a booster fitted on all
     rows with fold >= 0 with the number of rounds at which the folds' mean validation loss stopped improving.
     Rows with fold -1 are left out of fitting (a bounded sample keeps the stacker's cost flat on large catalogues):
-    the final booster, which never saw them, predicts them.
+    the final booster, which never saw them, predicts them. `progress(stage, round, rounds)` is told each boosting
+    round of the folds (ending at the round early stopping stopped at) and of the final booster.
 
     Every training product thus gets an honest fused prediction, so the stack is compared with the heads on all
     of them (not on a 10% slice), and the final stacker learns from every sampled product."""
@@ -47,25 +51,43 @@ def cross_fit(
     # Binned once, and the folds are subsets of the binned rows: with the raw rows kept (free_raw_data=False)
     # every fold copied its rows' features, 1.6 GB at 200,000 products of 20 candidates, the peak of training.
     dataset = lgb.Dataset(fitted, label[inside], feature_name=names, categorical_feature=categorical)
+    folds_stage = f"stacker rounds on {len(splits)} folds"
+    cv_rounds = _RoundsTold(progress, folds_stage, rounds)
     cv = lgb.cv(
         params,
         dataset,
         num_boost_round=rounds,
         folds=splits,
         return_cvbooster=True,
-        callbacks=[lgb.early_stopping(patience, verbose=False)],
+        callbacks=[lgb.early_stopping(patience, verbose=False), cv_rounds],
     )
+    progress(folds_stage, cv_rounds.done, cv_rounds.done)  # early stopping ended it: the rounds it took are all
     boosters = cv["cvbooster"]
     best = boosters.best_iteration
     oof = np.empty(len(rows), dtype=np.float64)
     for (_, held_out), booster in zip(splits, boosters.boosters):
         oof[inside[held_out]] = booster.predict(fitted[held_out], num_iteration=best)
-    final = lgb.train(params, dataset, num_boost_round=best)
+    final = lgb.train(
+        params, dataset, num_boost_round=best, callbacks=[_RoundsTold(progress, "stacker final rounds", best)]
+    )
     outside = np.flatnonzero(folds < 0)
     for start in range(0, len(outside), PREDICT_ROWS):  # not a copy of every row left out at once
         block = outside[start : start + PREDICT_ROWS]
         oof[block] = final.predict(rows[block])
     return oof, final
+
+
+class _RoundsTold:
+    """A LightGBM callback telling `progress(stage, rounds so far, rounds)` at once and as each round ends, the
+    rounds so far in `done`; LightGBM calls it in this process, between rounds."""
+
+    def __init__(self, progress: Callable[[str, int, int], None], stage: str, rounds: int):
+        self.progress, self.stage, self.rounds, self.done = progress, stage, rounds, 0
+        progress(stage, 0, rounds)
+
+    def __call__(self, env: lgb.callback.CallbackEnv) -> None:
+        self.done = env.iteration - env.begin_iteration + 1
+        self.progress(self.stage, self.done, self.rounds)
 
 
 def candidate_probabilities(booster: lgb.Booster, rows: np.ndarray) -> np.ndarray:
@@ -106,10 +128,12 @@ class CandidateReranker:
         y: np.ndarray,
         folds: np.ndarray,
         log_prior: np.ndarray,
+        progress: Callable[[str, int, int], None],
     ) -> "CandidateReranker":
-        """Cross-fitted over the products' `folds`; `oof_` holds every product's out-of-fold (candidates, probs),
-        from the final booster for the products left out of fitting (fold -1), which it predicts as `predict` does:
-        the candidate rows of every product at once were 2.2 GB at 800,000 training products."""
+        """Cross-fitted over the products' `folds` (`progress` told its rounds: `cross_fit`); `oof_` holds every
+        product's out-of-fold (candidates, probs), from the final booster for the products left out of fitting
+        (fold -1), which it predicts as `predict` does: the candidate rows of every product at once were 2.2 GB at
+        800,000 training products."""
         self.log_prior_ = log_prior
         self.meta_categorical_ = list(meta_categorical)
         inside, outside = np.flatnonzero(folds >= 0), np.flatnonzero(folds < 0)
@@ -126,6 +150,7 @@ class CandidateReranker:
             label,
             np.repeat(folds[inside], cands.shape[1]),
             categorical,
+            progress,
         )
         del rows
         shape = (len(folds), cands.shape[1])
@@ -214,8 +239,10 @@ class RegressionStacker:
         meta_categorical: list[str],
         y: np.ndarray,
         folds: np.ndarray,
+        progress: Callable[[str, int, int], None],
     ) -> "RegressionStacker":
-        """Cross-fitted over the products' `folds`; `oof_` holds every product's out-of-fold prediction."""
+        """Cross-fitted over the products' `folds` (`progress` told its rounds: `cross_fit`); `oof_` holds every
+        product's out-of-fold prediction."""
         self.meta_categorical_ = list(meta_categorical)
         self.oof_, self.booster_ = cross_fit(
             self.params,
@@ -226,6 +253,7 @@ class RegressionStacker:
             y,
             folds,
             [meta_feature(c) for c in self.meta_categorical_],
+            progress,
         )
         return self
 
