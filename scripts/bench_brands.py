@@ -12,6 +12,11 @@ Runs `mmgbm brands --column brand` on the training split of configs/flipkart.yam
 - no brand: of the fit / colour values the issue names, the share flagged (goal >= 90%); the same over every value
   made only of the colour / fit / size words of VOCABULARY (by values and by products), and the flagged values
   outside that list, for a person to judge;
+- on catalogues whose titles do not carry the brand (issue 38), Flipkart rewritten by catalogue_variants.py
+  (brand removed from the titles, moved to their end, grocery-style titles; and the grocery descriptions read as
+  titles), with the same holdout draw: the training products marked no brand, those whose value is made of the
+  colour / fit / size words (the Flipkart brand column's own, rightly marked), and the rest, real brands: goal
+  <= 1% of training products;
 then (unless --no-accuracy) trains brand twice in `<workdir>-brands`, sharing the text features: as today (no
 normalise) and with brands.csv as written (normalise), and scores both on the test products: today's model on the
 labels as written (today's figure, and without the products marked no brand), both on canonical names (truth and
@@ -31,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from bench_accuracy import CONFIGS, split_config
+from catalogue_variants import FLIPKART, variant
 
 from mmgbm.catalogue import load_split
 from mmgbm.commands.brands import brands
@@ -113,6 +119,9 @@ SHADES = {
 VOCABULARY = COLOURS | FITS | SIZES | SHADES
 SHARED_WORDS_IGNORED = {"and", "the", "of", "by", "for", "n", "a", "in", "on", "s"}  # words that make no brand
 SHOWN = 12
+# (variant, the column read as titles; None = product_name): catalogues whose titles do not carry the brand.
+VARIANT_RUNS = [("brand_removed", None), ("brand_at_end", None), ("grocery", None), ("grocery", "description")]
+MOST_MARKED = 0.01  # issue 38: at most this share of training products marked no brand where titles carry none
 
 
 def words(name: str) -> list[str]:
@@ -178,6 +187,35 @@ def no_brand_found(table: pd.DataFrame) -> None:
     )
 
 
+def variants(folder: Path, seed: int) -> None:
+    """`mmgbm brands` on each of VARIANT_RUNS, written under `folder`, and how many training products it marks."""
+    products = pd.read_csv(FLIPKART)
+    print("\ncatalogues whose titles do not carry the brand (scripts/catalogue_variants.py):")
+    for name, titles in VARIANT_RUNS:
+        path = folder / "variants" / f"{name}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        variant(products, name).to_csv(path, index=False)
+        overrides = {"data.splits.train": str(path), "data.numeric_columns": [], "data.holdout.seed": seed}
+        report = brands(
+            load_config(CONFIGS["flipkart"], {**overrides, "workdir": str(path.with_suffix(""))}), "brand", titles
+        )
+        table = report.table
+        marked = table[table["no_brand"] != ""]
+        words = marked["brand"].map(is_fit_or_colour)
+        others = marked[~words]
+        total = int(table["products"].sum())
+        all_marked, of_words, of_others = (int(t["products"].sum()) for t in (marked, marked[words], others))
+        ok = of_others <= MOST_MARKED * total
+        print(
+            f"  {name} ({titles or 'product_name'}): {all_marked:,} of {total:,} training products marked no brand "
+            f"({100 * all_marked / total:.2f}%), {of_words:,} of them with colour / fit / size values; other values: "
+            f"{len(others)} on {of_others:,} products ({100 * of_others / total:.2f}%; goal <= "
+            f"{100 * MOST_MARKED:.0f}%: {'PASS' if ok else 'FAIL'})"
+        )
+        shown = ", ".join(f"{b} ({n})" for b, n in zip(others["brand"][:SHOWN], others["products"][:SHOWN]))
+        print(f"    {report.note or 'titles carry brands'}; other values marked: {shown or 'none'}")
+
+
 def accuracy(cfg: Config, csv: Path) -> None:
     """Today's brand model and the normalised one, trained in the same session and scored on the test products."""
     normalised = "brand_canonical"
@@ -239,6 +277,7 @@ def main() -> None:
     for a, b in wrong:
         print(f"  made one: {a} / {b}")
     no_brand_found(table)
+    variants(folder, args.holdout_seed)
     if not args.no_accuracy:
         base_features = Path(base.workdir) / "features"
         extract_text(base)
