@@ -187,8 +187,17 @@ class _Work:
     urls: list[list[str] | None]
 
     @classmethod
-    def of(cls, rows: np.ndarray, ids, paths, sources, contents, needs: list[np.ndarray], urls) -> "_Work":
-        """The products at `rows` of the catalogue's lists."""
+    def of(
+        cls,
+        rows: np.ndarray,
+        ids: list[str],
+        paths: list[str],
+        sources: list[str | None],
+        contents: list[str | None],
+        needs: list[np.ndarray],
+        urls: list[list[str] | None],
+    ) -> "_Work":
+        """The products at `rows` of the catalogue's lists (`needs`: per store, whether each is work for it)."""
         return cls(
             *([column[i] for i in rows] for column in (ids, paths, sources, contents)),
             needs[0][rows],
