@@ -12,13 +12,16 @@ those rows, it beats the model clearly. A chosen prefix that is a class is that 
 With `LabelNames` (a target's canonical names), a prefix is read as its canonical name, so a brand seen in any
 spelling is predicted as the one name it was trained on, and a prefix that names no label (a colour) is never copied.
 
-A prefix that is no training class is an option only where it looks like a name: no punctuation at either end nor
-any that ends a phrase ("Bergamot," is a word running into the rest of a sentence, not a brand), and not made only
-of product words, words the training texts hold outside their label in several products of several labels
-("Organic", "Powder"). Where the text rarely starts with the label (a grocery description: "Wheatgrass juice
-powder...") its first words are ordinary words however rare, so new labels must also be backed by the chooser's
-out-of-fold evidence: when fewer than half its picks of a label no other training product has were right, new
-labels are switched off and only training classes may be copied (`new_labels_`).
+A prefix that is no training class is a new label, written only where it looks like a name and the chooser's
+out-of-fold evidence backs it. Never with punctuation at either end or any that ends a phrase ("Bergamot," is a word
+running into the rest of a sentence, not a brand). Where the text rarely starts with the label (a grocery
+description: "Wheatgrass juice powder...") its first words are ordinary words however rare: when fewer than half the
+chooser's out-of-fold picks of a label no other training product has were right, new labels are switched off and
+only training classes may be copied (`new_labels_`). A prefix made only of product words (words the training texts
+hold outside their label in several products of several labels: "Organic", "Powder") is a phrase of the catalogue
+before it is a name; it is written only where the chooser's out-of-fold picks of such labels were right at least
+half the time (`product_word_labels_`): a catalogue that writes every title brand first names brands such as
+"Fashion Plus" or "Love Baby".
 """
 
 from __future__ import annotations
@@ -111,29 +114,36 @@ class PrefixChooser:
         X = self._features(words, options, labels, probs, truth)
         known = self._known(options, truth)
         self.kept_ = False
-        self.new_labels_ = False
+        self.new_labels_ = self.product_word_labels_ = False
         self.validation_ = {
             "rows": int(len(truth)),
             "model": float(np.mean(options[:, MODEL] == truth)),
             "new_labels": False,
             "new_label_picks": 0,
             "new_label_precision": None,
+            "product_word_labels": False,
+            "product_word_label_picks": 0,
+            "product_word_label_precision": None,
         }
-        with_new = np.where(known | self._name_like(options, product_word_but_own_row), options, None)
-        fitted = self._cross_fit(X, with_new, truth)
+        # The chooser learns from every prefix, as a reader takes a title; which of them it may write is decided
+        # on its picks.
+        fitted = self._cross_fit(X, options, truth)
         if fitted is None:
             return self
-        # A pick is new where the first option spelling it is no class (the model's label always is one).
-        new = ~known[np.arange(len(truth)), np.argmax(with_new == fitted.picked[:, None], axis=1)]
-        precision = float(np.mean(fitted.picked[new] == truth[new])) if new.any() else None
-        self.new_labels_ = precision is not None and precision >= MIN_NEW_LABEL_PRECISION
-        self.validation_.update(new_label_picks=int(new.sum()), new_label_precision=precision)
-        self.validation_["new_labels"] = self.new_labels_
+        names, phrases = self._new_label_kinds(options, product_word_but_own_row)
+        self.product_word_labels_ = self._backed(
+            fitted.oof, options, known, known | names | phrases, phrases, truth, "product_word_label"
+        )
+        writable = known | names | (phrases if self.product_word_labels_ else False)
+        self.new_labels_ = self._backed(fitted.oof, options, known, writable, writable, truth, "new_label")
+        writable = np.where(writable, options, None)
         if not self.new_labels_:
-            fitted = self._cross_fit(X, np.where(known, options, None), truth)
+            # Taught again over the classes alone: its lessons in copying new labels would now mislead it.
+            writable = np.where(known, options, None)
+            fitted = self._cross_fit(X, writable, truth)
             if fitted is None:
                 return self
-        picked, confidence = fitted.picked, fitted.confidence
+        picked, confidence = self._pick(writable, fitted.oof, with_confidence=True)
         gain = (picked == truth).astype(float) - (options[:, MODEL] == truth)
         self.validation_["chooser"] = float(np.mean(picked == truth))
         self.kept_ = clearly_better(gain, self.margin_se)
@@ -157,7 +167,8 @@ class PrefixChooser:
         allowed = self._known(options)
         if self.new_labels_:
             product_words = set(self.product_words_.tolist())
-            allowed |= self._name_like(options, lambda word, row: word in product_words)
+            names, phrases = self._new_label_kinds(options, lambda word, row: word in product_words)
+            allowed |= names | (phrases if self.product_word_labels_ else False)
         chosen, confidence = self._pick(
             np.where(allowed, options, None),
             self.booster_.predict(self._features(words, options, labels, probs)),
@@ -178,8 +189,8 @@ class PrefixChooser:
         return {**PARAMS, "num_class": self.max_words + 1, "seed": self.seed}
 
     def _cross_fit(self, X: np.ndarray, options: np.ndarray, truth: np.ndarray) -> "_CrossFit | None":
-        """The chooser cross-fitted over the options it may pick (None: not an option): its out-of-fold picks on
-        every row, or None where too few rows teach anything."""
+        """The chooser cross-fitted to pick the right one of `options` (None: not an option): its out-of-fold
+        probabilities of each option on every row, or None where too few rows teach anything."""
         right = options == truth[:, None]
         # The first right option: the model when it is right (changing nothing is the safe choice), else the
         # shortest prefix. Rows where no option is right teach nothing about which to pick.
@@ -203,8 +214,7 @@ class PrefixChooser:
         for f, booster in enumerate(cv["cvbooster"].boosters):
             rows = np.flatnonzero(teach)[folds == f]
             oof[rows] = booster.predict(X[rows], num_iteration=rounds)
-        picked, confidence = self._pick(options, oof, with_confidence=True)
-        return _CrossFit(teach, y, rounds, picked, confidence)
+        return _CrossFit(teach, y, rounds, oof)
 
     def _known(self, options: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
         """Where an option is the model's label or a training class; when fitting (`truth`), a class held by no
@@ -216,15 +226,42 @@ class PrefixChooser:
             known[row, k + 1] = held - int(truth is not None and truth[row] == option) > 0
         return known
 
+    def _backed(
+        self,
+        oof: np.ndarray,
+        options: np.ndarray,
+        known: np.ndarray,
+        writable: np.ndarray,
+        kind: np.ndarray,
+        truth: np.ndarray,
+        name: str,
+    ) -> bool:
+        """Whether at least MIN_NEW_LABEL_PRECISION of the out-of-fold picks among the `writable` options that are
+        new labels of a `kind` were right (none: no evidence), recorded in `validation_` under `name`."""
+        picked = self._pick(np.where(writable, options, None), oof)
+        # The first option spelling the pick is what was picked (the model's label is always a known class).
+        first = np.argmax(np.where(writable, options, None) == picked[:, None], axis=1)
+        rows = np.arange(len(truth))
+        new = kind[rows, first] & ~known[rows, first]
+        precision = float(np.mean(picked[new] == truth[new])) if new.any() else None
+        backed = precision is not None and precision >= MIN_NEW_LABEL_PRECISION
+        self.validation_.update({f"{name}s": backed, f"{name}_picks": int(new.sum()), f"{name}_precision": precision})
+        return backed
+
     @staticmethod
-    def _name_like(options: np.ndarray, product_word: Callable[[str, int], bool]) -> np.ndarray:
-        """Where a prefix option may be a new label (see the module docstring); `product_word(word, row)` tells a
-        product word of the row's text, a word bare and lower case."""
-        like = np.zeros(options.shape, dtype=bool)
+    def _new_label_kinds(
+        options: np.ndarray, product_word: Callable[[str, int], bool]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Where a prefix option may be a new label (see the module docstring): as a name (some word no product
+        word), or as a phrase of product words; `product_word(word, row)` tells a product word of the row's text,
+        a word bare and lower case."""
+        names = np.zeros(options.shape, dtype=bool)
+        phrases = np.zeros(options.shape, dtype=bool)
         for (row, k), option in np.ndenumerate(options[:, 1:]):
             if option is not None and _punctuated_like_a_name(option):
-                like[row, k + 1] = not all(product_word(_bare(w), row) for w in option.split())
-        return like
+                phrase = all(product_word(_bare(w), row) for w in option.split())
+                (phrases if phrase else names)[row, k + 1] = True
+        return names, phrases
 
     def _options(self, words: list[list[str]], labels: np.ndarray) -> np.ndarray:
         """The model's label, then each prefix as the label it names (None: too short, or no label)."""
@@ -385,8 +422,7 @@ class _CrossFit(NamedTuple):
     teach: np.ndarray
     y: np.ndarray
     rounds: int
-    picked: np.ndarray
-    confidence: np.ndarray
+    oof: np.ndarray
 
 
 def _label_words(words: list[str], label: str) -> set[str]:
