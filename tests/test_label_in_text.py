@@ -292,3 +292,29 @@ def test_new_labels_are_switched_off_where_out_of_fold_copies_of_them_were_mostl
     summary = chooser_metrics(path)
     assert summary["new_labels"] is False
     assert summary["new_label_picks"] == 0 or summary["new_label_precision"] < 0.5
+
+
+def test_brands_made_of_product_words_are_copied_where_the_catalogue_names_brands_so(tmp_path: Path):
+    """Titles always start with the brand, and some brands are phrases of the catalogue's product words ("Organic
+    Deluxe"): the chooser's out-of-fold copies of such names were right, so a new one is written too."""
+    rng = np.random.default_rng(4)
+    made_up = brand_names(rng, 100)
+    phrases = [f"{a} {b}" for a in PRODUCT_WORDS for b in PRODUCT_WORDS if a != b]
+    phrases = [phrases[i] for i in rng.permutation(len(phrases))]
+    train_frame = finished(
+        pd.concat(
+            [
+                catalogue(rng, made_up[:30], 4, 0),
+                catalogue(rng, made_up[30:90], 1, 1000),
+                catalogue(rng, phrases[:20], 1, 2000),
+            ]
+        ),
+        rng,
+    )
+    test_frame = finished(catalogue(rng, phrases[20:], 1, 3000), rng)
+    path = trained_project(tmp_path, train_frame, test_frame)
+    test = predicted_brands(path, tmp_path)
+    assert (test["predicted"] == test["brand"]).mean() >= 0.8
+    summary = chooser_metrics(path)
+    assert summary["product_word_labels"] is True
+    assert summary["product_word_label_precision"] >= 0.5
