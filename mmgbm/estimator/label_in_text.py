@@ -138,6 +138,7 @@ class PrefixChooser:
         self.new_labels_ = self._backed(fitted.oof, options, known, writable, writable, truth, "new_label")
         writable = np.where(writable, options, None)
         if not self.new_labels_:
+            self.product_word_labels_ = self.validation_["product_word_labels"] = False  # no new label of any kind
             # Taught again over the classes alone: its lessons in copying new labels would now mislead it.
             writable = np.where(known, options, None)
             fitted = self._cross_fit(X, writable, truth)
