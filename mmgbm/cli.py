@@ -277,12 +277,13 @@ def demo(
 ) -> None:
     """Run the whole pipeline on a config (default: the bundled sample): extract, train, evaluate, predict."""
     from mmgbm.commands.pipeline import run_pipeline
+    from mmgbm.progress import StageBars
 
     if workdir is None and config == DEMO_CONFIG:
         workdir = Path("runs") / "demo"  # never inside the installed package
     cfg = _config(ctx, config, cluster=cluster, workdir=None if workdir is None else str(workdir.resolve()))
-    with connect(cfg.cluster) as client:
-        run_pipeline(cfg, say=lambda line: console.print(line, highlight=False), client=client)
+    with connect(cfg.cluster) as client, StageBars(console) as stages:
+        run_pipeline(cfg, say=stages.say, client=client, progress=stages)
 
 
 @app.command(context_settings=OVERRIDES)

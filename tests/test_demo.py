@@ -33,6 +33,9 @@ def test_demo_runs_extract_train_evaluate_predict_end_to_end(tmp_path: Path):
 
     assert result.exit_code == 0, result.output
     assert "articleType on test" in result.output and "accuracy" in result.output
+    # Training shows its stages, as `mmgbm train` does, and its summary before the evaluation.
+    assert "articleType: stacker" in result.output
+    assert result.output.index("articleType: saving") < result.output.index("articleType on test")
     submission = pd.read_csv(tmp_path / "work" / "submission.csv", dtype={"id": str})
     test_ids = pd.read_csv(tmp_path / "products.csv", dtype={"id": str}).set_index("id")
     assert 0 < len(submission) < len(keep)

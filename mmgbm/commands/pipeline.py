@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
+from mmgbm.estimator.out_of_fold import silent
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -15,10 +16,15 @@ if TYPE_CHECKING:
 EVAL_SPLIT = "test"
 
 
-def run_pipeline(cfg: Config, say: Callable[[str], None] = print, client: Client | None = None) -> Path:
+def run_pipeline(
+    cfg: Config,
+    say: Callable[[str], None] = print,
+    client: Client | None = None,
+    progress: Callable[[str, int, int], None] = silent,
+) -> Path:
     """Extract every enabled modality (incrementally), train all targets, evaluate them on the `test` split and
-    write `<workdir>/submission.csv` for it, every step on the Dask cluster of `client` when given. Returns the
-    submission's path."""
+    write `<workdir>/submission.csv` for it, every step on the Dask cluster of `client` when given; training tells
+    `progress` its stages as `train` does. Returns the submission's path."""
     from mmgbm.commands.evaluate import evaluate
     from mmgbm.commands.predict import predict, write_predictions
     from mmgbm.commands.train import train
@@ -33,8 +39,7 @@ def run_pipeline(cfg: Config, say: Callable[[str], None] = print, client: Client
         say(extract_images(cfg, progress=True, client=client).describe())
     if cfg.features.text.enabled and cfg.text_fields:
         say(extract_text(cfg, client=client).describe())
-    for summary in train(cfg, client=client):
-        say(summary.describe())
+    train(cfg, client=client, progress=progress, say=say)
     for result in evaluate(cfg, split=EVAL_SPLIT, client=client):
         say(result.describe())
     out = write_predictions(predict(cfg, split=EVAL_SPLIT, top_k=3, client=client), submission_path(cfg))
