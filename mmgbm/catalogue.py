@@ -38,8 +38,6 @@ READERS = {
     ".xml": "merchant xml",
 }
 SEPARATORS = {"csv": ",", "tsv": "\t"}
-# Tables whose rows an error can name by their line in the file (the header is line 1).
-LINE_NUMBERED = (".csv", ".tsv", ".txt")
 
 
 def read_table(path: Path, id_column: str, skipped_report: Path | None = None) -> pd.DataFrame:
@@ -148,6 +146,7 @@ class Records:
 
     header: list[str]
     sound: list[list[str]] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)  # the file line each sound record starts on
     broken: list[BrokenRecord] = field(default_factory=list)
 
     def sound_csv(self) -> io.StringIO:
@@ -174,6 +173,7 @@ def scan_records(path: Path, sep: str, id_column: str) -> Records:
                     records.broken.append(BrokenRecord(start, pid or None, len(fields), len(header)))
                 elif fields:
                     records.sound.append(fields)
+                    records.lines.append(start)
                 start = reader.line_num + 1
     finally:
         csv.field_size_limit(limit)
@@ -215,9 +215,12 @@ def validate_ids(frame: pd.DataFrame, id_column: str, source: str) -> pd.DataFra
 
 
 def _where(source: str, rows: pd.Index) -> str:
-    """Where rows are in the file, for a file whose rows a user can find: lines of a delimited file, items of XML."""
-    if source.lower().endswith(LINE_NUMBERED):
-        return f" (file lines {', '.join(str(i + 2) for i in rows)})"
+    """Where rows are in the file, for a file whose rows a user can find: the lines of a delimited file its records
+    start on (a quoted field may span lines; a skipped broken record is no row), items of XML."""
+    kind = READERS.get(Path(source).suffix.lower())
+    if kind in SEPARATORS:
+        lines = scan_records(Path(source), SEPARATORS[kind], "").lines
+        return f" (file lines {', '.join(str(lines[i]) for i in rows)})"
     if source.lower().endswith(".xml"):
         return f" (items {', '.join(str(i + 1) for i in rows)})"
     return ""

@@ -39,7 +39,14 @@ def test_duplicate_ids_are_refused_with_examples(tmp_path: Path):
 def test_empty_ids_name_the_file_lines(tmp_path: Path):
     path = tmp_path / "null.csv"
     pd.DataFrame({"id": ["x", None, "z"], "t": [1, 2, 3]}).to_csv(path, index=False)
-    with pytest.raises(MmgbmError, match=r"empty id .*file lines 3"):
+    with pytest.raises(MmgbmError, match=r"empty id .*file lines 3\)"):
+        read_table(path, "id")
+
+
+def test_empty_ids_after_descriptions_spanning_lines_name_the_line_their_record_starts_on(tmp_path: Path):
+    path = tmp_path / "shop.csv"
+    path.write_text('id,title\nx,"Turmeric\npowder, 200 g"\ny,"Rice\n\n5 kg"\n,Oil 1 l\nz,Salt\n,"Tea\nleaves"\n')
+    with pytest.raises(MmgbmError, match=r"2 rows have an empty id in 'id' \(file lines 7, 9\)"):
         read_table(path, "id")
 
 
