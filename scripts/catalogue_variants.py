@@ -12,7 +12,8 @@ Flipkart catalogue, which keep its products, brands, categories and prices and c
 
     python scripts/catalogue_variants.py OUT_DIR [--products N] [--seed S]
 
-writes OUT_DIR/<variant>.csv (uniq_id, product_name, description, brand, discounted_price, cat_l1..cat_l3).
+writes OUT_DIR/<variant>.csv (uniq_id, product_name, description, brand, discounted_price, cat_l1..cat_l3, the
+ratings).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import pandas as pd
 
 FLIPKART = Path(__file__).resolve().parents[2] / "shared" / "data" / "flipkart" / "products.csv"
 VARIANTS = ("brand_removed", "brand_at_end", "grocery")
-KEPT = ["uniq_id", "brand", "discounted_price", "cat_l1", "cat_l2", "cat_l3"]
+# Everything the flipkart config reads but the text; the raw category tree and specifications repeat the title.
+KEPT = ["uniq_id", "brand", "discounted_price", "cat_l1", "cat_l2", "cat_l3", "product_rating", "overall_rating"]
 DESCRIPTORS = ["Fresh", "Organic", "Premium", "Classic", "Natural", "Pure", "Daily", "Value Pack", "Everyday", "Select"]
 UNITS = [("g", [100, 200, 250, 500]), ("kg", [1, 2, 5]), ("ml", [100, 200, 500]), ("L", [1, 2]), ("pcs", [2, 4, 6])]
 # How a grocery description mentions the brand: None = not at all.
