@@ -309,9 +309,15 @@ def load_split(cfg: Config, split: str, with_targets: bool = True) -> pd.DataFra
     return frame
 
 
+def read_configured(cfg: Config, path: Path, name: str) -> pd.DataFrame:
+    """A table of the catalogue read as the config says: with `data.bad_rows: skip`, its broken records are listed in
+    the bad-rows report `name` (a split, or `input` for a table given on the command line)."""
+    report = bad_rows_path(cfg, name) if cfg.data.bad_rows == "skip" else None
+    return read_table(path, cfg.data.id_column, skipped_report=report)
+
+
 def _read_split_table(cfg: Config, split: str) -> pd.DataFrame:
-    report = bad_rows_path(cfg, split) if cfg.data.bad_rows == "skip" else None
-    return read_table(cfg.data.splits[split], cfg.data.id_column, skipped_report=report)
+    return read_configured(cfg, cfg.data.splits[split], split)
 
 
 def load_all_products(cfg: Config) -> pd.DataFrame:

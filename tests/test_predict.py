@@ -250,3 +250,22 @@ def test_min_confidence_fills_only_confident_labels(project: Path):
     assert (safe.loc[filled, "articleType"] == everything.loc[filled, "articleType"]).all()
     with pytest.raises(MmgbmError, match="--min-confidence must be in"):
         predict(cfg, ["articleType"], min_confidence=1.5)
+
+
+def test_predict_input_with_a_broken_record_names_its_line_or_reads_on_past_it(project: Path, tmp_path: Path):
+    table = tmp_path / "new.csv"
+    demo_frame().iloc[:NO_IMAGE].to_csv(table, index=False)
+    columns = len(demo_frame().columns)
+    with table.open("a") as f:
+        f.write("broken-1" + ",x" * columns + "\n")  # one field more than the header
+    line = NO_IMAGE + 2
+    args = ["predict", "--config", str(project), "-t", "articleType", "--input", str(table)]
+    refused = runner.invoke(app, [*args, "--out", str(tmp_path / "refused.csv")])
+    assert refused.exit_code == 1 and f"new.csv line {line} (id 'broken-1')" in str(refused.exception)
+    out = tmp_path / "predicted.csv"
+    read_on = runner.invoke(app, [*args, "--out", str(out), "--data.bad_rows", "skip"])
+    assert read_on.exit_code == 0, read_on.output
+    assert f"1 broken record skipped (line {line})" in " ".join(read_on.output.split())
+    assert pd.read_csv(out, dtype={"id": str})["id"].tolist() == demo_frame().iloc[:NO_IMAGE]["id"].astype(str).tolist()
+    report = pd.read_csv(Path(load_config(project).workdir) / "reports" / "bad_rows" / "input.csv")
+    assert report[["line", "id"]].to_dict("records") == [{"line": line, "id": "broken-1"}]

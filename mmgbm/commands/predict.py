@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from mmgbm.catalogue import load_split, read_table
+from mmgbm.catalogue import load_split, read_configured
 from mmgbm.cluster import score_rows
 from mmgbm.commands.artifact import Artifact, check_fingerprints, load_artifact
 from mmgbm.commands.normalise import check_normalisation
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 def products_to_score(cfg: Config, split: str | None, input_path: Path | None) -> tuple[pd.DataFrame, str]:
     """The table to predict: `--input TABLE` if given, else the named split."""
     if input_path is not None:
-        return read_table(Path(input_path), cfg.data.id_column), str(input_path)
+        return read_configured(cfg, Path(input_path), "input"), str(input_path)
     split = split or "test"
     return load_split(cfg, split, with_targets=False), f"split {split!r}"
 

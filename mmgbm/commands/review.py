@@ -28,7 +28,7 @@ from urllib.parse import quote, urlsplit
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from mmgbm.catalogue import load_split, read_table
+from mmgbm.catalogue import load_split, read_configured
 from mmgbm.commands.artifact import MANIFEST, load_artifact
 from mmgbm.commands.audit import COLUMNS as AUDIT_COLUMNS
 from mmgbm.commands.audit import photo_preview
@@ -194,7 +194,7 @@ class ReviewService:
 
     def __init__(self, cfg: Config, targets: list[str] | None = None):
         table = load_split(cfg, "train")
-        catalogue = read_table(cfg.data.splits["train"], cfg.data.id_column)  # its held-out part's labels too
+        catalogue = read_configured(cfg, cfg.data.splits["train"], "train")  # its held-out part's labels too
         places = Photos.of(cfg.data)
         self.targets = {
             name: ReviewTarget(cfg, name, table, catalogue, places) for name in reviewed_targets(cfg, targets)
