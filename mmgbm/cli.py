@@ -188,15 +188,64 @@ SplitOpt = Annotated[str, typer.Option(help="Split of the config to use.")]
 
 
 @app.command(context_settings=OVERRIDES)
-def train(ctx: typer.Context, config: ConfigOpt = None, target: TargetOpt = None, cluster: ClusterOpt = None) -> None:
-    """Fit per-modality heads and a LightGBM stacker per target; save each to <workdir>/models/<target>/. Each stage
-    shows as it goes (one line per stage when the output is not a terminal)."""
+def train(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    target: TargetOpt = None,
+    cluster: ClusterOpt = None,
+    force: Annotated[
+        bool, typer.Option(help="Make each new version current even where it scores worse than the current one.")
+    ] = False,
+) -> None:
+    """Fit per-modality heads and a LightGBM stacker per target; save each as a new version in
+    <workdir>/models/<target>/, made current unless its out-of-fold score is worse than the current version's
+    beyond two standard errors. A refused version is kept and named on stderr, and train exits with status 3 once
+    every target is trained (1: any other error). Each stage shows as it goes (one line per stage when the output is
+    not a terminal)."""
     from mmgbm.commands.train import train as train_targets
+    from mmgbm.model_versions import REFUSED_EXIT_CODE
     from mmgbm.progress import StageBars
 
     cfg = _config(ctx, config, cluster=cluster)
     with connect(cfg.cluster) as client, StageBars(console) as stages:
-        train_targets(cfg, target, client=client, progress=stages, say=stages.say)
+        summaries = train_targets(cfg, target, client=client, progress=stages, say=stages.say, force=force)
+    refused = [s.gate for s in summaries if s.gate.refused]
+    for gate in refused:
+        err_console.print(f"[bold red]refused:[/] {escape(gate.refusal())}", highlight=False, soft_wrap=True)
+    if refused:
+        raise typer.Exit(REFUSED_EXIT_CODE)
+
+
+@app.command(context_settings=OVERRIDES)
+def models(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    target: TargetOpt = None,
+    use: Annotated[
+        Optional[str],
+        typer.Option(help="Make this version of the target current (roll back, or promote a refused one)."),
+    ] = None,
+) -> None:
+    """List each target's model versions (oldest first: when trained, out-of-fold score, current / refused /
+    kept), or with --use make one current."""
+    from mmgbm.commands.targets import resolve_targets
+    from mmgbm.model_versions import use as use_version
+    from mmgbm.model_versions import versions
+    from mmgbm.workdir import target_models_dir
+
+    cfg = _config(ctx, config)
+    names = resolve_targets(cfg, target)
+    if use is not None:
+        if len(names) != 1:
+            raise MmgbmError(f"--use takes one target; name it with --target ({', '.join(names)})")
+        console.print(use_version(target_models_dir(cfg, names[0]), names[0], use), highlight=False, soft_wrap=True)
+        return
+    for name in names:
+        listed = versions(target_models_dir(cfg, name))
+        if not listed:
+            console.print(f"{name}: no model yet; run `mmgbm train --target {name}`", highlight=False)
+        for version in listed:
+            console.print(f"{name}  {version.describe()}", highlight=False, soft_wrap=True)
 
 
 @app.command(context_settings=OVERRIDES)

@@ -332,6 +332,12 @@ class ModelConfig(Strict):
         return value
 
 
+class ModelsConfig(Strict):
+    """The trained versions of each target's model (mmgbm.model_versions)."""
+
+    keep: int = Field(5, ge=1, description="versions kept per target, the current one always among them")
+
+
 class Config(Strict):
     workdir: Path = Path("runs/mmgbm")
     # The feature store (mmgbm.workdir): <workdir>/features unless a folder or an fsspec URL (s3://bucket/path) is
@@ -342,6 +348,7 @@ class Config(Strict):
     targets: dict[str, TargetConfig] = {}
     features: FeaturesConfig = FeaturesConfig()
     model: ModelConfig = ModelConfig()
+    models: ModelsConfig = ModelsConfig()
     # Where commands run their work (mmgbm.cluster): here (null), on a Dask cluster started on this machine for the
     # command ("local") or on the Dask scheduler at an address. "none" lets `--cluster none` undo the file's setting.
     cluster: str | None = None

@@ -5,7 +5,9 @@
         image/<backbone>/          embedding shards, failures.csv
         image/colour/              colour statistics of the same photos
         text/<field>/              TF-IDF shards and the fitted vectorizer.json (plain data, no pickle)
-      models/<target>/             one trained model per target
+      models/<target>/             the target's model versions (mmgbm.model_versions):
+        <version>/                 one trained model (mmgbm.commands.artifact), named by when it was trained
+        current                    the name of the version predict and serve load
       reports/<target>/            evaluation metrics and plots
       reports/brands/              `mmgbm brands`: brands.csv and brands.html
       reports/bad_rows/<split>.csv the broken records `data.bad_rows: skip` left out of a split's table
@@ -20,12 +22,20 @@ inside a folder are named by the module that writes them.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mmgbm.config import Config
+from mmgbm.errors import MmgbmError
 from mmgbm.features.folder import LocalFolder, ObjectFolder, folder
 
 Folder = LocalFolder | ObjectFolder
+
+CURRENT_POINTER = "current"
+# The model mmgbm wrote straight into models/<target>/ before models were versioned: listed and loaded as a version.
+LEGACY_VERSION = "legacy"
+# 20261208T021530-1a2b3c4d (mmgbm.model_versions.new_version_name) or "legacy": never a path of its own.
+VERSION_NAME = re.compile(r"\d{8}T\d{6}-[0-9a-f]{8}|" + LEGACY_VERSION)
 
 
 def features_dir(cfg: Config) -> Folder:
@@ -54,8 +64,34 @@ def text_field_dir(cfg: Config, field: str) -> Folder:
     return text_dir(cfg) / field
 
 
-def model_dir(cfg: Config, target: str) -> Path:
+def target_models_dir(cfg: Config, target: str) -> Path:
+    """Every version of the target's model, and the pointer naming the current one."""
     return Path(cfg.workdir) / "models" / target
+
+
+def model_dir(cfg: Config, target: str) -> Path:
+    """The folder predict loads: the version the target's `current` pointer names. Without a pointer, the target's
+    folder itself, where mmgbm wrote its one model before models were versioned (or where none is yet)."""
+    root = target_models_dir(cfg, target)
+    return version_dir(root, current_version(root))
+
+
+def current_version(root: Path) -> str | None:
+    """The version the pointer in `root` names; None where there is no pointer."""
+    try:
+        name = (root / CURRENT_POINTER).read_text().strip()
+    except FileNotFoundError:
+        return None
+    if not VERSION_NAME.fullmatch(name):
+        raise MmgbmError(
+            f"{root / CURRENT_POINTER} names {name!r}, not a model version; set it with "
+            f"`mmgbm models --target {root.name} --use VERSION` (`mmgbm models` lists them)"
+        )
+    return name
+
+
+def version_dir(root: Path, version: str | None) -> Path:
+    return root if version in (None, LEGACY_VERSION) else root / version
 
 
 def report_dir(cfg: Config, target: str) -> Path:

@@ -18,6 +18,7 @@ from mmgbm.commands.normalise import COLUMNS
 from mmgbm.commands.serve import PredictionService
 from mmgbm.config import load_config
 from mmgbm.errors import MmgbmError
+from mmgbm.workdir import current_version, version_dir
 from tests.test_label_in_text import brand_names, catalogue, written_project
 
 runner = CliRunner()
@@ -106,7 +107,8 @@ def said(result) -> str:
 
 
 def classes(project: Path, workdir: str = "work") -> set[str]:
-    return set(json.loads((project.parent / workdir / "models" / "brand" / "labels.json").read_text())["classes"])
+    root = project.parent / workdir / "models" / "brand"
+    return set(json.loads((version_dir(root, current_version(root)) / "labels.json").read_text())["classes"])
 
 
 def one_line_error(result, *expected: str) -> None:

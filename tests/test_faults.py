@@ -230,8 +230,8 @@ def test_a_forged_empty_fingerprint_record_does_not_switch_the_check_off(trained
 
 def test_killed_trainings_leave_nothing_for_long_and_never_lose_the_only_model(trained, tmp_path, capsys, monkeypatch):
     folder = model_dir(load_config(trained), TARGET)
-    old, young = time.time() - 7200, [folder.parent / f".{TARGET}.young.tmp"]
-    leftovers = [folder.parent / f".{TARGET}.{kind}" for kind in ("half.tmp", "aside.old")]
+    old, young = time.time() - 7200, [folder.parent / f".{folder.name}.young.tmp"]
+    leftovers = [folder.parent / f".{folder.name}.{kind}" for kind in ("half.tmp", "aside.old")]
     for path in leftovers + young:
         path.mkdir()
     for path in leftovers:
@@ -239,8 +239,9 @@ def test_killed_trainings_leave_nothing_for_long_and_never_lose_the_only_model(t
     code, err = run(capsys, monkeypatch, "train", "--config", str(trained), "--target", TARGET)
     assert code == 0, err
     assert [p.exists() for p in leftovers + young] == [False, False, True]  # a young one may be a live trainer's
+    folder = model_dir(load_config(trained), TARGET)  # the version that train made current
     with restored_afterwards(folder, tmp_path):
-        os.replace(folder, folder.parent / f".{TARGET}.killed.old")  # killed between its two renames
+        os.replace(folder, folder.parent / f".{folder.name}.killed.old")  # killed between its two renames
         err = fails_in_one_line(
             capsys,
             monkeypatch,
@@ -253,9 +254,9 @@ def test_killed_trainings_leave_nothing_for_long_and_never_lose_the_only_model(t
             str(tmp_path / "out.csv"),
             expected="training was interrupted",
         )
-        assert f".{TARGET}.killed.old" in err
+        assert f".{folder.name}.killed.old" in err
         folder.mkdir()
-    shutil.rmtree(folder.parent / f".{TARGET}.killed.old")
+    shutil.rmtree(folder.parent / f".{folder.name}.killed.old")
 
 
 def test_artifacts_hold_no_pickle(trained):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from mmgbm.commands.train import train
 from mmgbm.config import load_config
 from mmgbm.features.image_encoder import BUNDLED_B0_WEIGHTS
 from mmgbm.stores import extract_images
+from mmgbm.workdir import model_dir
 from tests.modelling_project import DEMO_TABLE, NO_IMAGE, demo_frame, make_project
 from tests.photo_server import photo_server
 
@@ -60,15 +63,19 @@ def assert_same_as_batch(answers: list[dict], batch: pd.DataFrame, classificatio
             np.testing.assert_allclose(answer["targets"][name]["value"], row[name], rtol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def text_project(tmp_path_factory) -> Path:
-    """The demo-like project with image features off, so the service starts without TensorFlow."""
-    path = make_project(tmp_path_factory.mktemp("serve"))
+def text_only_project(folder: Path, *targets: str) -> Path:
+    """The demo-like project with image features off, so the service starts without TensorFlow; `targets` trained."""
+    path = make_project(folder)
     raw = yaml.safe_load(path.read_text())
     raw["features"]["image"]["enabled"] = False
     path.write_text(yaml.safe_dump(raw))
-    train(load_config(path), ["articleType", "price"])
+    train(load_config(path), list(targets))
     return path
+
+
+@pytest.fixture(scope="module")
+def text_project(tmp_path_factory) -> Path:
+    return text_only_project(tmp_path_factory.mktemp("serve"), "articleType", "price")
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +95,11 @@ def test_answers_equal_batch_predict(service: httpx.Client, text_project: Path, 
     response = service.post("/predict", params={"top_k": TOP_K}, json=products_json(table, FIELDS))
     assert response.status_code == 200, response.text
     assert_same_as_batch(response.json()["predictions"], batch, ["articleType"], ["price"])
+    cfg = load_config(text_project)
+    for answer in response.json()["predictions"]:
+        assert {n: t["model_version"] for n, t in answer["targets"].items()} == {
+            n: model_dir(cfg, n).name for n in ("articleType", "price")
+        }
 
 
 @pytest.mark.parametrize(
@@ -120,11 +132,55 @@ def test_body_over_the_limit_is_refused_and_service_keeps_serving(service: httpx
     assert service.post("/predict", json=[{"id": "ok"}]).status_code == 200
 
 
-def test_health_and_openapi(service: httpx.Client):
-    assert service.get("/health").json() == {"status": "ok", "targets": ["articleType", "price"], "image_encoder": None}
+def test_health_and_openapi(service: httpx.Client, text_project: Path):
+    cfg = load_config(text_project)
+    assert service.get("/health").json() == {
+        "status": "ok",
+        "targets": ["articleType", "price"],
+        "model_versions": {name: model_dir(cfg, name).name for name in ("articleType", "price")},
+        "image_encoder": None,
+    }
     schema = service.get("/openapi.json").json()
     assert "/predict" in schema["paths"]
     assert service.get("/docs").status_code == 200
+
+
+def test_a_new_current_version_is_served_without_a_restart_and_no_request_fails(tmp_path: Path):
+    """Four clients ask without pause while a retrain makes a new version current: every request is answered,
+    each client's answers name the old version, then the new one, and never the old again."""
+    path = text_only_project(tmp_path, "articleType")
+    old = model_dir(load_config(path), "articleType").name
+    body = products_json(demo_frame().iloc[:3], FIELDS)
+    stop, seen, failures = threading.Event(), [[] for _ in range(4)], []
+
+    def client(answers: list[str], url: str) -> None:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            while not stop.is_set():
+                try:
+                    response = http.post("/predict", json=body)
+                    assert response.status_code == 200, response.text
+                    answers.append(response.json()["predictions"][0]["targets"]["articleType"]["model_version"])
+                except Exception as exc:  # whatever goes wrong is the test's finding
+                    failures.append(repr(exc))
+
+    with service_process(path, ["articleType"], cwd=REPO) as url:
+        threads = [threading.Thread(target=client, args=(answers, url)) for answers in seen]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while min(map(len, seen)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        new = train(load_config(path), ["articleType"], force=True)[0].gate.version
+        while not all(answers and answers[-1] == new for answers in seen) and time.monotonic() < deadline + 60:
+            time.sleep(0.05)
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert not failures, failures[:3]
+    for answers in seen:
+        assert answers[0] == old and answers[-1] == new
+        first_new = answers.index(new)
+        assert set(answers[:first_new]) == {old} and set(answers[first_new:]) == {new}
 
 
 @pytest.fixture(scope="module")

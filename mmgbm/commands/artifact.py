@@ -1,9 +1,10 @@
-"""The model artifact: one folder per target that predicts without the training data.
+"""The model artifact: one folder per trained version of a target that predicts without the training data.
 
-    models/<target>/
+    models/<target>/<version>/  (mmgbm.model_versions; mmgbm before versions wrote it into models/<target>/)
         manifest.json       format version, the target (name, column, task, log transform, the label names it was
                             trained with: targets.<name>.normalise; a path target's columns, separator, depth and
-                            taxonomy file) and a SHA-256 per file
+                            taxonomy file), a SHA-256 per file and the version's provenance (data fingerprint,
+                            settings, code version, out-of-fold score: what `mmgbm models` lists and the gate reads)
         estimator.skops     the fitted MMGBMClassifier / MMGBMPathClassifier / MMGBMRegressor without its LightGBM
                             boosters (skops)
         lightgbm.txt        the LightGBM stacker (LightGBM's own text format)
@@ -105,8 +106,9 @@ class Artifact:
         return self.target.name
 
 
-def save_artifact(folder: Path, artifact: Artifact) -> None:
-    """Write into a fresh temporary folder, then swap it in: a crash never leaves half a model."""
+def save_artifact(folder: Path, artifact: Artifact, provenance: dict[str, Any] | None = None) -> None:
+    """Write into a fresh temporary folder, then swap it in: a crash never leaves half a model. `provenance` goes
+    into the manifest as it is (mmgbm.model_versions.provenance)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(folder)
@@ -137,6 +139,7 @@ def save_artifact(folder: Path, artifact: Artifact) -> None:
                 "mmgbm_version": __version__,
                 "target": vars(artifact.target),
                 "files": files,
+                "provenance": provenance,
             },
         )
         old = folder.parent / f".{folder.name}.{uuid.uuid4().hex}.old"
@@ -149,11 +152,13 @@ def save_artifact(folder: Path, artifact: Artifact) -> None:
 
 
 def _remove_leftovers(folder: Path) -> None:
-    """Folders killed saves left beside `folder`: half-written ones, and models set aside while a new one was
-    moved in (kept while `folder` is missing: then they are the only model there is)."""
+    """Folders killed saves left beside `folder` (`.<name>.<random>.tmp` / `.old`, of this model or a sibling
+    version's): half-written ones, and models set aside while a new one was moved in (kept while the folder they
+    were set aside from is missing: then they are the only model there is)."""
     cutoff = time.time() - ORPHAN_AGE_SECONDS
-    for path in folder.parent.glob(f".{folder.name}.*"):
-        stale = path.suffix == ".tmp" or (path.suffix == ".old" and folder.is_dir())
+    for path in folder.parent.glob(".*.*"):
+        set_aside_from = folder.parent / path.name[1:].rsplit(".", 2)[0]
+        stale = path.suffix == ".tmp" or (path.suffix == ".old" and set_aside_from.is_dir())
         try:
             if stale and path.is_dir() and path.stat().st_mtime < cutoff:
                 shutil.rmtree(path)
@@ -198,6 +203,16 @@ def load_artifact(folder: Path, name: str) -> Artifact:
             f"{target.name!r}); {retrain}"
         )
     return Artifact(target, model, read["config.json"], read["fingerprints.json"], read["metrics.json"])
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest of the model in `folder` without loading the model (None where there is none or it is
+    unreadable): what listing versions needs; load_artifact checks it before anything is loaded."""
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def _labels(model: MMGBMBase, target: TargetInfo) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """`mmgbm serve`: the trained models behind HTTP, for listings that arrive one at a time.
 
 Models, vectorizers and the image encoder are loaded once at startup, so a request costs only its own features and
-predictions. A request is a JSON list of products keyed like the catalogue table (id, text, metadata columns) with
-the photo as a path (`image_column`) or base64 bytes (`image_base64`); `/predict/upload` takes one photo as a file.
+predictions. A target's model is loaded again when its current version changes (a retrain the gate let through,
+`mmgbm models --use`): the new version is loaded beside the old, then swapped in between requests, and every answer
+names the version it came from. A request is a JSON list of products keyed like the catalogue table (id, text,
+metadata columns) with the photo as a path (`image_column`) or base64 bytes (`image_base64`); `/predict/upload`
+takes one photo as a file.
 Answers are batch `predict`'s for the same products: the same features (mmgbm.features.online) and the same
 ranking. Whatever a client can get wrong is a 4xx with a one-line `detail`, and the service keeps serving.
 """
@@ -11,28 +14,41 @@ ranking. Whatever a client can get wrong is a 4xx with a one-line `detail`, and 
 import base64
 import binascii
 import json
+import os
 import threading
-from typing import Annotated, Any, Optional
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from mmgbm.commands.artifact import check_fingerprints, load_artifact
+from mmgbm.commands.artifact import Artifact, check_fingerprints, load_artifact
 from mmgbm.commands.normalise import check_normalisation
 from mmgbm.commands.predict import estimator_call
 from mmgbm.commands.targets import resolve_targets
 from mmgbm.config import Config
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import MMGBMPathClassifier, ProductMatrix
+from mmgbm.estimator.base import MMGBMBase
+from mmgbm.estimator.out_of_fold import silent
 from mmgbm.estimator.path_classifier import deepest_confident
 from mmgbm.features.online import BadProduct, OnlineFeatures, PostedImage
 from mmgbm.stores import product_features
-from mmgbm.workdir import model_dir
+from mmgbm.workdir import CURRENT_POINTER, LEGACY_VERSION, current_version, target_models_dir, version_dir
 
 IMAGE_BYTES_FIELD = "image_base64"
 MAX_BODY_BYTES = 16 * 1024 * 1024  # 32 catalogue photos in base64 are ~1 MB; this leaves room for big uploads
 MAX_PRODUCTS = 256
 DEFAULT_TOP_K = 3
+WATCH_SECONDS = 1.0  # how often the service looks whether a target's current version changed
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    model: MMGBMBase
+    version: str
+    pointer: tuple | None  # the current pointer's file identity (_identity) when the version was read from it
 
 
 class PredictionService:
@@ -41,13 +57,13 @@ class PredictionService:
     def __init__(self, cfg: Config, targets: list[str] | None = None):
         self.cfg = cfg
         # Models first: a missing one is a user error best reported before seconds of building the encoder.
-        artifacts = {name: load_artifact(model_dir(cfg, name), name) for name in resolve_targets(cfg, targets)}
-        for name, artifact in artifacts.items():
-            check_normalisation(cfg, artifact, model_dir(cfg, name))
+        loaded = {name: self._load(name) for name in resolve_targets(cfg, targets)}
         self.features = OnlineFeatures(product_features(cfg))
-        for name, artifact in artifacts.items():
-            check_fingerprints(artifact, self.features.fingerprints, model_dir(cfg, name))
-        self.models = {name: artifact.model for name, artifact in artifacts.items()}
+        for _, folder, artifact in loaded.values():
+            check_fingerprints(artifact, self.features.fingerprints, folder)
+        # Replaced whole, never changed in place: a request reads it once and answers from the versions it names.
+        self.served = {name: served for name, (served, _, _) in loaded.items()}
+        self._swap = threading.Lock()
         self.product_model = product_model(cfg, self.features)
         # One request at a time: on a few cores parallel requests only fight over them (TensorFlow and LightGBM
         # each use every core), and the estimators were not written to be shared across threads.
@@ -58,15 +74,68 @@ class PredictionService:
     ) -> list[dict[str, Any]]:
         rows = [p.model_dump(exclude={self.cfg.data.image_column, IMAGE_BYTES_FIELD}) for p in products]
         frame = pd.DataFrame(rows, columns=[self.cfg.data.id_column, *self.features.columns])
+        served = self.served
         with self._lock:
             matrix = self.features.products(frame, images)
-            answers = {
-                name: _answers(name, model, matrix, top_k, min_confidence) for name, model in self.models.items()
-            }
+            answers = {name: _answers(name, s.model, matrix, top_k, min_confidence) for name, s in served.items()}
         return [
-            {"id": pid, "targets": {name: per_product[i] for name, per_product in answers.items()}}
+            {
+                "id": pid,
+                "targets": {
+                    name: {**per_product[i], "model_version": served[name].version}
+                    for name, per_product in answers.items()
+                },
+            }
             for i, pid in enumerate(frame[self.cfg.data.id_column])
         ]
+
+    @property
+    def models(self) -> dict[str, MMGBMBase]:
+        return {name: served.model for name, served in self.served.items()}
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {name: served.version for name, served in self.served.items()}
+
+    def _load(self, name: str) -> tuple[ServedModel, Path, Artifact]:
+        """The target's current version, checked against the config, and the folder it was read from."""
+        root = target_models_dir(self.cfg, name)
+        pointer = _identity(root / CURRENT_POINTER)
+        version = current_version(root)
+        folder = version_dir(root, version)
+        artifact = load_artifact(folder, name)
+        check_normalisation(self.cfg, artifact, folder)
+        return ServedModel(artifact.model, version or LEGACY_VERSION, pointer), folder, artifact
+
+    def reload(self, say: Callable[[str], None] = silent) -> None:
+        """Load each target whose current pointer changed since its model was read, beside the model it replaces,
+        then swap it in. A version that cannot be served (damaged, trained on features made another way) is said
+        and passed over: the service keeps answering with the version it has until the pointer moves again."""
+        with self._swap:
+            for name, served in self.served.items():
+                pointer = _identity(target_models_dir(self.cfg, name) / CURRENT_POINTER)
+                if pointer == served.pointer:
+                    continue
+                try:
+                    new, folder, artifact = self._load(name)
+                    check_fingerprints(artifact, self.features.fingerprints, folder)
+                except MmgbmError as exc:
+                    say(f"{name}: still serving version {served.version}, the current version cannot be: {exc}")
+                    new = ServedModel(served.model, served.version, pointer)
+                else:
+                    say(f"{name}: serving version {new.version} (was {served.version})")
+                self.served = {**self.served, name: new}
+
+    def watch(self, say: Callable[[str], None] = silent, seconds: float = WATCH_SECONDS) -> threading.Event:
+        """Reload every `seconds` in a background thread; setting the returned event stops it."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(seconds):
+                self.reload(say)
+
+        threading.Thread(target=loop, name="mmgbm-model-watch", daemon=True).start()
+        return stop
 
 
 class Problem(BaseModel):
@@ -177,6 +246,7 @@ def create_app(service: PredictionService, max_body_bytes: int = MAX_BODY_BYTES)
         return {
             "status": "ok",
             "targets": list(service.models),
+            "model_versions": service.versions,
             "image_encoder": None if encoder is None else encoder.backbone,
         }
 
@@ -262,6 +332,15 @@ def _openapi(app) -> dict[str, Any]:
     return app.openapi_schema
 
 
+def _identity(path: Path) -> tuple | None:
+    """What changes when a file is replaced (os.replace gives it another inode) or rewritten; None when missing."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
 def _one_line(errors: list[dict]) -> str:
     """FastAPI's list of validation errors as the first one, located by product number and field."""
     first = errors[0]
@@ -322,5 +401,7 @@ def serve(cfg: Config, targets: list[str] | None = None, host: str = "127.0.0.1"
     import uvicorn
 
     service = PredictionService(cfg, targets)
-    say(f"serving {', '.join(service.models)} on http://{host}:{port} (API docs at /docs)")
+    models = ", ".join(f"{name} (version {version})" for name, version in service.versions.items())
+    say(f"serving {models} on http://{host}:{port} (API docs at /docs); a new current version is served as it comes")
+    service.watch(say)
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning")

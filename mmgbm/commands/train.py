@@ -35,8 +35,9 @@ from mmgbm.estimator.base import MMGBMBase
 from mmgbm.estimator.label_names import LabelNames
 from mmgbm.estimator.out_of_fold import silent
 from mmgbm.estimator.path_classifier import MMGBMPathClassifier
+from mmgbm.model_versions import GateResult, data_fingerprint, new_version_name, provenance, publish
 from mmgbm.stores import load_products
-from mmgbm.workdir import model_dir
+from mmgbm.workdir import target_models_dir
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -64,6 +65,7 @@ class TrainSummary:
     target: str
     folder: Path
     metrics: dict
+    gate: GateResult
 
     def describe(self) -> str:
         m = self.metrics
@@ -76,7 +78,7 @@ class TrainSummary:
             f"{self.target}: {m['train_rows']:,} products ({m['dropped']}{corrections_note(m['corrections'])}), "
             f"{classes}; out-of-fold {unit}: "
             f"fused {sign * val[FUSED]:.4f} | {heads}; predicts with {m['choice']}"
-            f"{chooser_note(m.get('label_in_text'))}; {m['seconds']:.1f}s -> {self.folder}"
+            f"{chooser_note(m.get('label_in_text'))}; {m['seconds']:.1f}s -> {self.folder}; {self.gate.describe()}"
         )
 
 
@@ -121,9 +123,12 @@ def train(
     client: Client | None = None,
     progress: Callable[[str, int, int], None] = silent,
     say: Callable[[str], None] = silent,
+    force: bool = False,
 ) -> list[TrainSummary]:
-    """Train every named target (default: all), reading the training split and its features once; with a Dask
-    `client`, the estimators' folds run on its workers. `progress(stage, done, total)` is told each stage as it goes
+    """Train every named target (default: all), reading the training split and its features once, each into a new
+    version that the gate makes current unless it scores worse than the current one beyond their noise (`force`
+    makes it current regardless; mmgbm.model_versions); with a Dask `client`, the estimators' folds run on its
+    workers. `progress(stage, done, total)` is told each stage as it goes
     (reading, then per target "<target>: <stage>": its heads' folds, the stacker's rounds, the label-in-text
     chooser, saving) and `say` each target's summary as soon as it is trained."""
     names = resolve_targets(cfg, targets)
@@ -138,7 +143,9 @@ def train(
     progress(READING, 1, 1)
     summaries = []
     for name in names:
-        summaries.append(train_target(cfg, name, frame, products, fingerprints, client, _of_target(progress, name)))
+        summaries.append(
+            train_target(cfg, name, frame, products, fingerprints, client, _of_target(progress, name), force)
+        )
         say(summaries[-1].describe())
     return summaries
 
@@ -156,6 +163,7 @@ def train_target(
     fingerprints: dict[str, dict],
     client: Client | None = None,
     progress: Callable[[str, int, int], None] = silent,
+    force: bool = False,
 ) -> TrainSummary:
     started = time.perf_counter()
     target = cfg.targets[name]
@@ -192,14 +200,22 @@ def train_target(
         "normalise": normalisation(names),
         "classes": 0 if model.regression else int(len(model.classes_)),
         "validation": model.validation_,
+        "validation_se": model.validation_se_,
         "choice": model.choice_,
         "modality_heads": model.modality_heads_,
         "label_in_text": None if model.regression else model.chooser_summary(),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    folder = model_dir(cfg, name)
+    root, version = target_models_dir(cfg, name), new_version_name()
     info = TargetInfo(name, target.column, target.task, target.log_target, normalisation(names), path_settings(target))
+    data = data_fingerprint(frame[cfg.data.id_column][values.keep], values.y, fingerprints)
+    settings = {"model": cfg.model.model_dump(mode="json"), "target": target.model_dump(mode="json")}
     progress(SAVING, 0, 1)
-    save_artifact(folder, Artifact(info, model, cfg.model_dump(mode="json"), fingerprints, metrics))
+    save_artifact(
+        root / version,
+        Artifact(info, model, cfg.model_dump(mode="json"), fingerprints, metrics),
+        provenance(version, data, settings, metrics),
+    )
+    gate = publish(root, name, version, cfg.models.keep, force)
     progress(SAVING, 1, 1)
-    return TrainSummary(name, folder, metrics)
+    return TrainSummary(name, root / version, metrics, gate)

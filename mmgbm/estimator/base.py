@@ -169,6 +169,8 @@ class MMGBMBase(BaseEstimator):
         per_row = {FUSED: self._per_row(self._stack_oof(), target)}
         per_row.update({n: self._head_per_row(s, target) for n, s in oof.items()})
         self.validation_ = {n: float(np.mean(r)) for n, r in per_row.items()}
+        # Its noise, which a gate comparing this model with another needs (mmgbm.model_versions).
+        self.validation_se_ = {n: float(np.std(r) / np.sqrt(len(r))) for n, r in per_row.items()}
         self.choice_ = choose_predictor(
             per_row, self.selection_margin_se, self.selection_min_gain, perfect=0.0 if self.regression else 1.0
         )
