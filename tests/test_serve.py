@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import shutil
 import threading
 import time
 from contextlib import contextmanager
@@ -19,10 +21,12 @@ import pytest
 import yaml
 
 from mmgbm.commands.predict import predict
+from mmgbm.commands.serve import WATCH_SECONDS
 from tests.service import service_process
 from mmgbm.commands.train import train
 from mmgbm.config import load_config
 from mmgbm.features.image_encoder import BUNDLED_B0_WEIGHTS
+from mmgbm.model_versions import use
 from mmgbm.stores import extract_images
 from mmgbm.workdir import model_dir
 from tests.modelling_project import DEMO_TABLE, NO_IMAGE, demo_frame, make_project
@@ -145,9 +149,16 @@ def test_health_and_openapi(service: httpx.Client, text_project: Path):
     assert service.get("/docs").status_code == 200
 
 
+def served_version(url: str, body: list[dict]) -> str:
+    response = httpx.post(f"{url}/predict", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()["predictions"][0]["targets"]["articleType"]["model_version"]
+
+
 def test_a_new_current_version_is_served_without_a_restart_and_no_request_fails(tmp_path: Path):
     """Four clients ask without pause while a retrain makes a new version current: every request is answered,
-    each client's answers name the old version, then the new one, and never the old again."""
+    each client's answers name the old version, then the new one, and never the old again. A current version that
+    cannot be loaded is passed over, and the next one is served."""
     path = text_only_project(tmp_path, "articleType")
     old = model_dir(load_config(path), "articleType").name
     body = products_json(demo_frame().iloc[:3], FIELDS)
@@ -176,6 +187,19 @@ def test_a_new_current_version_is_served_without_a_restart_and_no_request_fails(
         stop.set()
         for thread in threads:
             thread.join()
+        # A current version that cannot be served (here a damaged copy) is passed over: the service keeps answering.
+        root = model_dir(load_config(path), "articleType").parent
+        damaged = root / "20200101T000000-0badc0de"
+        shutil.copytree(root / new, damaged)
+        (damaged / "lightgbm.txt").write_text("tree\n")
+        (root / "current.next").write_text(damaged.name)
+        os.replace(root / "current.next", root / "current")
+        time.sleep(2 * WATCH_SECONDS)
+        assert served_version(url, body) == new
+        use(root, "articleType", old)  # and the watch goes on: a rollback is served next
+        while served_version(url, body) != old and time.monotonic() < deadline + 90:
+            time.sleep(0.05)
+        assert served_version(url, body) == old
     assert not failures, failures[:3]
     for answers in seen:
         assert answers[0] == old and answers[-1] == new
