@@ -182,7 +182,7 @@ def run(catalogue: str, cfg: Config, targets: list[str], label: dict[str, str]) 
     rows = []
     for name in targets:
         started = time.perf_counter()
-        [summary] = train(cfg, [name])
+        [summary] = train(cfg, [name], force=True)
         seconds = time.perf_counter() - started
         started = time.perf_counter()
         [result] = evaluate(cfg, [name])

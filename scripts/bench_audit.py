@@ -148,7 +148,7 @@ def arm_hits(configs: Callable[[int], Config], target: str, truth: pd.Series, se
     hits = {}
     for seed in reversed(seeds):
         cfg = configs(seed)
-        train(cfg, [target])
+        train(cfg, [target], force=True)
         hits[seed] = held_out_hits(cfg, target, truth)
     print(f"{target}, {arm}: held-out accuracy by model.seed: " + ", ".join(f"{s} {hits[s].mean():.2%}" for s in seeds))
     return np.array([hits[s] for s in seeds])
@@ -293,7 +293,7 @@ def main() -> None:
         if target in reviewed:
             clean_hits[target] = arm_hits(clean_at, target, clean_labels[column], seeds, "clean labels")
         else:
-            train(clean, [target])
+            train(clean, [target], force=True)
         model = load_artifact(model_dir(clean, target), target).model
         train_rows = np.flatnonzero(in_train & frame[column].notna().to_numpy())
         rows = flip(flipped, column, train_rows, model, args.noise, args.fraction, rng)
@@ -315,7 +315,7 @@ def main() -> None:
         if target in reviewed:
             flipped_hits[target] = arm_hits(noisy_at, target, truth, seeds, "flipped labels")
         else:
-            train(noisy, [target])
+            train(noisy, [target], force=True)
         result = audit(noisy, target)
         ranked = result.ranked
         depth = int(np.ceil(args.fraction * len(ranked)))

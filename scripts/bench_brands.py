@@ -238,7 +238,7 @@ def accuracy(cfg: Config, csv: Path) -> None:
     )
     for target, label in (("brand", "today (no normalise)"), (normalised, "normalise: brands.csv")):
         started = time.perf_counter()
-        train(cfg, [target])
+        train(cfg, [target], force=True)
         seconds = time.perf_counter() - started
         predicted = predict(cfg, [target], split="test")[target].to_numpy().astype(object)
         read = names.names(predicted)

@@ -77,7 +77,7 @@ def measure(name: str, table: pd.DataFrame, folder: Path, seed: int) -> dict:
     path = written_project(folder / name, table, text_columns, SOURCE[name], seed)
     cfg = load_config(path)
     started = time.perf_counter()
-    summaries = {s.target: s for s in train(cfg, ["brand", PLAIN])}
+    summaries = {s.target: s for s in train(cfg, ["brand", PLAIN], force=True)}
     seconds = time.perf_counter() - started
     train_brands = {b.lower() for b in load_split(cfg, "train")["brand"].dropna().astype(str)}
     test = load_split(cfg, "test")
