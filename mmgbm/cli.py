@@ -307,6 +307,29 @@ def predict(
     console.print(written_summary(frame, path), highlight=False, soft_wrap=True)
 
 
+@app.command(context_settings=OVERRIDES)
+def drift(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    target: Annotated[str, typer.Option("--target", "-t", help="Classification target whose answers to check.")] = ...,
+    source: Annotated[
+        str, typer.Option(help="Whose answers: 'predict' (its last run) or 'serve' (the service's, by day).")
+    ] = "predict",
+    days: Annotated[int, typer.Option(help="With --source serve: the last N UTC days, today included.")] = 2,
+    low_confidence: Annotated[float, typer.Option(help="An answer below this probability counts as unsure.")] = 0.5,
+) -> None:
+    """Compare what predict or serve answered with the model's out-of-fold answers: the share of low-confidence
+    answers, the labels whose share moved most, a verdict, and a PNG in <workdir>/reports/<target>/drift/. Exits
+    with status 4 when drift is flagged (1: any other error), so a scheduler can act on it."""
+    from mmgbm.drift import DRIFT_EXIT_CODE
+    from mmgbm.drift import drift as compare_answers
+
+    report = compare_answers(_config(ctx, config), target, source, days, low_confidence)
+    console.print(report.describe(), highlight=False, soft_wrap=True)
+    if report.flagged:
+        raise typer.Exit(DRIFT_EXIT_CODE)
+
+
 DEMO_CONFIG = Path(__file__).resolve().parent / "data" / "demo" / "mmgbm.yaml"
 
 

@@ -4,6 +4,7 @@ Products without an image or text still get a prediction (the model treats the m
 is not in the image store as it is now (a new table, a changed file) is embedded on the fly. A model
 is only applied to features made the way it was trained (same backbone, vectorizer, settings). On a Dask cluster,
 parts of the products are scored on the workers, each sent every model once, and put back in input order.
+What each flat classification target answered (label and probability, counted) is kept for `mmgbm drift`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mmgbm.commands.artifact import Artifact, check_fingerprints, load_artifact
 from mmgbm.commands.normalise import check_normalisation
 from mmgbm.commands.targets import resolve_targets
 from mmgbm.config import Config
+from mmgbm.drift import record_batch, records_drift
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import MMGBMPathClassifier, ProductMatrix
 from mmgbm.estimator.path_classifier import deepest_confident
@@ -87,8 +89,18 @@ def predict(
         columns = partial(
             _target_columns, name=name, probabilities=probabilities, top_k=top_k, min_confidence=min_confidence
         )
-        out.update(score_rows(client, columns, products, model=artifact.model))
+        scored = score_rows(client, columns, products, model=artifact.model)
+        if records_drift(artifact.model):
+            answered = [scored.pop(key) for key in _answered_keys(name)]
+            record_batch(cfg, name, model_dir(cfg, name), *answered)
+        out.update(scored)
     return pd.DataFrame(out)
+
+
+def _answered_keys(name: str) -> tuple[str, str]:
+    """The columns holding the label a classifier ranked first and its probability, whatever `min_confidence` left
+    empty: what drift records (mmgbm.drift), taken out before the frame is made."""
+    return f"{name}\0answered", f"{name}\0confidence"
 
 
 def _target_columns(
@@ -103,7 +115,7 @@ def _target_columns(
             products, name=name, model=model, probabilities=probabilities, min_confidence=min_confidence
         )
     labels, label_probs = estimator_call(name, model.predict_top_k, products, max(top_k, 1))
-    cols = {name: labels[:, 0]}
+    cols = {name: labels[:, 0], **dict(zip(_answered_keys(name), (labels[:, 0], label_probs[:, 0])))}
     if min_confidence > 0:
         cols[name] = np.where(label_probs[:, 0] >= min_confidence, labels[:, 0], None)
         cols[f"{name}_confidence"] = np.round(label_probs[:, 0], 6)

@@ -16,6 +16,7 @@ import binascii
 import json
 import os
 import threading
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -28,6 +29,7 @@ from mmgbm.commands.normalise import check_normalisation
 from mmgbm.commands.predict import estimator_call
 from mmgbm.commands.targets import resolve_targets
 from mmgbm.config import Config
+from mmgbm.drift import ServedAnswers, records_drift
 from mmgbm.errors import MmgbmError
 from mmgbm.estimator import MMGBMPathClassifier, ProductMatrix
 from mmgbm.estimator.base import MMGBMBase
@@ -65,6 +67,10 @@ class PredictionService:
         self.served = {name: served for name, (served, _, _) in loaded.items()}
         self._swap = threading.Lock()
         self.product_model = product_model(cfg, self.features)
+        # What the flat classifiers answer, counted for `mmgbm drift` under the folder of the version answering.
+        self.answered = ServedAnswers(
+            cfg, {name: folder for name, (served, folder, _) in loaded.items() if records_drift(served.model)}
+        )
         # One request at a time: on a few cores parallel requests only fight over them (TensorFlow and LightGBM
         # each use every core), and the estimators were not written to be shared across threads.
         self._lock = threading.Lock()
@@ -78,6 +84,9 @@ class PredictionService:
         with self._lock:
             matrix = self.features.products(frame, images)
             answers = {name: _answers(name, s.model, matrix, top_k, min_confidence) for name, s in served.items()}
+        for name in self.answered.model_folders:
+            ranked = [answer["top_k"][0] for answer in answers[name]]
+            self.answered.add(name, [r["label"] for r in ranked], [r["probability"] for r in ranked])
         return [
             {
                 "id": pid,
@@ -124,6 +133,8 @@ class PredictionService:
                     new = ServedModel(served.model, served.version, pointer)
                 else:
                     say(f"{name}: serving version {new.version} (was {served.version})")
+                    if name in self.answered.model_folders:  # drift counts the new version's answers apart
+                        self.answered.model_folders[name] = folder
                 self.served = {**self.served, name: new}
 
     def watch(self, say: Callable[[str], None] = silent, seconds: float = WATCH_SECONDS) -> threading.Event:
@@ -163,15 +174,23 @@ def product_model(cfg: Config, features: OnlineFeatures) -> type[BaseModel]:
     for column in features.columns:
         kind = Annotated[float, Field(strict=True)] if column in data.numeric_columns else str
         fields[column] = (Optional[kind], None)
+    config = ConfigDict(extra="forbid")
     if features.encoder is not None:
-        fields[data.image_column] = (Optional[str], None)
-        fields[IMAGE_BYTES_FIELD] = (Optional[str], None)
-    return create_model("Product", __config__=ConfigDict(extra="forbid"), **fields)
+        no_photo = "; null or empty: no photo"
+        fields[data.image_column] = (Optional[str], Field(None, description=f"The photo's path or URL{no_photo}"))
+        fields[IMAGE_BYTES_FIELD] = (Optional[str], Field(None, description=f"The photo's bytes in base64{no_photo}"))
+        photo = (data.image_column, IMAGE_BYTES_FIELD)
+        # One photo per product: not both fields given (a string that is not empty), as posted_image refuses.
+        both = {"required": list(photo), "properties": {f: {"type": "string", "minLength": 1} for f in photo}}
+        config = ConfigDict(extra="forbid", json_schema_extra={"not": both})
+    return create_model("Product", __config__=config, **fields)
 
 
 def posted_image(cfg: Config, product: BaseModel) -> PostedImage:
-    path = getattr(product, cfg.data.image_column or "", None)
-    encoded = getattr(product, IMAGE_BYTES_FIELD, None)
+    """The product's photo: its path, its bytes, or None. An empty string is no photo, as null is (and as an empty
+    image cell is in a catalogue table)."""
+    path = getattr(product, cfg.data.image_column or "", None) or None
+    encoded = getattr(product, IMAGE_BYTES_FIELD, None) or None
     pid = getattr(product, cfg.data.id_column)
     if path is not None and encoded is not None:
         raise BadProduct(f"product {pid!r}: give {cfg.data.image_column!r} or {IMAGE_BYTES_FIELD!r}, not both")
@@ -219,13 +238,21 @@ def _answers(name: str, model, products: ProductMatrix, top_k: int, min_confiden
 
 def create_app(service: PredictionService, max_body_bytes: int = MAX_BODY_BYTES):
     """The FastAPI application over a loaded service."""
-    from fastapi import Body, FastAPI, File, Form, Query, Request, UploadFile
+    from fastapi import Body, Depends, FastAPI, File, Form, Query, Request, UploadFile
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
     Product = service.product_model
     cfg = service.cfg
-    app = FastAPI(title="mmgbm", version="1", summary="Product attributes from text, photo and metadata.")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        service.answered.flush()  # what was answered since the last flush, before the process ends
+
+    app = FastAPI(
+        title="mmgbm", version="1", summary="Product attributes from text, photo and metadata.", lifespan=lifespan
+    )
     answer_problems(app, max_body_bytes)
     TopK = Query(DEFAULT_TOP_K, ge=1, le=20, description="Labels ranked per classification target.")
     MinConfidence = Query(
@@ -250,7 +277,16 @@ def create_app(service: PredictionService, max_body_bytes: int = MAX_BODY_BYTES)
             "image_encoder": None if encoder is None else encoder.backbone,
         }
 
-    @app.post("/predict", responses=PROBLEMS)
+    def known_parameters(request: Request) -> None:
+        """A parameter the schema does not list is refused, not ignored: a misspelt `min_confidence` would
+        silently fill labels below the confidence the client asked for."""
+        unknown = sorted(set(request.query_params) - {"top_k", "min_confidence"})
+        if unknown:
+            raise MmgbmError(f"unknown parameter {unknown[0]!r}; the parameters are top_k and min_confidence")
+
+    Checked = [Depends(known_parameters)]
+
+    @app.post("/predict", responses=PROBLEMS, dependencies=Checked)
     def predict(
         products: list[Product] = Body(..., min_length=1, max_length=MAX_PRODUCTS),  # type: ignore[valid-type]
         top_k: int = TopK,
@@ -262,7 +298,7 @@ def create_app(service: PredictionService, max_body_bytes: int = MAX_BODY_BYTES)
 
     if service.features.encoder is not None:
 
-        @app.post("/predict/upload", responses=PROBLEMS)
+        @app.post("/predict/upload", responses=PROBLEMS, dependencies=Checked)
         def predict_upload(
             image: UploadFile = File(...),
             product: str = Form(..., description="The product as JSON"),
@@ -279,7 +315,7 @@ def create_app(service: PredictionService, max_body_bytes: int = MAX_BODY_BYTES)
                 raise BadProduct("an uploaded product takes its photo from the file; leave out its image fields")
             return {"predictions": service.predict([posted], [image.file.read()], top_k, min_confidence)}
 
-    app.openapi = lambda: _openapi(app)
+    app.openapi = lambda: _openapi(app, (cfg.data.image_column, IMAGE_BYTES_FIELD))
     return app
 
 
@@ -301,9 +337,9 @@ def answer_problems(app, max_body_bytes: int) -> None:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
 
-def _openapi(app) -> dict[str, Any]:
+def _openapi(app, photo_fields: tuple[str, ...]) -> dict[str, Any]:
     """FastAPI's schema, with the upload's `product` part described as what it is: a Product as JSON (a multipart
-    part of type application/json), not any string."""
+    part of type application/json), not any string, without the fields of a photo (the upload's file is its photo)."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
 
@@ -311,7 +347,11 @@ def _openapi(app) -> dict[str, Any]:
         upload = schema["paths"].get("/predict/upload", {}).get("post")
         if upload is not None:
             generated = upload["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
-            del schema["components"]["schemas"][generated.rsplit("/", 1)[1]]
+            components = schema["components"]["schemas"]
+            del components[generated.rsplit("/", 1)[1]]
+            uploaded = {k: v for k, v in components["Product"].items() if k != "not"}
+            uploaded["properties"] = {k: v for k, v in uploaded["properties"].items() if k not in photo_fields}
+            components["UploadedProduct"] = {**uploaded, "title": "UploadedProduct"}
             upload["requestBody"] = {
                 "required": True,
                 "content": {
@@ -321,10 +361,13 @@ def _openapi(app) -> dict[str, Any]:
                             "required": ["image", "product"],
                             "properties": {
                                 "image": {"type": "string", "format": "binary", "description": "The product's photo"},
-                                "product": {"$ref": "#/components/schemas/Product"},
+                                "product": {"$ref": "#/components/schemas/UploadedProduct"},
                             },
                         },
-                        "encoding": {"product": {"contentType": "application/json"}},
+                        "encoding": {
+                            "product": {"contentType": "application/json"},
+                            "image": {"contentType": "image/jpeg, image/png, image/webp"},
+                        },
                     }
                 },
             }
