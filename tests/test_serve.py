@@ -126,6 +126,13 @@ def test_bad_input_is_a_one_line_4xx(service: httpx.Client, body, status: int, r
     assert service.get("/health").status_code == 200
 
 
+def test_a_parameter_the_schema_does_not_list_is_refused(service: httpx.Client):
+    response = service.post("/predict", params={"min_confidense": 0.9}, json=[{"id": "a"}])
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail == "unknown parameter 'min_confidense'; the parameters are top_k and min_confidence"
+
+
 def test_body_over_the_limit_is_refused_and_service_keeps_serving(service: httpx.Client):
     huge = [{"id": str(i), "productDisplayName": "x" * 100_000} for i in range(200)]  # ~20 MB
     response = service.post("/predict", json=huge)
