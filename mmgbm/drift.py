@@ -23,6 +23,7 @@ import fcntl
 import json
 import threading
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,7 +35,7 @@ from matplotlib.figure import Figure
 from mmgbm.commands.artifact import load_artifact
 from mmgbm.commands.targets import resolve_targets
 from mmgbm.config import Config
-from mmgbm.errors import MmgbmError
+from mmgbm.errors import MmgbmError, MmgbmWarning, first_line
 from mmgbm.estimator import MMGBMClassifier, MMGBMPathClassifier
 from mmgbm.features.atomic import write_atomically
 from mmgbm.workdir import model_dir, report_dir
@@ -104,11 +105,16 @@ def records_drift(model) -> bool:
     return isinstance(model, MMGBMClassifier) and not isinstance(model, MMGBMPathClassifier)
 
 
-def record_batch(cfg: Config, target: str, model_folder: Path, labels, confidences) -> Path:
-    """Save what one `predict` run answered for `target`, replacing the previous run's."""
+def record_batch(cfg: Config, target: str, model_folder: Path, labels, confidences) -> Path | None:
+    """Save what one `predict` run answered for `target`, replacing the previous run's. A workdir predict may not
+    write to (a shared, read-only model store) costs the record, not the predictions: a note says so."""
     counts = AnswerCounts(str(model_folder))
     counts.add(labels, confidences)
-    return _write(drift_dir(cfg, target) / "predict.json", counts)
+    try:
+        return _write(drift_dir(cfg, target) / "predict.json", counts)
+    except (OSError, MmgbmError) as exc:
+        warnings.warn(f"{target}: answers not recorded for `mmgbm drift` ({first_line(exc)})", MmgbmWarning, 2)
+        return None
 
 
 def _write(path: Path, counts: AnswerCounts) -> Path:

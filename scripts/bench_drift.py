@@ -83,7 +83,7 @@ def main() -> None:
     start = time.perf_counter()
     if not (model_dir(cfg, args.target) / "manifest.json").is_file():
         extract_text(cfg)
-        train(cfg, [args.target])
+        train(cfg, [args.target], force=True)
         print(f"trained {args.target} in {time.perf_counter() - start:.0f}s")
     held_out = load_split(cfg, "test")
     column = cfg.targets[args.target].column

@@ -268,14 +268,36 @@ def test_artifacts_hold_no_pickle(trained):
 # ---- the workdir and the output ----------------------------------------------------------------------------------
 
 
-def test_predict_needs_no_write_to_the_workdir(trained, tmp_path, capsys, monkeypatch):
+def test_predict_writes_nothing_to_the_workdir_but_its_answers_counts(trained, tmp_path, capsys, monkeypatch):
     cfg = load_config(trained)
-    before = sorted((p, p.stat().st_mtime_ns) for p in cfg.workdir.rglob("*"))
+    counts = cfg.workdir / "reports" / TARGET / "drift"
+
+    def files() -> list:  # the files, and when each was written (the folders above the counts gain an entry)
+        return sorted(
+            (p, p.stat().st_mtime_ns) for p in cfg.workdir.rglob("*") if p.is_file() and counts not in p.parents
+        )
+
+    before = files()
     code, err = run(
         capsys, monkeypatch, "predict", "--config", str(trained), "--target", TARGET, "--out", str(tmp_path / "out.csv")
     )
     assert code == 0, err
-    assert sorted((p, p.stat().st_mtime_ns) for p in cfg.workdir.rglob("*")) == before
+    assert files() == before and (counts / "predict.json").is_file()  # what `mmgbm drift` compares
+    assert len(pd.read_csv(tmp_path / "out.csv")) > 0
+
+
+def test_predict_from_a_workdir_it_cannot_write_to_still_predicts(trained, tmp_path, capsys, monkeypatch):
+    """A shared model store predict may only read: the answers' counts are not recorded, with a note."""
+    shutil.copytree(trained.parent, tmp_path / "project")
+    config = tmp_path / "project" / trained.name
+    reports = load_config(config).workdir / "reports"
+    shutil.rmtree(reports, ignore_errors=True)
+    reports.write_text("a file where the reports folder goes: nothing can be written under it")
+    code, err = run(
+        capsys, monkeypatch, "predict", "--config", str(config), "--target", TARGET, "--out", str(tmp_path / "out.csv")
+    )
+    assert code == 0, err
+    assert f"{TARGET}: answers not recorded for `mmgbm drift`" in " ".join(err.split())
     assert len(pd.read_csv(tmp_path / "out.csv")) > 0
 
 
