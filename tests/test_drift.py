@@ -103,6 +103,7 @@ def test_random_batches_pass_and_moved_ones_are_flagged():
     assert compare(reference, unsure)[1].flagged
 
 
+@pytest.mark.slow  # a real service process started and stopped: the slow lane
 def test_the_service_counts_its_answers_and_writes_them_when_it_stops(project: Path):
     frame = demo_frame().iloc[:30]
     products = [{k: v for k, v in row.items() if not pd.isna(v)} for row in frame[FIELDS].to_dict("records")]

@@ -424,6 +424,7 @@ def test_two_processes_writing_one_store_lose_nothing_and_store_each_id_once(tmp
     assert matrix[-1, 0] == newest  # an id stored twice is read once, from the newest shard
 
 
+@pytest.mark.slow  # two processes racing: the slow lane keeps the fast suite under a minute
 def test_two_extract_text_runs_on_a_fresh_workdir_both_succeed(tiny_config: Path):
     command = [sys.executable, "-m", "mmgbm", "extract-text", "--config", str(tiny_config)]
     runs = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(2)]

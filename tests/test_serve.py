@@ -162,6 +162,7 @@ def served_version(url: str, body: list[dict]) -> str:
     return response.json()["predictions"][0]["targets"]["articleType"]["model_version"]
 
 
+@pytest.mark.slow  # a real service process, four clients and a retrain: the slow lane
 def test_a_new_current_version_is_served_without_a_restart_and_no_request_fails(tmp_path: Path):
     """Four clients ask without pause while a retrain makes a new version current: every request is answered,
     each client's answers name the old version, then the new one, and never the old again. A current version that

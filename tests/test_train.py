@@ -117,6 +117,7 @@ def test_image_modality_carries_the_colour(project: Path):
     assert result.metrics["modalities"]["image"]["accuracy"] > 0.5
 
 
+@pytest.mark.slow  # two full trainings: the slow lane keeps the fast suite under a minute
 def test_training_is_deterministic(tmp_path: Path):
     path = make_project(tmp_path, demo_frame().head(270), n_folds=2, stack_folds=2)
     cfg = load_config(path)
@@ -239,6 +240,7 @@ def test_a_single_class_target_is_refused_not_trained(tmp_path: Path):
         train(cfg, ["baseColour"])
 
 
+@pytest.mark.slow  # two full trainings: the slow lane
 def test_last_bit_differences_in_the_features_leave_the_model_unchanged(tmp_path):
     """Other machines, BLAS builds and a cluster's row chunks compute the same features to within their last bits;
     the heads' ranks, the gate's choice and the probabilities must not depend on those bits. (Before the heads'

@@ -100,6 +100,7 @@ def test_a_retrain_on_shuffled_labels_is_refused_and_predict_keeps_the_current_v
     pd.testing.assert_frame_equal(predictions(project, tmp_path / "rolled-back.csv"), before)
 
 
+@pytest.mark.slow  # three more trainings: the slow lane keeps the fast suite under a minute
 def test_old_versions_beyond_keep_are_removed_never_the_current_one(project):
     cfg = load_config(project)
     root = target_models_dir(cfg, TARGET)
@@ -126,6 +127,7 @@ def test_using_an_unknown_or_broken_version_is_a_one_line_error(project):
     shutil.rmtree(broken.folder)
 
 
+@pytest.mark.slow  # two more trainings: the slow lane
 def test_a_model_written_before_versions_loads_and_is_gated_against(project, tmp_path):
     """A folder of the old layout (the model's files straight in models/<target>/, no pointer) predicts, is listed
     as the current version "legacy", and a retrain is compared with it."""
