@@ -246,6 +246,9 @@ class FeaturesConfig(Strict):
     # store run every night holds the catalogue, not every product it ever held; false keeps them (a store that
     # several configs with different splits share). The commands' --prune/--no-prune decide for one run.
     prune: bool = True
+    # A nightly feed drops a few products; one that drops more than this share of the stored ones at once was more
+    # likely cut short: then nothing is pruned, and a note says so.
+    max_prune: float = Field(0.2, ge=0.0, le=1.0)
 
 
 class ModelConfig(Strict):

@@ -139,6 +139,7 @@ def extract_text(cfg: Config, *, overwrite: bool = False, client: Client | None 
             train,
             overwrite=overwrite,
             prune=cfg.features.prune,
+            max_prune=cfg.features.max_prune,
             client=client,
         )
         for name in cfg.text_fields
@@ -168,6 +169,7 @@ def extract_images(
             load_all_products(cfg),
             cfg.data.id_column,
             prune=cfg.features.prune,
+            max_prune=cfg.features.max_prune,
             progress=progress,
             client=client,
         )

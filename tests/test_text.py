@@ -319,3 +319,18 @@ def test_products_in_no_split_leave_the_text_store_unless_told_to_keep_them(text
     assert pruned.exit_code == 0 and "1 products no longer in any split pruned" in said, said
     assert store.present_ids() == {"p1", "p2", "p3", "p4", "p5", "t1"} and "0 new products" in said
     assert all(read_text(load_config(path), ["p1", "t1"])["text"].getnnz(axis=1))
+
+
+def test_a_feed_that_lost_many_of_its_products_prunes_none_until_told(text_config, tmp_path):
+    """A feed cut short overnight must not empty the store: past features.max_prune nothing is pruned, with a note."""
+    path = text_config()
+    assert CliRunner().invoke(app, ["extract-text", "--config", str(path)]).exit_code == 0
+    TRAIN.iloc[:2].to_csv(tmp_path / "train.csv", index=False)  # 3 of the 7 products left the feed
+    held = CliRunner().invoke(app, ["extract-text", "--config", str(path)])
+    said = " ".join(held.output.split())
+    assert held.exit_code == 0 and "none pruned, as that is more than features.max_prune (20%)" in said, said
+    store = text_field(load_config(path), "text").fitted().store
+    assert len(store.present_ids()) == 7
+    pruned = CliRunner().invoke(app, ["extract-text", "--config", str(path), "--features.max_prune", "1"])
+    assert "3 products no longer in any split pruned" in " ".join(pruned.output.split()), pruned.output
+    assert len(store.present_ids()) == 4

@@ -48,7 +48,7 @@ from mmgbm.features.image_encoder import ImageEncoder, Tag
 from mmgbm.features.image_runtime import EncoderChoice
 from mmgbm.features.photo_fetch import FetchStream, source_url
 from mmgbm.features.photos import Photos
-from mmgbm.features.store import Copy, FeatureStore, dense_table
+from mmgbm.features.store import Copy, FeatureStore, dense_table, kept_when_pruning
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -252,6 +252,7 @@ def extract_images(
     id_column: str,
     *,
     prune: bool = False,
+    max_prune: float = 1.0,
     progress: bool = False,
     client: Client | None = None,
 ) -> ImageExtractionSummary:
@@ -282,7 +283,8 @@ def extract_images(
     shards += sum(store.write_copies(copies, step) for store, copies in zip(stores, made_once))
     failures = done.failures + failed_too
     _write_failures(stores[0].folder, FAILURES_FILE, failures)
-    pruned = max(store.compact(set(ids) if prune else None).pruned for store in stores)
+    keep = kept_when_pruning(stores, ids, max_prune) if prune else None
+    pruned = max(store.compact(keep).pruned for store in stores)
     moved = {c.id for r in plan.reused for c in r.moved}
     shared = {c.id for copies in [r.shared for r in plan.reused] + made_once for c in copies}
     untouched = set(ids) - set(work.ids) - moved - shared - {pid for pid, _, _ in failed_too}

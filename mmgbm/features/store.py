@@ -23,6 +23,7 @@ import posixpath
 import re
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from mmgbm.errors import MmgbmError, first_line
+from mmgbm.errors import MmgbmError, MmgbmWarning, first_line
 from mmgbm.features.folder import LocalFolder, ObjectFolder, StorageError, folder
 
 ID = "id"
@@ -421,3 +422,21 @@ def _with_sources(
     if contents is not None:
         columns[CONTENT] = pa.array(list(contents), pa.string())
     return pa.table(columns)
+
+
+def kept_when_pruning(stores: Sequence[FeatureStore], ids: Collection[str], max_share: float) -> set[str] | None:
+    """The products a pruning compaction of `stores` keeps: `ids`, unless more than `max_share` of the stored products
+    would go at once, which looks like a feed that arrived truncated: then none goes (None) and a note says so."""
+    keep = set(ids)
+    stored = set().union(*(store.present_ids() for store in stores))
+    gone = len(stored - keep)
+    if gone <= max_share * len(stored):
+        return keep
+    warnings.warn(
+        f"{gone:,} of the {len(stored):,} products in {stores[0].folder} ({100 * gone / len(stored):.0f}%) are in no "
+        f"split: none pruned, as that is more than features.max_prune ({100 * max_share:g}%); is the feed complete? "
+        f"Set features.max_prune: 1 to prune them",
+        MmgbmWarning,
+        stacklevel=2,
+    )
+    return None

@@ -25,7 +25,7 @@ import pandas as pd
 from mmgbm.cluster import run_parts
 from mmgbm.errors import MmgbmError
 from mmgbm.features.folder import LocalFolder, ObjectFolder
-from mmgbm.features.store import FeatureStore, sparse_table
+from mmgbm.features.store import FeatureStore, kept_when_pruning, sparse_table
 from mmgbm.features.text_cleaning import join_columns
 from mmgbm.features.text_vectorizer import TextVectorizer
 
@@ -177,6 +177,7 @@ def extract_field(
     *,
     overwrite: bool = False,
     prune: bool = False,
+    max_prune: float = 1.0,
     client: Client | None = None,
 ) -> FieldExtraction:
     """Fit the field's vectorizer on `train()` (the training split; asked for only when fitting) or reuse the stored
@@ -202,7 +203,7 @@ def extract_field(
         for rows in (todo[start : start + step] for start in range(0, len(todo), step))
     ]
     empty = sum(run_parts(client, _store_vectors, parts, store=store, vectorizer=vectorizer))
-    pruned = store.compact(set(ids) if prune else None).pruned
+    pruned = store.compact(kept_when_pruning([store], ids, max_prune) if prune else None).pruned
     return FieldExtraction(
         field.name,
         field.columns,
